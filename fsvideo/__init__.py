@@ -1,0 +1,21 @@
+"""fsvideo: Feature-Style encoder video inversion and face editing with a pretrained StyleGAN2.
+
+The package is organised the way the data flows:
+
+* ``fsvideo.models``   networks (StyleGAN2 generator, Feature-Style encoder, ArcFace, BiSeNet, LPIPS)
+* ``fsvideo.edits``    Eq. 1 editing, directions, SeFa, style mixing
+* ``fsvideo.faces``    detection, tracking, FFHQ alignment, stabilisation, blending back
+* ``fsvideo.video``    decoding / encoding with PyAV (audio copied, timestamps kept)
+* ``fsvideo.pipeline`` the bounded streaming runner and the stages of ``pipelines/*.yaml``
+* ``fsvideo.metrics``  SSIM, PSNR, MSE, LPIPS, identity similarity, identity consistency (Eq. 9)
+* ``fsvideo.train``    the encoder trainer (Eqs. 2-8)
+* ``fsvideo.weights``  the registry and cache of every weights file fsvideo can use
+* ``fsvideo.cli``      the command line, a thin layer over the above
+
+The library never prints: it logs through :mod:`logging` and reports progress through callbacks.
+"""
+__version__ = "0.1.0"
+
+from fsvideo.errors import FsvideoError  # noqa: E402
+
+__all__ = ["__version__", "FsvideoError"]

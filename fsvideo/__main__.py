@@ -1,0 +1,3 @@
+from fsvideo.cli import main
+
+main()

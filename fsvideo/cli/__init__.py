@@ -1,0 +1,90 @@
+"""The ``fsvideo`` command line: a thin layer over the library.
+
+Each command lives in its own module under ``fsvideo/cli/`` and is imported only when it runs,
+so ``fsvideo --help`` stays fast.  The CLI owns the console: errors from the library
+(:class:`fsvideo.errors.FsvideoError`) become one red line and exit code 2, Ctrl-C exit code 130.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from fsvideo import __version__
+from fsvideo.errors import FsvideoError
+
+# command name -> (module, attribute, one-line help).  Modules are imported lazily.
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "weights": ("fsvideo.cli.weights", "weights", "List, download, import and verify model weights."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in _COMMANDS:
+            return None
+        mod, attr, _ = _COMMANDS[name]
+        return getattr(importlib.import_module(mod), attr)
+
+    def format_commands(self, ctx, formatter):  # short help without importing every module
+        rows = [(n, _COMMANDS[n][2]) for n in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _configure_logging(verbose: int) -> None:
+    from rich.logging import RichHandler
+
+    from fsvideo.cli._console import console
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False)])
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fsvideo")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Edit faces in real videos with the Feature-Style encoder and a pretrained StyleGAN2.
+
+    \b
+    Examples:
+      fsvideo weights download stylegan2-ffhq fse-ffhq direction-smile
+      fsvideo edit talk.mp4 --attr smile --strength 2
+      fsvideo doctor
+    """
+    _configure_logging(verbose)
+
+
+def main(argv=None) -> None:
+    """Entry point: runs the CLI and turns errors into one line and an exit code."""
+    from fsvideo.cli._console import err_console
+    try:
+        cli.main(args=argv, prog_name="fsvideo", standalone_mode=False)
+    except FsvideoError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("[bold red]interrupted[/]: no output was written")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]: no output was written")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # a bug: one line unless FSVIDEO_DEBUG asks for the traceback
+        if os.environ.get("FSVIDEO_DEBUG"):
+            raise
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} "
+                          "(set FSVIDEO_DEBUG=1 for the traceback and please report it)",
+                          highlight=False, soft_wrap=True)
+        sys.exit(1)

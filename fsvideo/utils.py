@@ -1,0 +1,103 @@
+"""Small shared helpers: atomic outputs, device choice, seeding."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from fsvideo.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+
+def check_input_file(path: str | os.PathLike, what: str = "input") -> Path:
+    """Return ``path`` as a Path after checking it is a readable, non-empty file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file", hint=f"check the {what} path")
+    if p.is_dir():
+        raise InputError(f"{p} is a folder, not a file", hint=f"pass a {what} file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p} is empty (0 bytes)", hint=f"pass a complete {what} file")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{p} is not readable", hint="check its permissions")
+    return p
+
+
+def check_output_path(out: str | os.PathLike, *, overwrite: bool = False,
+                      inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Validate an output path before any work starts (fail early, lose nothing)."""
+    o = Path(out)
+    for i in inputs:
+        ip = Path(i)
+        if ip.exists() and (o.resolve() == ip.resolve() or (o.exists() and o.samefile(ip))):
+            raise OutputError(f"output {o} is the input file", hint="choose another output name with -o")
+    if o.exists() and not overwrite:
+        raise OutputError(f"{o} already exists", hint="pass --overwrite to replace it, or choose another name with -o")
+    if o.exists() and o.is_dir():
+        raise OutputError(f"{o} is a folder", hint="give a file name with -o")
+    parent = o.parent if str(o.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(f"output folder {parent} does not exist", hint="create it first or choose another -o")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable", hint="choose another -o")
+    return o
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, overwrite: bool = False,
+                  inputs: tuple[str | os.PathLike, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only when the block succeeds.
+
+    The temporary name keeps the extension (container formats are guessed from it).  On any
+    exception, KeyboardInterrupt included, the temporary file is removed and nothing appears
+    at ``path``.
+    """
+    final = check_output_path(path, overwrite=overwrite, inputs=inputs)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}",
+                               dir=final.parent if str(final.parent) else ".")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if final.exists() and not overwrite:  # appeared while we worked
+            raise OutputError(f"{final} appeared while writing", hint="pass --overwrite or choose another -o")
+        os.replace(tmp_path, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def pick_device(name: str | None = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, then MPS, then CPU."""
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"unknown device {name!r}", hint="use auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} requested but CUDA is not available",
+                         hint="use --device cpu (or auto)")
+    return dev
+
+
+def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """float32 on CPU; float16 on CUDA unless ``precision`` says otherwise (fp32, fp16, bf16)."""
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+             "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in table:
+        raise InputError(f"unknown precision {precision!r}", hint="use auto, fp32, fp16 or bf16")
+    return table[precision]
