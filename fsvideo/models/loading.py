@@ -1,0 +1,176 @@
+"""Load released checkpoints safely and strictly.
+
+Every file is read with ``torch.load(..., weights_only=True)`` (or safetensors): loading never
+executes code.  Architectures are read off the state dict, so the same code loads the released
+1024 px models and tiny test models.  Missing or unexpected keys raise a
+:class:`~fsvideo.errors.WeightsError` that lists them.
+
+Generator formats understood:
+
+* pSp checkpoint ``{'state_dict': {'decoder.*': ..., 'encoder.*': ...}, 'latent_avg', 'opts'}``
+  (``psp_ffhq_encode.pt``; the pSp encoder entries are ignored);
+* rosinality checkpoint ``{'g_ema': ..., 'g': ..., 'd': ..., 'latent_avg': (512,)}``
+  (``stylegan2-ffhq-config-f.pt``);
+* a plain generator state dict, or fsvideo's own ``{'generator': sd, 'latent_avg': ...}``.
+
+Encoder format: the plain ``fs_encoder_v2`` state dict (``143_enc.pth``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from fsvideo.errors import WeightsError
+from fsvideo.models.encoder import FeatureStyleEncoder
+from fsvideo.models.stylegan2 import Generator
+
+log = logging.getLogger(__name__)
+
+Source = "str | os.PathLike | Mapping[str, Any]"
+
+
+def read_checkpoint(src) -> Any:
+    """Read a checkpoint file (``.pt``/``.pth``/``.safetensors``) without executing code."""
+    if isinstance(src, Mapping):
+        return src
+    path = Path(src)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file", hint="check the path or run `fsvideo weights list`")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - report any parse error as a weights error
+            raise WeightsError(f"{path} is not a valid safetensors file ({e})",
+                               hint="download it again with `fsvideo weights download --force`") from e
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise WeightsError(f"{path} cannot be read as weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                           hint="the file may be truncated or not a PyTorch checkpoint; download it again") from e
+
+
+def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> nn.Module:
+    """``module.load_state_dict(state_dict, strict=True)`` with an error that lists the differences."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {list(state_dict[k].shape)} vs {list(own[k].shape)}" for k in own
+              if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        def few(xs):
+            return ", ".join(xs[:6]) + (f" (+{len(xs) - 6} more)" if len(xs) > 6 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches: {few(shapes)}")
+        raise WeightsError(f"{what}: checkpoint does not match the network ({'; '.join(parts)})",
+                           hint="check that the file is the right model for this registry entry")
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+def _count(sd: Mapping[str, Any], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def generator_state_dict(obj: Any) -> tuple["OrderedDict[str, torch.Tensor]", torch.Tensor | None]:
+    """Plain generator state dict and ``latent_avg`` (or None) from any supported format."""
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"generator checkpoint is a {type(obj).__name__}, expected a dict")
+    latent_avg = obj.get("latent_avg")
+    if "state_dict" in obj and any(k.startswith("decoder.") for k in obj["state_dict"]):      # pSp
+        sd = OrderedDict((k[len("decoder."):], v) for k, v in obj["state_dict"].items() if k.startswith("decoder."))
+    elif "g_ema" in obj:                                                                       # rosinality
+        sd = OrderedDict(obj["g_ema"])
+    elif "generator" in obj and isinstance(obj["generator"], Mapping):                         # fsvideo
+        sd = OrderedDict(obj["generator"])
+    elif "style.1.weight" in obj:                                                              # plain
+        sd = OrderedDict((k, v) for k, v in obj.items() if k != "latent_avg")
+    else:
+        keys = ", ".join(list(obj)[:5])
+        raise WeightsError(f"not a StyleGAN2 generator checkpoint (top-level keys: {keys})",
+                           hint="expected a pSp (state_dict/decoder.*), rosinality (g_ema) or plain state dict")
+    if isinstance(latent_avg, torch.Tensor):
+        latent_avg = latent_avg.detach().float()
+    else:
+        latent_avg = None
+    return sd, latent_avg
+
+
+def generator_config(sd: Mapping[str, torch.Tensor]) -> dict:
+    """Generator constructor arguments read off a state dict."""
+    try:
+        n_rgbs = _count(sd, r"to_rgbs\.(\d+)\.")
+        size = 2 ** (n_rgbs + 2)
+        channels = {4: int(sd["input.input"].shape[1])}
+        for j in range(n_rgbs):
+            channels[2 ** (j + 3)] = int(sd[f"convs.{2 * j}.conv.weight"].shape[1])
+        return dict(size=size, style_dim=int(sd["style.1.weight"].shape[0]),
+                    n_mlp=_count(sd, r"style\.(\d+)\.weight"), channels=channels)
+    except KeyError as e:
+        raise WeightsError(f"generator state dict lacks {e}", hint="is this a StyleGAN2 (rosinality layout) file?") from e
+
+
+def load_generator_checkpoint(src, *, device: torch.device | str = "cpu") -> tuple[Generator, torch.Tensor]:
+    """Build a :class:`Generator` from a checkpoint and load it strictly.
+
+    Returns ``(generator in eval mode, latent_avg [n_latent, style_dim])``.  A rosinality
+    ``latent_avg`` of shape (512,) is repeated to every W+ row; when the file has none it is
+    estimated from 4096 mapped samples (and logged).
+    """
+    sd, latent_avg = generator_state_dict(read_checkpoint(src))
+    G = Generator(**generator_config(sd))
+    load_strict(G, sd, "generator")
+    G.eval().requires_grad_(False)
+    if latent_avg is None:
+        log.warning("generator checkpoint has no latent_avg; estimating it from 4096 samples")
+        latent_avg = G.mean_latent(4096)
+    if latent_avg.ndim == 1:
+        latent_avg = latent_avg[None].repeat(G.n_latent, 1)
+    if tuple(latent_avg.shape) != (G.n_latent, G.style_dim):
+        raise WeightsError(f"latent_avg has shape {list(latent_avg.shape)}, expected "
+                           f"[{G.n_latent}, {G.style_dim}] or [{G.style_dim}]")
+    return G.to(device), latent_avg.to(device)
+
+
+def encoder_config(sd: Mapping[str, torch.Tensor]) -> dict:
+    """Encoder constructor arguments read off an ``fs_encoder_v2`` state dict."""
+    try:
+        widths = [int(sd[f"block_{i}.0.conv1.weight"].shape[0]) for i in range(1, 5)]
+        layers = [_count(sd, rf"block_{i}\.(\d+)\.conv1\.weight") for i in range(1, 5)]
+        return dict(n_styles=_count(sd, r"styles\.(\d+)\.weight"), style_dim=int(sd["styles.0.weight"].shape[0]),
+                    widths=widths, layers=layers, feature_channels=int(sd["content_layer.1.weight"].shape[0]),
+                    stem_channels=int(sd["conv.0.weight"].shape[0]))
+    except KeyError as e:
+        raise WeightsError(f"encoder state dict lacks {e}",
+                           hint="is this a Feature-Style encoder (143_enc.pth layout) file?") from e
+
+
+def load_encoder_checkpoint(src, n_styles: int | None = None, *,
+                            device: torch.device | str = "cpu") -> FeatureStyleEncoder:
+    """Build a :class:`FeatureStyleEncoder` from a checkpoint and load it strictly (eval mode)."""
+    obj = read_checkpoint(src)
+    if isinstance(obj, Mapping) and "encoder" in obj and isinstance(obj["encoder"], Mapping):
+        obj = obj["encoder"]
+    if not isinstance(obj, Mapping) or "conv.0.weight" not in obj:
+        raise WeightsError("not a Feature-Style encoder state dict (no `conv.0.weight`)",
+                           hint="expected the 143_enc.pth layout")
+    cfg = encoder_config(obj)
+    if n_styles is not None and n_styles != cfg["n_styles"]:
+        raise WeightsError(f"encoder predicts {cfg['n_styles']} W+ rows but the generator needs {n_styles}",
+                           hint="use an encoder trained for this generator")
+    E = FeatureStyleEncoder(**cfg)
+    load_strict(E, obj, "encoder")
+    return E.eval().requires_grad_(False).to(device)

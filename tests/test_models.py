@@ -1,0 +1,173 @@
+"""Properties of the networks and of Eq. 1, on tiny seeded random models of the real classes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fsvideo.edits import EditSpec, as_wplus_direction, edit_codes, load_direction, style_mix
+from fsvideo.errors import InputError, WeightsError
+from fsvideo.models.encoder import downscale_to
+from fsvideo.models.loading import load_encoder_checkpoint, load_generator_checkpoint
+from fsvideo.models.random_init import random_model, save_official_checkpoints
+from fsvideo.models.stylegan2 import Generator
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def batch(model):
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(3, 3, 16, 16, generator=g) * 2 - 1, size=(256, 256), mode="bilinear")
+    w, f = model.encode(x)
+    return x, w, f
+
+
+def test_injecting_own_features_is_identity(model, batch):
+    _, w, _ = batch
+    noise = model.make_noise(1)
+    gk = model.features(w, noise)
+    assert torch.allclose(model.decode(w, gk, noise), model.decode(w, None, noise), atol=1e-6)
+
+
+def test_features_match_full_pass(model, batch):
+    _, w, _ = batch
+    noise = model.make_noise(1)
+    _, outs = model.generator(w, noise=noise, return_features=True)
+    assert torch.equal(model.features(w, noise), outs[5])
+    assert outs[5].shape[1:] == model.generator.feature_shape(5)
+
+
+def test_zero_strength_edit_is_identity(model, batch):
+    _, w, f = batch
+    d = as_wplus_direction(torch.randn(model.generator.n_latent * model.generator.style_dim),
+                           model.generator.n_latent, model.generator.style_dim)
+    w2, f2 = edit_codes(model, w, f, [EditSpec("x", d, 0.0)], model.make_noise(0))
+    assert torch.equal(w2, w) and torch.equal(f2, f)
+
+
+def test_eq1_feature_correction(model, batch):
+    _, w, f = batch
+    G = model.generator
+    noise = model.make_noise(0)
+    d1 = as_wplus_direction(torch.randn(G.style_dim), G.n_latent, G.style_dim)
+    d2 = as_wplus_direction(torch.randn(G.n_latent, G.style_dim), G.n_latent, G.style_dim)
+    edits = [EditSpec("a", d1, 0.7), EditSpec("b", d2, -1.5)]
+    w2, f2 = edit_codes(model, w, f, edits, noise)
+    expect_w = w + 15 * (0.7 * d1 - 1.5 * d2)
+    assert torch.allclose(w2, expect_w, atol=1e-5)
+    expect_f = f + model.features(expect_w, noise) - model.features(w, noise)
+    assert torch.allclose(f2, expect_f, atol=1e-4)
+    assert not torch.allclose(f2, f)
+
+
+def test_batching_equals_single_calls(model, batch):
+    x, w, f = batch
+    noise = model.make_noise(2)
+    wb, fb = model.encode(x)
+    img_b = model.decode(wb, fb, noise)
+    for i in range(x.shape[0]):
+        wi, fi = model.encode(x[i:i + 1])
+        assert torch.allclose(wi, wb[i:i + 1], atol=1e-5) and torch.allclose(fi, fb[i:i + 1], atol=1e-4)
+        assert torch.allclose(model.decode(wi, fi, noise), img_b[i:i + 1], atol=1e-4)
+
+
+def test_same_seed_same_noise_and_image(model, batch):
+    _, w, f = batch
+    a = model.decode(w, f, model.make_noise(5))
+    b = model.decode(w, f, model.make_noise(5))
+    c = model.decode(w, f, model.make_noise(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_style_mixing_swaps_codes(model, batch):
+    _, w, f = batch
+    noise = model.make_noise(0)
+    mixed = style_mix(model, w[:1], f[1:2], noise)
+    assert torch.equal(mixed, model.decode(w[:1], f[1:2], noise))
+    assert not torch.allclose(mixed, model.decode(w[:1], f[:1], noise))
+
+
+def test_direction_shapes_and_convention(tmp_path):
+    n, c = 4, 8
+    flat = np.random.default_rng(0).standard_normal((1, n * c)).astype(np.float32)
+    flat /= np.linalg.norm(flat)
+    d = as_wplus_direction(flat, n, c)
+    assert d.shape == (n, c) and torch.equal(d.reshape(1, -1), torch.from_numpy(flat))  # unit: kept bit-exact
+    wdir = as_wplus_direction(np.ones(c) * 3, n, c)
+    assert torch.allclose(wdir.norm(), torch.tensor(1.0)) and torch.allclose(wdir[0], wdir[-1])
+    with pytest.raises(InputError, match="shape"):
+        as_wplus_direction(np.ones(5), n, c)
+    with pytest.raises(InputError, match="zeros"):
+        as_wplus_direction(np.zeros(c), n, c)
+    np.save(tmp_path / "d.npy", flat)
+    assert torch.equal(load_direction(tmp_path / "d.npy", n, c), d)
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(InputError, match="bad.npy"):
+        load_direction(tmp_path / "bad.npy", n, c)
+
+
+def test_released_directions_load(shared_dir):
+    for name in ("Smiling", "Heavy_Makeup", "Eyeglasses"):
+        d = load_direction(shared_dir / "directions" / f"{name}_boundary.npy", 18, 512)
+        assert d.shape == (18, 512) and abs(float(d.norm()) - 1) < 1e-5
+
+
+def test_official_format_round_trip(model, tmp_path):
+    enc, gen = save_official_checkpoints(model, tmp_path)
+    G, la = load_generator_checkpoint(gen)
+    E = load_encoder_checkpoint(enc, n_styles=G.n_latent)
+    assert torch.equal(la, model.latent_avg)
+    for a, b in zip(E.state_dict().values(), model.encoder.state_dict().values()):
+        assert torch.equal(a, b)
+    # rosinality format: g_ema + a (512,) latent_avg repeated to every row
+    torch.save({"g_ema": model.generator.state_dict(), "latent_avg": model.latent_avg[0]}, tmp_path / "r.pt")
+    G2, la2 = load_generator_checkpoint(tmp_path / "r.pt")
+    assert la2.shape == model.latent_avg.shape and torch.equal(la2, model.latent_avg)
+
+
+def test_strict_loading_names_the_keys(model, tmp_path):
+    sd = dict(model.generator.state_dict())
+    sd.pop("conv1.noise.weight")
+    sd["bogus.key"] = torch.zeros(1)
+    with pytest.raises(WeightsError, match=r"missing keys: conv1\.noise\.weight.*unexpected keys: bogus\.key"):
+        load_generator_checkpoint(sd)
+    (tmp_path / "trunc.pt").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(WeightsError, match="trunc.pt"):
+        load_generator_checkpoint(tmp_path / "trunc.pt")
+
+
+def test_released_architecture_matches_key_lists(shared_dir):
+    """The full-size classes have exactly the keys and shapes of the released checkpoints."""
+    def keylist(name):
+        rows = [line.split("\t") for line in (shared_dir / "spec" / "key-lists" / name).read_text().splitlines() if line]
+        return {r[0]: tuple(int(v) for v in r[1].strip("()").split(",") if v.strip()) for r in rows}
+    from fsvideo.models.encoder import FeatureStyleEncoder
+    with torch.device("meta"):
+        G = Generator(1024, channel_multiplier=2)
+        E = FeatureStyleEncoder(18)
+    assert {k: tuple(v.shape) for k, v in G.state_dict().items()} == keylist("generator_1024_cm2.txt")
+    assert {k: tuple(v.shape) for k, v in E.state_dict().items()} == keylist("encoder_fs_encoder_v2_nstyles18.txt")
+
+
+def test_input_checks(model):
+    with pytest.raises(ValueError, match="256"):
+        downscale_to(torch.zeros(1, 3, 300, 300))
+    with pytest.raises(ValueError, match="w must be"):
+        model.generator(torch.zeros(1, 3, 7))
+    with pytest.raises(ValueError, match="features_in"):
+        model.generator(torch.zeros(1, model.generator.n_latent, model.generator.style_dim), features_in=torch.zeros(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
+def test_low_precision_close_to_fp32(model, batch, dtype):
+    x, w, f = batch
+    noise = model.make_noise(0)
+    ref = model.decode(w, f, noise)
+    with torch.autocast("cpu", dtype=dtype):
+        low = model.decode(w, f, noise)
+    assert low.dtype == dtype or low.dtype == torch.float32
+    assert float((low.float() - ref).abs().mean()) < 0.05 * float(ref.abs().mean()) + 0.02
