@@ -1,0 +1,89 @@
+"""Encoder and generator throughput (images/s) at 256 and 1024 px, batch 1 and 8.
+
+Usage::
+
+    python benchmarks/models.py                      # current device (CUDA if available)
+    python benchmarks/models.py --device cpu --sizes 256 --batches 1 8
+
+Prints one row per (network, size, batch) with images/s, and the speed-up of batching.  Also times
+one Eq. 1 edit per frame as fsvideo runs it (G^K(w), G^K(w~) up to 16 px, then one full G(w~, F~))
+against the official scripts' way (three full-resolution passes).  Weights are random (the
+released architecture): speed does not depend on the values.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from fsvideo.edits.eq1 import EditSpec, edit_codes
+from fsvideo.models.encoder import FeatureStyleEncoder
+from fsvideo.models.fse import FeatureStyleModel
+from fsvideo.models.stylegan2 import Generator
+from fsvideo.utils import pick_device, pick_dtype
+
+
+def timeit(fn, repeats: int, device) -> float:
+    fn()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / repeats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = pick_device(a.device)
+    dtype = pick_dtype(device, a.precision)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    print(f"device: {name}, dtype: {dtype}, torch {torch.__version__}")
+    print(f"{'network':<28}{'size':>6}{'batch':>7}{'s/batch':>10}{'img/s':>9}{'batch speed-up':>16}")
+    torch.manual_seed(0)
+    enc = FeatureStyleEncoder(18).eval().to(device)
+    ac = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    for size in a.sizes:
+        G = Generator(size).eval().to(device)
+        model = FeatureStyleModel(FeatureStyleEncoder(G.n_latent).eval(), G, torch.zeros(G.n_latent, 512)).to(device)
+        noise = G.make_noise(0, device=device)
+        d = torch.nn.functional.normalize(torch.randn(G.n_latent * 512), dim=0).view(G.n_latent, 512)
+        rows = {}
+        for b in a.batches:
+            x = torch.rand(b, 3, size, size, device=device) * 2 - 1
+            w = torch.randn(b, G.n_latent, 512, device=device)
+            f = torch.randn(b, *G.feature_shape(5), device=device)
+            jobs = {
+                f"encoder (input {size})": lambda: enc(x) if enc.n_styles == 18 else None,
+                f"generator G(w, F)": lambda: G(w, noise=noise, features_in=f),
+                f"G^K(w) only": lambda: G.features(w, noise=noise),
+                f"edit, fsvideo (G^K x2 + G)": lambda: model.decode(
+                    *edit_codes(model, w, f, [EditSpec("d", d.to(device), 1.0)], noise), noise),
+                f"edit, official (3 x G)": lambda: [G(w, noise=noise), G(w, noise=noise),
+                                                     G(w, noise=noise, features_in=f)],
+            }
+            for label, fn in jobs.items():
+                with torch.no_grad(), ac:
+                    s = timeit(fn, a.repeats, device)
+                rows.setdefault(label, {})[b] = s
+                base = rows[label].get(a.batches[0])
+                speed = (base / a.batches[0] * b / s) if base and b != a.batches[0] else None
+                print(f"{label:<28}{size:>6}{b:>7}{s:>10.3f}{b / s:>9.2f}"
+                      f"{(f'{speed:.2f}x' if speed else ''):>16}", flush=True)
+        del G, model
+
+
+if __name__ == "__main__":
+    main()
