@@ -1,0 +1,40 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from fsvideo.config import ModelConfig, from_dict, load_config, resolve_config_path
+from fsvideo.errors import ConfigError
+
+
+def test_bundled_ffhq_config():
+    cfg = load_config(resolve_config_path("ffhq"), ModelConfig, section="model")
+    assert cfg.resolution == 1024 and cfg.feature_index == 5
+    assert set(cfg.directions) == {"smile", "makeup", "eyeglasses"}
+
+
+@dataclass
+class Inner:
+    a: int = 1
+    b: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    name: str | None = None
+
+
+def test_unknown_key_and_wrong_type_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"x\.inner: unknown key\(s\) c"):
+        from_dict(Outer, {"inner": {"c": 1}}, "x")
+    with pytest.raises(ConfigError, match=r"x\.inner\.a: expected int"):
+        from_dict(Outer, {"inner": {"a": "one"}}, "x")
+    with pytest.raises(ConfigError, match=r"expected int"):
+        from_dict(Outer, {"inner": {"a": True}}, "x")
+    assert from_dict(Outer, {"inner": {"b": [1, 2.5]}}).inner.b == [1.0, 2.5]
+    p = tmp_path / "bad.yaml"
+    p.write_text("model:\n  resolution: 1024\n  featur_index: 5\n")
+    with pytest.raises(ConfigError, match="bad.yaml:model: unknown key.*featur_index"):
+        load_config(p, ModelConfig, section="model")
+    with pytest.raises(ConfigError, match="no config named"):
+        resolve_config_path("nope")
