@@ -92,8 +92,9 @@ class Upsample(nn.Module):
 class ModulatedConv2d(nn.Module):
     """Style-modulated convolution (StyleGAN2), optionally with 2x upsampling.
 
-    The style scales the input channels and the demodulation scales the output channels, which is
-    the same arithmetic as modulating a per-sample weight but runs as one ordinary batched conv.
+    Each sample gets its own weight ``w * s`` (demodulated), and the batch runs as one grouped
+    convolution: on CPU and GPU this costs the same per image as a plain convolution and saves
+    two full-size multiplications per layer over modulating the activations.
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, demodulate: bool = True,
@@ -111,21 +112,22 @@ class ModulatedConv2d(nn.Module):
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        s = self.modulation(style)                                    # [N, in]
-        weight = self.weight[0] * self.scale                          # [out, in, k, k]
-        x = x * s[:, :, None, None].to(x.dtype)
-        if self.upsample:
-            x = F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2)
-        else:
-            x = F.conv2d(x, weight.to(x.dtype), padding=self.padding)
+        n, _, h, w = x.shape
+        k = self.kernel_size
+        s = self.modulation(style)                                           # [N, in]
+        acc = torch.promote_types(s.dtype, torch.float32)                    # fp16/bf16 -> fp32, fp64 stays
+        weight = self.scale * self.weight.to(acc) * s.to(acc)[:, None, :, None, None]   # [N, out, in, k, k]
         if self.demodulate:
-            # sum_{i,k} (weight * s_i)^2 = (s^2) @ sum_k weight^2
-            acc = torch.promote_types(s.dtype, torch.float32)         # fp16/bf16 -> fp32, fp64 stays
-            d = torch.rsqrt((s.to(acc) ** 2) @ (weight.to(acc) ** 2).sum((2, 3)).t() + 1e-8)  # [N, out]
-            x = x * d[:, :, None, None].to(x.dtype)
+            weight = weight * torch.rsqrt(weight.pow(2).sum((2, 3, 4)) + 1e-8)[:, :, None, None, None]
+        weight = weight.to(x.dtype)
+        x = x.reshape(1, n * self.in_ch, h, w)
         if self.upsample:
-            x = self.blur(x)
-        return x
+            weight = weight.transpose(1, 2).reshape(n * self.in_ch, self.out_ch, k, k)
+            x = F.conv_transpose2d(x, weight, stride=2, groups=n)
+        else:
+            x = F.conv2d(x, weight.reshape(n * self.out_ch, self.in_ch, k, k), padding=self.padding, groups=n)
+        x = x.reshape(n, self.out_ch, *x.shape[2:])
+        return self.blur(x) if self.upsample else x
 
 
 class NoiseInjection(nn.Module):
