@@ -1,0 +1,117 @@
+"""Per-frame latents of a video, written by ``fsvideo invert`` and read by ``fsvideo edit --latents``.
+
+A latents file is a ZIP archive (stored, not compressed) written as the video streams:
+
+* ``chunk_00000.npz`` ... : up to ``chunk_frames`` frames each, arrays (one row per face):
+  ``frame`` int64 [n], ``track`` int64 [n], ``w`` float32 [n, n_latent, 512],
+  ``F`` float16 or float32 [n, C, 16, 16], ``matrix`` float64 [n, 3, 3] (aligned pixel -> frame pixel),
+  ``landmarks`` float32 [n, 68, 2] (in aligned-crop coordinates);
+* ``meta.json`` (last): source path and sha256, frame count, fps, model names, resolution, K,
+  noise seed, F storage dtype.
+
+Only numpy arrays are stored (``allow_pickle=False`` on read): a latents file never runs code.
+Memory stays bounded: a chunk is written as soon as it is full.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from fsvideo.errors import InputError
+
+FORMAT = "fsvideo-latents/1"
+
+
+@dataclass
+class FrameLatents:
+    """The latents of the faces of one frame (``n`` faces, possibly 0)."""
+
+    frame: int
+    track: np.ndarray            # int64 [n]
+    w: np.ndarray                # float32 [n, n_latent, 512]
+    F: np.ndarray                # float32 [n, C, 16, 16]
+    matrix: np.ndarray           # float64 [n, 3, 3]
+    landmarks: np.ndarray        # float32 [n, 68, 2]
+
+
+@dataclass
+class LatentsWriter:
+    """Append frames, then :meth:`close` (writes ``meta.json``).  Use inside ``atomic_output``."""
+
+    path: Path
+    meta: dict = field(default_factory=dict)
+    chunk_frames: int = 64
+    f_dtype: str = "float16"
+
+    def __post_init__(self):
+        self._zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._buf: list[FrameLatents] = []
+        self._chunks = 0
+        self._frames = 0
+
+    def add(self, fl: FrameLatents) -> None:
+        self._buf.append(fl)
+        self._frames += 1
+        if len(self._buf) >= self.chunk_frames:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        rows = [(f.frame, i) for f in self._buf for i in range(len(f.track))]
+        cat = lambda key, dt: np.concatenate([getattr(f, key) for f in self._buf]).astype(dt)  # noqa: E731
+        arrays = dict(frame=np.array([r[0] for r in rows], np.int64),
+                      frames_in_chunk=np.array([f.frame for f in self._buf], np.int64),
+                      track=cat("track", np.int64), w=cat("w", np.float32), F=cat("F", self.f_dtype),
+                      matrix=cat("matrix", np.float64), landmarks=cat("landmarks", np.float32))
+        bio = io.BytesIO()
+        np.savez(bio, **arrays)
+        self._zip.writestr(f"chunk_{self._chunks:05d}.npz", bio.getvalue())
+        self._chunks += 1
+        self._buf.clear()
+
+    def close(self) -> None:
+        self._flush()
+        meta = dict(self.meta, format=FORMAT, frames=self._frames, chunks=self._chunks, F_dtype=self.f_dtype)
+        self._zip.writestr("meta.json", json.dumps(meta, indent=1))
+        self._zip.close()
+
+    def abort(self) -> None:
+        self._zip.close()
+
+
+class LatentsReader:
+    """Iterate the frames of a latents file in order; ``meta`` holds the header."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+            self.meta = json.loads(self._zip.read("meta.json"))
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
+            raise InputError(f"{self.path} is not a complete fsvideo latents file",
+                             hint="make it with `fsvideo invert VIDEO --latents-out FILE`") from e
+        if self.meta.get("format") != FORMAT:
+            raise InputError(f"{self.path}: unknown latents format {self.meta.get('format')!r}",
+                             hint=f"expected {FORMAT}; re-run `fsvideo invert`")
+
+    def __len__(self) -> int:
+        return int(self.meta["frames"])
+
+    def __iter__(self) -> Iterator[FrameLatents]:
+        for c in range(int(self.meta["chunks"])):
+            with np.load(io.BytesIO(self._zip.read(f"chunk_{c:05d}.npz")), allow_pickle=False) as z:
+                a = {k: z[k] for k in z.files}
+            for fr in a["frames_in_chunk"]:
+                sel = a["frame"] == fr
+                yield FrameLatents(int(fr), a["track"][sel], a["w"][sel], a["F"][sel].astype(np.float32),
+                                   a["matrix"][sel], a["landmarks"][sel])
+
+    def close(self) -> None:
+        self._zip.close()

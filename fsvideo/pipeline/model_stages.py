@@ -1,0 +1,137 @@
+"""Model stages: batched encoding, Eq. 1 edits and generation of aligned faces.
+
+A frame packet carries ``aligned``: the list of aligned faces of that frame (0, 1 or more).  These
+stages flatten the faces of a batch of frames, run the networks on them in chunks of
+``batch_size`` faces and put the results back on each frame:
+
+=============  ==========================================  ======================================
+stage          reads                                       adds (per frame, one row per face)
+=============  ==========================================  ======================================
+``encode``     ``aligned`` (uint8 S x S x 3 crops)         ``w`` [n, n_latent, 512], ``F`` [n, C, 16, 16]
+``edit``       ``w``, ``F``                                ``w_edit``, ``F_edit`` (Eq. 1)
+``generate``   ``w_edit``/``F_edit`` (or ``w``/``F``)      ``generated`` uint8 [n, S, S, 3] (+ ``reconstructed``)
+=============  ==========================================  ======================================
+
+Latents travel on the CPU in float32; the networks run on ``device`` with ``dtype`` (autocast for
+half precision).  The generator noise is fixed for the whole video (``noise_seed``).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from fsvideo.edits.eq1 import EditSpec, edit_codes
+from fsvideo.models.fse import FeatureStyleModel, to_model_input, to_uint8
+
+Packet = dict
+
+
+class ModelRunner:
+    """Runs a FeatureStyleModel on a device with a precision, in chunks of ``batch_size`` faces."""
+
+    def __init__(self, model: FeatureStyleModel, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, batch_size: int = 4, noise_seed: int = 0):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.dtype = dtype
+        self.batch_size = max(1, int(batch_size))
+        self.noise = model.generator.make_noise(noise_seed, device=self.device)
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _chunks(self, n: int):
+        for i in range(0, n, self.batch_size):
+            yield slice(i, min(n, i + self.batch_size))
+
+    @torch.no_grad()
+    def encode(self, crops: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 [N, S, S, 3] aligned faces -> (w [N, n_latent, 512], F [N, C, 16, 16]) float32 on CPU."""
+        S = self.model.resolution
+        if crops.ndim != 4 or crops.shape[1:] != (S, S, 3):
+            raise ValueError(f"crops must be [N, {S}, {S}, 3] uint8, got {crops.shape}")
+        ws, fs = [], []
+        for sl in self._chunks(len(crops)):
+            x = to_model_input(torch.from_numpy(np.ascontiguousarray(crops[sl])).to(self.device))
+            with self.autocast():
+                w, f = self.model.encode(x)
+            ws.append(w.float().cpu())
+            fs.append(f.float().cpu())
+        return torch.cat(ws), torch.cat(fs)
+
+    @torch.no_grad()
+    def edit(self, w: torch.Tensor, f: torch.Tensor, edits: Sequence[EditSpec]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 1 on every face: (w~, F~) float32 on CPU."""
+        ws, fs = [], []
+        for sl in self._chunks(len(w)):
+            with self.autocast():
+                we, fe = edit_codes(self.model, w[sl].to(self.device), f[sl].to(self.device), edits, self.noise)
+            ws.append(we.float().cpu())
+            fs.append(fe.float().cpu())
+        return torch.cat(ws), torch.cat(fs)
+
+    @torch.no_grad()
+    def generate(self, w: torch.Tensor, f: torch.Tensor | None) -> np.ndarray:
+        """G(w, F) -> uint8 [N, S, S, 3]."""
+        out = []
+        for sl in self._chunks(len(w)):
+            with self.autocast():
+                img = self.model.decode(w[sl].to(self.device), None if f is None else f[sl].to(self.device),
+                                        self.noise)
+            out.append(to_uint8(img).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.resolution, self.model.resolution, 3), np.uint8)
+
+
+def _split(values, counts: list[int]) -> list:
+    out, i = [], 0
+    for c in counts:
+        out.append(values[i:i + c])
+        i += c
+    return out
+
+
+def encode_packets(runner: ModelRunner, packets: list[Packet]) -> list[Packet]:
+    """Adds ``w`` and ``F`` to every packet (empty tensors for frames without a face)."""
+    counts = [len(p.get("aligned") or []) for p in packets]
+    crops = [a.image for p in packets for a in (p.get("aligned") or [])]
+    if crops:
+        w, f = runner.encode(np.stack(crops))
+    else:
+        S, G = runner.model.resolution, runner.model.generator
+        w = torch.zeros(0, G.n_latent, G.style_dim)
+        f = torch.zeros(0, *G.feature_shape(runner.model.k))
+    for p, wi, fi in zip(packets, _split(w, counts), _split(f, counts)):
+        p["w"], p["F"] = wi, fi
+    return packets
+
+
+def edit_packets(runner: ModelRunner, packets: list[Packet], edits: Sequence[EditSpec]) -> list[Packet]:
+    """Adds ``w_edit`` and ``F_edit`` (Eq. 1)."""
+    counts = [len(p["w"]) for p in packets]
+    if sum(counts):
+        we, fe = runner.edit(torch.cat([p["w"] for p in packets]), torch.cat([p["F"] for p in packets]), edits)
+    else:
+        we, fe = torch.cat([p["w"] for p in packets]), torch.cat([p["F"] for p in packets])
+    for p, wi, fi in zip(packets, _split(we, counts), _split(fe, counts)):
+        p["w_edit"], p["F_edit"] = wi, fi
+    return packets
+
+
+def generate_packets(runner: ModelRunner, packets: list[Packet], *, key_w: str = "w_edit", key_f: str = "F_edit",
+                     out_key: str = "generated", use_features: bool = True) -> list[Packet]:
+    """Adds ``out_key``: uint8 [n, S, S, 3] generated faces per packet."""
+    counts = [len(p[key_w]) for p in packets]
+    S = runner.model.resolution
+    if sum(counts):
+        imgs = runner.generate(torch.cat([p[key_w] for p in packets]),
+                               torch.cat([p[key_f] for p in packets]) if use_features else None)
+    else:
+        imgs = np.zeros((0, S, S, 3), np.uint8)
+    for p, im in zip(packets, _split(imgs, counts)):
+        p[out_key] = im
+    return packets

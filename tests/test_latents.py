@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from fsvideo.errors import InputError
+from fsvideo.latents import FrameLatents, LatentsReader, LatentsWriter
+
+
+def _frame(i, n, rng):
+    return FrameLatents(i, np.arange(n), rng.standard_normal((n, 4, 8)).astype(np.float32),
+                        rng.standard_normal((n, 2, 4, 4)).astype(np.float32), np.tile(np.eye(3), (n, 1, 1)),
+                        rng.standard_normal((n, 68, 2)).astype(np.float32))
+
+
+def test_round_trip_with_faceless_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = [_frame(i, n, rng) for i, n in enumerate([1, 0, 2, 1, 0, 1, 3])]
+    w = LatentsWriter(tmp_path / "a.latents", meta={"source": "x.mp4"}, chunk_frames=3, f_dtype="float32")
+    for f in frames:
+        w.add(f)
+    w.close()
+    r = LatentsReader(tmp_path / "a.latents")
+    got = list(r)
+    assert len(r) == 7 and r.meta["source"] == "x.mp4" and [g.frame for g in got] == list(range(7))
+    for a, b in zip(frames, got):
+        assert np.array_equal(a.w, b.w) and np.array_equal(a.F, b.F) and np.array_equal(a.track, b.track)
+        assert np.array_equal(a.matrix, b.matrix) and np.array_equal(a.landmarks, b.landmarks)
+
+
+def test_incomplete_file_is_a_clear_error(tmp_path):
+    w = LatentsWriter(tmp_path / "b.latents", chunk_frames=1)
+    w.add(_frame(0, 1, np.random.default_rng(0)))
+    w.abort()                         # interrupted: no meta.json
+    with pytest.raises(InputError, match="b.latents is not a complete"):
+        LatentsReader(tmp_path / "b.latents")
+    (tmp_path / "c.latents").write_bytes(b"junk")
+    with pytest.raises(InputError, match="c.latents"):
+        LatentsReader(tmp_path / "c.latents")
