@@ -1,0 +1,134 @@
+"""``fsvideo weights``: list, download, import, verify and locate model weights."""
+from __future__ import annotations
+
+import click
+
+from fsvideo.cli._console import console, err_console
+from fsvideo.errors import FsvideoError, WeightsError
+
+
+def _size(n: int | None, approx: str = "") -> str:
+    if n is None:
+        return approx or "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _names_arg(ctx, param, value):
+    from fsvideo import weights as W
+    for name in value:
+        W.entry(name)  # raises with the list of known names
+    return value
+
+
+@click.group("weights")
+def weights() -> None:
+    """List, download, import and verify model weights.
+
+    \b
+    Files are cached in $FSVIDEO_HOME (default: the platform cache dir).
+    Examples:
+      fsvideo weights list
+      fsvideo weights download stylegan2-ffhq fse-ffhq direction-smile
+      fsvideo weights import arcface-r50 ~/Downloads/backbone.pth
+      fsvideo weights verify
+    """
+
+
+@weights.command("list")
+def list_cmd() -> None:
+    """Every known weights file: what it is, whether it is present and verified."""
+    from rich.table import Table
+
+    from fsvideo import weights as W
+    table = Table(title=f"weights in {W.weights_home()}", title_justify="left")
+    for col in ("name", "what", "present", "verified", "size", "path"):
+        table.add_column(col, overflow="fold")
+    for row in W.entries_status():
+        verified = {"yes": "[green]yes[/]", "unverified": "[yellow]unverified[/]",
+                    "converted": "[yellow]converted[/]"}.get(row.verified, "")
+        table.add_row(row.name, row.what, "[green]yes[/]" if row.present else "[dim]no[/]", verified,
+                      _size(row.size, row.approx_size), str(row.path) if row.path else "")
+    console.print(table)
+
+
+@weights.command("download")
+@click.argument("names", nargs=-1, required=True, callback=_names_arg)
+@click.option("--force", is_flag=True, help="Download again even if the file is present.")
+def download_cmd(names: tuple[str, ...], force: bool) -> None:
+    """Download NAMES into the cache (resumes, checks sha256, renames atomically)."""
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    from fsvideo import weights as W
+    failed: list[tuple[str, FsvideoError]] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=console, transient=False) as bar:
+        for name in names:
+            present = W.path_of(name)
+            if present is not None and not force:
+                bar.console.print(f"{name}: already present at {present}")
+                continue
+            task = bar.add_task(name, total=None)
+
+            def cb(done: int, total: int | None, task=task) -> None:
+                bar.update(task, completed=done, total=total)
+
+            try:
+                path = W.download(name, progress=cb, force=force)
+            except FsvideoError as e:
+                bar.update(task, description=f"[red]{name} failed[/]")
+                failed.append((name, e))
+                continue
+            rec = W.manifest_record(name) or {}
+            tag = "[green]verified[/]" if rec.get("verified") else "[yellow]unverified (no published checksum)[/]"
+            bar.console.print(f"{name}: {path} {tag}")
+    for name, e in failed:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    if failed:
+        raise click.exceptions.Exit(2)
+
+
+@weights.command("import")
+@click.argument("name", callback=lambda c, p, v: _names_arg(c, p, (v,))[0])
+@click.argument("file", type=click.Path(dir_okay=False))
+def import_cmd(name: str, file: str) -> None:
+    """Adopt FILE (got elsewhere) as weights NAME: test-loaded, converted if needed, checksum recorded."""
+    from fsvideo import weights as W
+    with console.status(f"checking {file}..."):
+        res = W.import_file(name, file)
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    tag = "verified" if res.verified else "unverified"
+    console.print(f"{name}: imported to {res.path} ({tag}, sha256 {res.sha256})", highlight=False)
+
+
+@weights.command("verify")
+@click.argument("names", nargs=-1, callback=_names_arg)
+@click.option("--no-load", is_flag=True, help="Only check checksums; do not test-load the networks.")
+def verify_cmd(names: tuple[str, ...], no_load: bool) -> None:
+    """Re-hash and test-load cached weights (all present ones, or NAMES)."""
+    from fsvideo import weights as W
+    with console.status("verifying..."):
+        results = W.verify(list(names) or None, load=not no_load)
+    if not results:
+        console.print("no weights are present; see `fsvideo weights list`")
+        return
+    colour = {"verified": "green", "unverified": "yellow", "missing": "red", "corrupt": "red", "broken": "red"}
+    for r in results:
+        console.print(f"[{colour[r.status]}]{r.status:>10}[/] {r.name}: {r.detail}", highlight=False, soft_wrap=True)
+    bad = [r.name for r in results if not r.ok]
+    if bad:
+        raise WeightsError(f"{len(bad)} weights file(s) failed verification: {', '.join(bad)}",
+                           hint=f"run `fsvideo weights download {' '.join(bad)} --force`")
+
+
+@weights.command("path")
+@click.argument("name", callback=lambda c, p, v: _names_arg(c, p, (v,))[0])
+def path_cmd(name: str) -> None:
+    """Print the cached file of NAME (error if absent)."""
+    from fsvideo import weights as W
+    click.echo(str(W.require(name)))
