@@ -470,6 +470,58 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95
         raise OutputError(f"cannot write {p} ({e})", hint="check the output folder") from e
 
 
+class ImageWriter:
+    """The still-image twin of :class:`VideoWriter`: ``write`` keeps the frame, ``close`` saves it.
+
+    Lets a chain end in the same ``encode_video`` stage for images and videos.  Writing a second
+    frame is an error (an image input has one frame).
+
+    Args:
+        path: output image file (format from the extension); give it the temporary path of
+            :func:`fsvideo.utils.atomic_output`.
+        quality: JPEG/WebP quality.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, quality: int = 95):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise OutputError(f"{self.path}: unknown image extension {self.path.suffix!r}",
+                              hint="use .jpg, .png, .webp, .bmp or .tiff")
+        self.quality = quality
+        self.frames_written = 0
+        self._image: np.ndarray | None = None
+        self._closed = False
+
+    def write(self, image: np.ndarray, pts: int | None = None, *, time: float | None = None,
+              duration: int | None = None) -> None:
+        """Keep uint8 [H, W, 3] RGB ``image`` (timing arguments are accepted and ignored)."""
+        _check_image(image, "image")
+        if self._image is not None:
+            raise ValueError(f"{self.path}: an image output takes one frame")
+        self._image = image
+        self.frames_written = 1
+
+    def write_frame(self, frame: Frame, image: np.ndarray | None = None) -> None:
+        self.write(frame.image if image is None else image)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._image is None:
+            raise OutputError(f"no image was written to {self.path}")
+        write_image(self.path, self._image, quality=self.quality)
+
+    def __enter__(self) -> "ImageWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._closed = True
+
+
 def _check_image(image, name: str, shape: tuple[int, int] | None = None) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__

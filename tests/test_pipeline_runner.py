@@ -1,0 +1,395 @@
+"""The streaming runner: order, no drops, bounded queues, batching, look-ahead, failures, Ctrl-C, chains."""
+from __future__ import annotations
+
+import _thread
+import random
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fsvideo.errors import ConfigError, InputError, PipelineError
+from fsvideo.pipeline import (FunctionStage, Stage, build_chain, check_chain, load_chain_spec, max_in_flight,
+                              register_stage, run_chain, run_pipeline)
+from fsvideo.pipeline.chain import PIPELINES_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fsvideo_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("fsvideo-")]
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leak():
+    before = threading.active_count()
+    yield
+    # every runner thread is joined before run_pipeline returns or raises
+    assert _fsvideo_threads() == []
+    assert threading.active_count() == before
+
+
+def source(n: int, start: int = 0):
+    for i in range(start, start + n):
+        yield {"index": i, "x": i}
+
+
+class Jitter(Stage):
+    """Adds ``key`` = f(x) after a random short sleep; records its batch sizes."""
+
+    def __init__(self, name, key, fn, batch_size=1, seed=0, max_delay=0.002, needs=("x",)):
+        self.name, self.key, self.fn, self.batch_size = name, key, fn, batch_size
+        self.needs, self.adds = tuple(needs), (key,)
+        self.rng = random.Random(seed)
+        self.max_delay = max_delay
+        self.batches: list[int] = []
+        self.setup_called = self.close_called = False
+        self.setup_thread = None
+
+    def setup(self):
+        self.setup_called = True
+        self.setup_thread = threading.current_thread().name
+
+    def process(self, packets):
+        self.batches.append(len(packets))
+        time.sleep(self.rng.random() * self.max_delay)
+        for p in packets:
+            p[self.key] = self.fn(p["x"])
+        return packets
+
+    def close(self):
+        self.close_called = True
+
+
+class LookAhead(Stage):
+    """Holds up to ``window`` packets, then releases the oldest (like a centred smoothing window)."""
+
+    name = "lookahead"
+    needs = ("x",)
+    adds = ("smooth",)
+
+    def __init__(self, window=3, lose_one=False):
+        self.window = window
+        self.held: list[dict] = []
+        self.lose_one = lose_one
+
+    def process(self, packets):
+        self.held.extend(packets)
+        out = []
+        while len(self.held) > self.window:
+            p = self.held.pop(0)
+            nxt = [q["x"] for q in self.held[: self.window]]
+            p["smooth"] = float(np.mean([p["x"]] + nxt))
+            out.append(p)
+        return out
+
+    def flush(self):
+        out = []
+        held = self.held[1:] if self.lose_one else self.held
+        for j, p in enumerate(held):
+            p["smooth"] = float(np.mean([q["x"] for q in held[j:]]))
+            out.append(p)
+        self.held = []
+        return out
+
+
+def chain():
+    return [Jitter("a", "y", lambda x: x * 2, batch_size=1, seed=1),
+            Jitter("b", "z", lambda x: x + 1, batch_size=4, seed=2),
+            LookAhead(window=3),
+            Jitter("c", "w", lambda x: -x, batch_size=3, seed=3)]
+
+
+def run_collect(n, stages, **kw):
+    out = []
+    stats = run_pipeline(source(n), stages, out.append, source_keys=("index", "x"), **kw)
+    return out, stats
+
+
+def test_order_kept_and_nothing_dropped_under_random_delays():
+    out, stats = run_collect(97, chain(), queue_size=2)
+    assert [p["index"] for p in out] == list(range(97))
+    assert all(p["y"] == 2 * p["x"] and p["z"] == p["x"] + 1 and p["w"] == -p["x"] for p in out)
+    assert stats.packets == 97
+    names = [s.name for s in stats.stages]
+    assert names == ["source", "a", "b", "lookahead", "c", "sink"]
+    assert all(s.packets == 97 for s in stats.stages)
+
+
+def test_sequential_equals_threaded():
+    threaded, _ = run_collect(50, chain(), threads=True)
+    sequential, _ = run_collect(50, chain(), threads=False)
+    assert threaded == sequential
+    assert [p["index"] for p in sequential] == list(range(50))
+
+
+def test_sequential_runs_batch_one_frame_by_frame():
+    stage = Jitter("b", "z", lambda x: x, batch_size=4, max_delay=0)
+    run_collect(10, [stage], threads=False)
+    assert stage.batches == [1] * 10
+
+
+def test_batches_are_full_except_the_last_and_setup_close_run_in_the_stage_thread():
+    st = Jitter("batch", "y", lambda x: x, batch_size=4, max_delay=0)
+    out, _ = run_collect(10, [st])
+    assert st.batches == [4, 4, 2]
+    assert len(out) == 10
+    assert st.setup_called and st.close_called
+    assert st.setup_thread == "fsvideo-batch"
+
+
+def test_lookahead_stage_returns_held_packets_at_flush():
+    out, _ = run_collect(10, [LookAhead(window=3)])
+    assert [p["index"] for p in out] == list(range(10))
+    assert out[0]["smooth"] == pytest.approx(np.mean([0, 1, 2, 3]))
+    assert out[-1]["smooth"] == 9.0
+
+
+def test_a_stage_that_loses_packets_is_an_error():
+    with pytest.raises(PipelineError, match="lookahead.*lost packets"):
+        run_collect(10, [LookAhead(window=3, lose_one=True)])
+
+
+def test_a_stage_that_reorders_is_an_error():
+    rev = FunctionStage("rev", lambda ps: ps[::-1], needs=("x",), batch_size=3)
+    with pytest.raises(PipelineError, match="rev.*reordered"):
+        run_collect(10, [rev])
+
+
+def test_a_stage_that_does_not_add_its_keys_is_an_error():
+    bad = FunctionStage("liar", lambda ps: ps, needs=("x",), adds=("y",))
+    with pytest.raises(PipelineError, match="liar.*without y"):
+        run_collect(3, [bad])
+
+
+def test_bounded_queues_slow_sink_fast_source():
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def counting_source(n):
+        nonlocal in_flight, peak
+        for i in range(n):
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            yield {"index": i, "x": i}
+
+    def slow_sink(p):
+        nonlocal in_flight
+        time.sleep(0.002)
+        with lock:
+            in_flight -= 1
+
+    stages = [Jitter("a", "y", lambda x: x, batch_size=2, max_delay=0),
+              Jitter("b", "z", lambda x: x, batch_size=5, max_delay=0), LookAhead(window=3)]
+    q = 3
+    bound = max_in_flight(stages, q)
+    n = 300
+    run_pipeline(counting_source(n), stages, slow_sink, queue_size=q)
+    assert in_flight == 0
+    assert peak <= bound < n
+    assert peak >= bound - 4  # the queues really filled up: the sink was the bottleneck
+
+
+def test_exception_in_a_middle_stage_stops_everything_promptly():
+    def endless():
+        i = 0
+        while True:
+            yield {"index": i, "x": i}
+            i += 1
+
+    def boom(ps):
+        if ps[0]["index"] >= 40:
+            raise ValueError("bad pixel")
+        return ps
+
+    closed = []
+
+    class Slow(Jitter):
+        def close(self):
+            closed.append(self.name)
+
+    stages = [Slow("first", "y", lambda x: x, max_delay=0), FunctionStage("middle", boom, needs=("y",)),
+              Slow("last", "w", lambda x: x, max_delay=0)]
+    t = time.perf_counter()
+    with pytest.raises(PipelineError) as ei:
+        run_pipeline(endless(), stages, lambda p: time.sleep(0.001))
+    assert time.perf_counter() - t < 5
+    msg = str(ei.value)
+    assert "'middle'" in msg and "frame 40" in msg and "bad pixel" in msg
+    assert isinstance(ei.value.__cause__, ValueError)
+    assert sorted(closed) == ["first", "last"]
+
+
+def test_fsvideo_errors_pass_through_unchanged():
+    def fail(ps):
+        raise InputError("clip.mp4 is damaged at frame 3", hint="re-export it")
+
+    with pytest.raises(InputError, match="clip.mp4 is damaged"):
+        run_collect(10, [FunctionStage("decodeish", fail, needs=("x",))])
+
+
+def test_exception_in_source_and_in_sink():
+    def bad_source():
+        yield {"index": 0, "x": 0}
+        raise OSError("disk vanished")
+
+    with pytest.raises(PipelineError, match="'source' failed on frame 1.*disk vanished"):
+        run_pipeline(bad_source(), [Jitter("a", "y", lambda x: x)], lambda p: None)
+
+    def bad_sink(p):
+        if p["index"] == 5:
+            raise RuntimeError("encoder died")
+
+    for threads in (True, False):
+        with pytest.raises(PipelineError, match="'sink' failed on frame 5.*encoder died"):
+            run_pipeline(source(20), [Jitter("a", "y", lambda x: x)], bad_sink, threads=threads)
+
+
+def test_sequential_mode_reports_stage_and_frame():
+    def boom(ps):
+        if ps[0]["index"] == 7:
+            raise ZeroDivisionError("oops")
+        return ps
+
+    with pytest.raises(PipelineError, match="'div' failed on frame 7") as ei:
+        run_collect(20, [FunctionStage("div", boom, needs=("x",))], threads=False)
+    assert isinstance(ei.value.__cause__, ZeroDivisionError)
+
+
+def test_ctrl_c_in_the_caller_stops_all_threads():
+    def endless():
+        i = 0
+        while True:
+            yield {"index": i, "x": i}
+            i += 1
+
+    timer = threading.Timer(0.3, _thread.interrupt_main)  # a real Ctrl-C delivered to the main thread
+    timer.start()
+    t = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(endless(), [Jitter("a", "y", lambda x: x, max_delay=0.001)], lambda p: time.sleep(0.001))
+    finally:
+        timer.join()
+    assert time.perf_counter() - t < 5
+
+
+def test_progress_callback_and_stats():
+    seen = []
+    out, stats = run_collect(12, [Jitter("a", "y", lambda x: x, batch_size=5, max_delay=0)],
+                             progress=lambda d, t: seen.append((d, t)), total=12)
+    assert seen == [(i, 12) for i in range(1, 13)]
+    a = stats.stages[1]
+    assert (a.name, a.packets, a.calls) == ("a", 12, 4)  # 5 + 5 + 2 and the flush call
+
+
+def test_check_chain_names_the_stage_and_missing_key():
+    stages = [Jitter("a", "y", lambda x: x), Jitter("needs_q", "z", lambda x: x, needs=("q",))]
+    with pytest.raises(ConfigError, match="'needs_q' needs q"):
+        check_chain(stages, ("index", "x"))
+    with pytest.raises(ConfigError, match="needs_q"):
+        run_pipeline(source(3), stages, lambda p: None, source_keys=("index", "x"))
+    with pytest.raises(ConfigError, match="batch_size"):
+        check_chain([FunctionStage("b", lambda p: p, batch_size=0)], ())
+
+
+# ----------------------------------------------------------------------------------------- chains
+
+class _Src(Stage):
+    pass
+
+
+@register_stage("test_numbers")
+def _make_numbers(components, options, *, count: int = 5):
+    from fsvideo.pipeline import SourceStage
+
+    class Numbers(SourceStage):
+        adds = ("index", "x")
+
+        def packets(self):
+            return source(count)
+
+    return Numbers()
+
+
+@register_stage("test_scale")
+def _make_scale(components, options, *, factor: float = 2.0):
+    gain = components["gain"]  # components are taken at build time
+    return FunctionStage("test_scale", lambda ps: [{**p, "y": p["x"] * factor * gain} for p in ps],
+                         needs=("x",), adds=("y",), batch_size=options.get("batch", 1))
+
+
+@register_stage("test_collect")
+def _make_collect(components, options):
+    from fsvideo.pipeline import SinkStage
+
+    class Collect(SinkStage):
+        needs = ("y",)
+
+        def consume(self, p):
+            components["out"].append(p["y"])
+
+    return Collect()
+
+
+def _yaml(tmp_path, text):
+    p = tmp_path / "chain.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_build_and_run_a_declared_chain(tmp_path):
+    path = _yaml(tmp_path, "description: test\nstages:\n  - test_numbers: {count: 7}\n"
+                           "  - test_scale: {factor: 3}\n  - test_collect\n")
+    out: list = []
+    stages = build_chain(path, {"gain": 10, "out": out}, {"batch": 2})
+    assert [s.name for s in stages] == ["test_numbers", "test_scale", "test_collect"]
+    stats = run_chain(stages)
+    assert out == [30.0 * i for i in range(7)]
+    assert stats.packets == 7
+    out.clear()
+    run_chain(build_chain(path, {"gain": 1, "out": out}, {"batch": 2}), threads=False)
+    assert out == [3.0 * i for i in range(7)]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("stages: [test_numbers]\nextra: 1\n", "unknown key.*extra"),
+    ("stages:\n  - test_numbers: {cuont: 3}\n", "test_numbers.*unknown option.*cuont"),
+    ("stages:\n  - test_numbers\n  - no_such_stage\n", "unknown stage 'no_such_stage'"),
+    ("stages: []\n", "non-empty list"),
+    ("stages:\n  - {a: 1, b: 2}\n", "expected `name`"),
+    ("stages:\n  - test_numbers\n  - test_collect\n", "'test_collect' needs y"),
+    ("stages:\n  - test_scale\n  - test_collect\n", "not a source"),
+    ("stages: [test_numbers\n", "not valid YAML"),
+])
+def test_bad_chain_files_are_config_errors(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        build_chain(_yaml(tmp_path, text), {"gain": 1, "out": []}, {})
+
+
+def test_missing_component_is_a_config_error(tmp_path):
+    path = _yaml(tmp_path, "stages:\n  - test_numbers\n  - test_scale\n  - test_collect\n")
+    with pytest.raises(ConfigError, match="test_scale.*needs component 'gain'"):
+        build_chain(path, {"out": []}, {})
+
+
+def test_unknown_pipeline_name():
+    with pytest.raises(ConfigError, match="unknown pipeline 'nope'"):
+        build_chain("nope", {}, None)
+
+
+@pytest.mark.parametrize("name", ["edit", "invert", "align"])
+def test_repo_pipeline_files_parse(name):
+    assert PIPELINES_DIR == REPO / "pipelines"
+    spec = load_chain_spec(name)
+    names = [s.name for s in spec.stages]
+    assert names[0] == "decode" and "detect" in names and "align" in names
+    if name != "align":
+        assert names[-1] == "encode_video" and "encode" in names and "generate" in names
+    if name == "edit":
+        assert names == ["decode", "detect", "stabilize", "align", "encode", "edit", "generate", "blend",
+                         "encode_video"]
