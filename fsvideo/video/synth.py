@@ -1,0 +1,78 @@
+"""Synthetic test clips made with PyAV: a moving pattern plus a sine tone, any size, rate or format.
+
+Used by the tests, the benchmarks and ``fsvideo doctor`` (no media download needed)::
+
+    make_test_clip("clip.mp4", n_frames=48, width=64, height=48, fps=25, audio=True)
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import av
+import numpy as np
+
+
+def pattern(i: int, width: int, height: int) -> np.ndarray:
+    """Frame ``i`` of the test pattern: uint8 [H, W, 3] RGB.
+
+    Red ramps with the frame number, a green block marks the top-left corner (so rotations and
+    flips can be told apart) and blue ramps left to right.
+    """
+    img = np.zeros((height, width, 3), np.uint8)
+    img[..., 0] = (i * 5) % 256
+    img[: max(1, height // 2), : max(1, width // 3), 1] = 255
+    img[..., 2] = (np.arange(width)[None, :] * 255 // max(1, width - 1)).astype(np.uint8)
+    return img
+
+
+def make_test_clip(path: str | os.PathLike, *, n_frames: int = 48, width: int = 64, height: int = 48,
+                   fps: int | Fraction = 25, audio: bool = True, tone_hz: float = 440.0, sample_rate: int = 44100,
+                   vfr: bool = False, pix_fmt: str = "yuv420p", rotation: int = 0, codec: str = "libx264",
+                   audio_codec: str = "aac") -> list[float]:
+    """Write a test clip and return the presentation times of its frames (seconds; the muxer may
+    change the time base, so ticks would not compare).
+
+    Args:
+        n_frames, width, height, fps: the video (``fps`` is the nominal rate).
+        audio: add a mono sine tone of ``tone_hz`` as long as the video (``audio_codec``).
+        vfr: variable frame rate: every third frame lasts 1.5 frame periods (time base 1/1000).
+        pix_fmt: the stored pixel format (``yuv420p10le`` for 10-bit; ``yuv444p`` allows odd sizes).
+        rotation: counter-clockwise display rotation written as a display matrix (0, 90, 180, -90).
+        codec: the video encoder.
+    """
+    fps = Fraction(fps)
+    out = av.open(str(path), "w")
+    try:
+        s = out.add_stream(codec, rate=fps, options={"preset": "ultrafast", "crf": "20"}
+                           if codec in ("libx264", "libx265") else {})
+        s.width, s.height, s.pix_fmt = width, height, pix_fmt
+        tb = Fraction(1, 1000) if vfr else 1 / (fps * 100)
+        s.codec_context.time_base = tb
+        s.time_base = tb
+        if rotation:
+            s.set_display_rotation(rotation)
+        a = None
+        if audio:
+            a = out.add_stream(audio_codec, rate=sample_rate)
+            a.layout = "mono"
+        t = 0
+        times = []
+        for i in range(n_frames):
+            f = av.VideoFrame.from_ndarray(pattern(i, width, height), format="rgb24")
+            f.pts, f.time_base = t, tb
+            times.append(float(t * tb))
+            out.mux(s.encode(f))
+            t += int(round(Fraction(3, 2) / fps / tb)) if (vfr and i % 3 == 0) else int(round(1 / fps / tb))
+        out.mux(s.encode(None))
+        if a is not None:
+            n = int(float(t * tb) * sample_rate)
+            x = (0.3 * np.sin(2 * np.pi * tone_hz * np.arange(n) / sample_rate)).astype(np.float32)
+            for i in range(0, n, 1024):
+                fr = av.AudioFrame.from_ndarray(x[None, i:i + 1024], format="flt", layout="mono")
+                fr.sample_rate, fr.pts = sample_rate, i
+                out.mux(a.encode(fr))
+            out.mux(a.encode(None))
+    finally:
+        out.close()
+    return times

@@ -1,0 +1,334 @@
+"""Video I/O: probe, streaming decode, encode keeping timestamps/rotation/audio, bad inputs."""
+from __future__ import annotations
+
+import logging
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from fsvideo.errors import InputError, OutputError
+from fsvideo.pipeline import build_chain, run_chain
+from fsvideo.utils import atomic_output
+from fsvideo.video import ImageWriter, VideoReader, VideoWriter, probe, write_image
+from fsvideo.video.synth import make_test_clip, pattern
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def packets(path, kind: str):
+    """(pts, bytes) of every non-empty packet of the first stream of ``kind``."""
+    with av.open(str(path)) as c:
+        streams = getattr(c.streams, kind)
+        if not streams:
+            return []
+        return [(p.pts, bytes(p)) for p in c.demux(streams[0]) if p.size]
+
+
+def roundtrip(src, dst, **kw):
+    """decode -> encode through atomic_output, the way the pipeline does it."""
+    start, end = kw.pop("start", None), kw.pop("end", None)
+    info = probe(src)
+    kw.setdefault("preset", "ultrafast")
+    frames = 0
+    with atomic_output(dst) as tmp, VideoWriter(tmp, info, audio_from=src, start=start, end=end, **kw) as w:
+        for f in VideoReader(src, start, end, info=info):
+            w.write_frame(f)
+            frames += 1
+    return info, frames
+
+
+def check_roundtrip(src, dst, tol_px=6.0):
+    info, _ = roundtrip(src, dst)
+    out = probe(dst)
+    a, b = list(VideoReader(src)), list(VideoReader(dst))
+    assert len(b) == len(a) == out.n_frames
+    frame = float(1 / info.fps)
+    assert np.median(np.diff([f.time for f in b])) == pytest.approx(np.median(np.diff([f.time for f in a])), abs=1e-4)
+    if info.n_frames == len(a):  # (an edit list can hide frames the source's average rate still counts)
+        assert out.fps == pytest.approx(float(info.fps), rel=2e-3)
+    assert out.duration_s == pytest.approx(info.duration_s, abs=frame)
+    assert np.allclose([f.time for f in b], [f.time for f in a], atol=1e-3)  # VFR stays VFR
+    assert (out.rotation, out.width, out.height) == (info.rotation, info.width, info.height)
+    sa, sb = packets(src, "audio"), packets(dst, "audio")
+    assert len(sa) == len(sb) and [x[1] for x in sa] == [x[1] for x in sb]  # copied, not re-encoded
+    for fa, fb in zip(a[::7], b[::7]):
+        assert np.abs(fa.image.astype(int) - fb.image.astype(int)).mean() < tol_px
+    return info, out
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    made = {
+        "cfr": make_test_clip(d / "cfr.mp4"),
+        "vfr": make_test_clip(d / "vfr.mp4", vfr=True),
+        "odd": make_test_clip(d / "odd.mp4", width=63, height=47, pix_fmt="yuv444p"),
+        "rot90": make_test_clip(d / "rot90.mp4", rotation=90),
+        "rot180": make_test_clip(d / "rot180.mp4", rotation=180, audio=False),
+        "tenbit": make_test_clip(d / "tenbit.mp4", pix_fmt="yuv420p10le"),
+    }
+    return {k: d / f"{k}.mp4" for k in made} | {"times": made}
+
+
+# --------------------------------------------------------------------------------------------- probe
+
+def test_probe_synthetic(clips):
+    info = probe(clips["cfr"])
+    assert (info.width, info.height, info.fps, info.n_frames) == (64, 48, Fraction(25), 48)
+    assert info.duration_s == pytest.approx(48 / 25, abs=1e-3)
+    assert info.has_audio and info.audio_codec == "aac" and info.codec == "h264" and not info.is_image
+    assert info.rotation == 0 and info.pix_fmt == "yuv420p"
+    rot = probe(clips["rot90"])
+    assert rot.rotation == 90 and (rot.width, rot.height) == (48, 64) and (rot.coded_width, rot.coded_height) == (64, 48)
+    assert probe(clips["rot180"]).rotation == 180
+    assert probe(clips["tenbit"]).pix_fmt == "yuv420p10le"
+    vfr = probe(clips["vfr"])
+    assert vfr.n_frames == 48 and 20 < float(vfr.fps) < 25
+
+
+def test_reader_streams_frames_with_source_timestamps(clips):
+    frames = list(VideoReader(clips["vfr"]))
+    info = probe(clips["vfr"])
+    assert [f.index for f in frames] == list(range(48))
+    assert [f.time for f in frames] == pytest.approx(clips["times"]["vfr"], abs=1e-6)
+    assert [f.pts * info.time_base for f in frames] == pytest.approx(clips["times"]["vfr"], abs=1e-6)
+    f = frames[10]
+    assert f.image.dtype == np.uint8 and f.image.shape == (48, 64, 3) and f.image.flags.c_contiguous
+    assert np.abs(f.image.astype(int) - pattern(10, 64, 48)).mean() < 6
+
+
+def test_reader_trims(clips):
+    frames = list(VideoReader(clips["cfr"], start=0.5, end=1.5))
+    assert len(frames) == 25
+    assert frames[0].time == pytest.approx(0.52) and frames[-1].time == pytest.approx(1.48)
+    assert frames[0].index == 0
+    assert np.abs(frames[0].image.astype(int) - pattern(13, 64, 48)).mean() < 6
+    with pytest.raises(InputError, match="--end"):
+        VideoReader(clips["cfr"], start=1.0, end=0.5)
+    with pytest.raises(InputError, match="past the end"):
+        VideoReader(clips["cfr"], start=60)
+
+
+@pytest.mark.parametrize("rotation, corner", [(90, (-1, 0)), (180, (-1, -1))])
+def test_rotation_is_applied_so_frames_are_upright(clips, rotation, corner):
+    """The green block sits top-left in the stored picture; a CCW display rotation moves it."""
+    img = next(iter(VideoReader(clips[f"rot{rotation}"]))).image
+    h, w = img.shape[:2]
+    assert (w, h) == ((48, 64) if rotation == 90 else (64, 48))
+    green = img[..., 1].astype(float)
+    ys = slice(h - 4, h) if corner[0] == -1 else slice(0, 4)
+    xs = slice(w - 4, w) if corner[1] == -1 else slice(0, 4)
+    assert green[ys, xs].mean() > 200
+    assert green[:4, -4:].mean() < 60 if corner != (0, -1) else True
+
+
+def test_ten_bit_decodes_to_rgb24(clips):
+    f = list(VideoReader(clips["tenbit"]))[5]
+    assert f.image.dtype == np.uint8
+    assert np.abs(f.image.astype(int) - pattern(5, 64, 48)).mean() < 6
+
+
+# ---------------------------------------------------------------------------------------- roundtrip
+
+@pytest.mark.parametrize("name", ["cfr", "vfr", "rot90", "tenbit"])
+def test_roundtrip_keeps_count_rate_duration_timestamps_audio(clips, tmp_path, name):
+    check_roundtrip(clips[name], tmp_path / f"{name}.out.mp4")
+
+
+def test_roundtrip_rotated_keeps_rotation_metadata_or_writes_upright(clips, tmp_path):
+    src = clips["rot90"]
+    check_roundtrip(src, tmp_path / "keep.mp4")
+    kept = probe(tmp_path / "keep.mp4")
+    assert kept.rotation == 90 and (kept.coded_width, kept.coded_height) == (64, 48)
+    info = probe(src)
+    with VideoWriter(tmp_path / "upright.mp4", info, keep_rotation=False, preset="ultrafast") as w:
+        for f in VideoReader(src):
+            w.write_frame(f)
+    up = probe(tmp_path / "upright.mp4")
+    assert up.rotation == 0 and (up.width, up.height) == (48, 64) == (up.coded_width, up.coded_height)
+    a = next(iter(VideoReader(src))).image
+    b = next(iter(VideoReader(tmp_path / "upright.mp4"))).image
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 6
+
+
+def test_odd_size_is_padded_by_one_pixel(clips, tmp_path):
+    info, n = roundtrip(clips["odd"], tmp_path / "odd.mp4")
+    out = probe(tmp_path / "odd.mp4")
+    assert (info.width, info.height) == (63, 47) and (out.width, out.height) == (64, 48)
+    assert out.n_frames == n == 48 and out.pix_fmt == "yuv420p"
+    a = next(iter(VideoReader(clips["odd"]))).image
+    b = next(iter(VideoReader(tmp_path / "odd.mp4"))).image
+    assert np.abs(b[:47, :63].astype(int) - a.astype(int)).mean() < 6
+    assert np.abs(b[47, :63].astype(int) - a[46].astype(int)).mean() < 12  # padded row repeats the last
+
+
+def test_trimmed_output_keeps_only_that_span_of_audio(clips, tmp_path):
+    roundtrip(clips["cfr"], tmp_path / "trim.mp4", start=0.5, end=1.5)
+    out = probe(tmp_path / "trim.mp4")
+    frames = list(VideoReader(tmp_path / "trim.mp4"))
+    assert len(frames) == 25
+    assert out.duration_s == pytest.approx(1.0, abs=0.05)
+    src_audio = packets(clips["cfr"], "audio")
+    out_audio = packets(tmp_path / "trim.mp4", "audio")
+    assert abs(len(out_audio) - 44100 / 1024) <= 2
+    sa = [b for _, b in src_audio]
+    first = sa.index(out_audio[0][1])  # copied packets: a contiguous run of the source's
+    assert [b for _, b in out_audio] == sa[first:first + len(out_audio)]
+    assert first * 1024 / 44100 == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("codec, ext, acodec", [("libx265", ".mp4", "aac"), ("libvpx-vp9", ".webm", "opus"),
+                                                ("libx264", ".mkv", "aac")])
+def test_codecs_and_containers(clips, tmp_path, codec, ext, acodec, caplog):
+    if codec not in av.codecs_available:
+        pytest.skip(f"{codec} not in this FFmpeg")
+    dst = tmp_path / f"out{ext}"
+    with caplog.at_level(logging.WARNING):
+        roundtrip(clips["cfr"], dst, codec=codec, crf=30)
+    out = probe(dst)
+    assert out.codec == {"libx265": "hevc", "libvpx-vp9": "vp9", "libx264": "h264"}[codec]
+    assert out.n_frames == 48 or len(list(VideoReader(dst))) == 48
+    assert out.audio_codec == acodec
+    if acodec == "opus":  # WebM cannot hold AAC: re-encoded, and said so
+        assert "re-encoding" in caplog.text
+
+
+def test_writer_checks_and_atomicity(clips, tmp_path):
+    info = probe(clips["cfr"])
+    with pytest.raises(InputError, match="unknown video codec"):
+        VideoWriter(tmp_path / "x.mp4", info, codec="h263")
+    with VideoWriter(tmp_path / "y.mp4", info) as w:
+        with pytest.raises(ValueError, match="image must be 48x64"):
+            w.write(np.zeros((10, 10, 3), np.uint8), pts=0)
+        with pytest.raises(ValueError, match="uint8"):
+            w.write(np.zeros((48, 64, 3), np.float32), pts=0)
+        w.write(np.zeros((48, 64, 3), np.uint8), pts=0)
+    with pytest.raises(OutputError, match="no frame"):
+        VideoWriter(tmp_path / "z.mp4", info).close()
+    dst = tmp_path / "never.mp4"
+    with pytest.raises(RuntimeError, match="stage failed"):
+        with atomic_output(dst) as tmp, VideoWriter(tmp, info, audio_from=clips["cfr"]) as w:
+            for f in VideoReader(clips["cfr"]):
+                w.write_frame(f)
+                if f.index == 10:
+                    raise RuntimeError("stage failed")
+    assert not dst.exists() and list(tmp_path.glob(".never*")) == []
+
+
+def test_decode_encode_chain_through_the_runner(clips, tmp_path):
+    src = clips["vfr"]
+    info = probe(src)
+    spec = tmp_path / "copy.yaml"
+    spec.write_text("stages:\n  - decode\n  - encode_video: {key: image}\n")
+    dst = tmp_path / "copy.mp4"
+    with atomic_output(dst) as tmp, VideoWriter(tmp, info, audio_from=src, preset="ultrafast") as writer:
+        stages = build_chain(spec, {"reader": VideoReader(src, info=info), "writer": writer})
+        stats = run_chain(stages, queue_size=2)
+    assert stats.packets == 48
+    assert [f.time for f in VideoReader(dst)] == pytest.approx(clips["times"]["vfr"], abs=1e-6)
+    assert len(packets(dst, "audio")) == len(packets(src, "audio"))
+
+
+# ------------------------------------------------------------------------------------------- images
+
+def test_images_are_one_frame_videos_with_exif_orientation(tmp_path):
+    from PIL import Image
+
+    img = pattern(0, 40, 30)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    Image.fromarray(img).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    info = probe(tmp_path / "phone.jpg")
+    assert info.is_image and (info.width, info.height, info.n_frames) == (30, 40, 1)
+    frames = list(VideoReader(tmp_path / "phone.jpg"))
+    assert len(frames) == 1 and frames[0].image.shape == (40, 30, 3)
+    assert frames[0].image[:4, -4:, 1].mean() > 200  # the top-left marker is now top-right
+
+    with atomic_output(tmp_path / "out.png") as tmp, ImageWriter(tmp) as w:
+        w.write_frame(frames[0])
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), frames[0].image)
+    write_image(tmp_path / "direct.jpg", img)
+    assert np.asarray(Image.open(tmp_path / "direct.jpg")).shape == (30, 40, 3)
+
+
+# -------------------------------------------------------------------------------------- bad inputs
+
+def _audio_only(path):
+    with av.open(str(path), "w") as out:
+        a = out.add_stream("aac", rate=44100)
+        a.layout = "mono"
+        for i in range(0, 44100, 1024):
+            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+            fr.sample_rate, fr.pts = 44100, i
+            out.mux(a.encode(fr))
+        out.mux(a.encode(None))
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, clips, shared_dir):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "zero.mp4").write_bytes(b"")
+    (d / "random.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    data = clips["cfr"].read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 2])  # index (moov) at the end: cut off
+    with av.open(str(d / "fast.mp4"), "w", options={"movflags": "faststart"}) as out:  # index first
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(24):
+            f = av.VideoFrame.from_ndarray(pattern(i, 64, 48), format="rgb24")
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    fast = (d / "fast.mp4").read_bytes()
+    (d / "truncated_faststart.mp4").write_bytes(fast[: len(fast) * 2 // 3])
+    shutil.copy(shared_dir / "media/images/wild/facerec-obama.jpg", d / "photo.mp4")
+    _audio_only(d / "voice.m4a")
+    (d / "folder.mp4").mkdir()
+    return d
+
+
+@pytest.mark.parametrize("name, match", [
+    ("zero.mp4", "empty"),
+    ("random.mp4", "not a video or image"),
+    ("truncated.mp4", "truncated or damaged MP4"),
+    ("truncated_faststart.mp4", "truncated"),
+    ("photo.mp4", "JPEG image, not a video"),
+    ("voice.m4a", "no video stream"),
+    ("folder.mp4", "folder"),
+    ("missing.mp4", "no such file"),
+])
+def test_bad_inputs_raise_input_error_naming_the_file(bad_files, name, match):
+    with pytest.raises(InputError, match=match) as ei:
+        probe(bad_files / name)
+    assert name in str(ei.value) and ei.value.hint
+    assert "\n" not in str(ei.value)
+    with pytest.raises(InputError):
+        list(VideoReader(bad_files / name))
+
+
+# ------------------------------------------------------------------------------------- real media
+
+@pytest.mark.parametrize("name", [
+    "other/pyfeat-single_face.mp4",          # h264 + mp3
+    "other/pyfeat-face_noface.mov",          # HEVC in MOV, variable frame rate, AAC
+    "other/pyfeat-no_face.mp4",              # an edit list that cuts the last frame short
+    "other/cremad-1001_DFA_HAP_XX.flv",      # FLV, VP6, mono mp3
+])
+def test_real_media_roundtrip(media_dir, tmp_path, name):
+    src = media_dir / "videos" / name
+    if not src.is_file():
+        pytest.skip(f"{src} not present")
+    check_roundtrip(src, tmp_path / (Path(name).stem + ".mp4"), tol_px=8.0)
+
+
+def test_real_media_probe(media_dir):
+    info = probe(media_dir / "videos/other/pyfeat-face_noface.mov")
+    assert info.codec == "hevc" and info.has_audio and (info.width, info.height) == (960, 540)
+    info = probe(media_dir / "videos/other/liveportrait-d13.mp4")
+    assert (info.width, info.height) == (720, 1280) and not info.has_audio
+    info = probe(media_dir / "videos/other/styleganex-pexels-anthony-shkraba-production-8136210.mp4")
+    assert info.fps == 50 and info.n_frames == 500
