@@ -189,7 +189,7 @@ def _build_registry() -> "OrderedDict[str, WeightsEntry]":
                      Source(gdrive_id="1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT", filename="stylegan2-ffhq-config-f.pt")),
             licence=_NVIDIA_NC[0], licence_url=_NVIDIA_NC[1],
             loader="fsvideo.models.loading:load_generator_checkpoint",
-            converter="fsvideo.weights:convert_generator", approx_size="~1.2 GB (pSp) / ~380 MB (rosinality)"),
+            converter="fsvideo.weights:convert_generator", approx_size="~1.2 GB"),
         WeightsEntry(
             name="fse-ffhq", what="Feature-Style encoder for StyleGAN2 FFHQ 1024 (143_enc.pth)",
             filename="143_enc.pth", sources=(Source(gdrive_id="1RnnBL77j_Can0dY1KOiXHvG224MxjvzC"),),
@@ -565,7 +565,8 @@ def _gdrive_confirm_url(page: bytes, page_url: str, file_id: str,
     return None
 
 
-def _gdrive_download(file_id: str, part: Path, *, progress: Progress | None, retries: int, timeout: float) -> None:
+def _gdrive_download(file_id: str, part: Path, *, progress: Progress | None, retries: int, timeout: float,
+                     name: str = "NAME") -> None:
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     url = f"{GDRIVE_URL}?" + urllib.parse.urlencode({"id": file_id, "export": "download"})
@@ -584,7 +585,7 @@ def _gdrive_download(file_id: str, part: Path, *, progress: Progress | None, ret
         raise WeightsError(f"Google Drive did not serve file {file_id} ({title.title.strip() or 'an unknown page'}); "
                            "the daily download quota may be exceeded or the file may have moved",
                            hint=f"download https://drive.google.com/file/d/{file_id} in a browser and run "
-                                "`fsvideo weights import NAME FILE`")
+                                "`fsvideo weights import {name} FILE`")
     try:
         _http_download(confirmed, part, progress=progress, retries=retries, timeout=timeout, opener=opener)
     except _HtmlInsteadOfFile as e:
@@ -592,7 +593,7 @@ def _gdrive_download(file_id: str, part: Path, *, progress: Progress | None, ret
         t.feed(e.body.decode("utf-8", "replace"))
         raise WeightsError(f"Google Drive refused file {file_id} after confirmation ({t.title.strip() or 'a web page'})",
                            hint=f"download https://drive.google.com/file/d/{file_id} in a browser and run "
-                                "`fsvideo weights import NAME FILE`") from None
+                                "`fsvideo weights import {name} FILE`") from None
 
 
 def _gdown_fallback(file_id: str, part: Path) -> bool:
@@ -675,7 +676,7 @@ def _fetch(e: WeightsEntry, src: Source, *, progress: Progress | None, retries: 
             with contextlib.suppress(FileNotFoundError):
                 archive.unlink()
     elif src.gdrive_id:
-        _gdrive_download(src.gdrive_id, part, progress=progress, retries=retries, timeout=timeout)
+        _gdrive_download(src.gdrive_id, part, progress=progress, retries=retries, timeout=timeout, name=e.name)
     else:
         try:
             _http_download(src.url, part, progress=progress, retries=retries, timeout=timeout)  # type: ignore[arg-type]
@@ -739,7 +740,7 @@ def download(name: str, progress: Progress | None = None, force: bool = False, *
             path, sha, verdict = _fetch(e, src, progress=progress, retries=retries, timeout=timeout)
         except WeightsError as err:
             log.info("source %s of %s failed: %s", src.describe(), name, err)
-            errors.append(f"{src.describe()}: {err.message}")
+            errors.append(err)
             continue
         if present is not None and present != path:
             with contextlib.suppress(FileNotFoundError):
@@ -749,8 +750,13 @@ def download(name: str, progress: Progress | None = None, force: bool = False, *
             log.warning("`%s` has no published checksum; recorded sha256 %s (unverified)", name, sha)
         return path
     first = e.sources[0].describe()
-    raise WeightsError(f"could not download `{name}`: " + "; ".join(errors),
-                       hint=f"get {first} another way and run `fsvideo weights import {name} FILE`")
+    other_way = f"get {first} another way and run `fsvideo weights import {name} FILE`"
+    resumable = any("resume" in (err.hint or "") for err in errors)
+    if len(errors) == 1 and errors[0].hint and "weights import" in errors[0].hint:
+        hint = errors[0].hint
+    else:
+        hint = ("run the same command again to resume, or " if resumable else "") + other_way
+    raise WeightsError(f"could not download `{name}`: " + "; ".join(err.message for err in errors), hint=hint)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,8 +45,12 @@ def list_cmd() -> None:
 
     from fsvideo import weights as W
     table = Table(title=f"weights in {W.weights_home()}", title_justify="left")
-    for col in ("name", "what", "present", "verified", "size", "path"):
-        table.add_column(col, overflow="fold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what", ratio=2)
+    table.add_column("present", no_wrap=True)
+    table.add_column("verified", no_wrap=True)
+    table.add_column("size", ratio=1)
+    table.add_column("path", ratio=2, overflow="fold")
     for row in W.entries_status():
         verified = {"yes": "[green]yes[/]", "unverified": "[yellow]unverified[/]",
                     "converted": "[yellow]converted[/]"}.get(row.verified, "")
