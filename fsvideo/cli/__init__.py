@@ -19,6 +19,8 @@ from fsvideo.errors import FsvideoError
 # command name -> (module, attribute, one-line help).  Modules are imported lazily.
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "weights": ("fsvideo.cli.weights", "weights", "List, download, import and verify model weights."),
+    "train": ("fsvideo.cli.train", "train", "Train a Feature-Style encoder for a generator (Eqs. 2-8)."),
+    "directions": ("fsvideo.cli.directions", "directions", "Fit InterFaceGAN directions, export SeFa directions."),
 }
 
 

@@ -14,6 +14,7 @@ vector that is not unit norm is normalised (and logged), so strengths mean the s
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,24 @@ def load_direction(path: str | Path, n_latent: int, style_dim: int = 512) -> Ten
     if not isinstance(arr, (np.ndarray, Tensor)):
         raise InputError(f"direction file {p} does not hold an array", hint="pass a .npy array of floats")
     return as_wplus_direction(arr, n_latent, style_dim, name=str(p))
+
+
+_DIRECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+
+
+def directions_home() -> Path:
+    """Folder of the user's fitted directions: ``$FSVIDEO_HOME/directions`` (default home: the platform cache dir)."""
+    from fsvideo.weights import weights_home
+    return weights_home() / "directions"
+
+
+def user_direction_path(name: str) -> Path:
+    """Where ``fsvideo directions fit --attr NAME`` saves a direction, and where ``--attr NAME`` finds it.
+
+    ``$FSVIDEO_HOME/directions/NAME.npy``.  Names are letters, digits and ``_ . + -`` (no paths).
+    """
+    stem = name[:-4] if name.endswith(".npy") else name
+    if not _DIRECTION_NAME.match(stem) or stem in (".", ".."):
+        raise InputError(f"invalid direction name {name!r}",
+                         hint="use letters, digits, '_', '.', '+' or '-' (e.g. smile_myenc)")
+    return directions_home() / f"{stem}.npy"
