@@ -332,3 +332,14 @@ def test_real_media_probe(media_dir):
     assert (info.width, info.height) == (720, 1280) and not info.has_audio
     info = probe(media_dir / "videos/other/styleganex-pexels-anthony-shkraba-production-8136210.mp4")
     assert info.fps == 50 and info.n_frames == 500
+
+
+@pytest.mark.parametrize("name", ["other/pyfeat-single_face.mp4", "other/cremad-1001_DFA_ANG_XX.flv"])
+def test_seeking_trim_gives_the_same_frames_as_a_full_read(media_dir, name):
+    src = media_dir / "videos" / name
+    if not src.is_file():
+        pytest.skip(f"{src} not present")
+    full = [f for f in VideoReader(src, end=1.6) if f.time >= 1.0 - 1e-6]
+    trimmed = list(VideoReader(src, start=1.0, end=1.6))
+    assert [f.pts for f in trimmed] == [f.pts for f in full] and len(full) > 10
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(trimmed, full))

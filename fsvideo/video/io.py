@@ -141,6 +141,11 @@ class Frame:
     duration: int | None = None
 
 
+def codec_report() -> dict[str, bool]:
+    """Which of the writer's video encoders (and the AAC/Opus audio fallbacks) this FFmpeg build has."""
+    return {c: c in av.codecs_available for c in (*VIDEO_CODECS, "aac", "libopus")}
+
+
 # --------------------------------------------------------------------------------------------- probe
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -392,6 +397,17 @@ class VideoReader:
         yield from self._decode()
 
     def _decode(self) -> Iterator[Frame]:
+        # With a start time, seek to the key frame before it; if the container's seek lands past
+        # `start` (some formats seek imprecisely), start again from the beginning: nothing has been
+        # yielded yet, so no frame is lost or repeated.
+        attempts = (True, False) if self.start else (False,)
+        for seek in attempts:
+            done = yield from self._decode_from(seek)
+            if done:
+                return
+
+    def _decode_from(self, seek: bool):
+        """Yield the frames; return False (before yielding any) when a seek overshot ``start``."""
         info = self.info
         start, end = self.start, self.end
         container = _open_input(self.path)
@@ -400,31 +416,32 @@ class VideoReader:
             if self.threads:
                 v.thread_type = "AUTO"
             tb = Fraction(v.time_base) if v.time_base else info.time_base
-            if start:
-                # Seek to the key frame before `start`, decode from there and drop the frames before it.
+            step = max(1, int(round(1 / (float(info.fps) * tb)))) if info.fps else 1
+            if seek:
                 target = int(math.floor((start + info.start_time) / tb))
                 try:
                     container.seek(target, stream=v, backward=True, any_frame=False)
                 except av.error.FFmpegError:
                     log.debug("seek failed in %s; decoding from the beginning", self.path)
-                    container.seek(0)
+                    return False
             index = 0
             prev_pts: int | None = None
-            step = max(1, int(round(1 / (float(info.fps) * tb)))) if info.fps else 1
-            seen_first = False
+            first = True
             try:
                 for frame in container.decode(v):
                     pts = frame.pts
                     if pts is None:
                         pts = frame.dts if frame.dts is not None else (prev_pts + step if prev_pts is not None else 0)
                     t = float(pts * tb) - info.start_time
-                    if start is not None and not seen_first and t > start + 1.0 and index == 0:
-                        log.debug("seek overshot in %s (%.3f s > %.3f s)", self.path, t, start)
+                    if first and seek and t > start + 1e-6:
+                        log.debug("seek overshot in %s (%.3f s > %.3f s); decoding from the start", self.path, t,
+                                  start)
+                        return False
+                    first = False
                     if start is not None and t < start - 1e-6:
                         continue
                     if end is not None and t >= end - 1e-6:
                         break
-                    seen_first = True
                     prev_pts = pts
                     image = frame.to_ndarray(format="rgb24", src_color_range=int(frame.color_range) or None)
                     image = upright(image, info.rotation)
@@ -437,13 +454,13 @@ class VideoReader:
                 raise InputError(f"{self.path} is damaged at {where} (FFmpeg: {e})",
                                  hint="re-export the file, or process only the good part with --end") from e
             if index == 0:
-                raise InputError(f"{self.path}: no frame decoded"
-                                 + (f" between {start} s and {end} s" if start is not None or end is not None else ""),
-                                 hint="check --start/--end" if start is not None or end is not None
-                                 else "the file may be truncated; re-export it")
+                trimmed = start is not None or end is not None
+                raise InputError(f"{self.path}: no frame decoded" + (f" between {start} s and {end} s" if trimmed else ""),
+                                 hint="check --start/--end" if trimmed else "the file may be truncated; re-export it")
             if start is None and end is None and v.frames and index < 0.9 * v.frames:
                 log.warning("%s: decoded %d of the %d frames its index lists; the file may be truncated",
                             self.path, index, v.frames)
+            return True
         finally:
             container.close()
 
