@@ -69,6 +69,7 @@ def clips(tmp_path_factory):
         "odd": make_test_clip(d / "odd.mp4", width=63, height=47, pix_fmt="yuv444p"),
         "rot90": make_test_clip(d / "rot90.mp4", rotation=90),
         "rot180": make_test_clip(d / "rot180.mp4", rotation=180, audio=False),
+        "rot-90": make_test_clip(d / "rot-90.mp4", rotation=-90, audio=False),
         "tenbit": make_test_clip(d / "tenbit.mp4", pix_fmt="yuv420p10le"),
     }
     return {k: d / f"{k}.mp4" for k in made} | {"times": made}
@@ -113,12 +114,12 @@ def test_reader_trims(clips):
         VideoReader(clips["cfr"], start=60)
 
 
-@pytest.mark.parametrize("rotation, corner", [(90, (-1, 0)), (180, (-1, -1))])
+@pytest.mark.parametrize("rotation, corner", [(90, (-1, 0)), (180, (-1, -1)), (-90, (0, -1))])
 def test_rotation_is_applied_so_frames_are_upright(clips, rotation, corner):
     """The green block sits top-left in the stored picture; a CCW display rotation moves it."""
     img = next(iter(VideoReader(clips[f"rot{rotation}"]))).image
     h, w = img.shape[:2]
-    assert (w, h) == ((48, 64) if rotation == 90 else (64, 48))
+    assert (w, h) == ((64, 48) if rotation == 180 else (48, 64))
     green = img[..., 1].astype(float)
     ys = slice(h - 4, h) if corner[0] == -1 else slice(0, 4)
     xs = slice(w - 4, w) if corner[1] == -1 else slice(0, 4)
@@ -134,7 +135,7 @@ def test_ten_bit_decodes_to_rgb24(clips):
 
 # ---------------------------------------------------------------------------------------- roundtrip
 
-@pytest.mark.parametrize("name", ["cfr", "vfr", "rot90", "tenbit"])
+@pytest.mark.parametrize("name", ["cfr", "vfr", "rot90", "rot-90", "tenbit"])
 def test_roundtrip_keeps_count_rate_duration_timestamps_audio(clips, tmp_path, name):
     check_roundtrip(clips[name], tmp_path / f"{name}.out.mp4")
 

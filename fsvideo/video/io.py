@@ -62,8 +62,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 VIDEO_CODECS = ("libx264", "libx265", "libvpx-vp9")
 
 # Demuxers / codecs that mean "this is a still image", whatever the file is called.
-_IMAGE_DEMUXERS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe",
-                   "image2pipe")
+_IMAGE_DEMUXERS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "image2pipe")
 _IMAGE_CODECS = ("mjpeg", "png", "bmp", "webp", "tiff", "jpeg2000")
 
 _AV_TIME_BASE = 1_000_000
