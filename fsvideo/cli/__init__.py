@@ -21,6 +21,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "weights": ("fsvideo.cli.weights", "weights", "List, download, import and verify model weights."),
     "train": ("fsvideo.cli.train", "train", "Train a Feature-Style encoder for a generator (Eqs. 2-8)."),
     "directions": ("fsvideo.cli.directions", "directions", "Fit InterFaceGAN directions, export SeFa directions."),
+    "metrics": ("fsvideo.cli.metrics", "metrics", "Inversion quality and identity consistency (Eq. 9) of clips."),
+    "align": ("fsvideo.cli.align", "align", "FFHQ-aligned face crops (PNG) + transforms JSON from images or a video."),
 }
 
 

@@ -43,7 +43,7 @@ _FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 _S3FD_FILE = "s3fd-619a316812.pth"
 # Registry names in fsvideo's weights store (fsvideo/weights.py).
 _FAN_REGISTRY = "fan-2d"
-_S3FD_REGISTRY = ("fan-2d-detector", "s3fd", "fan-s3fd")
+_S3FD_REGISTRY = "fan-s3fd"
 
 
 @dataclass
@@ -216,10 +216,10 @@ def _from_weights_store(name: str) -> Path | None:
     except ImportError:
         return None
     try:
-        p = Path(weights.require(name))
-    except (WeightsError, KeyError, LookupError, ValueError, AttributeError):
+        p = weights.path_of(name)
+    except (WeightsError, KeyError, LookupError, ValueError, AttributeError, OSError):
         return None
-    return p if p.is_file() else None
+    return Path(p) if p is not None and Path(p).is_file() else None
 
 
 def _torch_hub_checkpoint(file_name: str) -> Path | None:
@@ -231,16 +231,11 @@ def _torch_hub_checkpoint(file_name: str) -> Path | None:
 def fan_weight_paths() -> tuple[Path | None, Path | None]:
     """(2D-FAN-4 file, S3FD detector file) found on disk, each None when absent.
 
-    Looks in fsvideo's weights store (registry names ``fan-2d`` and its detector), then in the torch
+    Looks in fsvideo's weights store (registry names ``fan-2d`` and ``fan-s3fd``), then in the torch
     hub cache where ``face_alignment`` keeps its downloads.  Never downloads.
     """
     fan = _from_weights_store(_FAN_REGISTRY) or _torch_hub_checkpoint(_FAN_FILE)
-    det = None
-    for n in _S3FD_REGISTRY:
-        det = _from_weights_store(n)
-        if det:
-            break
-    det = det or _torch_hub_checkpoint(_S3FD_FILE)
+    det = _from_weights_store(_S3FD_REGISTRY) or _torch_hub_checkpoint(_S3FD_FILE)
     return fan, det
 
 
