@@ -646,8 +646,11 @@ def _package_file(src: Source) -> Path:
 
 
 def _fetch(e: WeightsEntry, src: Source, *, progress: Progress | None, retries: int,
-           timeout: float) -> tuple[Path, str, bool | None]:
-    """Fetch one source into the cache atomically; returns (path, sha256, checksum verdict)."""
+           timeout: float) -> tuple[Path, str, bool | None, bool]:
+    """Fetch one source into the cache atomically.
+
+    Returns ``(path, sha256 of the fetched file, checksum verdict, converted)``.
+    """
     home = _home(create=True)
     final = home / (src.filename or e.filename)
     part = final.with_name(final.name + ".part")
@@ -701,16 +704,21 @@ def _fetch(e: WeightsEntry, src: Source, *, progress: Progress | None, retries: 
         raise WeightsError(f"`{e.name}` from {src.describe()}: sha256 mismatch (got {sha}, expected {expected}); "
                            "the bad file was removed",
                            hint=f"run `fsvideo weights download {e.name}` again; if it persists, the source changed")
+    converted = False
     if verdict is None:
         # no published checksum: at least make sure the file is the network it claims to be
+        conv = part.with_name(part.name + ".converted")
         try:
-            test_load(e.name, part)
+            with _removing(conv):
+                converted = _test_load_or_convert(e, part, conv)
+                if converted:
+                    os.replace(conv, part)
         except WeightsError as err:
             part.unlink()
-            raise WeightsError(f"`{e.name}` from {src.describe()} does not load ({err.message}); the file was removed",
-                               hint=err.hint) from err
+            raise WeightsError(f"`{e.name}` from {src.describe()} does not load ({err.message}); "
+                               "the file was removed", hint=err.hint) from err
     os.replace(part, final)
-    return final, sha, verdict
+    return final, sha, verdict, converted
 
 
 @contextlib.contextmanager
@@ -766,7 +774,7 @@ def download(name: str, progress: Progress | None = None, force: bool = False, *
     with _download_lock(name):
         for src in sources:
             try:
-                path, sha, verdict = _fetch(e, src, progress=progress, retries=retries, timeout=timeout)
+                path, sha, verdict, converted = _fetch(e, src, progress=progress, retries=retries, timeout=timeout)
             except WeightsError as err:
                 log.info("source %s of %s failed: %s", src.describe(), name, err)
                 errors.append(err)
@@ -774,7 +782,12 @@ def download(name: str, progress: Progress | None = None, force: bool = False, *
             if present is not None and present != path:
                 with contextlib.suppress(FileNotFoundError):
                     present.unlink()
-            _record(name, path, sha, source=src.describe(), verified=bool(verdict))
+            if converted:
+                log.warning("`%s` from %s was converted to the layout fsvideo loads", name, src.describe())
+                _record(name, path, sha256_file(path), source=src.describe(), verified=False, converted=True,
+                        original_sha256=sha)
+            else:
+                _record(name, path, sha, source=src.describe(), verified=bool(verdict))
             if verdict is None:
                 log.warning("`%s` has no published checksum; recorded sha256 %s (unverified)", name, sha)
             return path
@@ -925,6 +938,34 @@ def load_lpips_vgg(path: str | os.PathLike):
     return load_lpips("vgg", path)
 
 
+def _test_load_or_convert(e: WeightsEntry, file: Path, out: Path) -> bool:
+    """Test-load ``file``; if that fails, write the entry's conversion of it to ``out`` and test-load that.
+
+    Returns True when ``out`` holds a converted checkpoint, False when ``file`` loads as it is.
+    Raises the loader's WeightsError (naming missing/unexpected keys) when neither loads.
+    """
+    try:
+        test_load(e.name, file)
+        return False
+    except WeightsError as first:
+        if not e.converter:
+            raise
+        try:
+            obj = torch_load_safe(file)
+        except Exception:  # noqa: BLE001 - unreadable: report the loader's own error
+            raise first from None
+        new = _resolve(e.converter)(obj)
+        if new is None:
+            raise
+        import torch
+        torch.save(new, out)
+        try:
+            test_load(e.name, out)
+        except WeightsError as second:
+            raise second from first
+        return True
+
+
 @contextlib.contextmanager
 def _removing(path: Path):
     """Remove ``path`` when the block ends (it was renamed away on success)."""
@@ -976,27 +1017,11 @@ def import_file(name: str, file: str | os.PathLike) -> ImportResult:
     part = final.with_name(final.name + ".part")
     converted = False
     with _download_lock(name), _removing(part):
-        try:
-            test_load(name, src)
-            shutil.copyfile(src, part)
-        except WeightsError as first:
-            if not e.converter:
-                raise
-            try:
-                obj = torch_load_safe(src)
-            except Exception:  # noqa: BLE001 - unreadable: report the loader's own error
-                raise first from None
-            new = _resolve(e.converter)(obj)
-            if new is None:
-                raise
-            import torch
-            torch.save(new, part)
-            try:
-                test_load(name, part)
-            except WeightsError as second:
-                raise second from first
-            converted = True
+        converted = _test_load_or_convert(e, src, part)
+        if converted:
             warnings.append(f"{src.name} was converted to the layout fsvideo loads")
+        else:
+            shutil.copyfile(src, part)
         old = path_of(name)
         os.replace(part, final)
     if old is not None and old != final:

@@ -438,6 +438,20 @@ def test_import_converts_a_dataparallel_checkpoint(tmp_path):
     assert row.verified == "converted"
 
 
+def test_download_without_checksum_is_converted_when_needed(server, monkeypatch):
+    net = _tiny_arcface()
+    buf = io.BytesIO()
+    torch.save({"module." + k: v for k, v in net.state_dict().items()}, buf)
+    _use(monkeypatch, "arcface-r50", Source(url=server.add("/backbone.pth", buf.getvalue())))
+    p = W.download("arcface-r50")
+    rec = W.manifest_record("arcface-r50")
+    assert rec["converted"] and not rec["verified"]
+    assert rec["original_sha256"] == hashlib.sha256(buf.getvalue()).hexdigest()
+    assert rec["sha256"] == W.sha256_file(p) != rec["original_sha256"]
+    assert _files() == ["backbone.pth", "manifest.json"]
+    assert W.verify(["arcface-r50"])[0].status == "unverified"
+
+
 def test_import_rejects_a_file_that_does_not_load_naming_keys(tmp_path):
     from fsvideo.models.bisenet import BiSeNet
     sd = BiSeNet(19, widths=(8, 8, 16, 16), cp_channels=8, ffm_channels=16, aux_channels=8).state_dict()

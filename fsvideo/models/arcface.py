@@ -180,7 +180,7 @@ def identity_embedding(model: ArcFace, faces, *, mode: str = "bilinear", normali
     """
     x = _as_tensor_batch(faces)
     p = next(model.parameters())
-    x = x.to(device=p.device, dtype=p.dtype)
+    x = x.to(device=p.device, dtype=torch.float32)        # resize in float32, run in the model's dtype
     size = (model.input_size, model.input_size)
     if tuple(x.shape[-2:]) != size:
         if mode == "nearest":
@@ -189,7 +189,7 @@ def identity_embedding(model: ArcFace, faces, *, mode: str = "bilinear", normali
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         else:
             raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
-    emb = model(x).float()
+    emb = model(x.to(p.dtype)).float()
     return F.normalize(emb, dim=1) if normalize else emb
 
 
