@@ -1,0 +1,163 @@
+"""``fsvideo edit`` and ``fsvideo invert``: thin wrappers over :mod:`fsvideo.pipeline.edit`."""
+from __future__ import annotations
+
+import contextlib
+import json
+
+import click
+
+from fsvideo.cli._console import console
+from fsvideo.errors import InputError
+
+
+def run_options(f):
+    """Options shared by edit and invert (models, device, faces, output)."""
+    opts = [
+        click.option("--config", default="ffhq", show_default=True, help="Model config: a name in configs/ or a YAML path."),
+        click.option("--generator", default=None, help="Generator weights file or registry name (overrides the config)."),
+        click.option("--encoder", default=None, help="Encoder weights file or registry name (overrides the config)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+        click.option("--precision", default="auto", show_default=True, help="auto (fp16 on GPU), fp32, fp16, bf16."),
+        click.option("--batch-size", default=4, show_default=True, type=int, help="Faces per network call."),
+        click.option("--detector", default="auto", show_default=True, help="auto, dlib, dlib-cnn, fan."),
+        click.option("--face", default="largest", show_default=True, help="Which faces: largest, all, or a track id."),
+        click.option("--on-missing-face", "on_missing", default="passthrough", show_default=True,
+                     type=click.Choice(["passthrough", "hold", "error"]),
+                     help="Frames without a face: keep unedited, hold the last face, or stop."),
+        click.option("--stabilize", default=0.05, show_default=True, type=float,
+                     help="Temporal smoothing of landmarks in seconds (0: off)."),
+        click.option("--blend", default="alpha", show_default=True, type=click.Choice(["alpha", "poisson"])),
+        click.option("--mask", default="auto", show_default=True, type=click.Choice(["auto", "hull", "parsing"]),
+                     help="Blend mask: face parsing when its weights are present (auto), landmark hull, or parsing."),
+        click.option("--start", type=float, default=None, help="Start time in seconds."),
+        click.option("--end", type=float, default=None, help="End time in seconds."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Generator noise seed (fixed per video)."),
+        click.option("--codec", default="libx264", show_default=True,
+                     type=click.Choice(["libx264", "libx265", "libvpx-vp9"])),
+        click.option("--crf", default=18, show_default=True, type=int, help="Video quality (lower is better)."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing output."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _options(kw: dict, compare: bool = False):
+    from fsvideo.pipeline.edit import RunOptions
+    keys = ("config", "generator", "encoder", "device", "precision", "batch_size", "detector", "face", "on_missing",
+            "stabilize", "blend", "mask", "start", "end", "seed", "codec", "crf", "overwrite")
+    return RunOptions(**{k: kw[k] for k in keys}, compare=compare)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool, what: str):
+    """A rich progress bar (frames, fps, ETA) yielding a ``progress(done, total)`` callback.
+
+    The bar appears with the first frame, so errors found while loading print alone.
+    """
+    if quiet:
+        yield None
+        return
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    cols = [TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+            TextColumn("{task.fields[fps]} fps"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    bar = Progress(*cols, console=console)
+    state = {}
+
+    def cb(done: int, total: int | None) -> None:
+        if "task" not in state:
+            bar.start()
+            state["task"] = bar.add_task(what, total=None, fps="-")
+            state["t0"] = time.perf_counter()
+        dt = time.perf_counter() - state["t0"]
+        bar.update(state["task"], completed=done, total=max(total or 0, done) or None,
+                   fps=f"{done / dt:.1f}" if dt > 0 else "-")
+    try:
+        yield cb
+    finally:
+        bar.stop()
+
+
+def _report(summary, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=1))
+        return
+    if quiet:
+        return
+    from rich.table import Table
+    t = Table(show_header=False, box=None, pad_edge=False)
+    rows = [("output", summary.output), ("latents", summary.latents), ("edits", ", ".join(summary.edits) or None),
+            ("frames", summary.frames), ("faces edited", summary.faces_edited),
+            ("frames without a face", summary.frames_without_face),
+            ("time", f"{summary.seconds:.1f} s ({summary.fps:.2f} frames/s)"),
+            ("device / detector", f"{summary.device} / {summary.detector}")]
+    for k, v in rows:
+        if v is not None:
+            t.add_row(f"[dim]{k}[/]", str(v))
+    console.print(t)
+
+
+@click.command("edit")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("--attr", "attrs", multiple=True,
+              help="Attribute to edit: smile, makeup, eyeglasses, sefa:N, or a fitted direction name. Repeatable.")
+@click.option("--direction", "directions", multiple=True, type=click.Path(dir_okay=False),
+              help="A direction file (.npy: (1, 9216), (18, 512) or (512,)). Repeatable.")
+@click.option("--strength", "strengths", multiple=True, type=float,
+              help="Strength of each --attr, then each --direction, in order (default 1). Negative undoes.")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="Output file.")
+@click.option("--latents", default=None, type=click.Path(dir_okay=False),
+              help="Re-edit from a latents file made by `fsvideo invert` (no detection or encoding).")
+@click.option("--compare", is_flag=True, help="Write original | reconstruction | edit side by side.")
+@run_options
+def edit(input_path, attrs, directions, strengths, output, latents, compare, quiet, as_json, **kw):
+    """Edit the faces of a video or image.
+
+    \b
+    Examples:
+      fsvideo edit talk.mp4 --attr smile --strength 2
+      fsvideo edit talk.mp4 --attr smile --strength 1.5 --attr makeup --strength -1 --compare
+      fsvideo edit talk.mp4 --direction my_dir.npy --strength 0.5 -o out.mp4
+      fsvideo edit face.jpg --attr eyeglasses
+      fsvideo edit talk.mp4 --latents talk.latents --attr smile --strength 3
+
+    The strength scales a unit W+ direction by 15 (the official convention): w~ = w + 15 s d.
+    """
+    from fsvideo.pipeline.components import EditRequest
+    from fsvideo.pipeline.edit import edit_video
+    names = list(attrs) + list(directions)
+    if not names:
+        raise InputError("no edit given", hint="pass --attr smile --strength 2 (or --direction FILE.npy)")
+    if strengths and len(strengths) != len(names):
+        raise InputError(f"{len(strengths)} --strength values for {len(names)} edits",
+                         hint="give one --strength per --attr/--direction, in the same order, or none (1 each)")
+    reqs = [EditRequest(n, s) for n, s in zip(names, strengths or [1.0] * len(names))]
+    with _progress(quiet or as_json, "editing") as cb:
+        summary = edit_video(input_path, output, edits=reqs, options=_options(kw, compare), latents=latents,
+                             progress=cb)
+    _report(summary, quiet, as_json)
+
+
+@click.command("invert")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="Reconstruction video (default INPUT.inversion.EXT).")
+@click.option("--latents-out", default=None, type=click.Path(dir_okay=False),
+              help="Latents file (default INPUT.latents).")
+@run_options
+def invert(input_path, output, latents_out, quiet, as_json, **kw):
+    """Reconstruct the faces of a video with G(w, F) and store the per-frame latents.
+
+    \b
+    Example:
+      fsvideo invert talk.mp4                    # talk.inversion.mp4 + talk.latents
+      fsvideo edit talk.mp4 --latents talk.latents --attr smile --strength 2
+    """
+    from fsvideo.pipeline.edit import invert_video
+    with _progress(quiet or as_json, "inverting") as cb:
+        summary = invert_video(input_path, output, latents_out=latents_out, options=_options(kw), progress=cb)
+    _report(summary, quiet, as_json)
