@@ -177,6 +177,15 @@ def test_registry_names_and_published_checksums(shared_dir):
     assert W.REGISTRY["stylegan2-ffhq"].sources[1].gdrive_id == "1EM87UquaoQmk17Q8d5kYIAHqu0dkYqdT"
 
 
+def test_fan_urls_are_face_alignments_own():
+    api = pytest.importorskip("face_alignment.api")
+    from face_alignment.detection.sfd import sfd_detector
+    assert api.models_urls["2DFAN-4"] == W.FAN_2D_URL == W.REGISTRY["fan-2d"].sources[0].url
+    assert sfd_detector.models_urls["s3fd"] == W.FAN_S3FD_URL == W.REGISTRY["fan-s3fd"].sources[0].url
+    # the cached names are face_alignment's, so its torch-hub cache files can be imported as they are
+    assert W.REGISTRY["fan-2d"].filename == "2DFAN4-11f355bf06.pth.tar"
+
+
 def test_weights_home_and_require_message(tmp_path, monkeypatch):
     monkeypatch.setenv("FSVIDEO_HOME", str(tmp_path / "cache"))
     assert W.weights_home() == tmp_path / "cache"
