@@ -1,0 +1,68 @@
+"""Inversion quality and identity consistency metrics (paper Tables 1 and 3, Eq. 9 and Fig. 9).
+
+One metric per module, each naming the implementation it matches:
+
+=========================  =====================================================================
+module                     what
+=========================  =====================================================================
+``ssim``                   :func:`ssim` (= scikit-image ``structural_similarity`` defaults)
+``psnr``                   :func:`psnr` (= scikit-image), :func:`mse` (on [-1, 1], the paper's scale)
+``perceptual``             :class:`LPIPS` (v0.1 AlexNet, = the ``lpips`` package)
+``identity``               identity networks R: ArcFace (paper) or dlib's ResNet descriptor (offline)
+``consistency``            :func:`identity_consistency` (Eq. 9), :func:`id_similarity`
+``ravdess``                :func:`parse_ravdess_name` (``MM-VC-EE-II-SS-RR-AA``)
+``inversion``              the :class:`Inverter` hook and :class:`FeatureStyleInverter`
+``evaluate``               :class:`ClipEvaluator`, :func:`evaluate_clips`, :func:`pair_metrics`
+``results`` / ``summary``  per-clip results, cache, CSV/JSON, mean ± std and breakdowns
+``plots``                  :func:`ic_boxplot` (Fig. 9)
+``distributed``            torchrun sharding and merging
+=========================  =====================================================================
+
+Imports are lazy (``from fsvideo.metrics import LPIPS`` loads only what it needs).  The pixel
+metrics come from their modules (``from fsvideo.metrics.ssim import ssim``,
+``from fsvideo.metrics.psnr import psnr, mse``): a package-level ``ssim`` would be shadowed by the
+submodule of the same name.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "LPIPS": "fsvideo.metrics.perceptual",
+    "identity_consistency": "fsvideo.metrics.consistency",
+    "id_similarity": "fsvideo.metrics.consistency",
+    "ConsistencyAccumulator": "fsvideo.metrics.consistency",
+    "IdentityNetwork": "fsvideo.metrics.identity",
+    "ArcFaceIdentity": "fsvideo.metrics.identity",
+    "DlibIdentity": "fsvideo.metrics.identity",
+    "load_identity": "fsvideo.metrics.identity",
+    "RavdessName": "fsvideo.metrics.ravdess",
+    "parse_ravdess_name": "fsvideo.metrics.ravdess",
+    "Inverter": "fsvideo.metrics.inversion",
+    "FeatureStyleInverter": "fsvideo.metrics.inversion",
+    "ClipEvaluator": "fsvideo.metrics.evaluate",
+    "evaluate_clips": "fsvideo.metrics.evaluate",
+    "find_clips": "fsvideo.metrics.evaluate",
+    "pair_metrics": "fsvideo.metrics.evaluate",
+    "sample_clips": "fsvideo.metrics.evaluate",
+    "ClipResult": "fsvideo.metrics.results",
+    "EvalSettings": "fsvideo.metrics.results",
+    "ResultsCache": "fsvideo.metrics.results",
+    "MixedNetworksError": "fsvideo.metrics.results",
+    "summarize": "fsvideo.metrics.summary",
+    "ic_boxplot": "fsvideo.metrics.plots",
+    "Distributed": "fsvideo.metrics.distributed",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fsvideo.metrics' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)
