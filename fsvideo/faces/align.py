@@ -80,6 +80,8 @@ def ffhq_geometry(landmarks) -> dict[str, np.ndarray | float]:
     eye_to_mouth = mouth_avg - eye_avg
     # Oriented crop rectangle (same operation order as download_ffhq.py, for bit-identical floats).
     x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    if not np.hypot(*x) > 1e-9:
+        raise ValueError("landmarks are degenerate (eyes and mouth coincide): no face orientation")
     x /= np.hypot(*x)
     x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
     y = np.flipud(x) * [-1, 1]
@@ -251,6 +253,7 @@ def align_face(image: np.ndarray, landmarks, output_size: int = 1024, transform_
     Returns an :class:`AlignedFace` (uint8 [O, O, 3] crop, quad, exact ``matrix``, landmarks in crop
     coords).  Example: ``a = align_face(img, face.landmarks, 1024)``.
     """
+    check_image(image)
     lm = check_landmarks(landmarks)
     quad, _ = ffhq_quad(lm)
     return align_quad(image, quad, output_size, transform_size, enable_padding, landmarks=lm, trace=trace)
@@ -284,6 +287,7 @@ def align_quad_fast(image: np.ndarray, quad, output_size: int = 1024, *, landmar
 def align_face_fast(image: np.ndarray, landmarks, output_size: int = 1024, *,
                     supersample: bool = True) -> AlignedFace:
     """:func:`align_quad_fast` on the FFHQ quad of ``landmarks`` (float [68, 2])."""
+    check_image(image)
     lm = check_landmarks(landmarks)
     quad, _ = ffhq_quad(lm)
     return align_quad_fast(image, quad, output_size, landmarks=lm, supersample=supersample)
