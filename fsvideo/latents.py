@@ -4,7 +4,7 @@ A latents file is a ZIP archive (stored, not compressed) written as the video st
 
 * ``chunk_00000.npz`` ... : up to ``chunk_frames`` frames each, arrays (one row per face):
   ``frame`` int64 [n], ``track`` int64 [n], ``w`` float32 [n, n_latent, 512],
-  ``F`` float16 or float32 [n, C, 16, 16], ``matrix`` float64 [n, 3, 3] (aligned pixel -> frame pixel),
+  ``F`` float32 (or float16) [n, C, 16, 16], ``matrix`` float64 [n, 3, 3] (aligned pixel -> frame pixel),
   ``landmarks`` float32 [n, 68, 2] (in aligned-crop coordinates);
 * ``meta.json`` (last): source path and sha256, frame count, fps, model names, resolution, K,
   noise seed, F storage dtype.
@@ -47,7 +47,7 @@ class LatentsWriter:
     path: Path
     meta: dict = field(default_factory=dict)
     chunk_frames: int = 64
-    f_dtype: str = "float16"
+    f_dtype: str = "float32"
 
     def __post_init__(self):
         self._zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)

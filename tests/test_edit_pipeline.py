@@ -1,0 +1,152 @@
+"""End to end: `fsvideo edit` / `fsvideo invert` on real clips with tiny random weights in the official format."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fsvideo.cli import main as cli_main
+from fsvideo.errors import InputError, OutputError
+from fsvideo.models.random_init import random_model, save_official_checkpoints
+from fsvideo.pipeline.components import EditRequest
+from fsvideo.pipeline.edit import RunOptions, edit_video, invert_video
+from fsvideo.video.io import VideoReader, probe
+
+CLIP = "videos/other/pyfeat-single_face.mp4"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    model = random_model(64, seed=0)
+    enc, gen = save_official_checkpoints(model, d)
+    direction = np.random.default_rng(1).standard_normal((1, model.generator.n_latent * 64)).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    np.save(d / "dir.npy", direction)
+    return dict(enc=str(enc), gen=str(gen), dir=str(d / "dir.npy"))
+
+
+def _opts(tiny, **kw):
+    base = dict(generator=tiny["gen"], encoder=tiny["enc"], detector="dlib")
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def _frames(path):
+    return [f.image for f in VideoReader(path)]
+
+
+def test_edit_keeps_timing_audio_and_is_deterministic(tiny, media_dir, tmp_path):
+    src = media_dir / CLIP
+    info = probe(src)
+    reqs = [EditRequest(tiny["dir"], 2.0)]
+    a = edit_video(src, tmp_path / "a.mp4", edits=reqs, options=_opts(tiny, end=1.0))
+    b = edit_video(src, tmp_path / "b.mp4", edits=reqs, options=_opts(tiny, end=1.0))
+    n_src = sum(1 for f in VideoReader(src, end=1.0))
+    out = probe(tmp_path / "a.mp4")
+    assert a.frames == n_src == out.n_frames and a.faces_edited == n_src and a.frames_without_face == 0
+    assert out.fps == info.fps and out.has_audio and (out.width, out.height) == (info.width, info.height)
+    assert abs(out.duration_s - n_src / float(info.fps)) <= 1.5 / float(info.fps)
+    fa, fb = _frames(tmp_path / "a.mp4"), _frames(tmp_path / "b.mp4")
+    assert all(np.array_equal(x, y) for x, y in zip(fa, fb))                      # same seed, same frames
+    c = edit_video(src, tmp_path / "c.mp4", edits=reqs, options=_opts(tiny, end=1.0, seed=1))
+    assert c.frames == n_src
+    assert any(not np.array_equal(x, y) for x, y in zip(fa, _frames(tmp_path / "c.mp4")))  # noise matters
+
+
+def test_image_edit_changes_only_the_face(tiny, media_dir, tmp_path):
+    from PIL import Image
+    src = media_dir / "images/wild/facerec-obama.jpg"
+    out = tmp_path / "o.png"
+    s = edit_video(src, out, edits=[EditRequest(tiny["dir"], 1.0)], options=_opts(tiny))
+    assert s.frames == 1 and s.faces_edited == 1
+    before = np.asarray(Image.open(src).convert("RGB"))
+    after = np.asarray(Image.open(out).convert("RGB"))
+    changed = np.any(before != after, axis=2)
+    assert changed.sum() > 1000                                   # the face was replaced
+    # every pixel away from the face is bit-identical: changes stay inside the face box, grown by
+    # a quarter of its size (the blend mask covers the forehead above the landmarks)
+    from fsvideo.faces.detect import make_detector
+    (face,) = make_detector("dlib").detect(before)
+    x0, y0, x1, y1 = face.box
+    gx, gy = 0.25 * (x1 - x0), 0.25 * (y1 - y0)
+    outside = np.ones_like(changed)
+    outside[int(max(0, y0 - gy)):int(y1 + gy), int(max(0, x0 - gx)):int(x1 + gx)] = False
+    assert not changed[outside].any() and outside.sum() > 0.7 * outside.size
+
+
+def test_no_face_video_passes_through(tiny, media_dir, tmp_path):
+    src = media_dir / "videos/other/pyfeat-no_face.mp4"
+    s = edit_video(src, tmp_path / "n.mp4", edits=[EditRequest(tiny["dir"], 1.0)], options=_opts(tiny, end=0.5))
+    assert s.frames > 0 and s.frames_without_face == s.frames and s.faces_edited == 0
+    assert probe(tmp_path / "n.mp4").n_frames == s.frames
+    with pytest.raises(InputError, match="no face"):
+        edit_video(src, tmp_path / "e.mp4", edits=[EditRequest(tiny["dir"], 1.0)],
+                   options=_opts(tiny, end=0.5, on_missing="error"))
+    assert not (tmp_path / "e.mp4").exists()
+
+
+def test_latents_reedit_matches_direct_edit(tiny, media_dir, tmp_path):
+    src = media_dir / CLIP
+    inv = invert_video(src, tmp_path / "inv.mp4", latents_out=tmp_path / "x.latents", options=_opts(tiny, end=0.4))
+    assert inv.frames == probe(tmp_path / "inv.mp4").n_frames and Path(inv.latents).is_file()
+    reqs = [EditRequest(tiny["dir"], 1.5)]
+    direct = edit_video(src, tmp_path / "d.mp4", edits=reqs, options=_opts(tiny, end=0.4))
+    again = edit_video(src, tmp_path / "l.mp4", edits=reqs, options=_opts(tiny, end=0.4), latents=tmp_path / "x.latents")
+    assert again.frames == direct.frames
+    diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(_frames(tmp_path / "d.mp4"), _frames(tmp_path / "l.mp4"))]
+    assert max(diffs) < 0.05         # same codes, same noise: equal up to float rounding
+    other = media_dir / "videos/other/liveportrait-d18.mp4"
+    with pytest.raises(InputError, match="another file"):
+        edit_video(other, tmp_path / "z.mp4", edits=reqs, options=_opts(tiny, end=0.4), latents=tmp_path / "x.latents")
+
+
+def test_outputs_are_protected(tiny, media_dir, tmp_path):
+    src = media_dir / CLIP
+    reqs = [EditRequest(tiny["dir"], 1.0)]
+    existing = tmp_path / "exists.mp4"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(OutputError, match="already exists.*--overwrite"):
+        edit_video(src, existing, edits=reqs, options=_opts(tiny, end=0.2))
+    assert existing.read_bytes() == b"keep me"
+    with pytest.raises(OutputError, match="is the input"):
+        edit_video(src, src, edits=reqs, options=_opts(tiny, end=0.2, overwrite=True))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty.mp4"):
+        edit_video(empty, tmp_path / "o.mp4", edits=reqs, options=_opts(tiny))
+
+    def interrupt(done, total):
+        if done >= 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        edit_video(src, tmp_path / "ki.mp4", edits=reqs, options=_opts(tiny, end=1.0), progress=interrupt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4", "exists.mp4"]   # nothing half-written
+
+
+def run_cli(args) -> int:
+    try:
+        cli_main(args)
+    except SystemExit as e:
+        return e.code or 0
+    return 0
+
+
+def test_cli_edit_json_and_errors(tiny, media_dir, tmp_path, capsys):
+    src = media_dir / CLIP
+    out = tmp_path / "cli.mp4"
+    code = run_cli(["edit", str(src), "--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib",
+                    "--direction", tiny["dir"], "--strength", "-0.5", "--end", "0.3", "-o", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["output"] == str(out) and summary["frames"] > 0 and out.is_file()
+    assert run_cli(["edit", str(src), "--attr", "smile", "--attr", "makeup", "--strength", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "1 --strength values for 2 edits" in err and "Traceback" not in err
+    assert run_cli(["edit", str(src), "--attr", "smile", "-o", str(tmp_path / "w.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "fsvideo weights download stylegan2-ffhq" in err
+    assert not os.path.exists(tmp_path / "w.mp4")
