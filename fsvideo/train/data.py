@@ -149,34 +149,34 @@ class Batch:
     noise: list[Tensor]
     rand_noise: list[Tensor]
     n_syn: int
-
-    def to(self, device) -> "Batch":
-        return Batch(self.x.to(device), [t.to(device) for t in self.noise], [t.to(device) for t in self.rand_noise],
-                     self.n_syn)
+    w_syn: Tensor | None = None      # ground-truth W+ codes of the synthetic rows [n_syn, n_latent, style_dim]
 
 
 @torch.no_grad()
 def synthetic_images(G: Generator, n: int, gen: torch.Generator, *, truncation: float = 1.0,
-                     w_avg: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
-    """``n`` synthetic images [n, 3, S, S] (clamped to [-1, 1]) and their noise maps (on G's device)."""
+                     w_avg: Tensor | None = None) -> tuple[Tensor, list[Tensor], Tensor]:
+    """``n`` synthetic images [n, 3, S, S] (clamped to [-1, 1]), their noise maps and W+ codes (on G's device).
+
+    ``z`` and the noise are drawn from ``gen`` on the CPU, so the images do not depend on the device.
+    """
     p = next(G.parameters())
     z = torch.randn(n, G.style_dim, generator=gen)
-    noise = random_noise(G, n, gen)
-    if n == 0:
-        return torch.zeros(0, 3, G.size, G.size, device=p.device), [t.to(p.device) for t in noise]
+    noise = [t.to(p.device) for t in random_noise(G, n, gen)]
     w = G.mapping(z.to(p.device))
     if truncation != 1.0 and w_avg is not None:
         w = G.truncate(w, w_avg.to(w).reshape(-1, G.style_dim)[0], truncation)
-    noise = [t.to(p.device) for t in noise]
+    w = w[:, None].expand(-1, G.n_latent, -1).contiguous()
+    if n == 0:
+        return torch.zeros(0, 3, G.size, G.size, device=p.device), noise, w
     img = G(w, noise=noise).clamp(-1.0, 1.0)
-    return img, noise
+    return img, noise, w
 
 
 def make_batch(G: Generator, real: Tensor | None, n_syn: int, *, seed: int, rank: int, step: int,
                truncation: float = 1.0, w_avg: Tensor | None = None) -> Batch:
     """Assemble the batch of ``step`` on ``rank``: ``n_syn`` synthetic images then the ``real`` ones."""
     device = next(G.parameters()).device
-    syn, syn_noise = synthetic_images(G, n_syn, step_generator(seed, rank, step, 1), truncation=truncation,
+    syn, syn_noise, w_syn = synthetic_images(G, n_syn, step_generator(seed, rank, step, 1), truncation=truncation,
                                       w_avg=w_avg)
     n_real = 0 if real is None else real.shape[0]
     g = step_generator(seed, rank, step, 2)
@@ -184,7 +184,7 @@ def make_batch(G: Generator, real: Tensor | None, n_syn: int, *, seed: int, rank
     rand_noise = [t.to(device) for t in random_noise(G, n_syn + n_real, g)]
     x = syn if real is None else torch.cat([syn, real.to(device)])
     noise = [torch.cat([a, b]) for a, b in zip(syn_noise, real_noise)]
-    return Batch(x, noise, rand_noise, n_syn)
+    return Batch(x, noise, rand_noise, n_syn, w_syn)
 
 
 def encoder_input(x: Tensor, min_size: int = 256) -> Tensor:

@@ -290,7 +290,7 @@ class Trainer:
         """A fixed batch: ``log.samples`` synthetic images (fixed seed, their noise) then held-out real ones."""
         if self._eval_batch is None:
             n = n_syn = max(1, self.cfg.log.samples)
-            syn, noise = synthetic_images(self.G, n_syn, step_generator(self.cfg.seed, 0xE7A1),
+            syn, noise, _ = synthetic_images(self.G, n_syn, step_generator(self.cfg.seed, 0xE7A1),
                                           truncation=self.cfg.data.synthetic_truncation, w_avg=self.latent_avg)
             files = (self.real_eval or self.real_train)[:n] if self.cfg.data.real_per_gpu > 0 else []
             if files:
