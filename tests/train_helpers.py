@@ -65,7 +65,8 @@ def ddp_worker(rank: int, world: int, port: int, real_dir: str, out_dir: str) ->
         orig = real_ds.__class__.__getitem__
 
         def spy(self, i):
-            seen.append(int(i))
+            if self is real_ds:                  # the training set (not the evaluation images)
+                seen.append(int(i))
             return orig(self, i)
 
         real_ds.__class__.__getitem__ = spy
