@@ -101,7 +101,7 @@ def _face_record(file: str, tf, extra: dict) -> dict:
 @click.option("--face", "face_policy", default="largest", show_default=True, metavar="largest|ID|all",
               help="Which faces: the largest, one track id, or all.")
 @click.option("--no-stabilize", is_flag=True, help="Videos: align each frame on its own (no flow, smoothing or gap bridging).")
-@click.option("--sigma", default=0.05, show_default=True, type=click.FloatRange(min=0),
+@click.option("--sigma", default=0.03, show_default=True, type=click.FloatRange(min=0),
               help="Videos: landmark smoothing in seconds (quads get twice that).")
 @click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "exact", "fast"]),
               help="exact: the FFHQ procedure (about 0.5 s a face); fast: one cv2 warp. auto: exact for images, fast for videos.")

@@ -14,11 +14,16 @@ of the Feature-Style encoder, spec section 4) and makes it work on a stream:
 2. **Gap bridging**: up to ``max_gap_s`` seconds of frames without a detection between two detected
    frames are filled by linear interpolation; longer gaps are frames without a face.
 3. **Gaussian smoothing over time** of the landmarks (sigma ``sigma_s`` seconds), then of the quads
-   computed from them (sigma ``quad_sigma_s``, twice as long by default, like the official 3 and 6
-   frames at about 30 fps).  Each is a Gaussian-weighted local *linear* fit, which equals the
-   Gaussian filter inside a run of faces and, unlike it, does not lag at the start and end of one.
-   Smoothing never crosses a frame without a face or a detected cut (a jump of the face by more than
-   ``cut_threshold`` of its size).
+   computed from them (sigma ``quad_sigma_s``, twice as long by default, the official ratio).  Each
+   is a Gaussian-weighted local *linear* fit, which equals the Gaussian filter inside a run of faces
+   and, unlike it, does not lag at the start and end of one.  Smoothing never crosses a frame
+   without a face or a detected cut (a jump of the face by more than ``cut_threshold`` of its size).
+
+Default strength.  The official pipeline smooths with sigmas of 3 and 6 frames (``sigma_s`` about
+0.1 s at 30 fps).  Measured with :func:`crop_jitter` on four talking clips of ``../shared/media``
+(``benchmarks/faces.py``), the optical flow removes most of the jitter, and long sigmas then add
+motion of the face inside the crop (the crop lags behind a moving head); ``sigma_s = 0.03`` (about
+1 and 2 frames at 30 fps) is the default.  Pass ``sigma_s=0.1`` for the official strength.
 
 Sigmas are in seconds and converted with ``fps``, so a 25 and a 50 fps clip of the same scene are
 smoothed alike.  The look-ahead is bounded: a frame comes out at most :attr:`FaceStabilizer.delay`
@@ -173,7 +178,7 @@ class FaceStabilizer:
     :meth:`flush` the rest; indices must increase.
     """
 
-    def __init__(self, fps: float, sigma_s: float = 0.05, quad_sigma_s: float | None = None, *,
+    def __init__(self, fps: float, sigma_s: float = 0.03, quad_sigma_s: float | None = None, *,
                  truncate: float = 2.0, optical_flow: bool = True, flow_scale: float = 0.1,
                  max_gap_s: float = 0.2, on_missing: str = "passthrough", cut_threshold: float = 0.3,
                  source: str = "the video"):

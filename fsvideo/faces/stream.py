@@ -91,7 +91,7 @@ class FaceAligner:
     """
 
     def __init__(self, detector: FaceDetector | None, fps: float, *, output_size: int = 1024,
-                 policy: str | int = "largest", stabilize: bool = True, sigma_s: float = 0.05,
+                 policy: str | int = "largest", stabilize: bool = True, sigma_s: float = 0.03,
                  on_missing: str = "passthrough", method: str = "fast", tracker: FaceTracker | None = None,
                  source: str = "the video", **stab_kwargs):
         if method not in ("fast", "exact"):
