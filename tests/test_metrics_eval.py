@@ -153,3 +153,21 @@ def test_box_plot_files(tmp_path):
     assert (tmp_path / "ic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = (tmp_path / "ic.svg").read_text()
     assert "<svg" in svg and "n=3" in svg.replace("&#61;", "=")
+
+
+def test_pair_metrics_takes_generator_outputs(media_dir, components):
+    """The trainer's validation hands float [N, 3, S, S] tensors in [-1, 1]: same numbers as uint8 crops."""
+    import torch
+    from PIL import Image
+    det, R, lp = components
+    imgs = np.stack([np.asarray(Image.open(media_dir / f"images/aligned/ffhq-lt-0000{i}.jpg").convert("RGB")
+                                .resize((128, 128))) for i in range(3)])
+    x, y = imgs[:2], imgs[1:]
+    a = pair_metrics(x, y, lpips=lp, identity=R)
+    tx = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+    ty = torch.from_numpy(y).permute(0, 3, 1, 2).float() / 127.5 - 1
+    b = pair_metrics(tx, ty, lpips=lp, identity=R)
+    assert set(a) == {"ssim", "psnr", "mse", "lpips", "id"}
+    for k in a:
+        assert np.allclose(a[k], b[k], atol=1e-4), k
+    assert np.all(a["id"] < 0.95)        # different people

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from fsvideo.cli._console import console, err_console
-from fsvideo.errors import InputError, OutputError
+from fsvideo.errors import InputError, OutputError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,8 @@ def _print_summary(summary: dict, *, label: str, source_only: bool, out_files: l
 @click.option("--label", default=None, help="Name of the inversion method in the table and the plot "
                                             "(default: the encoder's name).")
 @click.option("--size", type=click.IntRange(min=16), default=None, metavar="PX",
-              help="Crop side the metrics are computed on (default: the model's resolution; 256 with --source-only).")
+              help="Crop side the metrics are computed on (default: the crop size the model inverts, e.g. 1024; "
+                   "256 with --source-only).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Faces per batch.")
 @click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the fixed generator noise.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -215,7 +216,11 @@ def _build(dist, *, source_only, identity, detector, config, generator, encoder,
         from fsvideo.pipeline.components import load_model
         cfg = load_config(resolve_config_path(config), ModelConfig, "model")
         gref, eref = generator or cfg.generator, encoder or cfg.encoder
-        model = load_model(cfg, generator=generator, encoder=encoder, device=dev)
+        try:
+            model = load_model(cfg, generator=generator, encoder=encoder, device=dev)
+        except WeightsError as e:
+            raise WeightsError(e.message, hint=(e.hint + "; " if e.hint else "")
+                               + "or measure only the source clips with --source-only") from e
         inverter = FeatureStyleInverter(model, device=dev, dtype=pick_dtype(dev, precision), batch_size=batch_size,
                                         noise_seed=noise_seed,
                                         info={"generator": _weights_stamp(gref), "encoder": _weights_stamp(eref)})
