@@ -23,7 +23,7 @@ from fsvideo.edits import EditSpec, as_wplus_direction, edit_codes
 from fsvideo.edits.directions import EDIT_STEP
 from fsvideo.models.encoder import downscale_to
 from fsvideo.models.fse import FeatureStyleModel, to_model_input
-from fsvideo.models.loading import load_encoder_checkpoint, load_generator_checkpoint
+from fsvideo.models.loading import load_generator_checkpoint
 
 
 def _fixture_dirs() -> list[Path]:
@@ -59,10 +59,20 @@ def fixture(request, tmp_path_factory):
                 direction=np.load(fx / "direction.npy"), tol=json.loads((fx / "tolerances.json").read_text()))
 
 
+def _load_as_user(fx: dict) -> FeatureStyleModel:
+    """The path of a user's files: `fsvideo weights import` into the store, then the pipeline loader."""
+    from fsvideo import weights
+    from fsvideo.config import ModelConfig
+    from fsvideo.pipeline.components import load_model
+    weights.import_file("stylegan2-ffhq", fx["gen"])
+    weights.import_file("fse-ffhq", fx["enc"])
+    cfg = ModelConfig(resolution=fx["cfg"]["g_size"], feature_index=fx["cfg"].get("idx_k", 5))
+    return load_model(cfg)
+
+
 def _run(fx: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    G, latent_avg = load_generator_checkpoint(fx["gen"])
-    E = load_encoder_checkpoint(fx["enc"], n_styles=G.n_latent)
-    model = FeatureStyleModel(E, G, latent_avg, k=fx["cfg"].get("idx_k", 5)).to(dtype)
+    model = _load_as_user(fx).to(dtype)
+    G, E = model.generator, model.encoder
     assert G.size == fx["cfg"]["g_size"] and G.n_latent == fx["cfg"]["n_latent"]
     u8 = torch.from_numpy(fx["images"])
     x = to_model_input(u8) if dtype == torch.float32 else (u8.permute(0, 3, 1, 2).to(dtype) / 255 - 0.5) / 0.5

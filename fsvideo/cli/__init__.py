@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "weights": ("fsvideo.cli.weights", "weights", "List, download, import and verify model weights."),
     "edit": ("fsvideo.cli.edit", "edit", "Edit the faces of a video or image (Eq. 1)."),
     "invert": ("fsvideo.cli.edit", "invert", "Reconstruction video + per-frame latents of a video."),
+    "doctor": ("fsvideo.cli.doctor", "doctor", "Check the installation: device, codecs, detectors, weights, a test run."),
     "train": ("fsvideo.cli.train", "train", "Train a Feature-Style encoder for a generator (Eqs. 2-8)."),
     "directions": ("fsvideo.cli.directions", "directions", "Fit InterFaceGAN directions, export SeFa directions."),
     "metrics": ("fsvideo.cli.metrics", "metrics", "Inversion quality and identity consistency (Eq. 9) of clips."),

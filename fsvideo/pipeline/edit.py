@@ -144,7 +144,7 @@ class _Job:
     components: dict
 
 
-def _prepare(input_path, opts: RunOptions, *, need_detector: bool = True) -> _Job:
+def _prepare(input_path, opts: RunOptions, *, need_detector: bool = True, detector=None) -> _Job:
     from fsvideo.faces.detect import make_detector
     from fsvideo.pipeline.model_stages import ModelRunner, crop_size
     from fsvideo.video.io import VideoReader, probe
@@ -161,7 +161,7 @@ def _prepare(input_path, opts: RunOptions, *, need_detector: bool = True) -> _Jo
                  resolution=crop_size(model), source=src.name,
                  parser=_face_parser(cfg, opts.mask, device))
     if need_detector:
-        comps["detector"] = make_detector(opts.detector, device)
+        comps["detector"] = detector if detector is not None else make_detector(opts.detector, device)
     log.info("device %s (%s), generator %d px, batch %d", device, dtype, model.resolution, opts.batch_size)
     return _Job(info, cfg, device, comps)
 
@@ -197,7 +197,7 @@ def _summarise(summary: RunSummary, stats, align, t0: float) -> RunSummary:
 
 
 def edit_video(input_path, output=None, *, edits: list[EditRequest], options: RunOptions | None = None,
-               latents=None, progress: ProgressFn | None = None) -> RunSummary:
+               latents=None, progress: ProgressFn | None = None, detector=None) -> RunSummary:
     """Edit the faces of a video (or image) with Eq. 1 and write the result.
 
     Args:
@@ -208,6 +208,7 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
         latents: a latents file from :func:`invert_video` of the same input: re-edits without
             detecting or encoding again.
         progress: ``progress(frames_done, frames_total_or_None)``.
+        detector: a ready face detector (default: built from ``options.detector``).
     """
     opts = options or RunOptions()
     if not edits:
@@ -217,7 +218,7 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
     out = Path(output) if output else default_output(src, edits, ".png" if _is_image_name(src) else None)
     from fsvideo.utils import check_output_path
     check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
-    job = _prepare(src, opts, need_detector=latents is None)
+    job = _prepare(src, opts, need_detector=latents is None, detector=detector)
     model = job.components["runner"].model
     job.components["edits"] = resolve_edits(edits, job.cfg, model)
     pipeline = "edit"
@@ -251,7 +252,7 @@ def _check_latents(reader, src: Path, model) -> None:
 
 
 def invert_video(input_path, output=None, *, latents_out=None, options: RunOptions | None = None,
-                 progress: ProgressFn | None = None) -> RunSummary:
+                 progress: ProgressFn | None = None, detector=None) -> RunSummary:
     """Reconstruct the faces of a video with G(w, F) and store the per-frame latents.
 
     Writes the reconstruction video (default ``<input>.inversion.<ext>``) and the latents file
@@ -268,7 +269,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
     check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
     check_output_path(lat, overwrite=opts.overwrite, inputs=(src,))
     opts.compare = False
-    job = _prepare(src, opts)
+    job = _prepare(src, opts, detector=detector)
     model = job.components["runner"].model
     meta = dict(source=str(src), source_sha256=file_sha256(src), resolution=model.resolution, k=model.k,
                 noise_seed=opts.seed, start=opts.start, end=opts.end, config=opts.config,
