@@ -249,8 +249,9 @@ def _seamless(face_roi: np.ndarray, dst_roi: np.ndarray, alpha: np.ndarray) -> n
     bx, by, bw, bh = cv2.boundingRect(binary)
     center = (bx + bw // 2, by + bh // 2)
     try:
-        cloned = cv2.seamlessClone(np.ascontiguousarray(face_roi), np.ascontiguousarray(dst_roi), binary, center,
-                                   cv2.NORMAL_CLONE)
+        # (a copy of the mask: OpenCV writes into the one it is given)
+        cloned = cv2.seamlessClone(np.ascontiguousarray(face_roi), np.ascontiguousarray(dst_roi), binary.copy(),
+                                   center, cv2.NORMAL_CLONE)
     except cv2.error as e:  # degenerate masks: fall back to the plain alpha blend
         log.debug("seamlessClone failed (%s); alpha blend only", e)
         return face_roi
