@@ -391,5 +391,4 @@ def test_repo_pipeline_files_parse(name):
     if name != "align":
         assert names[-1] == "encode_video" and "encode" in names and "generate" in names
     if name == "edit":
-        assert names == ["decode", "detect", "stabilize", "align", "encode", "edit", "generate", "blend",
-                         "encode_video"]
+        assert names == ["decode", "detect", "align", "encode", "edit", "generate", "blend", "encode_video"]

@@ -1,0 +1,120 @@
+"""Streaming pipeline vs a sequential frame-by-frame run, per-stage speed, and peak memory.
+
+Usage::
+
+    python benchmarks/pipeline.py                        # 256 px generator (released architecture,
+                                                         # random weights), liveportrait-d18.mp4
+    python benchmarks/pipeline.py --clip talk.mp4 --seconds 1 --size 256 --batch-size 4
+
+Prints:
+
+* frames/s of each stage alone (its busy time in the sequential run, where nothing overlaps);
+* frames/s of the streaming pipeline (threads + bounded queues, batched encoder/generator) and of
+  a sequential run (batch 1, one frame through every stage before the next: how the official
+  scripts work), measured in the same process, and their ratio;
+* peak RSS of a short clip and of a 4x longer one, each in a fresh process.
+
+Targets (2-core CPU, 256 px generator): streaming >= 1.3x sequential; long-clip peak memory within
+10 % of the short clip's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CLIP = REPO.parent / "shared" / "media" / "videos" / "other" / "liveportrait-d18.mp4"
+
+
+def build_model(size: int, out: Path) -> tuple[str, str]:
+    """Random weights of the released architecture at ``size`` px, saved in the official formats."""
+    from fsvideo.models.random_init import random_model, save_official_checkpoints
+    m = random_model(size, channel_max=512, style_dim=512, n_mlp=8, enc_widths=(64, 128, 256, 512),
+                     enc_layers=(3, 4, 14, 3), seed=0)
+    enc, gen = save_official_checkpoints(m, out)
+    import numpy as np
+    d = np.random.default_rng(0).standard_normal((1, m.generator.n_latent * 512)).astype(np.float32)
+    np.save(out / "dir.npy", d / np.linalg.norm(d))
+    return str(enc), str(gen)
+
+
+def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threads: bool, batch: int,
+            out_dir: str) -> dict:
+    """Edit ``seconds`` of ``clip``; returns fps, per-stage stats and peak RSS of this process."""
+    import fsvideo.pipeline.edit as E
+    from fsvideo.pipeline.components import EditRequest
+    stats_box = {}
+    orig = E._run
+
+    def spy(*a, **k):
+        stats, align = orig(*a, **k)
+        stats_box["stats"] = stats
+        return stats, align
+    E._run = spy
+    opts = E.RunOptions(generator=gen, encoder=enc, detector="dlib", end=seconds, threads=threads,
+                        batch_size=batch if threads else 1, mask="hull", overwrite=True)
+    t = time.perf_counter()
+    s = E.edit_video(clip, Path(out_dir) / f"out_{threads}_{seconds}.mp4", edits=[EditRequest(direction, 1.0)],
+                     options=opts)
+    dt = time.perf_counter() - t
+    st = stats_box["stats"]
+    stages = {x.name: dict(packets=x.packets, busy=round(x.busy_s, 3)) for x in st.stages}
+    return dict(frames=s.frames, seconds=round(dt, 3), pipeline_seconds=round(st.seconds, 3),
+                fps=round(s.frames / st.seconds, 3), stages=stages,
+                peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clip", default=str(DEFAULT_CLIP))
+    ap.add_argument("--seconds", type=float, default=1.0, help="length of the short run (the long one is 4x)")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:                                   # a fresh process for one memory measurement
+        args = json.loads(a.child)
+        print(json.dumps(one_run(**args)))
+        return
+    with tempfile.TemporaryDirectory() as d:
+        dp = Path(d)
+        enc, gen = build_model(a.size, dp)
+        direction = str(dp / "dir.npy")
+        common = dict(clip=a.clip, enc=enc, gen=gen, direction=direction, batch=a.batch_size, out_dir=d)
+        one_run(**common, seconds=0.2, threads=True)                       # warm-up (imports, caches)
+        seq = one_run(**common, seconds=a.seconds, threads=False)
+        par = one_run(**common, seconds=a.seconds, threads=True)
+        print(f"clip {Path(a.clip).name}, {seq['frames']} frames, generator {a.size} px, "
+              f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+        print(f"\n{'stage (alone, sequential run)':<32}{'frames/s':>10}")
+        for name, v in seq["stages"].items():
+            fps = v["packets"] / v["busy"] if v["busy"] > 0 else float("inf")
+            print(f"{name:<32}{fps:>10.2f}")
+        print(f"\n{'run':<32}{'frames/s':>10}{'seconds':>10}")
+        print(f"{'sequential (batch 1, no overlap)':<32}{seq['fps']:>10.3f}{seq['pipeline_seconds']:>10.1f}")
+        print(f"{'streaming (batch %d, threads)' % a.batch_size:<32}{par['fps']:>10.3f}{par['pipeline_seconds']:>10.1f}")
+        print(f"{'speed-up':<32}{par['fps'] / seq['fps']:>9.2f}x   (target >= 1.3x)")
+        if a.skip_memory:
+            return
+        rss = {}
+        for label, secs in (("short", a.seconds), ("long (4x)", 4 * a.seconds)):
+            child = json.dumps(dict(common, seconds=secs, threads=True))
+            out = subprocess.run([sys.executable, __file__, "--child", child], capture_output=True, text=True,
+                                 check=True).stdout.strip().splitlines()[-1]
+            r = json.loads(out)
+            rss[label] = r
+            print(f"peak RSS, {label:<10} {r['frames']:>5} frames: {r['peak_rss_mib']:>8.1f} MiB")
+        ratio = rss["long (4x)"]["peak_rss_mib"] / rss["short"]["peak_rss_mib"]
+        print(f"long / short peak memory: {ratio:.3f}   (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
