@@ -1,4 +1,4 @@
-"""FFHQ alignment against ../shared/reference/ffhq-align (geometry exact, pixels per its README), and the fast path."""
+"""FFHQ alignment vs ../shared/reference/ffhq-align (geometry exact, pixels per its README); the fast path."""
 from __future__ import annotations
 
 import hashlib
@@ -118,7 +118,8 @@ def test_fast_path_deviation_from_exact(ref, capsys):
         xy = transform_points(f.matrix, uv)
         h, w = img.shape[:2]
         m = (max(e["pad_ltrb"]) / 3 + 1) * max(e["shrink"], 1) if e["pad_ltrb"] else 0
-        inside = ((xy[:, 0] >= m) & (xy[:, 0] <= w - 1 - m) & (xy[:, 1] >= m) & (xy[:, 1] <= h - 1 - m)).reshape(o, o)
+        inside = (xy[:, 0] >= m) & (xy[:, 0] <= w - 1 - m) & (xy[:, 1] >= m) & (xy[:, 1] <= h - 1 - m)
+        inside = inside.reshape(o, o)
         di = diff[inside]
         rows.append((case, size, diff.mean(), int(diff.max()), di.mean(), int(di.max()), inside.mean()))
         # Same sampling chain as the README's "cv2.warpAffine" variants when no downscale is needed
@@ -126,7 +127,8 @@ def test_fast_path_deviation_from_exact(ref, capsys):
         k = int(np.ceil(qsize_of(f.quad) / o - 1e-9))
         assert di.mean() < (0.6 if k <= 1 else 1.6), (case, size, di.mean())
     with capsys.disabled():
-        print("\nfast path vs FFHQ reference (grey levels): case size | all: mean max | inside photo: mean max (share)")
+        print("\nfast path vs FFHQ reference (grey levels): case size | all: mean max | "
+              "inside photo: mean max (share)")
         for r in rows:
             print(f"  {r[0]:14s} {r[1]:>4s} | {r[2]:5.2f} {r[3]:3d} | {r[4]:5.2f} {r[5]:3d} ({r[6]:.0%})")
 

@@ -84,7 +84,8 @@ def test_poisson_matches_the_frame_tone(obama):
 
 
 def test_face_cut_by_the_border(media_dir):
-    img = np.asarray(Image.open(media_dir / "images" / "wild" / "facerec-obama_partial_face.jpg").convert("RGB"))
+    path = media_dir / "images" / "wild" / "facerec-obama_partial_face.jpg"
+    img = np.asarray(Image.open(path).convert("RGB"))
     lm = DlibDetector(max_side=400).detect(img)[0].landmarks
     a = align_face_fast(img, lm, 512)
     mask = landmark_mask(a.landmarks, 512)

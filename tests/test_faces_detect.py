@@ -150,6 +150,7 @@ def test_fan_heatmap_decoding_finds_the_peaks():
     truth = center + rng.uniform(-120, 120, (68, 2))
     hm_pts = (truth - center) / side * 64 + 32  # heatmap coords, pixel centres at k + 0.5
     yy, xx = np.mgrid[0:64, 0:64] + 0.5
-    hm = np.exp(-((xx[None] - hm_pts[:, 0, None, None]) ** 2 + (yy[None] - hm_pts[:, 1, None, None]) ** 2) / 2.0)
+    d2 = (xx[None] - hm_pts[:, 0, None, None]) ** 2 + (yy[None] - hm_pts[:, 1, None, None]) ** 2
+    hm = np.exp(-d2 / 2.0)
     got = _decode_heatmaps(hm.astype(np.float32), center, scale)
     assert np.abs(got - truth).max() < side / 64

@@ -1,4 +1,4 @@
-"""Streaming temporal stabilisation: bounded delay, smoothing in seconds, gaps, policies, and real-clip jitter."""
+"""Streaming temporal stabilisation: bounded delay, smoothing in seconds, gaps, policies, real-clip jitter."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""``fsvideo align``: FFHQ-aligned face crops (PNG) and one JSON of transforms from an image, a folder or a video."""
+"""``fsvideo align``: FFHQ-aligned face crops (PNG) and a JSON of transforms, from images or a video."""
 from __future__ import annotations
 
 import json
@@ -45,13 +45,16 @@ class _OutDir:
                 if not overwrite:
                     raise OutputError(f"{out} already exists and is not empty",
                                       hint="pass --overwrite to replace it, or choose another --out")
-                others = [p.name for p in out.iterdir() if not (p.is_file() and (p.suffix == ".png" or p.name == JSON_NAME))]
+                others = sorted(p.name for p in out.iterdir()
+                                if not (p.is_file() and (p.suffix == ".png" or p.name == JSON_NAME)))
                 if others:
-                    raise OutputError(f"{out} holds files fsvideo align did not write ({', '.join(sorted(others)[:3])}...)",
-                                      hint="choose another --out; --overwrite only replaces a previous align output")
+                    raise OutputError(f"{out} holds files fsvideo align did not write "
+                                      f"({', '.join(others[:3])}...)",
+                                      hint="choose another --out; --overwrite only replaces an align output")
         parent = out.parent if str(out.parent) else Path(".")
         if not parent.is_dir():
-            raise OutputError(f"output folder {parent} does not exist", hint="create it first or choose another --out")
+            raise OutputError(f"output folder {parent} does not exist",
+                              hint="create it first or choose another --out")
         if not os.access(parent, os.W_OK):
             raise OutputError(f"output folder {parent} is not writable", hint="choose another --out")
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
@@ -95,23 +98,29 @@ def _face_record(file: str, tf, extra: dict) -> dict:
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path), metavar="DIR",
               help="Output folder for the PNG crops and alignment.json.")
-@click.option("--size", default=1024, show_default=True, type=click.IntRange(min=8), help="Side of the aligned crops.")
+@click.option("--size", default=1024, show_default=True, type=click.IntRange(min=8),
+              help="Side of the aligned crops.")
 @click.option("--detector", default="auto", show_default=True,
               type=click.Choice(["auto", "dlib", "dlib-cnn", "fan"]), help="Face detector / landmark backend.")
 @click.option("--face", "face_policy", default="largest", show_default=True, metavar="largest|ID|all",
               help="Which faces: the largest, one track id, or all.")
-@click.option("--no-stabilize", is_flag=True, help="Videos: align each frame on its own (no flow, smoothing or gap bridging).")
+@click.option("--no-stabilize", is_flag=True,
+              help="Videos: align each frame on its own (no flow, smoothing or gap bridging).")
 @click.option("--sigma", default=0.03, show_default=True, type=click.FloatRange(min=0),
               help="Videos: landmark smoothing in seconds (quads get twice that).")
 @click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "exact", "fast"]),
-              help="exact: the FFHQ procedure (about 0.5 s a face); fast: one cv2 warp. auto: exact for images, fast for videos.")
+              help="exact: the FFHQ procedure (about 0.5 s a face); fast: one cv2 warp. "
+                   "auto: exact for images, fast for videos.")
 @click.option("--on-missing-face", "on_missing", default="passthrough", show_default=True,
               type=click.Choice(["passthrough", "hold", "error"]),
-              help="Videos: frames without a face are skipped (passthrough), get the last crop (hold), or stop the run (error).")
+              help="Videos: frames without a face are skipped (passthrough), get the last crop (hold), "
+                   "or stop the run (error).")
 @click.option("--detect-size", default=640, show_default=True, type=click.IntRange(min=0),
               help="Detect boxes on a copy shrunk to this longer side (0: full size); landmarks use full size.")
-@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1), help="Videos: use every N-th frame.")
-@click.option("--max-frames", default=None, type=click.IntRange(min=1), help="Videos: stop after this many frames used.")
+@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Videos: use every N-th frame.")
+@click.option("--max-frames", default=None, type=click.IntRange(min=1),
+              help="Videos: stop after this many frames used.")
 @click.option("--device", default=None, help="Device for the FAN detector (auto, cpu, cuda...).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder of a previous align run.")
 def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize, sigma, method, on_missing,
@@ -153,8 +162,8 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
     t0 = time.perf_counter()
     try:
         if kind == "video":
-            doc = _align_video(input_path, od.tmp, det, size, policy, not no_stabilize, sigma, method, on_missing,
-                               every, max_frames)
+            doc = _align_video(input_path, od.tmp, det, size, policy, not no_stabilize, sigma, method,
+                               on_missing, every, max_frames)
         else:
             doc = _align_images(files, od.tmp, det, size, policy, method)
         doc.update(input=str(input_path), kind=kind, output_size=size, method=method, detector=det.name,
@@ -194,7 +203,8 @@ def _align_images(files: list[Path], tmp: Path, det, size: int, policy, method: 
                 a = (align_face if method == "exact" else align_face_fast)(image, f.landmarks, size)
                 name = f"{stem}_{f.track_id:02d}.png"
                 _write_png(tmp / name, a.image)
-                tf = TrackedFace(track_id=f.track_id, status="detected", aligned=a, landmarks=f.landmarks, detection=f)
+                tf = TrackedFace(track_id=f.track_id, status="detected", aligned=a, landmarks=f.landmarks,
+                                 detection=f)
                 records.append(_face_record(name, tf, {"frame": n, "source": path.name}))
             prog.advance(task)
     return {"summary": {"frames": len(files), "frames_with_face": len(files) - len(without),
@@ -231,7 +241,8 @@ def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize: bool,
             for tf in fr.faces:
                 name = f"f{fr.index:06d}_t{tf.track_id:02d}.png"
                 _write_png(tmp / name, tf.aligned.image)
-                records.append(_face_record(name, tf, {"frame": fr.index, "time": round(times.pop(fr.index, 0.0), 4)}))
+                t = round(times.get(fr.index, 0.0), 4)
+                records.append(_face_record(name, tf, {"frame": fr.index, "time": t}))
             times.pop(fr.index, None)
             prog.advance(task)
 

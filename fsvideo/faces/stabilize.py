@@ -281,7 +281,8 @@ class FaceStabilizer:
                 n = len(self._gap) + 1
                 for k, gi in enumerate(self._gap, start=1):
                     t = k / n
-                    out.append(_Item(gi, ((1 - t) * self._last_raw + t * lm).ravel(), "interpolated", self._segment))
+                    v = ((1 - t) * self._last_raw + t * lm).ravel()
+                    out.append(_Item(gi, v, "interpolated", self._segment))
                 self.n_interpolated += len(self._gap)
             self._gap = []
         if cut or self._last_raw is None:
@@ -337,8 +338,8 @@ class FaceStabilizer:
         return self._stage_bc(items, final=True)
 
 
-def stabilize_sequence(landmarks: Sequence[np.ndarray | None], fps: float, images: Sequence[np.ndarray] | None = None,
-                       **kwargs) -> list[StabilizedFrame]:
+def stabilize_sequence(landmarks: Sequence[np.ndarray | None], fps: float,
+                       images: Sequence[np.ndarray] | None = None, **kwargs) -> list[StabilizedFrame]:
     """:class:`FaceStabilizer` over a whole list (offline convenience; frames indexed 0..N-1)."""
     stab = FaceStabilizer(fps, **kwargs)
     out: list[StabilizedFrame] = []
@@ -402,7 +403,8 @@ class MultiFaceStabilizer:
             out.append((i, faces))
         return out
 
-    def push(self, index: int, image: np.ndarray | None, faces) -> list[tuple[int, list[tuple[int, StabilizedFrame]]]]:
+    def push(self, index: int, image: np.ndarray | None,
+             faces) -> list[tuple[int, list[tuple[int, StabilizedFrame]]]]:
         """Add one frame's faces (each with ``track_id`` and ``landmarks``); return finished frames."""
         by_id = {}
         for f in faces:
@@ -460,8 +462,8 @@ def crop_jitter(crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray], po
     for t in range(len(crops) - 1):
         nxt = cv2.cvtColor(np.ascontiguousarray(crops[t + 1]), cv2.COLOR_RGB2GRAY)
         p = np.asarray(landmarks[t], dtype=np.float32)[points].reshape(-1, 1, 2)
-        q, st, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, p, None, winSize=(win, win), maxLevel=3,
-                                            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
+        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
+        q, st, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, p, None, winSize=(win, win), maxLevel=3, criteria=crit)
         ok = st.ravel() == 1
         if ok.any():
             motions.append(float(np.linalg.norm((q - p).reshape(-1, 2)[ok], axis=1).mean()))

@@ -279,7 +279,8 @@ class DlibFaceEmbedder:
         import dlib
 
         from fsvideo.faces.detect import dlib_model_path
-        self._net = dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")))
+        path = dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")
+        self._net = dlib.face_recognition_model_v1(str(path))
 
     def __call__(self, image: np.ndarray, face: Face) -> np.ndarray:
         import dlib
@@ -289,7 +290,8 @@ class DlibFaceEmbedder:
         rect = dlib.rectangle(int(round(b[0])), int(round(b[1])), int(round(b[2])), int(round(b[3])))
         pts = [dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks]
         shape = dlib.full_object_detection(rect, pts)
-        return np.asarray(self._net.compute_face_descriptor(np.ascontiguousarray(image), shape), dtype=np.float64)
+        d = self._net.compute_face_descriptor(np.ascontiguousarray(image), shape)
+        return np.asarray(d, dtype=np.float64)
 
 
 def parse_policy(policy) -> str | int:
