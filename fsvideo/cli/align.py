@@ -212,53 +212,61 @@ def _align_images(files: list[Path], tmp: Path, det, size: int, policy, method: 
             "frames_without_face": _ranges(without), "faces": records}
 
 
-def _video_frames(path: Path):
-    """(index, image, time) of every frame, decoded with fsvideo.video.io (PyAV)."""
-    from fsvideo.video.io import VideoReader
-    for fr in VideoReader(path):
-        yield fr.index, fr.image, fr.time
+class _Frames:
+    """The frames of a video the align chain decodes (every ``every``-th, at most ``max_frames``)."""
+
+    def __init__(self, path: Path, info, every: int, max_frames: int | None):
+        from fsvideo.video.io import VideoReader
+        self.reader, self.every, self.max_frames = VideoReader(path, info=info), every, max_frames
+        n = info.n_frames // every if info.n_frames else 0
+        self.total = min(n, max_frames) if (n and max_frames) else (n or max_frames or 0)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self):
+        used = 0
+        for fr in self.reader:
+            if fr.index % self.every:
+                continue
+            if self.max_frames and used >= self.max_frames:
+                break
+            used += 1
+            yield fr
 
 
 def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize: bool, sigma: float, method: str,
                  on_missing: str, every: int, max_frames: int | None) -> dict:
+    """Runs ``pipelines/align.yaml`` (decode -> detect -> align -> write_aligned) as a stream."""
+    from types import SimpleNamespace
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from fsvideo.faces.stream import FaceAligner
+    from fsvideo.pipeline.chain import build_chain
+    from fsvideo.pipeline.runner import run_chain
     from fsvideo.video.io import probe
     info = probe(path)
     fps = float(info.fps) / every if info.fps else 25.0 / every
-    fa = FaceAligner(det, fps, output_size=size, policy=policy, stabilize=stabilize, sigma_s=sigma,
-                     on_missing=on_missing, method=method, source=str(path))
-    records, without, times = [], [], {}
-    total = info.n_frames // every if info.n_frames else None
-    if max_frames:
-        total = min(total, max_frames) if total else max_frames
+    frames = _Frames(path, info, every, max_frames)
+    records, without = [], []
 
-    def write(done) -> None:
-        for fr in done:
-            if not fr.faces:
-                without.append(fr.index)
-            for tf in fr.faces:
-                name = f"f{fr.index:06d}_t{tf.track_id:02d}.png"
-                _write_png(tmp / name, tf.aligned.image)
-                t = round(times.get(fr.index, 0.0), 4)
-                records.append(_face_record(name, tf, {"frame": fr.index, "time": t}))
-            times.pop(fr.index, None)
-            prog.advance(task)
+    def write(p) -> None:
+        if not p["faces"]:
+            without.append(p["index"])
+        for tf in p["faces"]:
+            name = f"f{p['index']:06d}_t{tf.track_id:02d}.png"
+            _write_png(tmp / name, tf.aligned.image)
+            records.append(_face_record(name, tf, {"frame": p["index"], "time": round(p["time"], 4)}))
 
+    opts = SimpleNamespace(face=policy, stabilize=sigma if stabilize else 0.0, on_missing=on_missing,
+                           align_method=method)
+    comps = dict(reader=frames, detector=det, fps=fps, resolution=size, source=str(path), aligned_sink=write)
+    stages = build_chain("align", comps, opts)
+    fa = next(s for s in stages if s.name == "align").aligner
     with Progress(TextColumn("aligning"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                   TimeRemainingColumn(), console=err_console, transient=True) as prog:
-        task = prog.add_task("aligning", total=total)
-        used = 0
-        for index, image, t in _video_frames(path):
-            if index % every:
-                continue
-            if max_frames and used >= max_frames:
-                break
-            used += 1
-            times[index] = t
-            write(fa.push(index, image))
-        write(fa.flush())
+        task = prog.add_task("aligning", total=len(frames) or None)
+        run_chain(stages, progress=lambda done, total: prog.update(task, completed=done))
     st = fa.stats
     return {"fps": round(float(info.fps), 4) if info.fps else None, "every": every,
             "stabilize": {"sigma_s": sigma, "quad_sigma_s": 2 * sigma, "optical_flow": True,

@@ -24,7 +24,7 @@ def run_options(f):
         click.option("--on-missing-face", "on_missing", default="passthrough", show_default=True,
                      type=click.Choice(["passthrough", "hold", "error"]),
                      help="Frames without a face: keep unedited, hold the last face, or stop."),
-        click.option("--stabilize", default=0.05, show_default=True, type=float,
+        click.option("--stabilize", default=0.03, show_default=True, type=float,
                      help="Temporal smoothing of landmarks in seconds (0: off)."),
         click.option("--blend", default="alpha", show_default=True, type=click.Choice(["alpha", "poisson"])),
         click.option("--mask", default="auto", show_default=True, type=click.Choice(["auto", "hull", "parsing"]),

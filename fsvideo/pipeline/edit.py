@@ -65,7 +65,7 @@ class RunOptions:
     detector: str = "auto"
     face: str = "largest"
     on_missing: str = "passthrough"
-    stabilize: float = 0.1
+    stabilize: float = 0.03
     blend: str = "alpha"
     mask: str = "auto"
     start: float | None = None
@@ -161,7 +161,7 @@ def _prepare(input_path, opts: RunOptions, *, need_detector: bool = True, detect
                  resolution=crop_size(model), source=src.name,
                  parser=_face_parser(cfg, opts.mask, device))
     if need_detector:
-        comps["detector"] = detector if detector is not None else make_detector(opts.detector, device)
+        comps["detector"] = detector if detector is not None else make_detector(opts.detector, device, max_side=640)
     log.info("device %s (%s), generator %d px, batch %d", device, dtype, model.resolution, opts.batch_size)
     return _Job(info, cfg, device, comps)
 

@@ -22,7 +22,7 @@ import numpy as np
 from fsvideo.faces.blend import MaskSmoother, face_mask, paste_back
 from fsvideo.faces.stream import FaceAligner
 from fsvideo.pipeline.chain import register_stage
-from fsvideo.pipeline.runner import FunctionStage, Packet, Stage
+from fsvideo.pipeline.runner import FunctionStage, Packet, SinkStage, Stage
 
 
 class AlignStage(Stage):
@@ -118,8 +118,28 @@ def make_align(components, options) -> Stage:
                           policy=getattr(options, "face", "largest"), stabilize=stabilize > 0,
                           sigma_s=stabilize if stabilize > 0 else 0.05,
                           on_missing=getattr(options, "on_missing", "passthrough"),
+                          method=getattr(options, "align_method", "fast"),
                           source=str(components.get("source", "the video")))
     return AlignStage(aligner)
+
+
+class WriteAlignedStage(SinkStage):
+    """Hands every finished frame (``index``, ``time``, ``faces``) to ``components['aligned_sink']``."""
+
+    name = "write_aligned"
+    needs = ("index", "faces")
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def consume(self, packet: Packet) -> None:
+        self.sink(packet)
+
+
+@register_stage("write_aligned")
+def make_write_aligned(components, options) -> Stage:
+    """Sink of ``pipelines/align.yaml``: the caller's ``aligned_sink(packet)`` writes the crops."""
+    return WriteAlignedStage(components["aligned_sink"])
 
 
 @register_stage("blend")
