@@ -352,3 +352,23 @@ def test_face_losses_in_a_run_leave_the_loss_networks_frozen(faces, tmp_path):
     assert all(np.isfinite(v) for v in records[-1].losses.values())
     after = [*nets.arcface.parameters(), *nets.parser.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_cli_train_then_resume(faces, tmp_path):
+    from fsvideo.cli import cli
+    from train_helpers import TINY, merge
+    cfg_path = tmp_path / "t.yaml"
+    cfg_path.write_text(yaml.safe_dump({"train": merge(TINY, {"data": {"real_dir": str(faces)},
+                                                              "schedule": {"epochs": 1, "iters_per_epoch": 3}})}))
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", "--config", str(cfg_path), "--out", str(run), "--stop-after", "2"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "trained to step 2 of 3" in r.output and f"fsvideo train --resume {run}" in r.output
+    assert "mse_wf_real" in r.output
+    r = CliRunner().invoke(cli, ["train", "--config", str(cfg_path), "--out", str(run)])
+    assert r.exit_code != 0 and "already exists" in str(r.exception)
+    r = CliRunner().invoke(cli, ["train", "--config", str(cfg_path), "--resume", str(run)])
+    assert r.exit_code != 0 and "either --config" in str(r.exception)
+    r = CliRunner().invoke(cli, ["train", "--resume", str(run)], catch_exceptions=False)
+    assert r.exit_code == 0 and "trained to step 3 of 3" in r.output

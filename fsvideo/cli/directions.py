@@ -72,7 +72,7 @@ def fit(more_latents, latents, labels, attr, name, out, ratio, C, val_split, ove
     val = f", held-out accuracy {res.val_accuracy:.3f}" if res.val_accuracy is not None else ""
     console.print(f"fitted {attr!r} on {res.n_pos} positive / {res.n_neg} negative codes "
                   f"(training accuracy {res.train_accuracy:.3f}{val})")
-    console.print(f"saved {target}  shape {tuple(res.direction.shape)}")
+    console.print(f"saved {target}  shape {tuple(res.direction.shape)}", soft_wrap=True, highlight=False)
     if not out:
         console.print(f"use it with: fsvideo edit VIDEO --attr {target.stem} --strength 1")
 
@@ -130,8 +130,10 @@ def sefa(generator, k, layers, out, overwrite) -> None:
         tmp.write_text(json.dumps({"generator": str(generator), "layers": used, "k": k,
                                    "eigenvalues": [float(v) for v in vals[:k]],
                                    "format": "(1, n_latent*512) float32, unit norm; w~ = w + 15*s*d"}, indent=1))
-    console.print(f"wrote {k} SeFa directions ({G.n_latent} x {G.style_dim}, rows {layers}) to {folder}")
-    console.print(f"use one with: fsvideo edit VIDEO --direction {names[0]} --strength 1  (or --attr sefa:0)")
+    console.print(f"wrote {k} SeFa directions ({G.n_latent} x {G.style_dim}, rows {layers}) to {folder}",
+                  soft_wrap=True, highlight=False)
+    console.print(f"use one with: fsvideo edit VIDEO --direction {names[0]} --strength 1  (or --attr sefa:0)",
+                  soft_wrap=True, highlight=False)
 
 
 @directions.command("list")
@@ -148,4 +150,4 @@ def list_cmd() -> None:
             shape = tuple(np.load(p, mmap_mode="r", allow_pickle=False).shape)
         except (ValueError, OSError):
             shape = "unreadable"
-        console.print(f"{p.stem:<24} {shape}  {p}")
+        console.print(f"{p.stem:<24} {shape}  {p}", soft_wrap=True, highlight=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from pathlib import Path
 
 import click
@@ -102,17 +103,28 @@ def train(config, out, resume, recipe, sets, device, stop_after, dry_run, overwr
             trainer = Trainer(cfg, run_dir, progress=bar.update, overwrite=overwrite, device=device)
         bar.start(trainer.step, cfg.total_steps if stop_after is None else min(stop_after, cfg.total_steps),
                   show=trainer.dist.is_main)
-        summary = trainer.fit(stop_after=stop_after)
+        try:
+            summary = trainer.fit(stop_after=stop_after)
+        except KeyboardInterrupt:
+            bar.__exit__(None, None, None)
+            if trainer.dist.is_main:
+                ck = latest_checkpoint(run_dir)
+                saved = f"the newest checkpoint is step {ck.step}" if ck else "no checkpoint was written yet"
+                err_console.print(f"[bold red]interrupted[/] at step {trainer.step}; {saved}"
+                                  + (f"; continue with: fsvideo train --resume {run_dir}" if ck else ""),
+                                  soft_wrap=True, highlight=False)
+            sys.exit(130)
     if not trainer.dist.is_main:
         return
-    console.print(f"trained to step {summary['step']} of {summary['total']}; encoder: {summary['encoder']}")
+    console.print(f"trained to step {summary['step']} of {summary['total']}; encoder: {summary['encoder']}",
+                  soft_wrap=True, highlight=False)
     first, last = summary.get("first_eval") or {}, summary.get("eval") or {}
     for key in ("eval/mse_w_real", "eval/mse_wf_real", "eval/mse_w_syn", "eval/mse_wf_syn"):
         if key in last:
             start = f"{first[key]:.4f} -> " if key in first else ""
             console.print(f"  {key[5:]:<12} {start}{last[key]:.4f}")
     if summary["step"] < summary["total"]:
-        console.print(f"continue with: fsvideo train --resume {summary['run_dir']}")
+        console.print(f"continue with: fsvideo train --resume {summary['run_dir']}", soft_wrap=True, highlight=False)
 
 
 class _ProgressBar:
@@ -145,4 +157,5 @@ class _ProgressBar:
     def __exit__(self, *exc):
         if self.task is not None:
             self.progress.stop()
+            self.task = None
         return False

@@ -371,14 +371,14 @@ class Trainer:
                           "sec_per_step": time.perf_counter() - t}
             last = losses
             ev: dict[str, float] = {}
-            if step % cfg.log.checkpoint_every == 0 or is_last:
-                self.save_checkpoint()
             if (step % cfg.log.sample_every == 0 or is_last) and info.is_main:
                 ev = self.evaluate()
                 last_eval = ev
                 record = {**(record or {"step": step}), **ev}
             if record is not None and info.is_main:
-                self._write(record)
+                self._write(record)                 # before the checkpoint: a resumed log has every step
+            if step % cfg.log.checkpoint_every == 0 or is_last:
+                self.save_checkpoint()
             if self.progress is not None:
                 self.progress(Progress(step, total, (step - 1) // cfg.schedule.iters_per_epoch, losses, lr,
                                        time.perf_counter() - t0, ev))
