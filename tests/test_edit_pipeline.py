@@ -150,3 +150,37 @@ def test_cli_edit_json_and_errors(tiny, media_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fsvideo weights download stylegan2-ffhq" in err
     assert not os.path.exists(tmp_path / "w.mp4")
+
+
+@pytest.mark.parametrize("kind", ["rotated", "odd", "vfr", "10bit"])
+def test_awkward_videos_run_through(tiny, tmp_path, kind):
+    """Rotated phone video, odd size, variable frame rate, 10-bit: same frame count and timing out."""
+    from fsvideo.video.synth import make_test_clip
+    src = tmp_path / f"{kind}.mp4"
+    kw = dict(rotated=dict(rotation=90), odd=dict(width=65, height=49, pix_fmt="yuv444p"), vfr=dict(vfr=True),
+              **{"10bit": dict(pix_fmt="yuv420p10le")})[kind]
+    make_test_clip(src, n_frames=12, audio=True, **kw)
+    s = edit_video(src, tmp_path / "out.mp4", edits=[EditRequest(tiny["dir"], 1.0)], options=_opts(tiny))
+    a, b = probe(src), probe(tmp_path / "out.mp4")
+    assert s.frames == 12 == b.n_frames and s.frames_without_face == 12
+    assert (b.width, b.height, b.rotation) == (a.width + (a.width % 2), a.height + (a.height % 2), a.rotation)
+    assert abs(b.duration_s - a.duration_s) < 1.5 / float(a.fps) and b.has_audio
+    src_t = [f.time for f in VideoReader(src)]
+    out_t = [f.time for f in VideoReader(tmp_path / "out.mp4")]
+    assert np.allclose(src_t, out_t, atol=2e-3)
+
+
+def test_unwritable_output_folder(tiny, media_dir, tmp_path):
+    with pytest.raises(OutputError, match="does not exist"):
+        edit_video(media_dir / CLIP, tmp_path / "nope" / "o.mp4", edits=[EditRequest(tiny["dir"], 1.0)],
+                   options=_opts(tiny))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(OutputError, match="not writable"):
+            edit_video(media_dir / CLIP, ro / "o.mp4", edits=[EditRequest(tiny["dir"], 1.0)], options=_opts(tiny))
+    finally:
+        ro.chmod(0o700)
