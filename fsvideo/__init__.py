@@ -18,4 +18,21 @@ __version__ = "0.1.0"
 
 from fsvideo.errors import FsvideoError  # noqa: E402
 
-__all__ = ["__version__", "FsvideoError"]
+# The public API, imported on first use so that `import fsvideo` (and `fsvideo --help`) stays light.
+_LAZY = {
+    "edit_video": "fsvideo.pipeline.edit",
+    "invert_video": "fsvideo.pipeline.edit",
+    "RunOptions": "fsvideo.pipeline.edit",
+    "RunSummary": "fsvideo.pipeline.edit",
+    "EditRequest": "fsvideo.pipeline.components",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fsvideo' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "FsvideoError", *_LAZY]
