@@ -92,7 +92,7 @@ def test_cli_dry_run_prints_the_resolved_config(tmp_path):
     text = res.output[:res.output.index("dry run")] if "dry run" in res.output else res.output
     cfg = train_config_from_dict(yaml.safe_load(text)["train"])
     assert cfg.recipe == "official" and cfg.schedule.epochs == 5 and cfg.model.random_generator.size == 64
-    assert cfg.optim.lr == 1e-3                       # tiny.yaml's value beats the recipe default
+    assert cfg.optim.lr == 3e-4                       # tiny.yaml's value beats the recipe default
     res = CliRunner().invoke(cli, ["train", "--config", "tiny", "--set", "loss.mse_weight=1", "--dry-run"])
     assert res.exit_code != 0 and "mse_weight" in str(res.exception)
 
