@@ -85,7 +85,8 @@ def main(argv=None) -> None:
         print(f"{label:<24}" + "".join(f"{v:>14.4f}" for v in vals))
     start = {f"{m}_{part}": statistics.mean(r["D"]["first"][f"eval/{m}_wf_{part}"] for r in per_seed)
              for m in metrics for part in ("real", "syn")}
-    print(f"{'(untrained)   G(w, F)':<24}" + "".join(f"{start[f'{m}_{p}']:>14.4f}" for m in metrics for p in ("real", "syn")))
+    print(f"{'(untrained)   G(w, F)':<24}"
+          + "".join(f"{start[f'{m}_{p}']:>14.4f}" for m in metrics for p in ("real", "syn")))
     d, b = table[ROWS[0][0]], table[ROWS[2][0]]
     verdict = all(d[k] < b[k] for k in d)
     print(f"G(w, F) of (D) below G(w) of (B) on every column: {'yes' if verdict else 'NO'}")

@@ -169,7 +169,8 @@ def read_latents(paths: Sequence[str | Path], style_dim: int = 512) -> LatentSet
 # labels
 
 
-def read_labels(path: str | Path, attr: str, latents: LatentSet, *, ratio: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+def read_labels(path: str | Path, attr: str, latents: LatentSet, *,
+                ratio: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``latents`` and their classes (+1 with the attribute, -1 without) from ``labels.csv``."""
     p = Path(path)
     if not p.is_file():

