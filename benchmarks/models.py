@@ -66,13 +66,13 @@ def main() -> None:
             w = torch.randn(b, G.n_latent, 512, device=device)
             f = torch.randn(b, *G.feature_shape(5), device=device)
             jobs = {
-                f"encoder (input {size})": lambda: enc(x) if enc.n_styles == 18 else None,
-                f"generator G(w, F)": lambda: G(w, noise=noise, features_in=f),
-                f"G^K(w) only": lambda: G.features(w, noise=noise),
-                f"edit, fsvideo (G^K x2 + G)": lambda: model.decode(
+                f"encoder (input {size})": lambda: enc(x),
+                "generator G(w, F)": lambda: G(w, noise=noise, features_in=f),
+                "G^K(w) only": lambda: G.features(w, noise=noise),
+                "edit, fsvideo (G^K x2 + G)": lambda: model.decode(
                     *edit_codes(model, w, f, [EditSpec("d", d.to(device), 1.0)], noise), noise),
-                f"edit, official (3 x G)": lambda: [G(w, noise=noise), G(w, noise=noise),
-                                                     G(w, noise=noise, features_in=f)],
+                "edit, official (3 x G)": lambda: [G(w, noise=noise), G(w, noise=noise),
+                                                   G(w, noise=noise, features_in=f)],
             }
             for label, fn in jobs.items():
                 with torch.no_grad(), ac:
@@ -82,7 +82,6 @@ def main() -> None:
                 speed = (base / a.batches[0] * b / s) if base and b != a.batches[0] else None
                 print(f"{label:<28}{size:>6}{b:>7}{s:>10.3f}{b / s:>9.2f}"
                       f"{(f'{speed:.2f}x' if speed else ''):>16}", flush=True)
-        del G, model
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-from fsvideo.doctor import MEAN_FACE_68, check_pipeline, run_doctor, synthetic_face_landmarks
+from fsvideo.doctor import MEAN_FACE_68, run_doctor, synthetic_face_landmarks
 
 
 def test_doctor_runs_the_real_pipeline():

@@ -44,7 +44,7 @@ def test_edit_keeps_timing_audio_and_is_deterministic(tiny, media_dir, tmp_path)
     info = probe(src)
     reqs = [EditRequest(tiny["dir"], 2.0)]
     a = edit_video(src, tmp_path / "a.mp4", edits=reqs, options=_opts(tiny, end=1.0))
-    b = edit_video(src, tmp_path / "b.mp4", edits=reqs, options=_opts(tiny, end=1.0))
+    edit_video(src, tmp_path / "b.mp4", edits=reqs, options=_opts(tiny, end=1.0))
     n_src = sum(1 for f in VideoReader(src, end=1.0))
     out = probe(tmp_path / "a.mp4")
     assert a.frames == n_src == out.n_frames and a.faces_edited == n_src and a.frames_without_face == 0

@@ -1,7 +1,6 @@
 """Identity networks for ID similarity and IC: dlib's descriptor on real faces, ArcFace plumbing, selection."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from fsvideo.cli._console import console, err_console
+from fsvideo.cli._console import console
 from fsvideo.errors import InputError, OutputError, WeightsError
 
 log = logging.getLogger(__name__)

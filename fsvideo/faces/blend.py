@@ -211,7 +211,6 @@ def paste_back(frame: np.ndarray, face: np.ndarray, matrix, mask: np.ndarray, po
 
         out = paste_back(frame, generated, aligned.matrix, face_mask(generated, aligned.landmarks))
     """
-    import cv2
     check_image(frame, "frame")
     check_image(face, "face")
     size = face.shape[0]

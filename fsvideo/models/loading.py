@@ -18,7 +18,6 @@ Encoder format: the plain ``fs_encoder_v2`` state dict (``143_enc.pth``).
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -32,8 +31,6 @@ from fsvideo.models.encoder import FeatureStyleEncoder
 from fsvideo.models.stylegan2 import Generator
 
 log = logging.getLogger(__name__)
-
-Source = "str | os.PathLike | Mapping[str, Any]"
 
 
 def read_checkpoint(src) -> Any:

@@ -24,12 +24,10 @@ import torch
 
 from fsvideo.config import ModelConfig, load_config, resolve_config_path
 from fsvideo.errors import InputError
-from fsvideo.pipeline.components import EditRequest, load_model, resolve_edits, resolve_weights
+from fsvideo.pipeline.components import EditRequest, load_model, resolve_edits
 from fsvideo.utils import atomic_output, check_input_file, pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
-
-PIPELINES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
 
 
 @dataclass

@@ -696,7 +696,7 @@ class VideoWriter:
         a_in = inp.streams.audio[0]
         try:
             self._audio_out = self._out.add_stream_from_template(a_in)
-        except ValueError as e:
+        except ValueError:
             self._audio_transcode = True
             target = self._out.default_audio_codec
             if target in ("none", "", None):
