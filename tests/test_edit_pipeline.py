@@ -96,7 +96,7 @@ def test_latents_reedit_matches_direct_edit(tiny, media_dir, tmp_path):
     reqs = [EditRequest(tiny["dir"], 1.5)]
     direct = edit_video(src, tmp_path / "d.mp4", edits=reqs, options=_opts(tiny, end=0.4))
     again = edit_video(src, tmp_path / "l.mp4", edits=reqs, options=_opts(tiny, end=0.4), latents=tmp_path / "x.latents")
-    assert again.frames == direct.frames
+    assert again.frames == direct.frames and again.faces_edited == direct.faces_edited == direct.frames
     diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(_frames(tmp_path / "d.mp4"), _frames(tmp_path / "l.mp4"))]
     assert max(diffs) < 0.05         # same codes, same noise: equal up to float rounding
     other = media_dir / "videos/other/liveportrait-d18.mp4"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from fsvideo.errors import InputError
+from fsvideo.weights import sha256_file  # noqa: F401  (re-exported: the clip part of the cache key)
 
 #: Bump when a change to the metrics code changes numbers: old cache entries are then not reused.
 METRICS_VERSION = 1
@@ -39,18 +40,6 @@ INVERSION_METRICS = ("ssim", "psnr", "mse", "lpips", "id", "ic_inversion")
 
 class MixedNetworksError(InputError):
     """Results measured with different identity networks were about to be combined."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's content (the clip part of the cache key)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def finite_or_none(v) -> float | None:

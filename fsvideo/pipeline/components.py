@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fsvideo.config import ModelConfig
-from fsvideo.edits.directions import EDIT_STEP, load_direction
+from fsvideo.edits.directions import EDIT_STEP, load_direction, user_direction_path
 from fsvideo.edits.eq1 import EditSpec
 from fsvideo.errors import InputError
 from fsvideo.models.fse import FeatureStyleModel
@@ -63,19 +63,16 @@ def resolve_edits(requests: list[EditRequest], cfg: ModelConfig, model: FeatureS
     among directions fitted with ``fsvideo directions fit`` (``$FSVIDEO_HOME/directions``).
     """
     G = model.generator
+    sefa_idx = [int(m.group(1)) for r in requests if (m := _SEFA.match(r.attr))]
+    sefa = None
+    if sefa_idx:                                   # one decomposition serves every sefa:N request
+        from fsvideo.edits.sefa import sefa_directions
+        sefa = sefa_directions(G, k=max(sefa_idx) + 1)
     specs: list[EditSpec] = []
-    sefa_cache: torch.Tensor | None = None
     for req in requests:
         attr = req.attr
         if (m := _SEFA.match(attr)) is not None:
-            if sefa_cache is None:
-                from fsvideo.edits.sefa import sefa_directions
-                sefa_cache = sefa_directions(G, k=max(int(m.group(1)) + 1, 10))
-            idx = int(m.group(1))
-            if idx >= sefa_cache.shape[0]:
-                from fsvideo.edits.sefa import sefa_directions
-                sefa_cache = sefa_directions(G, k=idx + 1)
-            d = sefa_cache[idx]
+            d = sefa[int(m.group(1))]
         elif attr.endswith((".npy", ".pt", ".pth")) or Path(attr).is_file():
             d = load_direction(attr, G.n_latent, G.style_dim)
         elif attr in cfg.directions:
@@ -91,10 +88,6 @@ def resolve_edits(requests: list[EditRequest], cfg: ModelConfig, model: FeatureS
 
 
 def _user_direction(name: str, n_latent: int, style_dim: int) -> torch.Tensor | None:
-    try:
-        from fsvideo.edits.directions import user_direction_path
-    except ImportError:
-        return None
     p = user_direction_path(name)
     return load_direction(p, n_latent, style_dim) if p.is_file() else None
 

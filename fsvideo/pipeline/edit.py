@@ -13,10 +13,9 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +24,8 @@ import torch
 from fsvideo.config import ModelConfig, load_config, resolve_config_path
 from fsvideo.errors import InputError
 from fsvideo.pipeline.components import EditRequest, load_model, resolve_edits
-from fsvideo.utils import atomic_output, check_input_file, pick_device, pick_dtype
+from fsvideo.utils import atomic_output, check_input_file, check_output_path, pick_device, pick_dtype
+from fsvideo.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +102,8 @@ ProgressFn = Callable[[int, int | None], None]
 
 def default_output(input_path: Path, edits: list[EditRequest], suffix: str | None = None) -> Path:
     """``talk.mp4`` + smile 2 -> ``talk.smile+2.mp4``; several edits are joined with ``.``."""
-    def fmt(s: float) -> str:
-        return f"{s:+g}"
-    tag = ".".join(f"{Path(e.attr).stem.replace(':', '')}{fmt(e.strength)}" for e in edits) or "inversion"
+    tag = ".".join(f"{Path(e.attr).stem.replace(':', '')}{e.strength:+g}" for e in edits) or "inversion"
     return input_path.with_name(f"{input_path.stem}.{tag}{suffix or input_path.suffix}")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _face_parser(cfg: ModelConfig, mask: str, device: torch.device):
@@ -142,11 +132,11 @@ class _Job:
     components: dict
 
 
-def _prepare(input_path, opts: RunOptions, *, need_detector: bool = True, detector=None) -> _Job:
+def _prepare(src: Path, opts: RunOptions, *, need_detector: bool = True, detector=None) -> _Job:
+    """Probe the (already checked) input and build the components; bad input fails before models load."""
     from fsvideo.faces.detect import make_detector
     from fsvideo.pipeline.model_stages import ModelRunner, crop_size
     from fsvideo.video.io import VideoReader, probe
-    src = check_input_file(input_path, "video or image")
     info = probe(src)                                    # bad input fails here, before models load
     cfg = load_config(resolve_config_path(opts.config), ModelConfig, section="model")
     device = pick_device(opts.device)
@@ -178,17 +168,15 @@ def _run(job: _Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: Pr
                              width=width, height=info.height, keep_rotation=not opts.compare)
     with writer:
         stages = build_chain(pipeline, dict(job.components, writer=writer), opts)
-        align = next((s for s in stages if s.name == "align"), None)
+        blend = next(s for s in stages if s.name == "blend")
         stats = run_chain(stages, queue_size=opts.queue_size, threads=opts.threads, progress=progress,
                           total=len(job.components["reader"]))
-    return stats, align
+    return stats, blend
 
 
-def _summarise(summary: RunSummary, stats, align, t0: float) -> RunSummary:
+def _summarise(summary: RunSummary, stats, blend, t0: float) -> RunSummary:
     summary.frames = stats.packets
-    if align is not None:
-        st = align.aligner.stats
-        summary.faces_edited, summary.frames_without_face = st.faces, st.frames_without_face
+    summary.faces_edited, summary.frames_without_face = blend.faces, blend.frames_without_face
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.fps = round(summary.frames / summary.seconds, 3) if summary.seconds else 0.0
     return summary
@@ -214,7 +202,6 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
     t0 = time.perf_counter()
     src = check_input_file(input_path, "video or image")
     out = Path(output) if output else default_output(src, edits, ".png" if _is_image_name(src) else None)
-    from fsvideo.utils import check_output_path
     check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
     job = _prepare(src, opts, need_detector=latents is None, detector=detector)
     model = job.components["runner"].model
@@ -230,8 +217,8 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
                          detector=getattr(job.components.get("detector"), "name", "latents"),
                          edits=[f"{e.attr}{e.strength:+g}" for e in edits])
     with atomic_output(out, overwrite=opts.overwrite, inputs=(src,)) as tmp:
-        stats, align = _run(job, pipeline, tmp, opts, progress)
-    return _summarise(summary, stats, align, t0)
+        stats, blend = _run(job, pipeline, tmp, opts, progress)
+    return _summarise(summary, stats, blend, t0)
 
 
 def _is_image_name(p: Path) -> bool:
@@ -241,7 +228,7 @@ def _is_image_name(p: Path) -> bool:
 
 def _check_latents(reader, src: Path, model) -> None:
     meta = reader.meta
-    if meta.get("source_sha256") and meta["source_sha256"] != file_sha256(src):
+    if meta.get("source_sha256") and meta["source_sha256"] != sha256_file(src):
         raise InputError(f"{reader.path} was made from another file than {src}",
                          hint=f"run `fsvideo invert {src}` to make its latents")
     if meta.get("resolution") not in (None, model.resolution):
@@ -263,13 +250,12 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
     src = check_input_file(input_path, "video or image")
     out = Path(output) if output else default_output(src, [], ".png" if _is_image_name(src) else None)
     lat = Path(latents_out) if latents_out else src.with_suffix(".latents")
-    from fsvideo.utils import check_output_path
     check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
     check_output_path(lat, overwrite=opts.overwrite, inputs=(src,))
-    opts.compare = False
+    opts = replace(opts, compare=False)          # the caller's options stay as given
     job = _prepare(src, opts, detector=detector)
     model = job.components["runner"].model
-    meta = dict(source=str(src), source_sha256=file_sha256(src), resolution=model.resolution, k=model.k,
+    meta = dict(source=str(src), source_sha256=sha256_file(src), resolution=model.resolution, k=model.k,
                 noise_seed=opts.seed, start=opts.start, end=opts.end, config=opts.config,
                 generator=str(opts.generator or job.cfg.generator), encoder=str(opts.encoder or job.cfg.encoder))
     summary = RunSummary(str(src), str(out), latents=str(lat), device=str(job.device),
@@ -279,9 +265,9 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
         writer = LatentsWriter(lat_tmp, meta=meta)
         job.components["latents_writer"] = writer
         try:
-            stats, align = _run(job, "invert", tmp, opts, progress)
+            stats, blend = _run(job, "invert", tmp, opts, progress)
         except BaseException:
             writer.abort()
             raise
         writer.close()
-    return _summarise(summary, stats, align, t0)
+    return _summarise(summary, stats, blend, t0)

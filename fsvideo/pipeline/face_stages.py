@@ -69,6 +69,8 @@ class BlendStage(Stage):
         self.mask_tau_s = mask_tau_s
         self.needs = ("image", "faces", "generated") + (("reconstructed",) if compare else ())
         self._smoothers: dict[int, MaskSmoother] = {}
+        self.faces = 0                     # faces blended, and frames that had none (run summary)
+        self.frames_without_face = 0
 
     def _paste(self, frame: np.ndarray, faces, crops: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         out = frame
@@ -79,6 +81,8 @@ class BlendStage(Stage):
     def process(self, packets: list[Packet]) -> list[Packet]:
         for p in packets:
             faces = p["faces"]
+            self.faces += len(faces)
+            self.frames_without_face += not faces
             seen = set()
             masks = []
             for face, crop in zip(faces, p["generated"]):
