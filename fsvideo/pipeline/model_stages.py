@@ -73,7 +73,9 @@ class ModelRunner:
 
     @torch.no_grad()
     def edit(self, w: torch.Tensor, f: torch.Tensor, edits: Sequence[EditSpec]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 1 on every face: (w~, F~) float32 on CPU."""
+        """Eq. 1 on every face: (w~, F~) float32 on CPU (empty in, empty out)."""
+        if len(w) == 0:
+            return w, f
         ws, fs = [], []
         for sl in self._chunks(len(w)):
             with self.autocast():
@@ -123,25 +125,17 @@ def encode_packets(runner: ModelRunner, packets: list[Packet]) -> list[Packet]:
 def edit_packets(runner: ModelRunner, packets: list[Packet], edits: Sequence[EditSpec]) -> list[Packet]:
     """Adds ``w_edit`` and ``F_edit`` (Eq. 1)."""
     counts = [len(p["w"]) for p in packets]
-    if sum(counts):
-        we, fe = runner.edit(torch.cat([p["w"] for p in packets]), torch.cat([p["F"] for p in packets]), edits)
-    else:
-        we, fe = torch.cat([p["w"] for p in packets]), torch.cat([p["F"] for p in packets])
+    we, fe = runner.edit(torch.cat([p["w"] for p in packets]), torch.cat([p["F"] for p in packets]), edits)
     for p, wi, fi in zip(packets, _split(we, counts), _split(fe, counts)):
         p["w_edit"], p["F_edit"] = wi, fi
     return packets
 
 
 def generate_packets(runner: ModelRunner, packets: list[Packet], *, key_w: str = "w_edit", key_f: str = "F_edit",
-                     out_key: str = "generated", use_features: bool = True) -> list[Packet]:
-    """Adds ``out_key``: uint8 [n, S, S, 3] generated faces per packet."""
+                     out_key: str = "generated") -> list[Packet]:
+    """Adds ``out_key``: uint8 [n, S, S, 3] generated faces per packet (G(w, F) of ``key_w``, ``key_f``)."""
     counts = [len(p[key_w]) for p in packets]
-    S = crop_size(runner.model)
-    if sum(counts):
-        imgs = runner.generate(torch.cat([p[key_w] for p in packets]),
-                               torch.cat([p[key_f] for p in packets]) if use_features else None)
-    else:
-        imgs = np.zeros((0, S, S, 3), np.uint8)
+    imgs = runner.generate(torch.cat([p[key_w] for p in packets]), torch.cat([p[key_f] for p in packets]))
     for p, im in zip(packets, _split(imgs, counts)):
         p[out_key] = im
     return packets
