@@ -139,10 +139,12 @@ def check_codecs() -> tuple[bool, str]:
 
 
 def check_detectors() -> tuple[bool, str]:
-    from fsvideo.faces.detect import DlibDetector, fan_available
-    det = DlibDetector()
+    """Every registered detector's availability; ``auto``'s choice is built and run once."""
+    from fsvideo.faces.registry import detector_entries, make_detector
+    rows = [f"{e.name}: {detail}" for e in detector_entries() for _, detail in [e.check()]]
+    det = make_detector("auto")
     det.detect(np.zeros((64, 64, 3), np.uint8))
-    return True, f"dlib HOG + 68 landmarks: ok; FAN weights: {'present' if fan_available() else 'absent (optional)'}"
+    return True, f"auto -> {det.name} (ran); " + "; ".join(rows)
 
 
 def check_weights() -> tuple[bool, str]:

@@ -31,9 +31,10 @@ def _doc(out: Path) -> dict:
 def test_photo_with_two_people(media_dir, tmp_path):
     src = media_dir / "images" / "wild" / "facerec-two_people.jpg"
     out = tmp_path / "all"
-    _align(src, "--out", out, "--face", "all", "--size", "128")
+    _align(src, "--out", out, "--size", "128")          # photos: every face by default
     doc = _doc(out)
     assert doc["kind"] == "image" and doc["method"] == "exact" and doc["detector"] == "dlib"
+    assert doc["face"] == "all"
     assert doc["summary"]["faces_written"] == 2 and doc["summary"]["frames_without_face"] == 0
     files = sorted(p.name for p in out.glob("*.png"))
     assert files == sorted(f["file"] for f in doc["faces"]) and len(files) == 2
@@ -46,7 +47,7 @@ def test_photo_with_two_people(media_dir, tmp_path):
         back = np.c_[np.array(f["landmarks_aligned"]), np.ones(68)] @ m.T
         np.testing.assert_allclose(back[:, :2], np.array(f["landmarks"]), atol=1e-2)
     largest = tmp_path / "largest"
-    _align(src, "--out", largest, "--size", "64")
+    _align(src, "--out", largest, "--size", "64", "--face", "largest")
     assert _doc(largest)["summary"]["faces_written"] == 1
 
 
@@ -146,8 +147,69 @@ def test_video_with_two_faces(two_person_clip, tmp_path):
     # Each id stays on one person: its nose moves 3 px left per frame, never jumps to the other face.
     for xs in per_track.values():
         assert len(xs) == 16 and np.abs(np.diff(xs) + 3).max() < 3
+    default = tmp_path / "default"                     # videos: the largest face by default
+    _align(two_person_clip, "--out", default, "--size", "32", "--detect-size", "0", "--max-frames", "4")
+    dd = _doc(default)
+    assert dd["face"] == "largest" and len(dd["summary"]["tracks"]) == 1 and dd["summary"]["faces_written"] == 4
     one = tmp_path / "one"
     _align(two_person_clip, "--out", one, "--face", "1", "--size", "64", "--detect-size", "0", "--no-stabilize")
     d1 = _doc(one)
     assert d1["stabilize"] is None and {f["track_id"] for f in d1["faces"]} == {1}
     assert d1["summary"]["faces_written"] == 16
+
+
+def test_hold_keeps_the_last_face_to_the_end(media_dir, tmp_path):
+    """--on-missing-face hold: a face that leaves at about 2.7 s is held until the clip ends
+    (before the fix, the multi-face stabiliser retired it after 1 s and the rest passed through)."""
+    out = tmp_path / "hold"
+    _align(media_dir / "videos" / "other" / "pyfeat-face_noface.mov", "--out", out, "--every", "3",
+           "--detect-size", "320", "--size", "32", "--face", "all", "--on-missing-face", "hold")
+    doc = _doc(out)
+    s = doc["summary"]
+    assert s["frames"] == 57 and s["frames_without_face"] == 0 and s["faces_written"] == 57
+    by_frame = {f["frame"]: f for f in doc["faces"]}
+    assert by_frame[168]["status"] == "held" and s["held"] > 25
+    # The held crop is the last stabilised one: one quad repeated to the end.
+    held = [f for f in doc["faces"] if f["status"] == "held"]
+    assert all(f["quad"] == held[0]["quad"] for f in held)
+
+
+class _CornerDetector:
+    """A dummy detector for the registry test: one face with fixed landmarks in every image."""
+
+    name = "dummy-corner"
+
+    def __init__(self, device=None, *, max_side=None):
+        self.max_side = max_side
+
+    def detect(self, image):
+        from fsvideo.doctor import synthetic_face_landmarks
+        from fsvideo.faces import Face
+        h, w = image.shape[:2]
+        lm = synthetic_face_landmarks(0, w, h)
+        return [Face(box=np.array([*lm.min(0), *lm.max(0)]), score=1.0, landmarks=lm)]
+
+    def detect_batch(self, images):
+        return [self.detect(im) for im in images]
+
+
+def test_a_registered_detector_is_usable_from_the_cli(media_dir, tmp_path):
+    """Adding a detector is one registry entry: `fsvideo align --detector NAME` then accepts it."""
+    from fsvideo.faces.registry import DetectorEntry, detector_names, register_detector, unregister_detector
+    src = media_dir / "images" / "wild" / "facerec-obama.jpg"
+    res = _align(src, "--out", tmp_path / "x", "--detector", "dummy-corner", ok=False)
+    assert res.exit_code == 2 and "dummy-corner" in res.output and "dlib-cnn" in res.output
+    register_detector(DetectorEntry("dummy-corner", _CornerDetector, "test detector"))
+    try:
+        assert "dummy-corner" in detector_names()
+        out = tmp_path / "dummy"
+        _align(src, "--out", out, "--detector", "dummy-corner", "--size", "32", "--method", "fast")
+        doc = _doc(out)
+        assert doc["detector"] == "dummy-corner" and doc["summary"]["faces_written"] == 1
+        from fsvideo.doctor import synthetic_face_landmarks
+        h, w = np.asarray(Image.open(src)).shape[:2]
+        np.testing.assert_allclose(doc["faces"][0]["landmarks"], synthetic_face_landmarks(0, w, h), atol=1e-3)
+        assert "dummy-corner" in CliRunner().invoke(cli, ["align", "--help"]).output
+    finally:
+        unregister_detector("dummy-corner")
+    assert "dummy-corner" not in detector_names()

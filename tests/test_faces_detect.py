@@ -101,7 +101,7 @@ def test_bad_image_is_a_clear_error(det):
 
 def test_auto_picks_dlib_without_fan_weights(no_fan_cache, caplog):
     assert fan_weight_paths() == (None, None)
-    with caplog.at_level("INFO", logger="fsvideo.faces.detect"):
+    with caplog.at_level("INFO", logger="fsvideo.faces.registry"):
         d = make_detector("auto", max_side=320)
     assert isinstance(d, DlibDetector) and d.name == "dlib"
     assert "dlib" in caplog.text and "fan-2d" in caplog.text
@@ -154,3 +154,26 @@ def test_fan_heatmap_decoding_finds_the_peaks():
     hm = np.exp(-d2 / 2.0)
     got = _decode_heatmaps(hm.astype(np.float32), center, scale)
     assert np.abs(got - truth).max() < side / 64
+
+
+def test_registry_lists_checks_and_orders_auto(no_fan_cache):
+    """Names, help, availability and `auto` come from one table; a new entry joins `auto` when asked."""
+    from fsvideo.faces.registry import (DetectorEntry, detector_entries, detector_help, detector_names,
+                                        register_detector, unregister_detector)
+    assert detector_names() == ("auto", "fan", "dlib", "dlib-cnn")
+    checks = {e.name: e.check() for e in detector_entries()}
+    assert checks["dlib"] == (True, "ready") and checks["fan"][0] is False and "fan-2d" in checks["fan"][1]
+    assert "auto: fan, else dlib" in detector_help()
+    built = []
+    entry = DetectorEntry("first", lambda device, max_side=None: built.append(max_side) or DlibDetector(),
+                          "test", available=lambda: (True, "ready"), auto=True)
+    register_detector(entry)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_detector(entry)
+        assert make_detector("auto").name == "dlib"            # fan, dlib come first in the table
+        assert make_detector("first", max_side=99) and built == [99]
+    finally:
+        unregister_detector("first")
+    broken = DetectorEntry("broken", "fsvideo.faces.nowhere:Nothing", "test", available="fsvideo.faces.nowhere:ok")
+    assert broken.check()[0] is False                            # a broken backend is unavailable, not a crash

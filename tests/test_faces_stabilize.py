@@ -165,3 +165,25 @@ def test_real_clip_jitter_is_lower_with_stabilisation(media_dir, clip, capsys):
         print(f"\n{clip}: crop jitter {j_raw:.3f} px without stabilisation, {j_stab:.3f} px with "
               f"({j_stab / j_raw:.0%})")
     assert j_stab < 0.8 * j_raw  # measured: 65 % and 58 % of the unstabilised value
+
+
+def test_hold_is_not_retired_in_a_multi_face_run(template):
+    """A face that leaves at frame 10 of 100 is held to the end (retire_s applies only to passthrough)."""
+    from fsvideo.faces import FaceAligner
+    img = np.zeros((400, 600, 3), np.uint8)
+    fa = FaceAligner(None, 30, output_size=32, policy="all", on_missing="hold")
+    got = []
+    for i in range(100):
+        faces = [Face(box=np.array([*template.min(0), *template.max(0)]), score=1, landmarks=template)] if i < 10 else []
+        got += fa.push(i, img, faces)
+    got += fa.flush()
+    assert [g.index for g in got] == list(range(100))
+    st = [g.faces[0].status if g.faces else "missing" for g in got]
+    assert st[:10] == ["detected"] * 10 and st[10:] == ["held"] * 90
+    # passthrough still retires the track (bounded memory) and leaves the frames unedited
+    ms = MultiFaceStabilizer(30, optical_flow=False, retire_s=0.5)
+    out = []
+    for i in range(100):
+        out += ms.push(i, None, [Face(box=np.zeros(4), score=1, landmarks=template, track_id=0)] if i < 10 else [])
+    out += ms.flush()
+    assert not ms.stabs and all(not f for i, f in out if i >= 10)

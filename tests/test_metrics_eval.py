@@ -171,3 +171,27 @@ def test_pair_metrics_takes_generator_outputs(media_dir, components):
     for k in a:
         assert np.allclose(a[k], b[k], atol=1e-4), k
     assert np.all(a["id"] < 0.95)        # different people
+
+
+def test_metrics_measure_the_crops_invert_aligns(media_dir, components):
+    """The evaluator's crops are the shared front end's (FaceAligner with invert's defaults:
+    largest face, stabilised), not a per-frame alignment of its own."""
+    from fsvideo.faces import FaceAligner, align_face_fast
+    from fsvideo.video.io import VideoReader
+    det, R, lp = components
+    spy = Spy(lambda c: c.copy(), 64)
+    ClipEvaluator(det, R, spy, lpips=lp, max_frames=8, batch_size=4).evaluate(media_dir / SINGLE)
+    got = np.concatenate([c for c, _ in spy.seen])
+    reader = VideoReader(media_dir / SINGLE)
+    fa = FaceAligner(det, float(reader.info.fps), output_size=64)   # what `fsvideo invert` builds
+    frames, want = [], []
+    for fr in reader:
+        if fr.index >= 8:
+            break
+        frames.append(fr.image)
+        want += [ff.faces[0].aligned.image for ff in fa.push(fr.index, fr.image) if ff.faces]
+    want += [ff.faces[0].aligned.image for ff in fa.flush() if ff.faces]
+    assert got.shape == (8, 64, 64, 3)
+    np.testing.assert_array_equal(got, np.stack(want))
+    alone = np.stack([align_face_fast(im, det.detect(im)[0].landmarks, 64).image for im in frames])
+    assert np.abs(alone.astype(int) - got).max() > 0      # stabilisation changed the crops

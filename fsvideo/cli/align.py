@@ -12,7 +12,10 @@ import click
 import numpy as np
 
 from fsvideo.cli._console import console, err_console
+from fsvideo.cli._detectors import detector_option
 from fsvideo.errors import InputError, OutputError
+from fsvideo.faces.registry import DEFAULT_DETECT_SIDE
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
 
 JSON_NAME = "alignment.json"
 
@@ -100,22 +103,23 @@ def _face_record(file: str, tf, extra: dict) -> dict:
               help="Output folder for the PNG crops and alignment.json.")
 @click.option("--size", default=1024, show_default=True, type=click.IntRange(min=8),
               help="Side of the aligned crops.")
-@click.option("--detector", default="auto", show_default=True,
-              type=click.Choice(["auto", "dlib", "dlib-cnn", "fan"]), help="Face detector / landmark backend.")
-@click.option("--face", "face_policy", default="largest", show_default=True, metavar="largest|ID|all",
-              help="Which faces: the largest, one track id, or all.")
+@detector_option()
+@click.option("--face", "face_policy", default=None, metavar="largest|ID|all",
+              help="Which faces: the largest, one track id, or all.  [default: all for photos and "
+                   "folders of photos (dataset preparation), largest for videos]")
 @click.option("--no-stabilize", is_flag=True,
               help="Videos: align each frame on its own (no flow, smoothing or gap bridging).")
-@click.option("--sigma", default=0.03, show_default=True, type=click.FloatRange(min=0),
-              help="Videos: landmark smoothing in seconds (quads get twice that).")
+@click.option("--sigma", default=DEFAULT_SMOOTHING_S, show_default=True, type=click.FloatRange(min=0),
+              help="Videos: landmark smoothing in seconds (quads get twice that); see the stabilisation "
+                   "note in `fsvideo edit --help`.")
 @click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "exact", "fast"]),
               help="exact: the FFHQ procedure (about 0.5 s a face); fast: one cv2 warp. "
                    "auto: exact for images, fast for videos.")
 @click.option("--on-missing-face", "on_missing", default="passthrough", show_default=True,
               type=click.Choice(["passthrough", "hold", "error"]),
-              help="Videos: frames without a face are skipped (passthrough), get the last crop (hold), "
-                   "or stop the run (error).")
-@click.option("--detect-size", default=640, show_default=True, type=click.IntRange(min=0),
+              help="Videos: frames without a face are skipped (passthrough), get the last crop of that "
+                   "person until they are seen again (hold), or stop the run (error).")
+@click.option("--detect-size", default=DEFAULT_DETECT_SIDE, show_default=True, type=click.IntRange(min=0),
               help="Detect boxes on a copy shrunk to this longer side (0: full size); landmarks use full size.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
               help="Videos: use every N-th frame.")
@@ -129,19 +133,19 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
 
     \b
     Examples:
-      fsvideo align photo.jpg --out faces/
-      fsvideo align photos/ --out faces/ --face all --size 256
+      fsvideo align photos/ --out faces/ --size 256     (every face of every photo)
+      fsvideo align photo.jpg --out faces/ --face largest
       fsvideo align talk.mp4 --out frames/ --max-frames 100
 
-    DIR/alignment.json lists every crop: its file, frame index, track id, status (detected,
-    interpolated, held), quad, matrix (crop pixel -> source pixel, 3x3), landmarks in source and
-    crop pixels, and the detection box and score; plus a summary with the frames without a face.
+    Videos are aligned as `fsvideo invert` aligns them (tracked, stabilised).  DIR/alignment.json
+    lists every crop: its file, frame index, track id, status (detected, interpolated, held), quad,
+    matrix (crop pixel -> source pixel, 3x3), landmarks in source and crop pixels, and the
+    detection box and score; plus a summary with the frames without a face.
     """
     from fsvideo.faces import make_detector
     from fsvideo.faces.track import parse_policy
     from fsvideo.video.io import IMAGE_EXTENSIONS
 
-    policy = parse_policy(face_policy)
     if input_path.is_dir():
         files = sorted(p for p in input_path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
@@ -153,6 +157,7 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
         check_input_file(input_path)
         files = [input_path]
         kind = "image" if input_path.suffix.lower() in IMAGE_EXTENSIONS else "video"
+    policy = parse_policy(face_policy if face_policy is not None else "largest" if kind == "video" else "all")
     if out.resolve() == input_path.resolve():
         raise OutputError(f"--out {out} is the input", hint="choose another output folder")
     method = method if method != "auto" else ("fast" if kind == "video" else "exact")
@@ -183,28 +188,20 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
 def _align_images(files: list[Path], tmp: Path, det, size: int, policy, method: str) -> dict:
     from rich.progress import Progress
 
-    from fsvideo.faces import align_face, align_face_fast, select_faces
-    from fsvideo.faces.stream import TrackedFace
+    from fsvideo.faces.frontend import photo_faces
     records, without = [], []
     used: set[str] = set()
     with Progress(console=err_console, transient=True) as prog:
         task = prog.add_task("aligning", total=len(files))
         for n, path in enumerate(files):
-            image = _read_image(path)
-            faces = det.detect(image)
-            for k, f in enumerate(faces):
-                f.track_id = k  # in a photo, faces are numbered largest first
-            chosen = select_faces(faces, policy)
+            chosen, _ = photo_faces(_read_image(path), det, output_size=size, policy=policy, method=method)
             if not chosen:
                 without.append(n)
             stem = path.stem if path.stem not in used else f"{path.stem}{path.suffix.replace('.', '_')}"
             used.add(stem)
-            for f in chosen:
-                a = (align_face if method == "exact" else align_face_fast)(image, f.landmarks, size)
-                name = f"{stem}_{f.track_id:02d}.png"
-                _write_png(tmp / name, a.image)
-                tf = TrackedFace(track_id=f.track_id, status="detected", aligned=a, landmarks=f.landmarks,
-                                 detection=f)
+            for tf in chosen:
+                name = f"{stem}_{tf.track_id:02d}.png"
+                _write_png(tmp / name, tf.aligned.image)
                 records.append(_face_record(name, tf, {"frame": n, "source": path.name}))
             prog.advance(task)
     return {"summary": {"frames": len(files), "frames_with_face": len(files) - len(without),
@@ -212,65 +209,31 @@ def _align_images(files: list[Path], tmp: Path, det, size: int, policy, method: 
             "frames_without_face": _ranges(without), "faces": records}
 
 
-class _Frames:
-    """The frames of a video the align chain decodes (every ``every``-th, at most ``max_frames``)."""
-
-    def __init__(self, path: Path, info, every: int, max_frames: int | None):
-        from fsvideo.video.io import VideoReader
-        self.reader, self.every, self.max_frames = VideoReader(path, info=info), every, max_frames
-        n = info.n_frames // every if info.n_frames else 0
-        self.total = min(n, max_frames) if (n and max_frames) else (n or max_frames or 0)
-
-    def __len__(self) -> int:
-        return self.total
-
-    def __iter__(self):
-        used = 0
-        for fr in self.reader:
-            if fr.index % self.every:
-                continue
-            if self.max_frames and used >= self.max_frames:
-                break
-            used += 1
-            yield fr
-
-
 def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize: bool, sigma: float, method: str,
                  on_missing: str, every: int, max_frames: int | None) -> dict:
-    """Runs ``pipelines/align.yaml`` (decode -> detect -> align -> write_aligned) as a stream."""
-    from types import SimpleNamespace
-
+    """The shared face front end (:class:`~fsvideo.faces.frontend.VideoFaces`), crops written as they come."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from fsvideo.pipeline.chain import build_chain
-    from fsvideo.pipeline.runner import run_chain
-    from fsvideo.video.io import probe
-    info = probe(path)
-    fps = float(info.fps) / every if info.fps else 25.0 / every
-    frames = _Frames(path, info, every, max_frames)
+    from fsvideo.faces.frontend import VideoFaces
+    vf = VideoFaces(path, det, output_size=size, every=every, max_frames=max_frames, policy=policy,
+                    stabilize=stabilize, sigma_s=sigma, on_missing=on_missing, method=method)
     records, without = [], []
-
-    def write(p) -> None:
-        if not p["faces"]:
-            without.append(p["index"])
-        for tf in p["faces"]:
-            name = f"f{p['index']:06d}_t{tf.track_id:02d}.png"
-            _write_png(tmp / name, tf.aligned.image)
-            records.append(_face_record(name, tf, {"frame": p["index"], "time": round(p["time"], 4)}))
-
-    opts = SimpleNamespace(face=policy, stabilize=sigma if stabilize else 0.0, on_missing=on_missing,
-                           align_method=method)
-    comps = dict(reader=frames, detector=det, fps=fps, resolution=size, source=str(path), aligned_sink=write)
-    stages = build_chain("align", comps, opts)
-    fa = next(s for s in stages if s.name == "align").aligner
     with Progress(TextColumn("aligning"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                   TimeRemainingColumn(), console=err_console, transient=True) as prog:
-        task = prog.add_task("aligning", total=len(frames) or None)
-        run_chain(stages, progress=lambda done, total: prog.update(task, completed=done))
-    st = fa.stats
+        task = prog.add_task("aligning", total=len(vf) or None)
+        for ff in vf:
+            if not ff.faces:
+                without.append(ff.index)
+            for tf in ff.faces:
+                name = f"f{ff.index:06d}_t{tf.track_id:02d}.png"
+                _write_png(tmp / name, tf.aligned.image)
+                records.append(_face_record(name, tf, {"frame": ff.index, "time": round(ff.time, 4)}))
+            prog.advance(task)
+    st = vf.stats
+    info = vf.info
     return {"fps": round(float(info.fps), 4) if info.fps else None, "every": every,
             "stabilize": {"sigma_s": sigma, "quad_sigma_s": 2 * sigma, "optical_flow": True,
-                          "delay_frames": fa.delay} if stabilize else None,
+                          "delay_frames": vf.delay} if stabilize else None,
             "on_missing_face": on_missing,
             "summary": {"frames": st.frames, "frames_with_face": st.frames_with_face,
                         "frames_without_face": st.frames_without_face, "faces_written": len(records),

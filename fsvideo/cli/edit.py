@@ -7,7 +7,9 @@ import json
 import click
 
 from fsvideo.cli._console import console
+from fsvideo.cli._detectors import detector_option
 from fsvideo.errors import InputError
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
 
 
 def run_options(f):
@@ -19,12 +21,12 @@ def run_options(f):
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
         click.option("--precision", default="auto", show_default=True, help="auto (fp16 on GPU), fp32, fp16, bf16."),
         click.option("--batch-size", default=4, show_default=True, type=int, help="Faces per network call."),
-        click.option("--detector", default="auto", show_default=True, help="auto, dlib, dlib-cnn, fan."),
+        detector_option("Face detector."),
         click.option("--face", default="largest", show_default=True, help="Which faces: largest, all, or a track id."),
         click.option("--on-missing-face", "on_missing", default="passthrough", show_default=True,
                      type=click.Choice(["passthrough", "hold", "error"]),
                      help="Frames without a face: keep unedited, hold the last face, or stop."),
-        click.option("--stabilize", default=0.03, show_default=True, type=float,
+        click.option("--stabilize", default=DEFAULT_SMOOTHING_S, show_default=True, type=float,
                      help="Temporal smoothing of landmarks in seconds (0: off)."),
         click.option("--blend", default="alpha", show_default=True, type=click.Choice(["alpha", "poisson"])),
         click.option("--mask", default="auto", show_default=True, type=click.Choice(["auto", "hull", "parsing"]),

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from fsvideo.cli._console import console
+from fsvideo.cli._detectors import detector_option
 from fsvideo.errors import InputError, OutputError, WeightsError
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,7 @@ def _print_summary(summary: dict, *, label: str, source_only: bool, out_files: l
 @click.option("--identity", "identity", default="auto", show_default=True, metavar="auto|arcface|dlib|FILE",
               help="Identity network R: ArcFace (the paper's; `fsvideo weights download arcface-r50`) or dlib's "
                    "ResNet descriptor (offline). auto takes ArcFace when its weights are present.")
-@click.option("--detector", default="auto", show_default=True,
-              type=click.Choice(["auto", "dlib", "dlib-cnn", "fan"]), help="Face detector.")
+@detector_option("Face detector.")
 @click.option("-c", "--config", "config", default="ffhq", show_default=True, metavar="NAME|FILE",
               help="Model config naming the generator and encoder to invert with.")
 @click.option("--generator", default=None, metavar="NAME|FILE", help="Generator weights (overrides the config).")
@@ -198,7 +198,7 @@ def _build(dist, *, source_only, identity, detector, config, generator, encoder,
            device, precision, every, max_frames):
     import torch
 
-    from fsvideo.faces.detect import make_detector
+    from fsvideo.faces import DEFAULT_DETECT_SIDE, make_detector
     from fsvideo.metrics.evaluate import ClipEvaluator
     from fsvideo.metrics.identity import load_identity
     from fsvideo.utils import pick_device, pick_dtype
@@ -207,7 +207,7 @@ def _build(dist, *, source_only, identity, detector, config, generator, encoder,
     if dist.enabled and dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", dist.local_rank % max(1, torch.cuda.device_count()))
     R = load_identity(identity, device=dev)
-    det = make_detector(detector, device=dev)
+    det = make_detector(detector, device=dev, max_side=DEFAULT_DETECT_SIDE)  # as invert detects
     inverter, label = None, "source"
     if not source_only:
         from fsvideo.config import ModelConfig, load_config, resolve_config_path

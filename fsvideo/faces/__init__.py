@@ -1,8 +1,11 @@
 """Faces: detection with 68 landmarks, tracking, FFHQ alignment, temporal stabilisation and paste-back.
 
-Modules: ``detect`` (dlib / FAN backends, 68 landmarks), ``align`` (FFHQ alignment, exact and fast,
+Modules: ``registry`` (the detectors by name: add one there), ``detect`` (dlib / FAN backends,
+68 landmarks), ``align`` (FFHQ alignment, exact and fast,
 with the exact transform), ``track`` (track ids, face selection), ``stabilize`` (streaming temporal
-stabiliser), ``blend`` (masks, paste-back), ``stream`` (:class:`FaceAligner`: all of it on a stream).
+stabiliser), ``blend`` (masks, paste-back), ``stream`` (:class:`FaceAligner`: all of it on a stream),
+``frontend`` (the one front end of ``edit`` / ``invert``, ``align`` and ``metrics``: frame sampling,
+:class:`VideoFaces`, :func:`photo_faces`).
 
 One photo::
 
@@ -23,10 +26,12 @@ from fsvideo.faces.align import (AlignedFace, align_face, align_face_fast, align
                                  ffhq_geometry, ffhq_quad, quad_matrix, quad_size, transform_points)
 from fsvideo.faces.blend import (FACE_LABELS, MaskSmoother, face_mask, landmark_mask, parsing_mask, paste_back,
                                  warp_to_frame)
-from fsvideo.faces.detect import (DETECTOR_NAMES, DlibDetector, Face, FaceDetector, FanDetector, fan_available,
-                                  fan_weight_paths, make_detector)
-from fsvideo.faces.stabilize import (MISSING_POLICIES, FaceStabilizer, MultiFaceStabilizer, StabilizedFrame,
-                                     crop_jitter, stabilize_sequence)
+from fsvideo.faces.detect import DlibDetector, Face, FaceDetector, FanDetector, fan_available, fan_weight_paths
+from fsvideo.faces.frontend import VideoFaces, photo_faces, sample_frames, sampled_count
+from fsvideo.faces.registry import (DEFAULT_DETECT_SIDE, DetectorEntry, detector_entries, detector_names,
+                                    make_detector, register_detector)
+from fsvideo.faces.stabilize import (DEFAULT_SMOOTHING_S, MISSING_POLICIES, FaceStabilizer, MultiFaceStabilizer,
+                                     StabilizedFrame, crop_jitter, stabilize_sequence)
 from fsvideo.faces.stream import AlignStats, FaceAligner, FrameFaces, TrackedFace
 from fsvideo.faces.track import DlibFaceEmbedder, FaceSelector, FaceTracker, box_iou, parse_policy, select_faces
 
@@ -34,10 +39,12 @@ __all__ = [
     "AlignedFace", "align_face", "align_face_fast", "align_quad", "align_quad_fast", "ffhq_geometry",
     "ffhq_quad", "quad_matrix", "quad_size", "transform_points",
     "FACE_LABELS", "MaskSmoother", "face_mask", "landmark_mask", "parsing_mask", "paste_back", "warp_to_frame",
-    "DETECTOR_NAMES", "DlibDetector", "Face", "FaceDetector", "FanDetector", "fan_available",
-    "fan_weight_paths", "make_detector",
-    "MISSING_POLICIES", "FaceStabilizer", "MultiFaceStabilizer", "StabilizedFrame", "crop_jitter",
-    "stabilize_sequence",
+    "DlibDetector", "Face", "FaceDetector", "FanDetector", "fan_available", "fan_weight_paths",
+    "VideoFaces", "photo_faces", "sample_frames", "sampled_count",
+    "DEFAULT_DETECT_SIDE", "DetectorEntry", "detector_entries", "detector_names", "make_detector",
+    "register_detector",
+    "DEFAULT_SMOOTHING_S", "MISSING_POLICIES", "FaceStabilizer", "MultiFaceStabilizer", "StabilizedFrame",
+    "crop_jitter", "stabilize_sequence",
     "AlignStats", "FaceAligner", "FrameFaces", "TrackedFace",
     "DlibFaceEmbedder", "FaceSelector", "FaceTracker", "box_iou", "parse_policy", "select_faces",
 ]

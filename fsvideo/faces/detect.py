@@ -9,7 +9,8 @@ Backends:
   stable over time), with its S3FD detector when present, else dlib boxes.  Used only when its
   weights are already on disk: it never downloads anything.
 
-:func:`make_detector` picks one by name; ``auto`` takes FAN when its weights are present, else dlib.
+:func:`fsvideo.faces.registry.make_detector` builds one by name (the registry lists them, with
+their availability checks); ``auto`` takes FAN when its weights are present, else dlib.
 
 Example::
 
@@ -31,12 +32,10 @@ from typing import Sequence
 
 import numpy as np
 
-from fsvideo.errors import InputError, WeightsError
+from fsvideo.errors import WeightsError
+from fsvideo.faces.registry import make_detector  # noqa: F401  (re-exported: the import path callers use)
 
 log = logging.getLogger(__name__)
-
-#: Names accepted by :func:`make_detector`.
-DETECTOR_NAMES = ("auto", "dlib", "dlib-cnn", "fan")
 
 # face_alignment's file names (the last path part of its download URLs); the torch hub cache keeps them.
 _FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
@@ -378,24 +377,39 @@ class FanDetector(FaceDetector):
         return [_sorted([Face(box=b, score=s, landmarks=next(lms)) for b, s in bs]) for bs in boxes]
 
 
-# ----------------------------------------------------------------------------------------------- factory
+# ------------------------------------------------------------------------- registry factories and checks
+# (the table itself is fsvideo/faces/registry.py)
 
-def make_detector(name: str = "auto", device=None, *, max_side: int | None = None) -> FaceDetector:
-    """Build a detector by name: ``auto``, ``dlib``, ``dlib-cnn`` or ``fan``.
+def dlib_hog(device=None, *, max_side: int | None = None) -> DlibDetector:
+    """Registry factory of ``dlib`` (``device`` is unused: dlib runs on the CPU)."""
+    return DlibDetector(max_side=max_side)
 
-    ``auto`` takes FAN when its weights are on disk (weights store or the torch hub cache), else dlib
-    HOG, and logs which.  ``max_side`` shrinks images for box detection only (landmarks use full size).
-    """
-    if name not in DETECTOR_NAMES:
-        raise InputError(f"unknown face detector {name!r}", hint=f"use one of {', '.join(DETECTOR_NAMES)}")
-    if name == "auto":
-        if fan_available():
-            det: FaceDetector = FanDetector(device, max_side=max_side)
-        else:
-            det = DlibDetector(max_side=max_side)
-        log.info("face detector: %s (auto%s)", det.name,
-                 "" if det.name == "fan" else "; FAN weights not found: `fsvideo weights download fan-2d`")
-        return det
-    if name == "fan":
-        return FanDetector(device, max_side=max_side)
-    return DlibDetector(cnn=name == "dlib-cnn", max_side=max_side)
+
+def dlib_cnn(device=None, *, max_side: int | None = None) -> DlibDetector:
+    """Registry factory of ``dlib-cnn``."""
+    return DlibDetector(cnn=True, max_side=max_side)
+
+
+def dlib_status() -> tuple[bool, str]:
+    """dlib and its 68-point model importable (the MMOD CNN file ships in the same package)."""
+    try:
+        import dlib  # noqa: F401
+    except ImportError:
+        return False, "dlib is not installed (pip install dlib-bin)"
+    try:
+        dlib_model_path("shape_predictor_68_face_landmarks.dat")
+    except WeightsError as e:
+        return False, str(e)
+    return True, "ready"
+
+
+def fan_status() -> tuple[bool, str]:
+    """face_alignment importable and the 2D-FAN-4 weights on disk (S3FD optional)."""
+    try:
+        import face_alignment  # noqa: F401
+    except ImportError:
+        return False, "the face_alignment package is not installed (pip install face-alignment)"
+    fan, s3fd = fan_weight_paths()
+    if fan is None:
+        return False, "2D-FAN-4 weights not on disk (`fsvideo weights download fan-2d`)"
+    return True, "ready" + ("" if s3fd is not None else " (S3FD weights absent: dlib boxes)")

@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 #: Values of ``on_missing``.
 MISSING_POLICIES = ("passthrough", "hold", "error")
 
+#: Default landmark smoothing sigma in seconds (quads get twice that), used by every front end
+#: (``edit`` / ``invert`` ``--stabilize``, ``align --sigma``, metrics).  See "Default strength" above.
+DEFAULT_SMOOTHING_S = 0.03
+
 
 @dataclass
 class StabilizedFrame:
@@ -178,7 +182,7 @@ class FaceStabilizer:
     :meth:`flush` the rest; indices must increase.
     """
 
-    def __init__(self, fps: float, sigma_s: float = 0.03, quad_sigma_s: float | None = None, *,
+    def __init__(self, fps: float, sigma_s: float = DEFAULT_SMOOTHING_S, quad_sigma_s: float | None = None, *,
                  truncate: float = 2.0, optical_flow: bool = True, flow_scale: float = 0.1,
                  max_gap_s: float = 0.2, on_missing: str = "passthrough", cut_threshold: float = 0.3,
                  source: str = "the video"):
@@ -355,7 +359,10 @@ class MultiFaceStabilizer:
     :class:`~fsvideo.faces.track.FaceTracker`) and returns finished frames as
     ``(index, [(track_id, StabilizedFrame), ...])`` with only the tracks that have a face (detected,
     interpolated or held) in that frame.  A track absent for ``retire_s`` seconds is finished and
-    dropped, so memory stays bounded.  ``on_missing="error"`` raises for a frame with no face at all.
+    dropped, so memory stays bounded, except with ``on_missing="hold"``: there a track is never
+    retired, and its last face is held until that person is seen again or the video ends (each held
+    track keeps one stabiliser's bounded look-ahead).  ``on_missing="error"`` raises for a frame with
+    no face at all.
 
     Keyword arguments other than ``retire_s`` go to each :class:`FaceStabilizer`.
     """
@@ -422,7 +429,7 @@ class MultiFaceStabilizer:
             lm = by_id.get(tid)
             self._collect(tid, st.push(index, image, lm))
             self.absent[tid] = 0 if lm is not None else self.absent.get(tid, 0) + 1
-            if self.absent[tid] > max(self.retire, st.max_gap):
+            if self.on_missing != "hold" and self.absent[tid] > max(self.retire, st.max_gap):
                 self._collect(tid, st.flush())
                 del self.stabs[tid], self.absent[tid]
         return self._emit()

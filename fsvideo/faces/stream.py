@@ -26,7 +26,7 @@ import numpy as np
 
 from fsvideo.faces.align import AlignedFace, align_quad, align_quad_fast
 from fsvideo.faces.detect import Face, FaceDetector, check_image
-from fsvideo.faces.stabilize import MISSING_POLICIES, MultiFaceStabilizer
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, MISSING_POLICIES, MultiFaceStabilizer
 from fsvideo.faces.track import FaceSelector, FaceTracker
 
 log = logging.getLogger(__name__)
@@ -53,16 +53,19 @@ class TrackedFace:
 
 @dataclass
 class FrameFaces:
-    """A finished frame: its index, the image pushed, and its selected aligned faces (maybe none)."""
+    """A finished frame: its index, the image pushed, its selected aligned faces (maybe none), and
+    its time in seconds when the caller knows it (:class:`~fsvideo.faces.frontend.VideoFaces` does)."""
 
     index: int
     image: np.ndarray
     faces: list[TrackedFace]
+    time: float | None = None
 
 
 @dataclass
 class AlignStats:
-    """Counts over the frames finished so far."""
+    """Counts over the frames finished so far (``detections``: every face found in the frames
+    pushed, before selection)."""
 
     frames: int = 0
     frames_with_face: int = 0
@@ -70,6 +73,7 @@ class AlignStats:
     faces: int = 0
     interpolated: int = 0
     held: int = 0
+    detections: int = 0
     track_ids: set = field(default_factory=set)
 
 
@@ -91,7 +95,7 @@ class FaceAligner:
     """
 
     def __init__(self, detector: FaceDetector | None, fps: float, *, output_size: int = 1024,
-                 policy: str | int = "largest", stabilize: bool = True, sigma_s: float = 0.03,
+                 policy: str | int = "largest", stabilize: bool = True, sigma_s: float = DEFAULT_SMOOTHING_S,
                  on_missing: str = "passthrough", method: str = "fast", tracker: FaceTracker | None = None,
                  source: str = "the video", **stab_kwargs):
         if method not in ("fast", "exact"):
@@ -166,6 +170,7 @@ class FaceAligner:
         return out
 
     def _push_detected(self, index: int, image: np.ndarray, faces: list[Face]) -> list[FrameFaces]:
+        self.stats.detections += len(faces)
         faces = self.tracker.update(faces, image)
         chosen = self.selector(faces)
         self._frames[index] = (image, {f.track_id: f for f in chosen})

@@ -3,8 +3,10 @@
 For each clip (streamed: memory does not grow with its length):
 
 1. decode, keep every ``every``-th frame (at most ``max_frames``);
-2. detect faces, take the largest, align it (FFHQ alignment, the fast per-frame path) at the
-   inverter's resolution (or ``size`` with no inverter);
+2. find, track and align the largest face with the shared front end
+   (:class:`fsvideo.faces.frontend.VideoFaces`): stabilised exactly as ``fsvideo invert`` aligns
+   (optical flow + smoothing, short gaps bridged), so the metrics measure the crops users get;
+   crops at the inverter's resolution (or ``size`` with no inverter);
 3. unless source only, invert the crops in batches;
 4. per frame, on the aligned crops as in the paper: SSIM, PSNR, MSE (:mod:`~fsvideo.metrics.ssim`,
    :mod:`~fsvideo.metrics.psnr`), LPIPS (:mod:`~fsvideo.metrics.perceptual`), ID similarity of the
@@ -36,6 +38,8 @@ import numpy as np
 import torch
 
 from fsvideo.errors import FsvideoError, InputError
+from fsvideo.faces.frontend import check_sampling
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
 from fsvideo.metrics.consistency import ConsistencyAccumulator, id_similarity
 from fsvideo.metrics.identity import IdentityNetwork
 from fsvideo.metrics.inversion import Inverter
@@ -114,20 +118,18 @@ class ClipEvaluator:
             one).  Crops are aligned at the inverter's resolution and resized (area filter) when
             ``size`` differs.
         batch_size: faces per inversion/metric batch (bounds memory).
+        stabilize: landmark smoothing in seconds of the front end (``invert``'s default; 0: each
+            frame aligned alone, as before metrics version 2).
     """
 
     def __init__(self, detector, identity: IdentityNetwork, inverter: Inverter | None = None, *,
                  lpips: LPIPS | None = None, every: int = 1, max_frames: int | None = None,
-                 size: int | None = None, batch_size: int = 8):
-        if every < 1:
-            raise InputError(f"--every {every} must be >= 1", hint="use 1 for every frame, 10 for every 10th")
-        if max_frames is not None and max_frames < 1:
-            raise InputError(f"--max-frames {max_frames} must be >= 1", hint="leave it out to use the whole clip")
+                 size: int | None = None, batch_size: int = 8, stabilize: float = DEFAULT_SMOOTHING_S):
+        self.every, self.max_frames = check_sampling(every, max_frames)
         self.detector = detector
         self.identity = identity
         self.inverter = inverter
-        self.every = int(every)
-        self.max_frames = None if not max_frames else int(max_frames)
+        self.stabilize = float(stabilize)
         self.align_size = int(inverter.resolution) if inverter is not None else int(size or 256)
         self.size = int(size or self.align_size)
         if self.size < 16:
@@ -147,7 +149,8 @@ class ClipEvaluator:
             every=self.every, max_frames=self.max_frames, size=self.size, align_size=self.align_size,
             source_only=self.inverter is None, detector=getattr(self.detector, "name", type(self.detector).__name__),
             identity=self.identity.name, inverter=None if self.inverter is None else self.inverter.describe(),
-            lpips=None if self.inverter is None else "lpips-alex-v0.1" if self._lpips is None else self._lpips.name)
+            lpips=None if self.inverter is None else "lpips-alex-v0.1" if self._lpips is None else self._lpips.name,
+            stabilize=self.stabilize)
 
     def evaluate(self, path: str | os.PathLike, *, sha256: str | None = None,
                  progress: FrameProgress | None = None) -> ClipResult:
@@ -159,7 +162,7 @@ class ClipEvaluator:
         base = dict(settings_key=key, identity_network=self.identity.name,
                     ravdess=rav.describe() if rav else None, settings=settings.to_dict())
         try:
-            from fsvideo.video.io import VideoReader, probe
+            from fsvideo.video.io import probe
             info = probe(p)
             sha = sha256 or sha256_file(p)
         except FsvideoError as e:
@@ -169,7 +172,7 @@ class ClipEvaluator:
         res = ClipResult(clip=p.name, path=str(p), sha256=sha, **base)
         t0 = time.perf_counter()
         try:
-            self._measure(VideoReader(p, info=info), res, progress)
+            self._measure(p, info, res, progress)
         except FsvideoError as e:
             return skipped(p, str(e), sha256=sha, **base)
         if res.frames_used == 0:
@@ -183,22 +186,19 @@ class ClipEvaluator:
 
     # -- internals
 
-    def _measure(self, reader, res: ClipResult, progress: FrameProgress | None) -> None:
-        from fsvideo.faces.align import align_face_fast
+    def _measure(self, path: Path, info, res: ClipResult, progress: FrameProgress | None) -> None:
+        from fsvideo.faces.frontend import VideoFaces
         acc_src, acc_inv = ConsistencyAccumulator(), ConsistencyAccumulator()
         batch: list[tuple[int, float, np.ndarray, np.ndarray]] = []
         sums: dict[str, list[float]] = {}
-        for frame in reader:
-            if frame.index % self.every:
-                continue
-            if self.max_frames is not None and res.frames_sampled >= self.max_frames:
-                break
+        frames = VideoFaces(path, self.detector, output_size=self.align_size, every=self.every,
+                            max_frames=self.max_frames, info=info, policy="largest", stabilize=self.stabilize > 0,
+                            sigma_s=self.stabilize or DEFAULT_SMOOTHING_S, on_missing="passthrough", method="fast")
+        for ff in frames:
             res.frames_sampled += 1
-            faces = self.detector.detect(frame.image)
-            res.faces_found += len(faces)
-            if faces and faces[0].landmarks is not None:
-                a = align_face_fast(frame.image, faces[0].landmarks, self.align_size)
-                batch.append((frame.index, float(frame.time), a.image, a.landmarks))
+            if ff.faces:
+                a = ff.faces[0].aligned
+                batch.append((ff.index, float(ff.time), a.image, a.landmarks))
             if len(batch) >= self.batch_size:
                 self._flush(batch, res, acc_src, acc_inv, sums)
                 batch = []
@@ -206,6 +206,7 @@ class ClipEvaluator:
                 progress(res.clip, res.frames_sampled)
         if batch:
             self._flush(batch, res, acc_src, acc_inv, sums)
+        res.faces_found = frames.stats.detections
         res.frames_used = len(res.frames)
         m = {k: float(np.mean(v)) if v else None for k, v in sums.items()}
         m["ic_source"] = acc_src.value

@@ -23,6 +23,7 @@ import torch
 
 from fsvideo.config import ModelConfig, load_config, resolve_config_path
 from fsvideo.errors import InputError
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
 from fsvideo.pipeline.components import EditRequest, load_model, resolve_edits
 from fsvideo.utils import atomic_output, check_input_file, check_output_path, pick_device, pick_dtype
 from fsvideo.weights import sha256_file
@@ -40,7 +41,7 @@ class RunOptions:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
         precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16``, ``bf16``.
         batch_size: faces per network call.
-        detector: ``auto``, ``dlib``, ``dlib-cnn``, ``fan``.
+        detector: ``auto`` or a name in :mod:`fsvideo.faces.registry`.
         face: ``largest``, a track id, or ``all``.
         on_missing: frames without a face: ``passthrough`` (kept unedited), ``hold`` (last face
             kept), ``error``.
@@ -63,7 +64,7 @@ class RunOptions:
     detector: str = "auto"
     face: str = "largest"
     on_missing: str = "passthrough"
-    stabilize: float = 0.03
+    stabilize: float = DEFAULT_SMOOTHING_S
     blend: str = "alpha"
     mask: str = "auto"
     start: float | None = None
