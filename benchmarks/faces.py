@@ -8,9 +8,15 @@ For each clip (first N frames of ../shared/media/videos/other/<clip>):
 * alignment to 1024: the exact FFHQ procedure and the fast cv2 path,
 * stabilisation (FaceStabilizer with optical flow, default strength) per frame,
 * paste-back of a 1024 crop (alpha blend; Poisson),
-* jitter: ``crop_jitter`` (mean frame-to-frame motion of brow/eye/nose landmarks inside 256 px
-  crops, followed by optical flow) without stabilisation, with the default and the official
-  strength, and with the optical flow alone.
+* stabilisers (``--stabilize`` values), on the frames with a face:
+  - jitter: ``crop_jitter`` (mean frame-to-frame motion of brow/eye/nose landmarks inside 256 px
+    crops, followed by optical flow), lower is steadier;
+  - lag: the time shift (frames, cross-correlation of the face centre's velocity, sub-frame) of
+    the stabilised face centre behind the per-frame detections; 0 means no delay;
+  - offset: mean distance of the stabilised face centre from the detected one, in 256 px crop
+    pixels (how far the crop trails or undershoots a moving head).
+
+``--only stabilise`` skips the timings.
 """
 from __future__ import annotations
 
@@ -24,9 +30,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
+
 from fsvideo.faces import (DlibDetector, FaceStabilizer, align_face, align_face_fast,  # noqa: E402
                            align_quad_fast, landmark_mask, paste_back)
-from fsvideo.faces.stabilize import crop_jitter, stabilize_sequence  # noqa: E402
+from fsvideo.faces.align import quad_size  # noqa: E402
+from fsvideo.faces.jitter import crop_jitter  # noqa: E402
+from fsvideo.faces.stabilize import stabilize_sequence, stabilizer_options  # noqa: E402
 from fsvideo.video.io import VideoReader  # noqa: E402
 
 
@@ -58,6 +68,7 @@ def main() -> None:
     ap.add_argument("--clips", nargs="+", default=["pyfeat-single_face.mp4", "liveportrait-d18.mp4",
                                                     "styleganex-pexels-anthony-shkraba-production-8136210.mp4",
                                                     "cremad-1001_DFA_ANG_XX.flv"])
+    ap.add_argument("--only", choices=["stabilise"], default=None, help="run only this part")
     ap.add_argument("--shared", default=os.environ.get("FSVIDEO_SHARED", str(REPO.parent / "shared")))
     args = ap.parse_args()
     try:
@@ -74,7 +85,7 @@ def main() -> None:
         h, w = frames[0].shape[:2]
         print(f"\n== {clip}: {w}x{h}, {fps:g} fps, {len(frames)} frames")
         sub = frames[:10]
-        for ms_ in (None, 640, 320):
+        for ms_ in (() if args.only else (None, 640, 320)):
             det = DlibDetector(max_side=ms_)
             t = _ms(det.detect, sub)
             _row(f"detect dlib HOG, boxes at {'full size' if ms_ is None else f'{ms_} px'}", t, "ms/frame")
@@ -83,6 +94,9 @@ def main() -> None:
         ok = [i for i, lm in enumerate(lms) if lm is not None]
         print(f"  faces found in {len(ok)}/{len(frames)} frames (boxes at 320 px)")
         if len(ok) < 2:
+            continue
+        if args.only:
+            _stabilisers(frames, lms, ok, fps)
             continue
         pairs = [(frames[i], lms[i]) for i in ok[:10]]
         t = _ms(lambda p: align_face(p[0], p[1], 1024), pairs[:3])
@@ -103,24 +117,48 @@ def main() -> None:
         for poisson in (False, True):
             t = _ms(lambda _: paste_back(pairs[0][0], a.image, a.matrix, mask, poisson=poisson), range(4))
             _row(f"paste back 1024 crop, {'Poisson' if poisson else 'alpha blend'}", t, "ms/face")
-        # Jitter on the frames with a face (consecutive run from the start).
-        run_end = next((k for k, i in enumerate(ok) if i != k), len(ok))
-        fr, lm = frames[:run_end], lms[:run_end]
-        raw = [align_face_fast(im, l, 256) for im, l in zip(fr, lm)]
-        rows = [("none (each frame aligned alone)",
-                 crop_jitter([x.image for x in raw], [x.landmarks for x in raw]))]
-        for name, kw in [("default (flow + sigma 0.03 s / 0.06 s)", {}),
-                         ("official strength (flow + 0.1 s / 0.2 s)", {"sigma_s": 0.1}),
-                         ("optical flow only", {"sigma_s": 0.0}),
-                         ("smoothing only (sigma 0.03 s, no flow)", {"optical_flow": False})]:
-            st = stabilize_sequence(lm, fps, images=fr, **kw)
-            al = [align_quad_fast(fr[s.index], s.quad, 256, landmarks=s.landmarks)
-                  for s in st if s.quad is not None]
-            rows.append((name, crop_jitter([x.image for x in al], [x.landmarks for x in al])))
-        print(f"  jitter over {run_end} frames (px at 256, mean frame-to-frame landmark motion in the crop):")
-        for name, j in rows:
-            print(f"    {name:42s} {j:6.3f}  ({j / rows[0][1]:.0%})")
+        _stabilisers(frames, lms, ok, fps)
 
+
+def _lag(raw: np.ndarray, smooth: np.ndarray, max_lag: int = 8) -> float:
+    """Frames by which ``smooth`` [T, 2] trails ``raw`` [T, 2] (velocity cross-correlation peak,
+    refined with a parabola through its neighbours)."""
+    vr, vs = np.diff(raw, axis=0), np.diff(smooth, axis=0)
+    vr, vs = vr - vr.mean(0), vs - vs.mean(0)
+    lags = np.arange(-max_lag, max_lag + 1)
+    c = np.array([(vr[max(0, -k):len(vr) - max(0, k)] * vs[max(0, k):len(vs) - max(0, -k)]).sum()
+                  for k in lags])
+    i = int(np.argmax(c))
+    if 0 < i < len(c) - 1:
+        den = c[i - 1] - 2 * c[i] + c[i + 1]
+        return float(lags[i] + (0.5 * (c[i - 1] - c[i + 1]) / den if den else 0.0))
+    return float(lags[i])
+
+
+def _stabilisers(frames, lms, ok, fps) -> None:
+    """Jitter, lag and offset of each stabiliser on the first run of frames with a face."""
+    run_end = next((k for k, i in enumerate(ok) if i != k), len(ok))
+    fr, lm = frames[:run_end], lms[:run_end]
+    raw = [align_face_fast(im, x, 256) for im, x in zip(fr, lm)]
+    raw_c = np.stack([x[17:48].mean(0) for x in lm])
+    scale = 256.0 / np.mean([quad_size(a.quad) for a in raw])       # frame px -> 256 crop px
+    rows = [("none (each frame aligned alone)", crop_jitter([x.image for x in raw], [x.landmarks for x in raw]),
+             0.0, 0.0)]
+    variants = [("fsvideo 0.03 s (default)", stabilizer_options("fsvideo", fps)),
+                ("fsvideo 0.1 s (official sigma at 30 fps)", stabilizer_options("fsvideo", fps, 0.1)),
+                ("official (flow px, gaussian 3 / 6 frames)", stabilizer_options("official", fps)),
+                ("optical flow only", {"sigma_s": 0.0}),
+                ("smoothing only (0.03 s, no flow)", {"optical_flow": False})]
+    for name, kw in variants:
+        st = [s for s in stabilize_sequence(lm, fps, images=fr, **kw) if s.quad is not None]
+        al = [align_quad_fast(fr[s.index], s.quad, 256, landmarks=s.landmarks) for s in st]
+        c = np.stack([s.landmarks[17:48].mean(0) for s in st])
+        off = float(np.linalg.norm(c - raw_c[[s.index for s in st]], axis=1).mean() * scale)
+        rows.append((name, crop_jitter([x.image for x in al], [x.landmarks for x in al]),
+                     _lag(raw_c[[s.index for s in st]], c), off))
+    print(f"  stabilisers over {run_end} frames (jitter: px at 256; lag: frames; offset: px at 256):")
+    for name, j, lag, off in rows:
+        print(f"    {name:44s} jitter {j:6.3f} ({j / rows[0][1]:4.0%})  lag {lag:+5.2f}  offset {off:5.2f}")
 
 if __name__ == "__main__":
     main()

@@ -213,3 +213,18 @@ def test_a_registered_detector_is_usable_from_the_cli(media_dir, tmp_path):
     finally:
         unregister_detector("dummy-corner")
     assert "dummy-corner" not in detector_names()
+
+
+def test_stabilize_official_and_bad_values(two_person_clip, tmp_path):
+    out = tmp_path / "off"
+    _align(two_person_clip, "--out", out, "--size", "32", "--detect-size", "0", "--max-frames", "6",
+           "--stabilize", "official")
+    st = _doc(out)["stabilize"]
+    assert st["stabilizer"] == "official" and st["sigma_s"] == pytest.approx(3 / 25, abs=1e-6)
+    assert st["delay_frames"] == 12 + 24 + 5
+    old = tmp_path / "old"                                          # --sigma stays an alias
+    _align(two_person_clip, "--out", old, "--size", "32", "--detect-size", "0", "--max-frames", "6",
+           "--sigma", "0.05")
+    assert _doc(old)["stabilize"]["sigma_s"] == 0.05 and _doc(old)["stabilize"]["stabilizer"] == "fsvideo"
+    res = _align(two_person_clip, "--out", tmp_path / "bad", "--stabilize", "strong", ok=False)
+    assert res.exit_code == 2 and "official" in res.output

@@ -9,7 +9,8 @@ import pytest
 from fsvideo.errors import InputError
 from fsvideo.faces import FaceStabilizer, MultiFaceStabilizer, align_face_fast, align_quad_fast, ffhq_quad
 from fsvideo.faces.detect import Face
-from fsvideo.faces.stabilize import crop_jitter, stabilize_sequence
+from fsvideo.faces.jitter import crop_jitter
+from fsvideo.faces.stabilize import stabilize_sequence
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +175,8 @@ def test_hold_is_not_retired_in_a_multi_face_run(template):
     fa = FaceAligner(None, 30, output_size=32, policy="all", on_missing="hold")
     got = []
     for i in range(100):
-        faces = [Face(box=np.array([*template.min(0), *template.max(0)]), score=1, landmarks=template)] if i < 10 else []
-        got += fa.push(i, img, faces)
+        box = np.array([*template.min(0), *template.max(0)])
+        got += fa.push(i, img, [Face(box=box, score=1, landmarks=template)] if i < 10 else [])
     got += fa.flush()
     assert [g.index for g in got] == list(range(100))
     st = [g.faces[0].status if g.faces else "missing" for g in got]
@@ -187,3 +188,24 @@ def test_hold_is_not_retired_in_a_multi_face_run(template):
         out += ms.push(i, None, [Face(box=np.zeros(4), score=1, landmarks=template, track_id=0)] if i < 10 else [])
     out += ms.flush()
     assert not ms.stabs and all(not f for i, f in out if i >= 10)
+
+
+def test_official_filter_equals_scipy_gaussian_filter1d(template):
+    """--stabilizer official: landmarks = gaussian_filter1d(sigma 3 frames, reflect), quads of those
+    landmarks = gaussian_filter1d(sigma 6 frames), as the official video_utils.py (spec section 4)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from fsvideo.faces.stabilize import stabilizer_options
+    rng = np.random.default_rng(0)
+    n = 60
+    seq = [template + [2.0 * t, np.sin(t / 5) * 8] + rng.normal(0, 1.5, template.shape) for t in range(n)]
+    kw = stabilizer_options("official", 25.0)
+    kw["optical_flow"] = False                    # the flow needs images; the filter is what is compared
+    out = stabilize_sequence(seq, 25.0, **kw)
+    lm = gaussian_filter1d(np.stack(seq), 3, axis=0, mode="reflect", truncate=4.0)
+    np.testing.assert_allclose(np.stack([o.landmarks for o in out]), lm, atol=1e-9)
+    quads = gaussian_filter1d(np.stack([ffhq_quad(x)[0] for x in lm]), 6, axis=0, mode="reflect", truncate=4.0)
+    np.testing.assert_allclose(np.stack([o.quad for o in out]), quads, atol=1e-9)
+    assert FaceStabilizer(25.0, **kw).delay == 5 + 12 + 24
+    with pytest.raises(InputError, match="unknown stabiliser"):
+        stabilizer_options("strong")

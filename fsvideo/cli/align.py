@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from fsvideo.cli._console import console, err_console
-from fsvideo.cli._detectors import detector_option
+from fsvideo.cli._face_options import STABILIZE_HELP, StabilizeValue, detector_option
 from fsvideo.errors import InputError, OutputError
 from fsvideo.faces.registry import DEFAULT_DETECT_SIDE
 from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
@@ -108,10 +108,9 @@ def _face_record(file: str, tf, extra: dict) -> dict:
               help="Which faces: the largest, one track id, or all.  [default: all for photos and "
                    "folders of photos (dataset preparation), largest for videos]")
 @click.option("--no-stabilize", is_flag=True,
-              help="Videos: align each frame on its own (no flow, smoothing or gap bridging).")
-@click.option("--sigma", default=DEFAULT_SMOOTHING_S, show_default=True, type=click.FloatRange(min=0),
-              help="Videos: landmark smoothing in seconds (quads get twice that); see the stabilisation "
-                   "note in `fsvideo edit --help`.")
+              help="Videos: align each frame on its own (no flow, smoothing or gap bridging); = --stabilize 0.")
+@click.option("--stabilize", "--sigma", "stabilize", default=DEFAULT_SMOOTHING_S, show_default=True,
+              type=StabilizeValue(), help="Videos: " + STABILIZE_HELP)
 @click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "exact", "fast"]),
               help="exact: the FFHQ procedure (about 0.5 s a face); fast: one cv2 warp. "
                    "auto: exact for images, fast for videos.")
@@ -127,7 +126,7 @@ def _face_record(file: str, tf, extra: dict) -> dict:
               help="Videos: stop after this many frames used.")
 @click.option("--device", default=None, help="Device for the FAN detector (auto, cpu, cuda...).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder of a previous align run.")
-def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize, sigma, method, on_missing,
+def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize, stabilize, method, on_missing,
           detect_size, every, max_frames, device, overwrite) -> None:
     """Write FFHQ-aligned face crops and their transforms for an image, a folder of images or a video.
 
@@ -167,7 +166,7 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
     t0 = time.perf_counter()
     try:
         if kind == "video":
-            doc = _align_video(input_path, od.tmp, det, size, policy, not no_stabilize, sigma, method,
+            doc = _align_video(input_path, od.tmp, det, size, policy, 0.0 if no_stabilize else stabilize, method,
                                on_missing, every, max_frames)
         else:
             doc = _align_images(files, od.tmp, det, size, policy, method)
@@ -209,14 +208,16 @@ def _align_images(files: list[Path], tmp: Path, det, size: int, policy, method: 
             "frames_without_face": _ranges(without), "faces": records}
 
 
-def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize: bool, sigma: float, method: str,
+def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize, method: str,
                  on_missing: str, every: int, max_frames: int | None) -> dict:
     """The shared face front end (:class:`~fsvideo.faces.frontend.VideoFaces`), crops written as they come."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fsvideo.faces.frontend import VideoFaces
+    from fsvideo.faces.stabilize import parse_stabilize
+    mode, sigma = parse_stabilize(stabilize)
     vf = VideoFaces(path, det, output_size=size, every=every, max_frames=max_frames, policy=policy,
-                    stabilize=stabilize, sigma_s=sigma, on_missing=on_missing, method=method)
+                    stabilize=mode, sigma_s=sigma, on_missing=on_missing, method=method)
     records, without = [], []
     with Progress(TextColumn("aligning"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                   TimeRemainingColumn(), console=err_console, transient=True) as prog:
@@ -232,8 +233,7 @@ def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize: bool,
     st = vf.stats
     info = vf.info
     return {"fps": round(float(info.fps), 4) if info.fps else None, "every": every,
-            "stabilize": {"sigma_s": sigma, "quad_sigma_s": 2 * sigma, "optical_flow": True,
-                          "delay_frames": vf.delay} if stabilize else None,
+            "stabilize": vf.aligner.stabilizer.describe() if mode else None,
             "on_missing_face": on_missing,
             "summary": {"frames": st.frames, "frames_with_face": st.frames_with_face,
                         "frames_without_face": st.frames_without_face, "faces_written": len(records),

@@ -7,7 +7,7 @@ import json
 import click
 
 from fsvideo.cli._console import console
-from fsvideo.cli._detectors import detector_option
+from fsvideo.cli._face_options import STABILIZE_HELP, StabilizeValue, detector_option
 from fsvideo.errors import InputError
 from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
 
@@ -26,8 +26,8 @@ def run_options(f):
         click.option("--on-missing-face", "on_missing", default="passthrough", show_default=True,
                      type=click.Choice(["passthrough", "hold", "error"]),
                      help="Frames without a face: keep unedited, hold the last face, or stop."),
-        click.option("--stabilize", default=DEFAULT_SMOOTHING_S, show_default=True, type=float,
-                     help="Temporal smoothing of landmarks in seconds (0: off)."),
+        click.option("--stabilize", default=DEFAULT_SMOOTHING_S, show_default=True, type=StabilizeValue(),
+                     help=STABILIZE_HELP),
         click.option("--blend", default="alpha", show_default=True, type=click.Choice(["alpha", "poisson"])),
         click.option("--mask", default="auto", show_default=True, type=click.Choice(["auto", "hull", "parsing"]),
                      help="Blend mask: face parsing when its weights are present (auto), landmark hull, or parsing."),

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from fsvideo.cli._console import console
-from fsvideo.cli._detectors import detector_option
+from fsvideo.cli._face_options import detector_option
 from fsvideo.errors import InputError, OutputError, WeightsError
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,8 @@
 Modules: ``registry`` (the detectors by name: add one there), ``detect`` (dlib / FAN backends,
 68 landmarks), ``align`` (FFHQ alignment, exact and fast,
 with the exact transform), ``track`` (track ids, face selection), ``stabilize`` (streaming temporal
-stabiliser), ``blend`` (masks, paste-back), ``stream`` (:class:`FaceAligner`: all of it on a stream),
+stabiliser), ``smoothing`` (the temporal filters, named stabilisers), ``jitter`` (crop jitter measure),
+``blend`` (masks, paste-back), ``stream`` (:class:`FaceAligner`: all of it on a stream),
 ``frontend`` (the one front end of ``edit`` / ``invert``, ``align`` and ``metrics``: frame sampling,
 :class:`VideoFaces`, :func:`photo_faces`).
 
@@ -30,8 +31,10 @@ from fsvideo.faces.detect import DlibDetector, Face, FaceDetector, FanDetector, 
 from fsvideo.faces.frontend import VideoFaces, photo_faces, sample_frames, sampled_count
 from fsvideo.faces.registry import (DEFAULT_DETECT_SIDE, DetectorEntry, detector_entries, detector_names,
                                     make_detector, register_detector)
-from fsvideo.faces.stabilize import (DEFAULT_SMOOTHING_S, MISSING_POLICIES, FaceStabilizer, MultiFaceStabilizer,
-                                     StabilizedFrame, crop_jitter, stabilize_sequence)
+from fsvideo.faces.jitter import crop_jitter
+from fsvideo.faces.stabilize import (DEFAULT_SMOOTHING_S, MISSING_POLICIES, STABILIZERS, FaceStabilizer,
+                                     MultiFaceStabilizer, StabilizedFrame, parse_stabilize, stabilize_sequence,
+                                     stabilizer_options)
 from fsvideo.faces.stream import AlignStats, FaceAligner, FrameFaces, TrackedFace
 from fsvideo.faces.track import DlibFaceEmbedder, FaceSelector, FaceTracker, box_iou, parse_policy, select_faces
 
@@ -43,8 +46,8 @@ __all__ = [
     "VideoFaces", "photo_faces", "sample_frames", "sampled_count",
     "DEFAULT_DETECT_SIDE", "DetectorEntry", "detector_entries", "detector_names", "make_detector",
     "register_detector",
-    "DEFAULT_SMOOTHING_S", "MISSING_POLICIES", "FaceStabilizer", "MultiFaceStabilizer", "StabilizedFrame",
-    "crop_jitter", "stabilize_sequence",
+    "DEFAULT_SMOOTHING_S", "MISSING_POLICIES", "STABILIZERS", "FaceStabilizer", "MultiFaceStabilizer",
+    "StabilizedFrame", "crop_jitter", "parse_stabilize", "stabilize_sequence", "stabilizer_options",
     "AlignStats", "FaceAligner", "FrameFaces", "TrackedFace",
     "DlibFaceEmbedder", "FaceSelector", "FaceTracker", "box_iou", "parse_policy", "select_faces",
 ]

@@ -1,38 +1,53 @@
 """Streaming temporal stabilisation of face landmarks and FFHQ crop quads.
 
 Per-frame landmarks jitter by a pixel or two, and the aligned crop amplifies that into a visibly
-shaking face.  :class:`FaceStabilizer` follows the official video pipeline (``utils/video_utils.py``
-of the Feature-Style encoder, spec section 4) and makes it work on a stream:
+shaking face.  :class:`FaceStabilizer` takes the steps of the official video pipeline
+(``utils/video_utils.py`` of the Feature-Style encoder, spec section 4), makes them work on a
+stream, and by default runs them *differently from the official code* (see the table below):
 
 1. **Optical-flow refinement** (causal): the previous frame's landmarks are tracked into this frame
    with pyramidal Lucas-Kanade (``cv2.calcOpticalFlowPyrLK``, window ``eye_distance / 4``,
    ``maxLevel=5``, criteria (COUNT|EPS, 10, 0.03)), and each landmark becomes
    ``(1 - a) * detected + a * tracked`` with ``a = exp(-(d / (flow_scale * eye_distance))**2)``,
-   d the distance between the previous landmark and the detected one.  The official code uses
-   ``exp(-d**2 / 100)`` in pixels; ``flow_scale = 0.1`` gives the same at a 100 px eye distance and
-   keeps the behaviour independent of resolution.
-2. **Gap bridging**: up to ``max_gap_s`` seconds of frames without a detection between two detected
-   frames are filled by linear interpolation; longer gaps are frames without a face.
+   d the distance between the previous landmark and the detected one.
+2. **Gap bridging** (not in the official code): up to ``max_gap_s`` seconds of frames without a
+   detection between two detected frames are filled by linear interpolation; longer gaps are
+   frames without a face.
 3. **Gaussian smoothing over time** of the landmarks (sigma ``sigma_s`` seconds), then of the quads
-   computed from them (sigma ``quad_sigma_s``, twice as long by default, the official ratio).  Each
-   is a Gaussian-weighted local *linear* fit, which equals the Gaussian filter inside a run of faces
-   and, unlike it, does not lag at the start and end of one.  Smoothing never crosses a frame
-   without a face or a detected cut (a jump of the face by more than ``cut_threshold`` of its size).
+   computed from them (sigma ``quad_sigma_s``, twice as long by default, the official ratio), with
+   the fit of :mod:`fsvideo.faces.smoothing`.  Smoothing never crosses a frame without a face or a
+   detected cut (a jump of the face by more than ``cut_threshold`` of its size).
 
-Default strength.  The official pipeline smooths with sigmas of 3 and 6 frames (``sigma_s`` about
-0.1 s at 30 fps).  Measured with :func:`crop_jitter` on four talking clips of ``../shared/media``
-(``benchmarks/faces.py``), the optical flow removes most of the jitter, and long sigmas then add
-motion of the face inside the crop (the crop lags behind a moving head); ``sigma_s = 0.03`` (about
-1 and 2 frames at 30 fps) is the default.  Pass ``sigma_s=0.1`` for the official strength.
+=====================  ==============================================  ==============================
+                       default (``--stabilize 0.03``)                  ``--stabilize official``
+=====================  ==============================================  ==============================
+flow weight distance   ``0.1 * eye distance`` (= the official 10 px    10 px, ``exp(-d**2 / 100)``
+                       only at a 100 px eye distance)
+landmark filter        Gaussian-weighted local *linear* fit, sigma     ``gaussian_filter1d``, sigma
+                       0.03 s (~1 frame at 30 fps), cut at 2 sigmas    3 frames, cut at 4 sigmas
+quad filter            the same, sigma 0.06 s (~2 frames)              sigma 6 frames
+ends of a run          one-sided window, no lag (the line fit)         mirrored (``mode="reflect"``)
+look-ahead at 30 fps   2 + 4 + 6 (gap) = 12 frames                     12 + 24 + 6 (gap) = 42 frames
+=====================  ==============================================  ==============================
 
-Sigmas are in seconds and converted with ``fps``, so a 25 and a 50 fps clip of the same scene are
-smoothed alike.  The look-ahead is bounded: a frame comes out at most :attr:`FaceStabilizer.delay`
+So the default is a much *lighter* filter than the official one, not the same strength.  Measured
+by ``python benchmarks/faces.py --only stabilise --frames 90`` on four talking clips of
+``../shared/media`` (crop jitter: frame-to-frame motion of the face inside 256 px crops; none =
+each frame aligned alone), the default removes 35-71 % of the jitter, the official filter 7-64 %:
+the optical flow removes most of it, and long sigmas then smooth away real head motion, so the face
+moves inside the crop again (the crop does not lag: the filters are symmetric, the measured shift
+is within 0.4 frame, but it sits 0.3-0.55 px at 256 off the detected face instead of 0.25 px).
+``stabilizer_options("official", fps)`` (``--stabilize official``) runs the official filter
+(equal to ``scipy.ndimage.gaussian_filter1d`` on a clip with a face in every frame; tested).
+
+The default's sigmas are in seconds and converted with ``fps``, so a 25 and a 50 fps clip of the
+same scene are smoothed alike (the official sigmas are in frames).  The look-ahead is bounded: a frame comes out at most :attr:`FaceStabilizer.delay`
 frames after it went in (``max_gap + ceil(truncate * sigma) + ceil(truncate * quad_sigma)``), and
 the stabiliser keeps only that many frames' landmarks (and one grey frame for the flow).
 
 Frames without a face follow ``on_missing``: ``"passthrough"`` (the default: returned with
 ``status="missing"`` and no quad, so the caller keeps the frame unedited), ``"hold"`` (the last
-quad is repeated, ``status="held"``) or ``"error"`` (:class:`~fsvideo.errors.InputError`).
+quad is repeated, ``status="held"``, until the face is seen again or the stream ends) or ``"error"`` (:class:`~fsvideo.errors.InputError`).
 
 Example::
 
@@ -55,15 +70,14 @@ import numpy as np
 
 from fsvideo.errors import InputError
 from fsvideo.faces.align import check_landmarks, ffhq_quad
+from fsvideo.faces.smoothing import (DEFAULT_SMOOTHING_S, STABILIZERS, GaussianStage, Item, parse_stabilize,
+                                     stabilizer_options)
 
 log = logging.getLogger(__name__)
 
 #: Values of ``on_missing``.
 MISSING_POLICIES = ("passthrough", "hold", "error")
 
-#: Default landmark smoothing sigma in seconds (quads get twice that), used by every front end
-#: (``edit`` / ``invert`` ``--stabilize``, ``align --sigma``, metrics).  See "Default strength" above.
-DEFAULT_SMOOTHING_S = 0.03
 
 
 @dataclass
@@ -87,79 +101,8 @@ class StabilizedFrame:
         return self.quad is not None
 
 
-@dataclass
-class _Item:
-    index: int
-    value: np.ndarray | None  # flattened vector, or None for a frame without a face
-    status: str
-    segment: int
-    extra: object = None  # carried along (the landmarks while smoothing quads)
-
-
 def _eye_distance(lm: np.ndarray) -> float:
     return float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0)))
-
-
-class _GaussianStage:
-    """Streaming Gaussian-weighted local linear smoothing of vectors, within segments."""
-
-    def __init__(self, sigma: float, truncate: float):
-        self.sigma = float(sigma)
-        self.radius = int(math.ceil(truncate * sigma)) if sigma > 0 else 0
-        k = np.arange(-self.radius, self.radius + 1, dtype=np.float64)
-        self.offsets = k
-        self.weights = np.exp(-0.5 * (k / self.sigma) ** 2) if sigma > 0 else np.ones(1)
-        self.buf: deque[_Item] = deque()
-        self.pos = 0  # index into buf of the first item not yet emitted
-
-    def _smooth(self, p: int) -> np.ndarray:
-        it = self.buf[p]
-        if self.radius == 0:
-            return it.value
-        ks, ws, vs = [], [], []
-        for j, k in enumerate(range(-self.radius, self.radius + 1)):
-            q = p + k
-            if 0 <= q < len(self.buf):
-                o = self.buf[q]
-                if o.value is not None and o.segment == it.segment:
-                    ks.append(float(k))
-                    ws.append(self.weights[j])
-                    vs.append(o.value)
-        k = np.asarray(ks)
-        w = np.asarray(ws)
-        v = np.stack(vs)
-        sw, sk, skk = w.sum(), (w * k).sum(), (w * k * k).sum()
-        mean = (w[:, None] * v).sum(0) / sw
-        den = sw * skk - sk * sk
-        if len(k) < 3 or den <= 1e-9 * sw * sw:
-            return mean
-        # Weighted least-squares line through the neighbours, evaluated at offset 0.
-        skv = (w[:, None] * k[:, None] * v).sum(0)
-        return (skk * (w[:, None] * v).sum(0) - sk * skv) / den
-
-    def _ready(self, p: int, final: bool) -> bool:
-        it = self.buf[p]
-        if it.value is None or final:
-            return True
-        for q in range(p + 1, min(len(self.buf), p + self.radius + 1)):
-            o = self.buf[q]
-            if o.value is None or o.segment != it.segment:
-                return True  # the run ended: no later neighbour can come
-        return len(self.buf) - 1 - p >= self.radius
-
-    def push(self, item: _Item | None, final: bool = False) -> list[_Item]:
-        if item is not None:
-            self.buf.append(item)
-        out = []
-        while self.pos < len(self.buf) and self._ready(self.pos, final):
-            it = self.buf[self.pos]
-            v = None if it.value is None else self._smooth(self.pos)
-            out.append(_Item(it.index, v, it.status, it.segment, it.extra))
-            self.pos += 1
-        while self.pos > self.radius:  # keep `radius` emitted items as past context
-            self.buf.popleft()
-            self.pos -= 1
-        return out
 
 
 class FaceStabilizer:
@@ -172,6 +115,10 @@ class FaceStabilizer:
         truncate: kernel radius in sigmas (the look-ahead).
         optical_flow: refine landmarks with Lucas-Kanade tracking from the previous frame.
         flow_scale: landmark distance scale of the flow blend, in eye distances.
+        flow_px: if set, the flow blend's distance scale in pixels instead (the official
+            ``exp(-d**2 / 100)`` is ``flow_px=10``).
+        fit: ``"linear"`` (Gaussian-weighted local line, the default) or ``"mean"`` (the Gaussian
+            filter, reflected at the ends of a run): see :mod:`fsvideo.faces.smoothing`.
         max_gap_s: longest run of frames without a detection (seconds) bridged by interpolation.
         on_missing: ``"passthrough"``, ``"hold"`` or ``"error"`` for frames without a face.
         cut_threshold: a jump of the landmarks' mean position by more than this fraction of the quad
@@ -184,7 +131,8 @@ class FaceStabilizer:
 
     def __init__(self, fps: float, sigma_s: float = DEFAULT_SMOOTHING_S, quad_sigma_s: float | None = None, *,
                  truncate: float = 2.0, optical_flow: bool = True, flow_scale: float = 0.1,
-                 max_gap_s: float = 0.2, on_missing: str = "passthrough", cut_threshold: float = 0.3,
+                 flow_px: float | None = None, fit: str = "linear", max_gap_s: float = 0.2,
+                 on_missing: str = "passthrough", cut_threshold: float = 0.3,
                  source: str = "the video"):
         if not fps or fps <= 0 or not math.isfinite(fps):
             raise ValueError(f"fps must be a positive number, got {fps}")
@@ -198,12 +146,14 @@ class FaceStabilizer:
         self.quad_sigma_s = 2.0 * self.sigma_s if quad_sigma_s is None else float(quad_sigma_s)
         self.optical_flow = optical_flow
         self.flow_scale = float(flow_scale)
+        self.flow_px = None if flow_px is None else float(flow_px)
+        self.fit = fit
         self.max_gap = max(0, int(round(max_gap_s * self.fps)))
         self.on_missing = on_missing
         self.cut_threshold = float(cut_threshold)
         self.source = source
-        self._lm_stage = _GaussianStage(self.sigma_s * self.fps, truncate)
-        self._quad_stage = _GaussianStage(self.quad_sigma_s * self.fps, truncate)
+        self._lm_stage = GaussianStage(self.sigma_s * self.fps, truncate, fit)
+        self._quad_stage = GaussianStage(self.quad_sigma_s * self.fps, truncate, fit)
         self._prev_gray = None
         self._prev_lm: np.ndarray | None = None  # refined landmarks of the previous frame (if it had a face)
         self._last_raw: np.ndarray | None = None  # last detected-and-refined landmarks (before a gap)
@@ -218,6 +168,12 @@ class FaceStabilizer:
     def delay(self) -> int:
         """Most frames between pushing a frame and getting it back."""
         return self.max_gap + self._lm_stage.radius + self._quad_stage.radius
+
+    def describe(self) -> dict:
+        """The settings as run, for reports (``alignment.json``)."""
+        return {"stabilizer": "official" if self.fit == "mean" else "fsvideo", "sigma_s": round(self.sigma_s, 6),
+                "quad_sigma_s": round(self.quad_sigma_s, 6), "optical_flow": self.optical_flow,
+                "delay_frames": self.delay}
 
     # ------------------------------------------------------------------------------------- stage A
 
@@ -238,7 +194,7 @@ class FaceStabilizer:
             criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03))
         tracked = tracked.reshape(-1, 2).astype(np.float64)
         d = np.linalg.norm(prev_lm - lm, axis=1)
-        alpha = np.exp(-(d / (self.flow_scale * eye)) ** 2)
+        alpha = np.exp(-(d / (self.flow_px if self.flow_px else self.flow_scale * eye)) ** 2)
         alpha[status.ravel() == 0] = 0.0
         alpha[~np.all(np.isfinite(tracked), axis=1)] = 0.0
         tracked = np.where(np.isfinite(tracked), tracked, lm)
@@ -250,13 +206,13 @@ class FaceStabilizer:
         _, qsize = ffhq_quad(lm)
         return float(np.linalg.norm(lm.mean(0) - self._last_raw.mean(0))) > self.cut_threshold * max(qsize, 1.0)
 
-    def _missing_items(self, indices: Iterable[int]) -> list[_Item]:
+    def _missing_items(self, indices: Iterable[int]) -> list[Item]:
         out = []
         for i in indices:
-            out.append(_Item(i, None, "missing", -1))
+            out.append(Item(i, None, "missing", -1))
         return out
 
-    def _stage_a(self, index: int, image, landmarks) -> list[_Item]:
+    def _stage_a(self, index: int, image, landmarks) -> list[Item]:
         """Flow refinement and gap decisions; returns items in order."""
         if landmarks is None:
             if self.optical_flow and image is not None:
@@ -277,7 +233,7 @@ class FaceStabilizer:
             self._prev_lm = None
         lm = self._refine(image, lm)
         self._prev_lm = lm
-        out: list[_Item] = []
+        out: list[Item] = []
         if self._gap:
             if cut or self._last_raw is None:
                 out += self._missing_items(self._gap)
@@ -286,34 +242,34 @@ class FaceStabilizer:
                 for k, gi in enumerate(self._gap, start=1):
                     t = k / n
                     v = ((1 - t) * self._last_raw + t * lm).ravel()
-                    out.append(_Item(gi, v, "interpolated", self._segment))
+                    out.append(Item(gi, v, "interpolated", self._segment))
                 self.n_interpolated += len(self._gap)
             self._gap = []
         if cut or self._last_raw is None:
             self._segment += 1
-        out.append(_Item(index, lm.ravel(), "detected", self._segment))
+        out.append(Item(index, lm.ravel(), "detected", self._segment))
         self._last_raw = lm
         return out
 
     # ------------------------------------------------------------------------------------- output
 
-    def _stage_bc(self, items: list[_Item], final: bool) -> list[StabilizedFrame]:
+    def _stage_bc(self, items: list[Item], final: bool) -> list[StabilizedFrame]:
         # `None` pushed with final=True drains a stage after its last real item.
-        quad_in: list[_Item] = []
+        quad_in: list[Item] = []
         for it in items + [None] if final else items:
             for s in self._lm_stage.push(it, final=final and it is None):
                 if s.value is None:
                     quad_in.append(s)
                 else:
                     lm = s.value.reshape(68, 2)
-                    quad_in.append(_Item(s.index, ffhq_quad(lm)[0].ravel(), s.status, s.segment, lm))
+                    quad_in.append(Item(s.index, ffhq_quad(lm)[0].ravel(), s.status, s.segment, lm))
         out: list[StabilizedFrame] = []
         for it in quad_in + [None] if final else quad_in:
             for s in self._quad_stage.push(it, final=final and it is None):
                 out.append(self._finish(s))
         return out
 
-    def _finish(self, s: _Item) -> StabilizedFrame:
+    def _finish(self, s: Item) -> StabilizedFrame:
         if s.value is not None:
             f = StabilizedFrame(s.index, np.asarray(s.extra, dtype=np.float64), s.value.reshape(4, 2), s.status)
             self._held = f
@@ -386,6 +342,10 @@ class MultiFaceStabilizer:
     def delay(self) -> int:
         return FaceStabilizer(self.fps, **self.kwargs).delay
 
+    def describe(self) -> dict:
+        """:meth:`FaceStabilizer.describe` of the per-track stabilisers."""
+        return FaceStabilizer(self.fps, **self.kwargs).describe()
+
     def _collect(self, tid: int, frames: list[StabilizedFrame]) -> None:
         for f in frames:
             p = self.pending.get(f.index)
@@ -442,37 +402,5 @@ class MultiFaceStabilizer:
         return self._emit()
 
 
-#: Landmarks that move with the head, not with speech: brows, nose, eyes (iBUG 17-47).
-RIGID_LANDMARKS = slice(17, 48)
-
-
-def crop_jitter(crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray], points=RIGID_LANDMARKS) -> float:
-    """Mean frame-to-frame motion (crop pixels) of the face's landmarks inside successive aligned crops.
-
-    For each pair of consecutive crops, the crop-``t`` landmarks ``points`` (brows, nose, eyes by
-    default: they move with the head, not with speech) are followed into crop ``t + 1`` with
-    pyramidal Lucas-Kanade optical flow on the crop pixels, and their mean displacement is taken.
-    This measures how the face moves *in the crop* (what the encoder sees), independently of the
-    landmarks any stabiliser used.  A perfectly stable crop of a still head gives 0.
-
-    Args:
-        crops: uint8 [O, O, 3] aligned crops of consecutive frames.
-        landmarks: float [68, 2] landmarks in each crop's coordinates (``AlignedFace.landmarks``).
-    """
-    import cv2
-    if len(crops) != len(landmarks) or len(crops) < 2:
-        raise ValueError("crop_jitter needs at least 2 crops and one landmark array per crop")
-    size = crops[0].shape[0]
-    win = max(9, (size // 16) | 1)
-    motions = []
-    prev = cv2.cvtColor(np.ascontiguousarray(crops[0]), cv2.COLOR_RGB2GRAY)
-    for t in range(len(crops) - 1):
-        nxt = cv2.cvtColor(np.ascontiguousarray(crops[t + 1]), cv2.COLOR_RGB2GRAY)
-        p = np.asarray(landmarks[t], dtype=np.float32)[points].reshape(-1, 1, 2)
-        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
-        q, st, _ = cv2.calcOpticalFlowPyrLK(prev, nxt, p, None, winSize=(win, win), maxLevel=3, criteria=crit)
-        ok = st.ravel() == 1
-        if ok.any():
-            motions.append(float(np.linalg.norm((q - p).reshape(-1, 2)[ok], axis=1).mean()))
-        prev = nxt
-    return float(np.mean(motions)) if motions else float("nan")
+__all__ = ["DEFAULT_SMOOTHING_S", "MISSING_POLICIES", "STABILIZERS", "FaceStabilizer", "MultiFaceStabilizer",
+           "StabilizedFrame", "parse_stabilize", "stabilize_sequence", "stabilizer_options"]

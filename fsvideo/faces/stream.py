@@ -26,7 +26,8 @@ import numpy as np
 
 from fsvideo.faces.align import AlignedFace, align_quad, align_quad_fast
 from fsvideo.faces.detect import Face, FaceDetector, check_image
-from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, MISSING_POLICIES, MultiFaceStabilizer
+from fsvideo.faces.stabilize import (DEFAULT_SMOOTHING_S, MISSING_POLICIES, MultiFaceStabilizer,
+                                     stabilizer_options)
 from fsvideo.faces.track import FaceSelector, FaceTracker
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,10 @@ class FaceAligner:
         fps: frame rate of the pushed frames (used for the stabiliser's seconds).
         output_size: side of the aligned crops.
         policy: ``"largest"`` (one person, kept while tracked), a track id, or ``"all"``.
-        stabilize: temporal stabilisation (optical flow + smoothing); False aligns each frame alone.
-        sigma_s: landmark smoothing sigma in seconds (quads get twice that).
+        stabilize: temporal stabilisation: True or ``"fsvideo"`` (optical flow + local linear
+            smoothing, ``sigma_s``), ``"official"`` (the official pipeline's filter, see
+            :func:`~fsvideo.faces.stabilize.stabilizer_options`), or False (each frame alone).
+        sigma_s: landmark smoothing sigma in seconds of the ``fsvideo`` stabiliser (quads get twice that).
         on_missing: ``"passthrough"``, ``"hold"`` or ``"error"`` for frames without a face.
         method: ``"fast"`` (cv2 warp, the video path) or ``"exact"`` (FFHQ procedure, ~0.5 s a face).
         tracker: a :class:`FaceTracker` (default: a new one).
@@ -95,7 +98,7 @@ class FaceAligner:
     """
 
     def __init__(self, detector: FaceDetector | None, fps: float, *, output_size: int = 1024,
-                 policy: str | int = "largest", stabilize: bool = True, sigma_s: float = DEFAULT_SMOOTHING_S,
+                 policy: str | int = "largest", stabilize: bool | str = True, sigma_s: float = DEFAULT_SMOOTHING_S,
                  on_missing: str = "passthrough", method: str = "fast", tracker: FaceTracker | None = None,
                  source: str = "the video", **stab_kwargs):
         if method not in ("fast", "exact"):
@@ -110,7 +113,7 @@ class FaceAligner:
         self.tracker = tracker or FaceTracker()
         self.selector = FaceSelector(policy, self.tracker)
         if stabilize:
-            kw = dict(sigma_s=sigma_s, optical_flow=True)
+            kw = stabilizer_options("fsvideo" if stabilize is True else stabilize, fps, sigma_s)
         else:
             kw = dict(sigma_s=0.0, quad_sigma_s=0.0, optical_flow=False, max_gap_s=0.0)
         kw.update(stab_kwargs)

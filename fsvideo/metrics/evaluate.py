@@ -39,7 +39,7 @@ import torch
 
 from fsvideo.errors import FsvideoError, InputError
 from fsvideo.faces.frontend import check_sampling
-from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, parse_stabilize
 from fsvideo.metrics.consistency import ConsistencyAccumulator, id_similarity
 from fsvideo.metrics.identity import IdentityNetwork
 from fsvideo.metrics.inversion import Inverter
@@ -118,18 +118,19 @@ class ClipEvaluator:
             one).  Crops are aligned at the inverter's resolution and resized (area filter) when
             ``size`` differs.
         batch_size: faces per inversion/metric batch (bounds memory).
-        stabilize: landmark smoothing in seconds of the front end (``invert``'s default; 0: each
-            frame aligned alone, as before metrics version 2).
+        stabilize: the front end's ``--stabilize`` (seconds or ``"official"``; ``invert``'s
+            default; 0: each frame aligned alone, as metrics did before).
     """
 
     def __init__(self, detector, identity: IdentityNetwork, inverter: Inverter | None = None, *,
                  lpips: LPIPS | None = None, every: int = 1, max_frames: int | None = None,
-                 size: int | None = None, batch_size: int = 8, stabilize: float = DEFAULT_SMOOTHING_S):
+                 size: int | None = None, batch_size: int = 8, stabilize: float | str = DEFAULT_SMOOTHING_S):
         self.every, self.max_frames = check_sampling(every, max_frames)
         self.detector = detector
         self.identity = identity
         self.inverter = inverter
-        self.stabilize = float(stabilize)
+        parse_stabilize(stabilize)                      # a bad value fails here, not per clip
+        self.stabilize = stabilize
         self.align_size = int(inverter.resolution) if inverter is not None else int(size or 256)
         self.size = int(size or self.align_size)
         if self.size < 16:
@@ -191,9 +192,10 @@ class ClipEvaluator:
         acc_src, acc_inv = ConsistencyAccumulator(), ConsistencyAccumulator()
         batch: list[tuple[int, float, np.ndarray, np.ndarray]] = []
         sums: dict[str, list[float]] = {}
+        stab, sigma_s = parse_stabilize(self.stabilize)
         frames = VideoFaces(path, self.detector, output_size=self.align_size, every=self.every,
-                            max_frames=self.max_frames, info=info, policy="largest", stabilize=self.stabilize > 0,
-                            sigma_s=self.stabilize or DEFAULT_SMOOTHING_S, on_missing="passthrough", method="fast")
+                            max_frames=self.max_frames, info=info, policy="largest", stabilize=stab,
+                            sigma_s=sigma_s, on_missing="passthrough", method="fast")
         for ff in frames:
             res.frames_sampled += 1
             if ff.faces:

@@ -64,7 +64,7 @@ class EvalSettings:
         identity: identity network name (``arcface-r50``, ``dlib-resnet-v1``...).
         inverter: :meth:`Inverter.describe` of the inverter (None when source only).
         lpips: LPIPS variant.
-        stabilize: the face front end's landmark smoothing in seconds (0: each frame aligned alone).
+        stabilize: the face front end's ``--stabilize`` (seconds, 0: each frame alone; or a name).
         version: :data:`METRICS_VERSION`.
     """
 
@@ -77,7 +77,7 @@ class EvalSettings:
     identity: str = "dlib-resnet-v1"
     inverter: dict | None = None
     lpips: str | None = None
-    stabilize: float = 0.0
+    stabilize: float | str = 0.0
     version: int = METRICS_VERSION
 
     def to_dict(self) -> dict:

@@ -45,7 +45,8 @@ class RunOptions:
         face: ``largest``, a track id, or ``all``.
         on_missing: frames without a face: ``passthrough`` (kept unedited), ``hold`` (last face
             kept), ``error``.
-        stabilize: temporal smoothing strength in seconds (0 turns it off).
+        stabilize: temporal smoothing strength in seconds (0 turns it off), or ``"official"``
+            (see :func:`fsvideo.faces.stabilize.parse_stabilize`).
         blend: ``alpha`` (feathered mask) or ``poisson`` (``cv2.seamlessClone``).
         mask: ``auto`` (face parsing when its weights are present, else landmark hull), ``hull``, ``parsing``.
         start, end: seconds of the input to process (the output covers only that span).
@@ -64,7 +65,7 @@ class RunOptions:
     detector: str = "auto"
     face: str = "largest"
     on_missing: str = "passthrough"
-    stabilize: float = DEFAULT_SMOOTHING_S
+    stabilize: float | str = DEFAULT_SMOOTHING_S
     blend: str = "alpha"
     mask: str = "auto"
     start: float | None = None

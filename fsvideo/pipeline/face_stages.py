@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from fsvideo.faces.blend import MaskSmoother, face_mask, paste_back
-from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, parse_stabilize
 from fsvideo.faces.stream import FaceAligner
 from fsvideo.pipeline.chain import register_stage
 from fsvideo.pipeline.runner import FunctionStage, Packet, SinkStage, Stage
@@ -118,10 +118,9 @@ def make_detect(components, options) -> Stage:
 @register_stage("align")
 def make_align(components, options) -> Stage:
     """Track, select (``--face``), stabilise and align: adds ``faces`` and ``aligned``."""
-    stabilize = float(getattr(options, "stabilize", DEFAULT_SMOOTHING_S) or 0.0)
+    stabilize, sigma_s = parse_stabilize(getattr(options, "stabilize", DEFAULT_SMOOTHING_S))
     aligner = FaceAligner(None, components["fps"], output_size=components["resolution"],
-                          policy=getattr(options, "face", "largest"), stabilize=stabilize > 0,
-                          sigma_s=stabilize if stabilize > 0 else DEFAULT_SMOOTHING_S,
+                          policy=getattr(options, "face", "largest"), stabilize=stabilize, sigma_s=sigma_s,
                           on_missing=getattr(options, "on_missing", "passthrough"),
                           method=getattr(options, "align_method", "fast"),
                           source=str(components.get("source", "the video")))
