@@ -2,12 +2,12 @@
 
 Run:  python benchmarks/faces.py [--frames 60] [--clips pyfeat-single_face.mp4 liveportrait-d18.mp4]
 
-For each clip (first N frames of ../shared/media/videos/other/<clip>):
+For each clip (first N frames of ../shared/media/videos/other/<clip>; lt-FP006542HD02.mp4 is 1080p):
 
 * detection (dlib HOG + 68 landmarks) at full size and on a 320 / 640 px copy,
 * alignment to 1024: the exact FFHQ procedure and the fast cv2 path,
 * stabilisation (FaceStabilizer with optical flow, default strength) per frame,
-* paste-back of a 1024 crop (alpha blend; Poisson),
+* the landmark blend mask and the paste-back of a 1024 crop (alpha blend; Poisson; fastest of 7),
 * stabilisers (``--stabilize`` values), on the frames with a face:
   - jitter: ``crop_jitter`` (mean frame-to-frame motion of brow/eye/nose landmarks inside 256 px
     crops, followed by optical flow), lower is steadier;
@@ -48,6 +48,16 @@ def _ms(fn, items, repeat: int = 1) -> float:
     return 1000 * (time.perf_counter() - t) / (repeat * len(items))
 
 
+def _best(fn, repeat: int = 7) -> float:
+    """Fastest of ``repeat`` calls, in ms (robust to a loaded machine)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return 1000 * best
+
+
 def _row(label: str, value: float, unit: str) -> None:
     print(f"  {label + ':':42s} {value:8.2f} {unit}")
 
@@ -67,7 +77,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--clips", nargs="+", default=["pyfeat-single_face.mp4", "liveportrait-d18.mp4",
                                                     "styleganex-pexels-anthony-shkraba-production-8136210.mp4",
-                                                    "cremad-1001_DFA_ANG_XX.flv"])
+                                                    "cremad-1001_DFA_ANG_XX.flv", "lt-FP006542HD02.mp4"])
     ap.add_argument("--only", choices=["stabilise"], default=None, help="run only this part")
     ap.add_argument("--shared", default=os.environ.get("FSVIDEO_SHARED", str(REPO.parent / "shared")))
     args = ap.parse_args()
@@ -114,8 +124,9 @@ def main() -> None:
             _row(f"stabilise ({'with' if flow else 'no'} optical flow)", t, "ms/frame")
         a = align_face_fast(*pairs[0], 1024)
         mask = landmark_mask(a.landmarks, 1024)
+        _row("landmark mask (1024 crop)", _best(lambda: landmark_mask(a.landmarks, 1024)), "ms/face")
         for poisson in (False, True):
-            t = _ms(lambda _: paste_back(pairs[0][0], a.image, a.matrix, mask, poisson=poisson), range(4))
+            t = _best(lambda: paste_back(pairs[0][0], a.image, a.matrix, mask, poisson=poisson))
             _row(f"paste back 1024 crop, {'Poisson' if poisson else 'alpha blend'}", t, "ms/face")
         _stabilisers(frames, lms, ok, fps)
 

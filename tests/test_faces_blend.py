@@ -171,3 +171,54 @@ def test_paste_back_checks_its_arguments(obama):
         paste_back(img[..., 0], a.image, a.matrix, np.ones((64, 64)))
     # A mask of zeros changes nothing.
     np.testing.assert_array_equal(paste_back(img, a.image, a.matrix, np.zeros((64, 64))), img)
+
+
+def _whole_frame_paste(frame, face, matrix, mask):
+    """The reference: warp the face and its mask over the whole frame, blend every pixel."""
+    import cv2
+    inv = np.linalg.inv(np.asarray(matrix, np.float64))[:2]
+    H, W = frame.shape[:2]
+    f = cv2.warpAffine(face, inv, (W, H), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_REPLICATE)
+    a = cv2.warpAffine(mask, inv, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+    return np.clip(np.rint(a * f + (1 - a) * frame.astype(np.float32)), 0, 255).astype(np.uint8)
+
+
+def _whole_crop_feather(binary, feather_px):
+    """The reference feather: the distance transform over the whole crop."""
+    import cv2
+    pad = int(np.ceil(feather_px)) + 1
+    bp = cv2.copyMakeBorder((binary > 0).astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    t = np.clip(cv2.distanceTransform(bp, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[pad:-pad, pad:-pad] / feather_px, 0, 1)
+    return (t * t * (3 - 2 * t)).astype(np.float32)
+
+
+def test_region_only_paste_equals_the_whole_frame_path(media_dir):
+    """At 1080p the box-only mask, warp and blend give the whole-frame result within 1 grey level,
+    bit-identical outside the face; inplace writes into the frame itself."""
+    import cv2
+
+    from fsvideo.faces.blend import _feather
+    from fsvideo.video.io import VideoReader
+    frame = next(iter(VideoReader(media_dir / "videos" / "other" / "lt-FP006542HD02.mp4"))).image
+    lm = DlibDetector(max_side=640).detect(frame)[0].landmarks
+    a = align_face_fast(frame, lm, 1024)
+    gen = cv2.GaussianBlur(a.image, (0, 0), 3)[:, ::-1].copy()          # a "generated" face unlike the source
+    mask = landmark_mask(a.landmarks, 1024)
+    binary = np.zeros((1024, 1024), np.uint8)
+    cv2.circle(binary, (1000, 500), 100, 1, -1)                         # touches the crop's border too
+    for b in (mask > 0, binary):
+        np.testing.assert_allclose(_feather(b, 40.96), _whole_crop_feather(b, 40.96), atol=1e-6)
+    got = paste_back(frame, gen, a.matrix, mask)
+    want = _whole_frame_paste(frame, gen, a.matrix, mask)
+    assert np.abs(got.astype(int) - want).max() <= 1
+    assert (got != frame).any(axis=2).sum() > 100_000                    # the face did change
+    warped = warp_to_frame(gen, a.matrix, mask, frame.shape)
+    x0, y0, _, alpha = warped
+    outside = np.ones(frame.shape[:2], bool)
+    outside[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]] = alpha <= 0
+    np.testing.assert_array_equal(got[outside], frame[outside])
+    mine = frame.copy()
+    assert paste_back(mine, gen, a.matrix, mask, inplace=True) is mine
+    np.testing.assert_array_equal(mine, got)

@@ -209,3 +209,28 @@ def test_official_filter_equals_scipy_gaussian_filter1d(template):
     assert FaceStabilizer(25.0, **kw).delay == 5 + 12 + 24
     with pytest.raises(InputError, match="unknown stabiliser"):
         stabilizer_options("strong")
+
+
+def test_frame_sampling_is_one_helper():
+    """--every / --max-frames: one helper for align and metrics; the count matches what it yields."""
+    from types import SimpleNamespace
+
+    from fsvideo.faces import sample_frames, sampled_count
+    frames = [SimpleNamespace(index=i) for i in range(95)]
+    for every, mx in [(1, None), (4, None), (4, 10), (3, 100), (7, 1)]:
+        got = [f.index for f in sample_frames(iter(frames), every, mx)]
+        want = list(range(0, 95, every))[:mx]
+        assert got == want and sampled_count(95, every, mx) == len(want)
+    assert sampled_count(None, 2, 5) == 5 and sampled_count(None, 2) is None
+    pulled = []
+
+    def source():
+        for f in frames:
+            pulled.append(f.index)
+            yield f
+    list(sample_frames(source(), 2, 3))
+    assert max(pulled) <= 6                        # stops decoding once max_frames are out
+    with pytest.raises(InputError, match="--every 0"):
+        list(sample_frames(frames, 0))
+    with pytest.raises(InputError, match="--max-frames 0"):
+        sampled_count(10, 1, 0)

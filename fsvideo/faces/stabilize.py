@@ -41,13 +41,15 @@ is within 0.4 frame, but it sits 0.3-0.55 px at 256 off the detected face instea
 (equal to ``scipy.ndimage.gaussian_filter1d`` on a clip with a face in every frame; tested).
 
 The default's sigmas are in seconds and converted with ``fps``, so a 25 and a 50 fps clip of the
-same scene are smoothed alike (the official sigmas are in frames).  The look-ahead is bounded: a frame comes out at most :attr:`FaceStabilizer.delay`
-frames after it went in (``max_gap + ceil(truncate * sigma) + ceil(truncate * quad_sigma)``), and
-the stabiliser keeps only that many frames' landmarks (and one grey frame for the flow).
+same scene are smoothed alike (the official sigmas are in frames).  The look-ahead is bounded: a
+frame comes out at most :attr:`FaceStabilizer.delay` frames after it went in
+(``max_gap + ceil(truncate * sigma) + ceil(truncate * quad_sigma)``), and the stabiliser keeps
+only that many frames' landmarks (and one grey frame for the flow).
 
 Frames without a face follow ``on_missing``: ``"passthrough"`` (the default: returned with
 ``status="missing"`` and no quad, so the caller keeps the frame unedited), ``"hold"`` (the last
-quad is repeated, ``status="held"``, until the face is seen again or the stream ends) or ``"error"`` (:class:`~fsvideo.errors.InputError`).
+quad is repeated, ``status="held"``, until the face is seen again or the stream ends) or
+``"error"`` (:class:`~fsvideo.errors.InputError`).
 
 Example::
 
