@@ -23,7 +23,7 @@ def test_two_moving_faces_keep_their_ids_in_any_order():
     ids = None
     for t in range(30):
         a, b = _face(100 + 5 * t, 100), _face(600 - 5 * t, 120, 90)
-        faces = tr.update([a, b] if t % 2 else [b, a])  # detection order changes
+        tr.update([a, b] if t % 2 else [b, a])  # detection order changes
         got = (a.track_id, b.track_id)
         assert None not in got and got[0] != got[1]
         ids = ids or got
