@@ -238,41 +238,39 @@ class _Frames:
 def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize: bool, sigma: float, method: str,
                  on_missing: str, every: int, max_frames: int | None) -> dict:
     """Runs ``pipelines/align.yaml`` (decode -> detect -> align -> write_aligned) as a stream."""
-    from types import SimpleNamespace
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fsvideo.pipeline.chain import build_chain
+    from fsvideo.pipeline.components import Components
     from fsvideo.pipeline.runner import run_chain
     from fsvideo.video.io import probe
     info = probe(path)
     fps = float(info.fps) / every if info.fps else 25.0 / every
     frames = _Frames(path, info, every, max_frames)
-    records, without = [], []
+    records, without, tracks = [], [], set()
 
     def write(p) -> None:
         if not p["faces"]:
             without.append(p["index"])
         for tf in p["faces"]:
+            tracks.add(tf.track_id)
             name = f"f{p['index']:06d}_t{tf.track_id:02d}.png"
             _write_png(tmp / name, tf.aligned.image)
             records.append(_face_record(name, tf, {"frame": p["index"], "time": round(p["time"], 4)}))
 
-    opts = SimpleNamespace(face=policy, stabilize=sigma if stabilize else 0.0, on_missing=on_missing,
-                           align_method=method)
-    comps = dict(reader=frames, detector=det, fps=fps, resolution=size, source=str(path), aligned_sink=write)
-    stages = build_chain("align", comps, opts)
-    fa = next(s for s in stages if s.name == "align").aligner
+    comps = Components(reader=frames, detector=det, fps=fps, resolution=size, source=str(path), frame_sink=write)
+    stages = build_chain("align", comps, {"track_align": {"face": policy, "stabilize_s": sigma if stabilize else 0.0,
+                                                          "on_missing": on_missing, "method": method}})
     with Progress(TextColumn("aligning"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                   TimeRemainingColumn(), console=err_console, transient=True) as prog:
         task = prog.add_task("aligning", total=len(frames) or None)
-        run_chain(stages, progress=lambda done, total: prog.update(task, completed=done))
-    st = fa.stats
+        st = run_chain(stages, progress=lambda done, total: prog.update(task, completed=done)).counts
+    frames_done, faceless = st["aligned_frames"], st["aligned_frames_without_face"]
     return {"fps": round(float(info.fps), 4) if info.fps else None, "every": every,
             "stabilize": {"sigma_s": sigma, "quad_sigma_s": 2 * sigma, "optical_flow": True,
-                          "delay_frames": fa.delay} if stabilize else None,
+                          "delay_frames": st["stabilizer_delay_frames"]} if stabilize else None,
             "on_missing_face": on_missing,
-            "summary": {"frames": st.frames, "frames_with_face": st.frames_with_face,
-                        "frames_without_face": st.frames_without_face, "faces_written": len(records),
-                        "interpolated": st.interpolated, "held": st.held, "tracks": sorted(st.track_ids)},
+            "summary": {"frames": frames_done, "frames_with_face": frames_done - faceless,
+                        "frames_without_face": faceless, "faces_written": len(records),
+                        "interpolated": st["interpolated_faces"], "held": st["held_faces"], "tracks": sorted(tracks)},
             "frames_without_face": _ranges(without, every), "faces": records}
