@@ -473,3 +473,22 @@ def test_repo_pipeline_files_parse(name):
         assert names[-1] == "encode_video" and "encode" in names and "generate" in names
     if name == "edit":
         assert names == ["decode", "detect", "track_align", "encode", "edit", "generate", "blend", "encode_video"]
+
+
+def test_core_budget_is_decided_once_from_the_machine_and_restored():
+    import cv2
+    import torch
+
+    from fsvideo.pipeline.budget import available_cores, core_budget
+    seq = core_budget(device_type="cpu", threads=False, cores=2)
+    assert (seq.torch_threads, seq.opencv_threads, seq.workers) == (2, 2, 1)
+    cpu = core_budget(device_type="cpu", threads=True, cores=2)       # networks keep the cores, no oversubscription
+    assert (cpu.torch_threads, cpu.opencv_threads, cpu.workers) == (2, 1, 1)
+    gpu = core_budget(device_type="cuda", threads=True, cores=16)     # the CPU goes to per-frame stages
+    assert (gpu.torch_threads, gpu.opencv_threads, gpu.workers) == (1, 1, 15)
+    assert core_budget(device_type="cuda", threads=True, cores=16, workers=3).workers == 3
+    assert core_budget(device_type="cpu", threads=True).cores == available_cores()
+    before = (torch.get_num_threads(), cv2.getNumThreads())
+    with core_budget(device_type="cuda", threads=True, cores=4).applied():
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 1)
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before

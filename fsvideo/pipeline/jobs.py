@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from fsvideo.config import ModelConfig, load_config, resolve_config_path, resolve_weights
 from fsvideo.edits.requests import EditRequest
 from fsvideo.errors import InputError
+from fsvideo.pipeline.budget import core_budget
 from fsvideo.pipeline.components import Components
 from fsvideo.pipeline.options import RunOptions, stage_options
 from fsvideo.pipeline.stage import RunStats
@@ -54,14 +54,6 @@ def default_output(input_path: Path, edits: list[EditRequest], suffix: str | Non
 def is_image_name(p: Path) -> bool:
     from fsvideo.video.io import IMAGE_EXTENSIONS
     return p.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def default_workers() -> int:
-    """Workers of a per-frame stage: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _face_parser(cfg: ModelConfig, mask: str, device: torch.device):
@@ -140,11 +132,11 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
         writer = VideoWriter(out_tmp, info, codec=opts.codec, crf=opts.crf,
                              audio_from=info.path if info.has_audio else None, start=opts.start, end=opts.end,
                              width=width, height=info.height, keep_rotation=not opts.compare)
-    with writer:
+    budget = core_budget(device_type=job.device.type, threads=opts.threads, workers=opts.workers)
+    with writer, budget.applied():
         stages = build_chain(pipeline, job.components.with_(writer=writer), stage_options(opts))
-        return run_chain(stages, queue_size=opts.queue_size, threads=opts.threads,
-                         workers=opts.workers or default_workers(), progress=progress,
-                         total=len(job.components.reader))
+        return run_chain(stages, queue_size=opts.queue_size, threads=opts.threads, workers=budget.workers,
+                         progress=progress, total=len(job.components.reader))
 
 
 def summarise(summary: RunSummary, stats: RunStats, t0: float) -> RunSummary:

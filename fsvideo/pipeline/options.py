@@ -38,7 +38,8 @@ class RunOptions:
         overwrite: replace an existing output.
         queue_size: packets each queue between stage threads holds.
         threads: stream through threads (False: frame by frame in one thread, the baseline).
-        workers: threads each per-frame stage may use (None: from the machine's cores).
+        workers: threads each per-frame stage may use (None: from the run's core budget,
+            :func:`fsvideo.pipeline.budget.core_budget`).
     """
 
     config: str = "ffhq"
