@@ -38,6 +38,7 @@ import collections
 import logging
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -267,6 +268,10 @@ def run_chain(stages: Sequence[Stage], *, source: Iterable[Packet] | None = None
     if sink_stage is not None:
         sink = sink_stage.consume
         kwargs.setdefault("sink_name", sink_stage.name)
+    ends = {0: src_stage, -1: sink_stage}
+    counts = {i: Counter() for i, st in ends.items() if st is not None}
+    for i, c in counts.items():
+        ends[i].bind_counts(c)
     try:
         if sink_stage is not None:
             sink_stage.setup()
@@ -274,10 +279,8 @@ def run_chain(stages: Sequence[Stage], *, source: Iterable[Packet] | None = None
     finally:
         if sink_stage is not None:
             sink_stage.close()
-    if sink_stage is not None and sink_stage._counts:
-        stats.stages[-1].counts.update(sink_stage._counts)
-    if src_stage is not None and src_stage._counts:
-        stats.stages[0].counts.update(src_stage._counts)
+    for i, c in counts.items():           # what the source and sink stages reported
+        stats.stages[i].counts.update(c)
     return stats
 
 
