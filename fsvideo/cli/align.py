@@ -242,6 +242,7 @@ def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize: bool,
 
     from fsvideo.pipeline.chain import build_chain
     from fsvideo.pipeline.components import Components
+    from fsvideo.pipeline.options import RunOptions, stage_options
     from fsvideo.pipeline.runner import run_chain
     from fsvideo.video.io import probe
     info = probe(path)
@@ -259,8 +260,8 @@ def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize: bool,
             records.append(_face_record(name, tf, {"frame": p["index"], "time": round(p["time"], 4)}))
 
     comps = Components(reader=frames, detector=det, fps=fps, resolution=size, source=str(path), frame_sink=write)
-    stages = build_chain("align", comps, {"track_align": {"face": policy, "stabilize_s": sigma if stabilize else 0.0,
-                                                          "on_missing": on_missing, "method": method}})
+    opts = RunOptions(face=policy, stabilize=sigma if stabilize else 0.0, on_missing=on_missing, align_method=method)
+    stages = build_chain("align", comps, stage_options(opts))
     with Progress(TextColumn("aligning"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                   TimeRemainingColumn(), console=err_console, transient=True) as prog:
         task = prog.add_task("aligning", total=len(frames) or None)

@@ -10,13 +10,18 @@
 * :mod:`.video_stages`, :mod:`.face_stages`, :mod:`.model_stages`  the registered stages
 * :mod:`.jobs`, :mod:`.edit`, :mod:`.invert`  edit_video, invert_video
 """
-from fsvideo.pipeline.chain import (PIPELINES_DIR, STAGE_MODULES, build_chain, load_chain_spec, register_stage,
-                                    registered_stages)
-from fsvideo.pipeline.components import Components
-from fsvideo.pipeline.runner import run_chain, run_pipeline
-from fsvideo.pipeline.stage import (FunctionStage, Packet, RunStats, SinkStage, SourceStage, Stage, StageStats,
-                                    check_chain, max_in_flight)
+from fsvideo._lazy import lazy_exports
 
-__all__ = ["PIPELINES_DIR", "STAGE_MODULES", "Components", "FunctionStage", "Packet", "RunStats", "SinkStage",
-           "SourceStage", "Stage", "StageStats", "build_chain", "check_chain", "load_chain_spec", "max_in_flight",
-           "register_stage", "registered_stages", "run_chain", "run_pipeline"]
+# Imported on first use, so `fsvideo edit --help` (which reads the defaults of .options) stays light.
+_EXPORTS = {
+    **dict.fromkeys(["PIPELINES_DIR", "STAGE_MODULES", "build_chain", "load_chain_spec", "register_stage",
+                     "registered_stages"], "fsvideo.pipeline.chain"),
+    "Components": "fsvideo.pipeline.components",
+    **dict.fromkeys(["run_chain", "run_pipeline"], "fsvideo.pipeline.runner"),
+    **dict.fromkeys(["FunctionStage", "Packet", "RunStats", "SinkStage", "SourceStage", "Stage", "StageStats",
+                     "check_chain", "max_in_flight"], "fsvideo.pipeline.stage"),
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+__all__ = sorted(_EXPORTS)
