@@ -7,7 +7,7 @@ against each stage factory's signature: an option no stage takes is a ConfigErro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -69,13 +69,6 @@ class RunOptions:
 
 
 DEFAULTS = RunOptions()
-
-
-def default(name: str) -> Any:
-    """The default of option ``name`` (for the command line's ``--help`` and the stage factories)."""
-    if name not in {f.name for f in fields(RunOptions)}:
-        raise KeyError(name)
-    return getattr(DEFAULTS, name)
 
 
 def stage_options(opts: RunOptions) -> dict[str, dict[str, Any]]:
