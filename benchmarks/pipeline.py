@@ -49,17 +49,16 @@ def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threa
             out_dir: str) -> dict:
     """Edit ``seconds`` of ``clip``; returns fps, per-stage stats and peak RSS of this process."""
     import fsvideo.pipeline.edit as E
-    from fsvideo.pipeline.components import EditRequest
+    from fsvideo import EditRequest, RunOptions
     stats_box = {}
-    orig = E._run
+    orig = E.run_job
 
-    def spy(*a, **k):
-        stats, align = orig(*a, **k)
-        stats_box["stats"] = stats
-        return stats, align
-    E._run = spy
-    opts = E.RunOptions(generator=gen, encoder=enc, detector="dlib", end=seconds, threads=threads,
-                        batch_size=batch if threads else 1, mask="hull", overwrite=True)
+    def spy(*a, **k):                 # the run's statistics (per stage), which the summary does not carry
+        stats_box["stats"] = orig(*a, **k)
+        return stats_box["stats"]
+    E.run_job = spy
+    opts = RunOptions(generator=gen, encoder=enc, detector="dlib", end=seconds, threads=threads,
+                      batch_size=batch if threads else 1, mask="hull", overwrite=True)
     t = time.perf_counter()
     s = E.edit_video(clip, Path(out_dir) / f"out_{threads}_{seconds}.mp4", edits=[EditRequest(direction, 1.0)],
                      options=opts)
@@ -92,8 +91,11 @@ def main() -> None:
         one_run(**common, seconds=0.2, threads=True)                       # warm-up (imports, caches)
         seq = one_run(**common, seconds=a.seconds, threads=False)
         par = one_run(**common, seconds=a.seconds, threads=True)
+        from fsvideo.pipeline.budget import core_budget
         print(f"clip {Path(a.clip).name}, {seq['frames']} frames, generator {a.size} px, "
-              f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+              f"OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS', 'unset')}")
+        print(f"core budget, sequential: {core_budget(device_type='cpu', threads=False).describe()}")
+        print(f"core budget, streaming:  {core_budget(device_type='cpu', threads=True).describe()}")
         print(f"\n{'stage (alone, sequential run)':<32}{'frames/s':>10}")
         for name, v in seq["stages"].items():
             fps = v["packets"] / v["busy"] if v["busy"] > 0 else float("inf")

@@ -113,7 +113,8 @@ class ModelConfig:
     """Which networks and directions a pipeline uses (``model:`` of ``configs/ffhq.yaml``).
 
     ``generator`` and ``encoder`` are weights-registry names or file paths.  ``directions`` maps an
-    attribute name (``--attr smile``) to a registry name or a ``.npy`` path.
+    attribute name (``--attr smile``) to a registry name or a ``.npy`` path.  ``edit_step`` is the
+    scale of a unit direction in Eq. 1 (``w~ = w + edit_step * s * d``; 15 officially).
     """
 
     name: str = "ffhq"
@@ -125,7 +126,6 @@ class ModelConfig:
         "smile": "direction-smile", "makeup": "direction-makeup", "eyeglasses": "direction-eyeglasses"})
     edit_step: float = 15.0
     face_parser: str | None = "bisenet-19"
-    identity: str | None = "arcface-r50"
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
@@ -138,3 +138,19 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
         return bundled
     raise ConfigError(f"no config named {name_or_path!r}",
                       hint=f"pass a YAML path or one of: {', '.join(sorted(x.stem for x in CONFIG_DIR.glob('*.yaml')))}")
+
+
+def resolve_weights(ref: str | Path) -> Path:
+    """A file path as given, or the cached file of a weights-registry name (error if absent).
+
+    The one place the rest of fsvideo turns a weights reference of a config or a command-line
+    option into a file.
+    """
+    p = Path(ref)
+    if p.suffix in (".pt", ".pth", ".safetensors", ".npy", ".ckpt") or p.exists():
+        if not p.is_file():
+            from fsvideo.errors import InputError
+            raise InputError(f"weights file {p} not found", hint="check the path")
+        return p
+    from fsvideo import weights
+    return weights.require(str(ref))

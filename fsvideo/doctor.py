@@ -162,8 +162,7 @@ def check_weights() -> tuple[bool, str]:
 def check_pipeline(workdir: Path | None = None) -> tuple[bool, str]:
     """Edit the synthetic clip with a tiny random model through the real pipeline."""
     from fsvideo.models.random_init import random_model, save_official_checkpoints
-    from fsvideo.pipeline.components import EditRequest
-    from fsvideo.pipeline.edit import RunOptions, edit_video
+    from fsvideo import EditRequest, RunOptions, edit_video
     from fsvideo.video.io import probe
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         d = Path(d)

@@ -6,8 +6,12 @@ A latents file is a ZIP archive (stored, not compressed) written as the video st
   ``frame`` int64 [n], ``track`` int64 [n], ``w`` float32 [n, n_latent, 512],
   ``F`` float32 (or float16) [n, C, 16, 16], ``matrix`` float64 [n, 3, 3] (aligned pixel -> frame pixel),
   ``landmarks`` float32 [n, 68, 2] (in aligned-crop coordinates);
-* ``meta.json`` (last): source path and sha256, frame count, fps, model names, resolution, K,
-  noise seed, F storage dtype.
+* ``meta.json`` (last): source path and sha256, frame count, model identities (``generator``,
+  ``encoder`` and their ``*_sha256``), resolution, K (``k``), ``noise_seed``, F storage dtype.
+
+A re-edit (``fsvideo edit --latents``) must use what the file records: :meth:`LatentsReader.check`
+refuses another source, another model (checksums) or another K with one line naming both values,
+and :attr:`LatentsReader.noise_seed` is the seed it re-uses unless told otherwise.
 
 Only numpy arrays are stored (``allow_pickle=False`` on read): a latents file never runs code.
 Memory stays bounded: a chunk is written as soon as it is full.
@@ -103,6 +107,47 @@ class LatentsReader:
 
     def __len__(self) -> int:
         return int(self.meta["frames"])
+
+    @property
+    def noise_seed(self) -> int | None:
+        """The generator noise seed the latents were made with (None in files that lack it)."""
+        seed = self.meta.get("noise_seed")
+        return None if seed is None else int(seed)
+
+    def check(self, *, source: str | Path, source_sha256: str, resolution: int, k: int, models: dict) -> None:
+        """Refuse to re-edit with anything other than what made the file.
+
+        Args:
+            source, source_sha256: the video being edited and its checksum.
+            resolution, k: the generator's size and the feature layer K of the model in use.
+            models: ``{"generator": name, "generator_sha256": ..., "encoder": ..., "encoder_sha256": ...}``
+                of the model in use (names are compared only where the file has no checksum).
+
+        Raises:
+            InputError: one line naming the file, what differs, and both values.
+        """
+        meta = self.meta
+        if meta.get("source_sha256") and meta["source_sha256"] != source_sha256:
+            raise InputError(f"{self.path} was made from another file than {source}",
+                             hint=f"run `fsvideo invert {source}` to make its latents")
+        if meta.get("resolution") not in (None, resolution):
+            raise InputError(f"{self.path} holds latents of a {meta.get('resolution')} px model, this model is "
+                             f"{resolution} px", hint="use the same model as `fsvideo invert` did")
+        if meta.get("k") not in (None, k):
+            raise InputError(f"{self.path} holds F of layer K={meta['k']}, this model uses K={k}",
+                             hint="use the config (feature_index) `fsvideo invert` used")
+        for role in ("generator", "encoder"):
+            stored_sha, sha = meta.get(f"{role}_sha256"), models.get(f"{role}_sha256")
+            stored, name = meta.get(role), models.get(role)
+            if stored_sha and sha:
+                differs = stored_sha != sha
+            else:
+                differs = stored is not None and name is not None and str(stored) != str(name)
+            if differs:
+                was = f"{stored} (sha256 {str(stored_sha)[:12]})" if stored_sha else str(stored)
+                now = f"{name} (sha256 {str(sha)[:12]})" if sha else str(name)
+                raise InputError(f"{self.path} was made with {role} {was}, this run uses {now}",
+                                 hint=f"pass --{role} {stored} (the {role} `fsvideo invert` used)")
 
     def __iter__(self) -> Iterator[FrameLatents]:
         for c in range(int(self.meta["chunks"])):

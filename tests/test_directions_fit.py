@@ -166,7 +166,7 @@ def test_cli_fit_saves_a_released_format_direction_found_by_name(tmp_path):
     assert abs(float(np.linalg.norm(arr)) - 1.0) < 1e-5 and float(arr[0] @ d) > 0.6
     loaded = load_direction(target, N_LATENT, 512)           # what `fsvideo edit --attr smile_mine` uses
     np.testing.assert_allclose(loaded.numpy().reshape(1, -1), arr, atol=1e-7)
-    from fsvideo.pipeline.components import _user_direction
+    from fsvideo.edits.requests import _user_direction
     torch.testing.assert_close(_user_direction("smile_mine", N_LATENT, 512), loaded)
     res = CliRunner().invoke(cli, args)                       # exists: refuses without --overwrite
     assert res.exit_code != 0 and "already exists" in str(res.exception)

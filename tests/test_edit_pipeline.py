@@ -11,8 +11,7 @@ import pytest
 from fsvideo.cli import main as cli_main
 from fsvideo.errors import InputError, OutputError
 from fsvideo.models.random_init import random_model, save_official_checkpoints
-from fsvideo.pipeline.components import EditRequest
-from fsvideo.pipeline.edit import RunOptions, edit_video, invert_video
+from fsvideo import EditRequest, RunOptions, edit_video, invert_video
 from fsvideo.video.io import VideoReader, probe
 
 CLIP = "videos/other/pyfeat-single_face.mp4"
@@ -184,3 +183,80 @@ def test_unwritable_output_folder(tiny, media_dir, tmp_path):
             edit_video(media_dir / CLIP, ro / "o.mp4", edits=[EditRequest(tiny["dir"], 1.0)], options=_opts(tiny))
     finally:
         ro.chmod(0o700)
+
+
+def test_latents_reedit_uses_the_stored_seed_and_refuses_another_model(tiny, media_dir, tmp_path):
+    """A re-edit uses the noise seed the latents file records unless --seed says otherwise, and only
+    the model (checksums) that made it."""
+    from fsvideo.latents import LatentsReader
+    src = media_dir / CLIP
+    lat = tmp_path / "s.latents"
+    invert_video(src, tmp_path / "inv.mp4", latents_out=lat, options=_opts(tiny, end=0.3, seed=3))
+    meta = LatentsReader(lat).meta
+    assert meta["noise_seed"] == 3 and meta["k"] == 5
+    assert len(meta["generator_sha256"]) == len(meta["encoder_sha256"]) == 64
+    reqs = [EditRequest(tiny["dir"], 1.5)]
+    edit_video(src, tmp_path / "d3.mp4", edits=reqs, options=_opts(tiny, end=0.3, seed=3))
+    edit_video(src, tmp_path / "l.mp4", edits=reqs, options=_opts(tiny, end=0.3), latents=lat)
+    edit_video(src, tmp_path / "l0.mp4", edits=reqs, options=_opts(tiny, end=0.3, seed=0), latents=lat)
+    d3, stored, told = (_frames(tmp_path / n) for n in ("d3.mp4", "l.mp4", "l0.mp4"))
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(d3, stored)) < 0.05
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(d3, told)) > 0.05   # --seed 0 obeyed
+    other = tmp_path / "other"
+    other.mkdir()
+    enc2, _ = save_official_checkpoints(random_model(64, seed=5), other)
+    with pytest.raises(InputError, match=f"made with encoder {tiny['enc']}.*this run uses {enc2}"):
+        edit_video(src, tmp_path / "x.mp4", edits=reqs, options=_opts(tiny, end=0.3, encoder=str(enc2)), latents=lat)
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_edit_step_of_the_config_scales_eq1(tiny):
+    """ModelConfig.edit_step reaches Eq. 1: step 30 with strength 1 is step 15 with strength 2."""
+    import torch
+
+    from fsvideo.edits.eq1 import EditSpec, edit_codes
+    from fsvideo.edits.directions import load_direction
+    from fsvideo.models.execution import ModelExecutor
+    from fsvideo.models.loading import load_feature_style_model
+    from fsvideo.pipeline import Components
+    from fsvideo.pipeline.model_stages import make_edit
+    model = load_feature_style_model(tiny["gen"], tiny["enc"])
+    ex = ModelExecutor(model, batch_size=2)
+    G = model.generator
+    d = load_direction(tiny["dir"], G.n_latent, G.style_dim)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, G.n_latent, G.style_dim, generator=g)
+    f = torch.randn(3, *G.feature_shape(model.k), generator=g)
+    stage = make_edit(Components(executor=ex, edits=(EditSpec("d", d, 1.0),), edit_step=30.0))
+    (p,) = stage.process([{"index": 0, "w": w, "F": f}])
+    we, fe = edit_codes(model, w, f, [EditSpec("d", d, 2.0)], ex.noise, step=15.0)
+    assert torch.allclose(p["w_edit"], we, atol=1e-5) and torch.allclose(p["F_edit"], fe, atol=1e-4)
+    assert not torch.allclose(p["w_edit"], edit_codes(model, w, f, [EditSpec("d", d, 1.0)], ex.noise)[0])
+
+
+def test_run_options_reach_the_stages_with_one_default():
+    """--detect-batch reaches the detector stage (FAN batching), --align-method the aligner, and the
+    stabilisation default is RunOptions' everywhere (CLI, stage factory)."""
+    import inspect
+
+    from fsvideo.cli.edit import edit as edit_cmd
+    from fsvideo.pipeline import Components, build_chain
+    from fsvideo.pipeline.face_stages import make_track_align
+    from fsvideo.pipeline.options import stage_options
+
+    class Det:
+        name = "fake"
+
+        def detect_batch(self, images):
+            return [[] for _ in images]
+
+    comps = Components(reader=[], detector=Det(), resolution=64, fps=30.0, frame_sink=print)
+    stages = build_chain("align", comps, stage_options(RunOptions(detect_batch=8, align_method="exact",
+                                                                   stabilize=0.1)))
+    detect, align = stages[1], stages[2]
+    assert detect.batch_size == 8 and align.aligner.method == "exact"
+    assert align.aligner.stabilizer.delay > build_chain("align", comps, stage_options(RunOptions()))[2].aligner.delay
+    cli_default = next(p.default for p in edit_cmd.params if p.name == "stabilize")
+    stage_default = inspect.signature(make_track_align).parameters["stabilize_s"].default
+    assert cli_default == stage_default == RunOptions().stabilize
+    assert {p.name for p in edit_cmd.params} >= {"detect_batch", "align_method", "workers"}

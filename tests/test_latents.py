@@ -35,3 +35,35 @@ def test_incomplete_file_is_a_clear_error(tmp_path):
     (tmp_path / "c.latents").write_bytes(b"junk")
     with pytest.raises(InputError, match="c.latents"):
         LatentsReader(tmp_path / "c.latents")
+
+
+def _meta(**kw):
+    base = dict(source_sha256="aa", resolution=64, k=5, noise_seed=3, generator="g.pt", generator_sha256="1" * 64,
+                encoder="e.pt", encoder_sha256="2" * 64)
+    base.update(kw)
+    return base
+
+
+def _written(tmp_path, meta):
+    w = LatentsWriter(tmp_path / "m.latents", meta=meta)
+    w.add(_frame(0, 1, np.random.default_rng(0)))
+    w.close()
+    return LatentsReader(tmp_path / "m.latents")
+
+
+def test_check_refuses_another_model_or_k_naming_both_values(tmp_path):
+    r = _written(tmp_path, _meta())
+    assert r.noise_seed == 3
+    same = dict(generator="stylegan2-ffhq", generator_sha256="1" * 64, encoder="e.pt", encoder_sha256="2" * 64)
+    r.check(source="v.mp4", source_sha256="aa", resolution=64, k=5, models=same)   # another name, same file: fine
+    with pytest.raises(InputError, match="K=5, this model uses K=6"):
+        r.check(source="v.mp4", source_sha256="aa", resolution=64, k=6, models=same)
+    other = dict(same, encoder="other.pt", encoder_sha256="3" * 64)
+    with pytest.raises(InputError, match=r"made with encoder e.pt \(sha256 222222222222\), this run uses "
+                                         r"other.pt \(sha256 333333333333\)"):
+        r.check(source="v.mp4", source_sha256="aa", resolution=64, k=5, models=other)
+    with pytest.raises(InputError, match="another file than v.mp4"):
+        r.check(source="v.mp4", source_sha256="bb", resolution=64, k=5, models=same)
+    old = _written(tmp_path, _meta(generator_sha256=None, encoder_sha256=None))   # a file without checksums
+    with pytest.raises(InputError, match="generator g.pt, this run uses h.pt"):
+        old.check(source="v.mp4", source_sha256="aa", resolution=64, k=5, models=dict(same, generator="h.pt"))

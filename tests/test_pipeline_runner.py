@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from fsvideo.errors import ConfigError, InputError, PipelineError
-from fsvideo.pipeline import (FunctionStage, Stage, build_chain, check_chain, load_chain_spec, max_in_flight,
-                              register_stage, run_chain, run_pipeline)
+from fsvideo.pipeline import (Components, FunctionStage, Stage, build_chain, check_chain, load_chain_spec,
+                              max_in_flight, register_stage, registered_stages, run_chain, run_pipeline)
 from fsvideo.pipeline.chain import PIPELINES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -287,6 +287,53 @@ def test_progress_callback_and_stats():
     assert (a.name, a.packets, a.calls) == ("a", 12, 4)  # 5 + 5 + 2 and the flush call
 
 
+class Slowish(Stage):
+    """A per-frame stage whose calls take random times: workers finish out of order."""
+
+    name = "slowish"
+    needs = ("x",)
+    adds = ("v",)
+    per_frame = True
+
+    def __init__(self, batch_size=1):
+        self.batch_size = batch_size
+        self.threads: set[str] = set()
+        self.rng = random.Random(0)
+        self.lock = threading.Lock()
+
+    def process(self, packets):
+        with self.lock:
+            delay = self.rng.random() * 0.004
+        self.threads.add(threading.current_thread().name)
+        time.sleep(delay)
+        for p in packets:
+            p["v"] = p["x"] * 3
+        return packets
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_per_frame_stage_runs_in_several_workers_in_order(batch):
+    st = Slowish(batch)
+    out, stats = run_collect(60, [st, Jitter("after", "y", lambda x: x, seed=4)], workers=3, queue_size=2)
+    assert [p["index"] for p in out] == list(range(60)) and all(p["v"] == 3 * p["x"] for p in out)
+    assert len(st.threads) > 1                              # really ran in several workers
+    assert stats.stages[1].packets == 60 and stats.stages[1].calls == -(-60 // batch) + 1   # + flush
+    seq, _ = run_collect(60, [Slowish(batch)], threads=False)
+    assert [p["v"] for p in seq] == [p["v"] for p in out]
+    with pytest.raises(ConfigError, match="workers"):
+        run_collect(3, [Slowish()], workers=0)
+
+
+def test_failure_in_a_worker_names_the_stage_and_frame():
+    class Bad(Slowish):
+        def process(self, packets):
+            if any(p["index"] == 17 for p in packets):
+                raise ValueError("boom")
+            return super().process(packets)
+    with pytest.raises(PipelineError, match="'slowish' failed on frame 17.*boom"):
+        run_collect(40, [Bad()], workers=3)
+
+
 def test_check_chain_names_the_stage_and_missing_key():
     stages = [Jitter("a", "y", lambda x: x), Jitter("needs_q", "z", lambda x: x, needs=("q",))]
     with pytest.raises(ConfigError, match="'needs_q' needs q"):
@@ -299,12 +346,8 @@ def test_check_chain_names_the_stage_and_missing_key():
 
 # ----------------------------------------------------------------------------------------- chains
 
-class _Src(Stage):
-    pass
-
-
 @register_stage("test_numbers")
-def _make_numbers(components, options, *, count: int = 5):
+def _make_numbers(components, *, count: int = 5):
     from fsvideo.pipeline import SourceStage
 
     class Numbers(SourceStage):
@@ -317,21 +360,22 @@ def _make_numbers(components, options, *, count: int = 5):
 
 
 @register_stage("test_scale")
-def _make_scale(components, options, *, factor: float = 2.0):
-    gain = components["gain"]  # components are taken at build time
+def _make_scale(components, *, factor: float = 2.0, gain: float = 1.0, batch: int = 1):
     return FunctionStage("test_scale", lambda ps: [{**p, "y": p["x"] * factor * gain} for p in ps],
-                         needs=("x",), adds=("y",), batch_size=options.get("batch", 1))
+                         needs=("x",), adds=("y",), batch_size=batch)
 
 
 @register_stage("test_collect")
-def _make_collect(components, options):
+def _make_collect(components):
     from fsvideo.pipeline import SinkStage
+    out = components.need("frame_sink", "test_collect")  # components are taken at build time
 
     class Collect(SinkStage):
         needs = ("y",)
 
         def consume(self, p):
-            components["out"].append(p["y"])
+            self.count("collected")
+            out(p["y"])
 
     return Collect()
 
@@ -346,14 +390,23 @@ def test_build_and_run_a_declared_chain(tmp_path):
     path = _yaml(tmp_path, "description: test\nstages:\n  - test_numbers: {count: 7}\n"
                            "  - test_scale: {factor: 3}\n  - test_collect\n")
     out: list = []
-    stages = build_chain(path, {"gain": 10, "out": out}, {"batch": 2})
+    stages = build_chain(path, Components(frame_sink=out.append), {"test_scale": {"gain": 10, "batch": 2}})
     assert [s.name for s in stages] == ["test_numbers", "test_scale", "test_collect"]
+    assert stages[1].batch_size == 2
     stats = run_chain(stages)
     assert out == [30.0 * i for i in range(7)]
-    assert stats.packets == 7
+    assert stats.packets == 7 and stats.counts["collected"] == 7      # counts reported by the stage
     out.clear()
-    run_chain(build_chain(path, {"gain": 1, "out": out}, {"batch": 2}), threads=False)
-    assert out == [3.0 * i for i in range(7)]
+    stats = run_chain(build_chain(path, Components(frame_sink=out.append), {"test_scale": {"batch": 2}}),
+                      threads=False)
+    assert out == [3.0 * i for i in range(7)] and stats.counts["collected"] == 7
+
+
+def test_yaml_options_win_over_run_options(tmp_path):
+    path = _yaml(tmp_path, "stages:\n  - test_numbers: {count: 2}\n  - test_scale: {factor: 3}\n  - test_collect\n")
+    out: list = []
+    run_chain(build_chain(path, Components(frame_sink=out.append), {"test_scale": {"factor": 100}}))
+    assert out == [0.0, 3.0]
 
 
 @pytest.mark.parametrize("text, match", [
@@ -368,27 +421,74 @@ def test_build_and_run_a_declared_chain(tmp_path):
 ])
 def test_bad_chain_files_are_config_errors(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):
-        build_chain(_yaml(tmp_path, text), {"gain": 1, "out": []}, {})
+        build_chain(_yaml(tmp_path, text), Components(frame_sink=print))
+
+
+def test_unknown_run_option_is_a_config_error(tmp_path):
+    path = _yaml(tmp_path, "stages:\n  - test_numbers\n  - test_scale\n  - test_collect\n")
+    with pytest.raises(ConfigError, match="run options: stage 'test_scale' has unknown option.*gian"):
+        build_chain(path, Components(frame_sink=print), {"test_scale": {"gian": 2}})
+    with pytest.raises(ConfigError, match="unknown stage.*test_sclae"):
+        build_chain(path, Components(frame_sink=print), {"test_sclae": {"gain": 2}})
+
+
+def test_every_run_option_reaches_a_stage_option():
+    """stage_options maps RunOptions onto keyword arguments the registered factories really take."""
+    from fsvideo.pipeline.chain import _allowed_options
+    from fsvideo.pipeline.options import RunOptions, stage_options
+    registry = registered_stages()
+    for stage, opts in stage_options(RunOptions()).items():
+        assert set(opts) <= set(_allowed_options(registry[stage])), stage
 
 
 def test_missing_component_is_a_config_error(tmp_path):
     path = _yaml(tmp_path, "stages:\n  - test_numbers\n  - test_scale\n  - test_collect\n")
-    with pytest.raises(ConfigError, match="test_scale.*needs component 'gain'"):
-        build_chain(path, {"out": []}, {})
+    with pytest.raises(ConfigError, match="test_collect.*needs component 'frame_sink'"):
+        build_chain(path, Components())
 
 
 def test_unknown_pipeline_name():
     with pytest.raises(ConfigError, match="unknown pipeline 'nope'"):
-        build_chain("nope", {}, None)
+        build_chain("nope", Components())
 
 
-@pytest.mark.parametrize("name", ["edit", "invert", "align"])
+def test_a_missing_stage_module_is_an_error(monkeypatch):
+    from fsvideo.pipeline import chain as chain_mod
+    monkeypatch.setattr(chain_mod, "STAGE_MODULES", chain_mod.STAGE_MODULES + ["fsvideo.no_such_stages"])
+    with pytest.raises(ConfigError, match="fsvideo.no_such_stages.*does not exist"):
+        registered_stages()
+
+
+@pytest.mark.parametrize("name", ["edit", "invert", "align", "edit_latents"])
 def test_repo_pipeline_files_parse(name):
     assert PIPELINES_DIR == REPO / "pipelines"
     spec = load_chain_spec(name)
     names = [s.name for s in spec.stages]
-    assert names[0] == "decode" and "detect" in names and "align" in names
+    registry = registered_stages()
+    assert all(n in registry for n in names)
+    if name == "edit_latents":
+        return
+    assert names[0] == "decode" and "detect" in names and "track_align" in names
     if name != "align":
         assert names[-1] == "encode_video" and "encode" in names and "generate" in names
     if name == "edit":
-        assert names == ["decode", "detect", "align", "encode", "edit", "generate", "blend", "encode_video"]
+        assert names == ["decode", "detect", "track_align", "encode", "edit", "generate", "blend", "encode_video"]
+
+
+def test_core_budget_is_decided_once_from_the_machine_and_restored():
+    import cv2
+    import torch
+
+    from fsvideo.pipeline.budget import available_cores, core_budget
+    seq = core_budget(device_type="cpu", threads=False, cores=2)
+    assert (seq.torch_threads, seq.opencv_threads, seq.workers) == (2, 2, 1)
+    cpu = core_budget(device_type="cpu", threads=True, cores=2)       # networks keep the cores, no oversubscription
+    assert (cpu.torch_threads, cpu.opencv_threads, cpu.workers) == (2, 1, 1)
+    gpu = core_budget(device_type="cuda", threads=True, cores=16)     # the CPU goes to per-frame stages
+    assert (gpu.torch_threads, gpu.opencv_threads, gpu.workers) == (1, 1, 15)
+    assert core_budget(device_type="cuda", threads=True, cores=16, workers=3).workers == 3
+    assert core_budget(device_type="cpu", threads=True).cores == available_cores()
+    before = (torch.get_num_threads(), cv2.getNumThreads())
+    with core_budget(device_type="cuda", threads=True, cores=4).applied():
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 1)
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fsvideo.errors import InputError, OutputError
-from fsvideo.pipeline import build_chain, run_chain
+from fsvideo.pipeline import Components, build_chain, run_chain
 from fsvideo.utils import atomic_output
 from fsvideo.video import ImageWriter, VideoReader, VideoWriter, probe, write_image
 from fsvideo.video.synth import make_test_clip, pattern
@@ -227,7 +227,7 @@ def test_decode_encode_chain_through_the_runner(clips, tmp_path):
     spec.write_text("stages:\n  - decode\n  - encode_video: {key: image}\n")
     dst = tmp_path / "copy.mp4"
     with atomic_output(dst) as tmp, VideoWriter(tmp, info, audio_from=src, preset="ultrafast") as writer:
-        stages = build_chain(spec, {"reader": VideoReader(src, info=info), "writer": writer})
+        stages = build_chain(spec, Components(reader=VideoReader(src, info=info), writer=writer))
         stats = run_chain(stages, queue_size=2)
     assert stats.packets == 48
     assert [f.time for f in VideoReader(dst)] == pytest.approx(clips["times"]["vfr"], abs=1e-6)

@@ -1,4 +1,5 @@
-"""``fsvideo edit`` and ``fsvideo invert``: thin wrappers over :mod:`fsvideo.pipeline.edit`."""
+"""``fsvideo edit`` and ``fsvideo invert``: thin wrappers over :mod:`fsvideo.pipeline.edit` and
+:mod:`fsvideo.pipeline.invert`."""
 from __future__ import annotations
 
 import contextlib
@@ -13,30 +14,42 @@ from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
 
 
 def run_options(f):
-    """Options shared by edit and invert (models, device, faces, output)."""
+    """Options shared by edit and invert (models, device, faces, output); defaults from RunOptions."""
+    from fsvideo.pipeline.options import DEFAULTS as D
     opts = [
-        click.option("--config", default="ffhq", show_default=True, help="Model config: a name in configs/ or a YAML path."),
-        click.option("--generator", default=None, help="Generator weights file or registry name (overrides the config)."),
-        click.option("--encoder", default=None, help="Encoder weights file or registry name (overrides the config)."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
-        click.option("--precision", default="auto", show_default=True, help="auto (fp16 on GPU), fp32, fp16, bf16."),
-        click.option("--batch-size", default=4, show_default=True, type=int, help="Faces per network call."),
+        click.option("--config", default=D.config, show_default=True,
+                     help="Model config: a name in configs/ or a YAML path."),
+        click.option("--generator", default=D.generator,
+                     help="Generator weights file or registry name (overrides the config)."),
+        click.option("--encoder", default=D.encoder,
+                     help="Encoder weights file or registry name (overrides the config)."),
+        click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda, cuda:N."),
+        click.option("--precision", default=D.precision, show_default=True, help="auto (fp16 on GPU), fp32, fp16, bf16."),
+        click.option("--batch-size", default=D.batch_size, show_default=True, type=int, help="Faces per network call."),
         detector_option("Face detector."),
-        click.option("--face", default="largest", show_default=True, help="Which faces: largest, all, or a track id."),
-        click.option("--on-missing-face", "on_missing", default="passthrough", show_default=True,
+        click.option("--detect-batch", default=D.detect_batch, show_default=True, type=int,
+                     help="Frames per detector call (FAN runs the faces of all of them in one batch)."),
+        click.option("--face", default=D.face, show_default=True, help="Which faces: largest, all, or a track id."),
+        click.option("--on-missing-face", "on_missing", default=D.on_missing, show_default=True,
                      type=click.Choice(["passthrough", "hold", "error"]),
                      help="Frames without a face: keep unedited, hold the last face, or stop."),
-        click.option("--stabilize", default=DEFAULT_SMOOTHING_S, show_default=True, type=StabilizeValue(),
+        click.option("--stabilize", default=D.stabilize, show_default=True, type=StabilizeValue(),
                      help=STABILIZE_HELP),
-        click.option("--blend", default="alpha", show_default=True, type=click.Choice(["alpha", "poisson"])),
-        click.option("--mask", default="auto", show_default=True, type=click.Choice(["auto", "hull", "parsing"]),
+        click.option("--align-method", default=D.align_method, show_default=True,
+                     type=click.Choice(["fast", "exact"]),
+                     help="Face crops: fast (one warp) or exact (the FFHQ procedure, much slower)."),
+        click.option("--blend", default=D.blend, show_default=True, type=click.Choice(["alpha", "poisson"])),
+        click.option("--mask", default=D.mask, show_default=True, type=click.Choice(["auto", "hull", "parsing"]),
                      help="Blend mask: face parsing when its weights are present (auto), landmark hull, or parsing."),
-        click.option("--start", type=float, default=None, help="Start time in seconds."),
-        click.option("--end", type=float, default=None, help="End time in seconds."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Generator noise seed (fixed per video)."),
-        click.option("--codec", default="libx264", show_default=True,
+        click.option("--start", type=float, default=D.start, help="Start time in seconds."),
+        click.option("--end", type=float, default=D.end, help="End time in seconds."),
+        click.option("--seed", default=D.seed, type=int,
+                     help="Generator noise seed, fixed per video [default: 0; with --latents the file's seed]."),
+        click.option("--codec", default=D.codec, show_default=True,
                      type=click.Choice(["libx264", "libx265", "libvpx-vp9"])),
-        click.option("--crf", default=18, show_default=True, type=int, help="Video quality (lower is better)."),
+        click.option("--crf", default=D.crf, show_default=True, type=int, help="Video quality (lower is better)."),
+        click.option("--workers", default=D.workers, type=click.IntRange(min=1),
+                     help="Threads for each per-frame stage such as detection [default: from the core budget: 1 when the networks run on the CPU, the cores but one on a GPU]."),
         click.option("--overwrite", is_flag=True, help="Replace an existing output."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
@@ -47,10 +60,9 @@ def run_options(f):
 
 
 def _options(kw: dict, compare: bool = False):
-    from fsvideo.pipeline.edit import RunOptions
-    keys = ("config", "generator", "encoder", "device", "precision", "batch_size", "detector", "face", "on_missing",
-            "stabilize", "blend", "mask", "start", "end", "seed", "codec", "crf", "overwrite")
-    return RunOptions(**{k: kw[k] for k in keys}, compare=compare)
+    """RunOptions from the parsed flags (every flag of :func:`run_options` is a RunOptions field)."""
+    from fsvideo.pipeline.options import RunOptions
+    return RunOptions(**kw, compare=compare)
 
 
 @contextlib.contextmanager
@@ -127,9 +139,10 @@ def edit(input_path, attrs, directions, strengths, output, latents, compare, qui
       fsvideo edit face.jpg --attr eyeglasses
       fsvideo edit talk.mp4 --latents talk.latents --attr smile --strength 3
 
-    The strength scales a unit W+ direction by 15 (the official convention): w~ = w + 15 s d.
+    The strength scales a unit W+ direction by the config's edit_step (15, the official convention):
+    w~ = w + 15 s d.
     """
-    from fsvideo.pipeline.components import EditRequest
+    from fsvideo.edits.requests import EditRequest
     from fsvideo.pipeline.edit import edit_video
     names = list(attrs) + list(directions)
     if not names:
@@ -159,7 +172,7 @@ def invert(input_path, output, latents_out, quiet, as_json, **kw):
       fsvideo invert talk.mp4                    # talk.inversion.mp4 + talk.latents
       fsvideo edit talk.mp4 --latents talk.latents --attr smile --strength 2
     """
-    from fsvideo.pipeline.edit import invert_video
+    from fsvideo.pipeline.invert import invert_video
     with _progress(quiet or as_json, "inverting") as cb:
         summary = invert_video(input_path, output, latents_out=latents_out, options=_options(kw), progress=cb)
     _report(summary, quiet, as_json)

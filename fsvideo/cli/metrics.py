@@ -212,7 +212,7 @@ def _build(dist, *, source_only, identity, detector, config, generator, encoder,
     if not source_only:
         from fsvideo.config import ModelConfig, load_config, resolve_config_path
         from fsvideo.metrics.inversion import FeatureStyleInverter
-        from fsvideo.pipeline.components import load_model
+        from fsvideo.models.loading import load_model
         cfg = load_config(resolve_config_path(config), ModelConfig, "model")
         gref, eref = generator or cfg.generator, encoder or cfg.encoder
         try:

@@ -25,7 +25,7 @@ submodule of the same name.
 """
 from __future__ import annotations
 
-import importlib
+from fsvideo._lazy import lazy_exports
 
 _EXPORTS = {
     "LPIPS": "fsvideo.metrics.perceptual",
@@ -55,14 +55,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'fsvideo.metrics' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = sorted(_EXPORTS)

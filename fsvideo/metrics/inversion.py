@@ -4,7 +4,7 @@
 ``resolution`` and a ``describe()`` for the results cache); :class:`FeatureStyleInverter` is the
 Feature-Style one: ``x~ = G(w, F)`` with ``(w, F) = E(x)`` (Eq. 2 of the paper) and the generator
 noise fixed for the whole run (one seeded noise for every frame of every clip, as the video
-pipeline fixes it per video), through :class:`fsvideo.pipeline.model_stages.ModelRunner` -- the
+pipeline fixes it per video), through :class:`fsvideo.models.execution.ModelExecutor` -- the
 same batched encode/generate code ``fsvideo invert`` uses.
 """
 from __future__ import annotations
@@ -54,12 +54,11 @@ class FeatureStyleInverter:
 
     def __init__(self, model, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  batch_size: int = 4, noise_seed: int = 0, use_features: bool = True, info: dict | None = None):
-        from fsvideo.pipeline import model_stages
-        self.runner = model_stages.ModelRunner(model, device=device, dtype=dtype, batch_size=batch_size,
-                                               noise_seed=noise_seed)
-        # the crop side the runner takes and returns (the pipeline's, so both measure the same faces)
-        crop_size = getattr(model_stages, "crop_size", None)
-        self.resolution = int(crop_size(model) if crop_size else model.resolution)
+        from fsvideo.models.execution import ModelExecutor
+        self.executor = ModelExecutor(model, device=device, dtype=dtype, batch_size=batch_size,
+                                      noise_seed=noise_seed)
+        # the crop side the executor takes and returns (the pipeline's, so both measure the same faces)
+        self.resolution = self.executor.crop_size
         self.model_resolution = int(model.resolution)
         self.noise_seed = int(noise_seed)
         self.use_features = bool(use_features)
@@ -73,8 +72,8 @@ class FeatureStyleInverter:
             raise ValueError(f"crops must be {S} x {S} for this model, got {a.shape[1]} x {a.shape[2]}")
         if len(a) == 0:
             return np.zeros((0, S, S, 3), np.uint8)
-        w, f = self.runner.encode(a)
-        return self.runner.generate(w, f if self.use_features else None)
+        w, f = self.executor.encode(a)
+        return self.executor.generate(w, f if self.use_features else None)
 
     def describe(self) -> dict:
         return {"method": "feature-style" if self.use_features else "feature-style-w-only",

@@ -28,6 +28,7 @@ from torch import nn
 
 from fsvideo.errors import WeightsError
 from fsvideo.models.encoder import FeatureStyleEncoder
+from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.models.stylegan2 import Generator
 
 log = logging.getLogger(__name__)
@@ -171,3 +172,37 @@ def load_encoder_checkpoint(src, n_styles: int | None = None, *,
     E = FeatureStyleEncoder(**cfg)
     load_strict(E, obj, "encoder")
     return E.eval().requires_grad_(False).to(device)
+
+
+def load_feature_style_model(generator, encoder, *, feature_index: int = 5, resolution: int | None = None,
+                             device: torch.device | str = "cpu") -> FeatureStyleModel:
+    """Load a generator and an encoder checkpoint (paths or state dicts) into a FeatureStyleModel (eval).
+
+    Args:
+        generator, encoder: checkpoint files (see the formats above) or their loaded objects.  Names
+            of the weights store are resolved by the caller (models never read the store).
+        feature_index: K, the generator layer whose features F replace (Eq. 1, Sec. 3 of the paper).
+        resolution: when given, the generator's size must equal it (a config names a 1024 px
+            model and the file is another one: a clear error instead of misaligned crops).
+        device: where the model goes.
+    """
+    G, latent_avg = load_generator_checkpoint(generator)
+    if resolution is not None and G.size != resolution:
+        from fsvideo.errors import InputError
+        raise InputError(f"generator {generator} is {G.size} px but the config says {resolution}",
+                         hint="fix `resolution` in the config")
+    E = load_encoder_checkpoint(encoder, n_styles=G.n_latent)
+    model = FeatureStyleModel(E, G, latent_avg, k=feature_index)
+    return model.eval().requires_grad_(False).to(device)
+
+
+def load_model(cfg, *, generator=None, encoder=None, device: torch.device | str = "cpu") -> FeatureStyleModel:
+    """The FeatureStyleModel a :class:`~fsvideo.config.ModelConfig` names (or the overrides), eval mode.
+
+    ``generator`` / ``encoder`` (file paths or weights-registry names) replace the config's; the
+    config's ``resolution`` is checked only against the config's own generator.
+    """
+    from fsvideo.config import resolve_weights
+    return load_feature_style_model(resolve_weights(generator or cfg.generator),
+                                    resolve_weights(encoder or cfg.encoder), feature_index=cfg.feature_index,
+                                    resolution=cfg.resolution if generator is None else None, device=device)

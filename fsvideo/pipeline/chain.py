@@ -6,22 +6,23 @@ A pipeline file::
     stages:
       - decode
       - detect
-      - stabilize
+      - track_align
       - encode_video: {key: output}
 
 Each entry is a stage name, or a one-key mapping ``name: {option: value, ...}``.  A stage name
 maps to a factory registered with :func:`register_stage`::
 
     @register_stage("detect")
-    def make_detect(components, options, *, upsample: int = 0) -> Stage:
-        return DetectStage(components["detector"], upsample=upsample)
+    def make_detect(components: Components, *, batch_size: int = 1) -> Stage:
+        return DetectStage(components.need("detector", "detect"), batch_size=batch_size)
 
-A factory gets the ready-built ``components`` (models, detector, reader, writer...: stages never
-load weights or open files themselves), the run ``options`` (whatever object the caller passes,
-e.g. the CLI's RunOptions) and the stage's YAML options as keyword arguments.  An unknown key
-anywhere in the file (top level, or an option the factory does not take) is a
-:class:`~fsvideo.errors.ConfigError`, as is a stage name nobody registered or a component a factory
-asks for and was not given.
+A factory gets the ready-built :class:`~fsvideo.pipeline.components.Components` (stages never
+load weights or open files themselves) and its options as typed keyword arguments: those of the
+YAML entry, and those the run options map to it (:func:`fsvideo.pipeline.options.stage_options`;
+the YAML file wins where both give one).  An unknown key anywhere (top level, a YAML option or a
+run option the factory does not take) is a :class:`~fsvideo.errors.ConfigError`, as is a stage
+name nobody registered, a stage module that cannot be imported, or a component a stage needs and
+was not given.
 """
 from __future__ import annotations
 
@@ -37,18 +38,18 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from fsvideo.errors import ConfigError
-from fsvideo.pipeline.runner import Stage, check_chain
+from fsvideo.pipeline.components import Components
+from fsvideo.pipeline.stage import SourceStage, Stage, check_chain
 
 log = logging.getLogger(__name__)
 
 PIPELINES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
 
-#: Modules that register stages; imported (when present) before a chain is built.  Append yours.
+#: Modules that register stages; imported before a chain is built.  Append yours.
 STAGE_MODULES: list[str] = [
     "fsvideo.pipeline.video_stages",
     "fsvideo.pipeline.model_stages",
     "fsvideo.pipeline.face_stages",
-    "fsvideo.faces.stages",
 ]
 
 StageFactory = Callable[..., Stage]
@@ -58,7 +59,7 @@ _TOP_KEYS = ("name", "description", "stages")
 
 
 def register_stage(name: str) -> Callable[[StageFactory], StageFactory]:
-    """Decorator registering ``factory(components, options, **yaml_options) -> Stage`` under ``name``."""
+    """Decorator registering ``factory(components, **options) -> Stage`` under ``name``."""
     if not isinstance(name, str) or not name.replace("_", "").isalnum():
         raise ValueError(f"stage name must be a word (letters, digits, _), got {name!r}")
 
@@ -82,11 +83,11 @@ def _import_stage_modules() -> None:
     for mod in STAGE_MODULES:
         try:
             spec = importlib.util.find_spec(mod)
-        except ModuleNotFoundError:  # its parent package does not exist (yet)
+        except ModuleNotFoundError:  # its parent package does not exist
             spec = None
         if spec is None:
-            log.debug("stage module %s not present", mod)
-            continue
+            raise ConfigError(f"stage module {mod} listed in STAGE_MODULES does not exist",
+                              hint="fix the module name or remove it from fsvideo.pipeline.chain.STAGE_MODULES")
         importlib.import_module(mod)
 
 
@@ -154,57 +155,69 @@ def load_chain_spec(ref: str | os.PathLike) -> ChainSpec:
     return ChainSpec(path=path, stages=specs, description=str(data.get("description") or ""))
 
 
-def _check_options(factory: StageFactory, spec: StageSpec, path: Path) -> None:
-    sig = inspect.signature(factory)
-    params = list(sig.parameters.values())
+def _allowed_options(factory: StageFactory) -> list[str] | None:
+    """The keyword options a factory takes (None: any, it has ``**kwargs``)."""
+    params = list(inspect.signature(factory).parameters.values())[1:]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    allowed = [p.name for p in params[2:] if p.kind in (inspect.Parameter.KEYWORD_ONLY,
-                                                         inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    unknown = sorted(set(spec.options) - set(allowed))
+        return None
+    return [p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+
+
+def _check_options(factory: StageFactory, name: str, options: Mapping[str, Any], where: str) -> None:
+    allowed = _allowed_options(factory)
+    unknown = [] if allowed is None else sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"{path}: stage {spec.name!r} has unknown option(s) {', '.join(map(str, unknown))}",
+        raise ConfigError(f"{where}: stage {name!r} has unknown option(s) {', '.join(map(str, unknown))}",
                           hint=f"valid options are {', '.join(allowed) or 'none'}")
 
 
-def build_chain(yaml_path: str | os.PathLike, components: Mapping[str, Any], options: Any = None, *,
+def build_chain(yaml_path: str | os.PathLike, components: Components,
+                run_options: Mapping[str, Mapping[str, Any]] | None = None, *,
                 source_keys: tuple[str, ...] | None = None) -> list[Stage]:
     """Build the stages a pipeline file lists, from ready ``components``, and check the chain once.
 
     Args:
         yaml_path: ``pipelines/<name>.yaml`` or just ``<name>``.
-        components: ready-built objects the factories take (``reader``, ``writer``, ``model``,
-            ``detector``...).
-        options: the run options, passed to every factory as is.
+        components: the ready-built objects the stages use.
+        run_options: ``{stage name: {option: value}}`` from the run (see
+            :func:`fsvideo.pipeline.options.stage_options`); entries of stages the chain does not
+            have are ignored, a name no stage is registered under is an error.
         source_keys: packet keys the source provides when the chain's first stage is not a
-            :class:`~fsvideo.pipeline.runner.SourceStage`; None means the first stage is the source.
+            :class:`~fsvideo.pipeline.stage.SourceStage`; None means the first stage is the source.
 
     Returns:
         the stages, in order; run them with :func:`fsvideo.pipeline.runner.run_chain`.
     """
+    if not isinstance(components, Components):
+        raise TypeError(f"components must be a fsvideo.pipeline.Components, got {type(components).__name__}")
     spec = load_chain_spec(yaml_path)
     registry = registered_stages()
+    run_options = dict(run_options or {})
+    unknown = sorted(set(run_options) - set(registry))
+    if unknown:
+        raise ConfigError(f"run options name unknown stage(s) {', '.join(unknown)}",
+                          hint=f"registered stages: {', '.join(sorted(registry))}")
     stages: list[Stage] = []
     for st in spec.stages:
         factory = registry.get(st.name)
         if factory is None:
             known = ", ".join(sorted(registry)) or "none"
             raise ConfigError(f"{spec.path}: unknown stage {st.name!r}", hint=f"registered stages: {known}")
-        _check_options(factory, st, spec.path)
+        _check_options(factory, st.name, st.options, str(spec.path))
+        from_run = dict(run_options.get(st.name, {}))
+        _check_options(factory, st.name, from_run, "run options")
         try:
-            stage = factory(components, options, **st.options)
-        except KeyError as e:
-            key = e.args[0] if e.args else "?"
-            if not isinstance(key, str) or key in components:
-                raise
-            raise ConfigError(f"{spec.path}: stage {st.name!r} needs component {key!r}, which was not given",
-                              hint=f"components given: {', '.join(sorted(components)) or 'none'}") from e
-        if not getattr(stage, "name", None) or stage.name == Stage.name:
+            stage = factory(components, **{**from_run, **st.options})
+        except ConfigError as e:
+            raise ConfigError(f"{spec.path}: {e.message}", hint=e.hint) from e
+        if not isinstance(stage, Stage):
+            raise ConfigError(f"stage factory {st.name!r} returned {type(stage).__name__}, not a Stage")
+        if not stage.name or stage.name == Stage.name:
             stage.name = st.name
         stages.append(stage)
     if source_keys is None:
         first = stages[0]
-        from fsvideo.pipeline.runner import SourceStage
         if not isinstance(first, SourceStage):
             raise ConfigError(f"{spec.path}: the first stage {first.name!r} is not a source",
                               hint="start with a source stage such as decode, or pass source_keys")

@@ -1,95 +1,71 @@
-"""Ready-built components for the pipelines: models loaded once, handed to stages.
+"""The ready-built objects a chain's stages are handed: one typed, frozen :class:`Components`.
 
-Stages never read weights files; :func:`load_model` and :func:`resolve_edits` do, from the
-weights store (registry names) or from paths given by the user.
+Stages never load weights or open files themselves: the job (:mod:`fsvideo.pipeline.jobs`) or the
+command builds these once and hands them to :func:`fsvideo.pipeline.chain.build_chain`.  A stage
+asks for what it uses with :meth:`Components.need`, so a chain that lacks one fails at build time
+with a :class:`~fsvideo.errors.ConfigError` naming the stage and the component.
 """
 from __future__ import annotations
 
-import logging
-import re
+import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import torch
+from fsvideo.edits.directions import EDIT_STEP
+from fsvideo.errors import ConfigError
 
-from fsvideo.config import ModelConfig
-from fsvideo.edits.directions import EDIT_STEP, load_direction, user_direction_path
-from fsvideo.edits.eq1 import EditSpec
-from fsvideo.errors import InputError
-from fsvideo.models.fse import FeatureStyleModel
-from fsvideo.models.loading import load_encoder_checkpoint, load_generator_checkpoint
+if TYPE_CHECKING:  # annotations only: building Components imports nothing heavy
+    import numpy as np
 
-log = logging.getLogger(__name__)
-
-
-def resolve_weights(ref: str | Path) -> Path:
-    """A file path as given, or the cached file of a weights-registry name (error if absent)."""
-    p = Path(ref)
-    if p.suffix in (".pt", ".pth", ".safetensors", ".npy", ".ckpt") or p.exists():
-        if not p.is_file():
-            raise InputError(f"weights file {p} not found", hint="check the path")
-        return p
-    from fsvideo import weights
-    return weights.require(str(ref))
-
-
-def load_model(cfg: ModelConfig, *, generator: str | Path | None = None, encoder: str | Path | None = None,
-               device: torch.device | str = "cpu") -> FeatureStyleModel:
-    """Load the generator and encoder named by ``cfg`` (or the overrides) into a FeatureStyleModel (eval)."""
-    G, latent_avg = load_generator_checkpoint(resolve_weights(generator or cfg.generator))
-    if G.size != cfg.resolution and generator is None:
-        raise InputError(f"generator {cfg.generator} is {G.size} px but the config says {cfg.resolution}",
-                         hint="fix `resolution` in the config")
-    E = load_encoder_checkpoint(resolve_weights(encoder or cfg.encoder), n_styles=G.n_latent)
-    model = FeatureStyleModel(E, G, latent_avg, k=cfg.feature_index)
-    return model.eval().requires_grad_(False).to(device)
+    from fsvideo.edits.eq1 import EditSpec
+    from fsvideo.faces.detect import FaceDetector
+    from fsvideo.latents import LatentsReader, LatentsWriter
+    from fsvideo.models.execution import ModelExecutor
 
 
 @dataclass(frozen=True)
-class EditRequest:
-    """What the user asked for: ``--attr NAME --strength S`` or ``--direction FILE --strength S``."""
+class Components:
+    """What the stages of a chain use (each field names the stages that need it).
 
-    attr: str
-    strength: float
-
-
-_SEFA = re.compile(r"^sefa:(\d+)$")
-
-
-def resolve_edits(requests: list[EditRequest], cfg: ModelConfig, model: FeatureStyleModel) -> list[EditSpec]:
-    """Turn attribute names, ``sefa:N`` and ``.npy`` paths into unit W+ directions with strengths.
-
-    Names are looked up in ``cfg.directions`` (released directions, via the weights store), then
-    among directions fitted with ``fsvideo directions fit`` (``$FSVIDEO_HOME/directions``).
+    Attributes:
+        reader: iterable of :class:`~fsvideo.video.io.Frame` (``decode``).
+        writer: a VideoWriter or ImageWriter (``encode_video``).
+        detector: a face detector (``detect``).
+        executor: the Feature-Style model on its device (``encode``, ``edit``, ``generate``).
+        edits: the Eq. 1 edits (``edit``).
+        edit_step: scale of a unit direction in Eq. 1 (``edit``; ``ModelConfig.edit_step``).
+        parser: ``parser(face uint8 [S, S, 3]) -> labels [S, S]`` for blend masks, or None (``blend``).
+        fps: frame rate of the frames pushed (``track_align``, ``blend``: seconds -> frames).
+        resolution: side of the aligned crops (``track_align``, ``read_latents``).
+        source: the input's name, for error messages.
+        latents: a :class:`~fsvideo.latents.LatentsReader` (``read_latents``).
+        latents_writer: a :class:`~fsvideo.latents.LatentsWriter` (``write_latents``).
+        frame_sink: ``frame_sink(packet)`` (``write_aligned``: the caller writes the crops).
     """
-    G = model.generator
-    sefa_idx = [int(m.group(1)) for r in requests if (m := _SEFA.match(r.attr))]
-    sefa = None
-    if sefa_idx:                                   # one decomposition serves every sefa:N request
-        from fsvideo.edits.sefa import sefa_directions
-        sefa = sefa_directions(G, k=max(sefa_idx) + 1)
-    specs: list[EditSpec] = []
-    for req in requests:
-        attr = req.attr
-        if (m := _SEFA.match(attr)) is not None:
-            d = sefa[int(m.group(1))]
-        elif attr.endswith((".npy", ".pt", ".pth")) or Path(attr).is_file():
-            d = load_direction(attr, G.n_latent, G.style_dim)
-        elif attr in cfg.directions:
-            d = load_direction(resolve_weights(cfg.directions[attr]), G.n_latent, G.style_dim)
-        else:
-            d = _user_direction(attr, G.n_latent, G.style_dim)
-            if d is None:
-                known = ", ".join(sorted(cfg.directions)) or "none"
-                raise InputError(f"unknown attribute {attr!r}",
-                                 hint=f"use one of {known}, sefa:N, a fitted direction name, or --direction FILE.npy")
-        specs.append(EditSpec(attr, d.float(), float(req.strength)))
-    return specs
 
+    reader: Iterable[Any] | None = None
+    writer: Any = None
+    detector: FaceDetector | None = None
+    executor: ModelExecutor | None = None
+    edits: tuple[EditSpec, ...] = ()
+    edit_step: float = EDIT_STEP
+    parser: Callable[[np.ndarray], np.ndarray] | None = None
+    fps: float = 25.0
+    resolution: int | None = None
+    source: str = "the video"
+    latents: LatentsReader | None = None
+    latents_writer: LatentsWriter | None = None
+    frame_sink: Callable[[dict], None] | None = None
 
-def _user_direction(name: str, n_latent: int, style_dim: int) -> torch.Tensor | None:
-    p = user_direction_path(name)
-    return load_direction(p, n_latent, style_dim) if p.is_file() else None
+    def need(self, name: str, stage: str) -> Any:
+        """The component ``name``; a ConfigError naming ``stage`` when it was not given."""
+        value = getattr(self, name)
+        if value is None:
+            given = ", ".join(f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
+            raise ConfigError(f"stage {stage!r} needs component {name!r}, which was not given",
+                              hint=f"components given: {given or 'none'}")
+        return value
 
-
-__all__ = ["EDIT_STEP", "EditRequest", "load_model", "resolve_edits", "resolve_weights"]
+    def with_(self, **changes: Any) -> Components:
+        """A copy with ``changes`` (e.g. the writer, once the output is open)."""
+        return dataclasses.replace(self, **changes)

@@ -1,35 +1,41 @@
-"""Face stages of the chains: ``detect``, ``align`` and ``blend``.
+"""Face stages of the chains: ``detect``, ``track_align``, ``blend`` and the ``write_aligned`` sink.
 
-=========  =====================================  ==============================================
-stage      reads                                  adds
-=========  =====================================  ==============================================
-detect     ``image``                              ``detections`` (list[Face] with 68 landmarks)
-align      ``index``, ``image``, ``detections``   ``faces`` (list[TrackedFace]), ``aligned`` (list[AlignedFace])
-blend      ``image``, ``faces``, ``generated``    ``output`` (uint8 frame; side by side with --compare)
-=========  =====================================  ==============================================
+===========  =====================================  ==============================================
+stage        reads                                  adds
+===========  =====================================  ==============================================
+detect       ``image``                              ``detections`` (list[Face] with 68 landmarks)
+track_align  ``index``, ``image``, ``detections``   ``faces`` (list[TrackedFace]), ``aligned`` (list[AlignedFace])
+blend        ``image``, ``faces``, ``generated``    ``output`` (uint8 frame; side by side with --compare)
+===========  =====================================  ==============================================
 
-``align`` tracks people across frames, selects the ones to edit (``--face``), stabilises their
-landmarks and crop quads over a bounded look-ahead window (seconds, not frames) and cuts FFHQ
+``track_align`` tracks people across frames, selects the ones to edit (``--face``), stabilises
+their landmarks and crop quads over a bounded look-ahead window (seconds, not frames) and cuts FFHQ
 crops with their exact transforms: it is a look-ahead stage that holds at most ``window`` packets.
 
-Components: ``detector`` (a FaceDetector), ``fps`` (float), ``resolution`` (aligned crop size),
-``parser`` (optional face-parsing callable for blend masks).
+Components used: ``detector``, ``fps``, ``resolution``, ``source``, ``parser`` (optional),
+``frame_sink`` (see :class:`~fsvideo.pipeline.components.Components`).
+
+Run counts reported: ``track_align``: ``aligned_frames``, ``aligned_faces``,
+``aligned_frames_without_face``, ``interpolated_faces``, ``held_faces``, ``stabilizer_delay_frames``;
+``blend``: ``faces_edited``, ``frames_without_face``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from fsvideo.faces.blend import MaskSmoother, face_mask, paste_back
-from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, parse_stabilize
+from fsvideo.faces.stabilize import parse_stabilize
 from fsvideo.faces.stream import FaceAligner
 from fsvideo.pipeline.chain import register_stage
-from fsvideo.pipeline.runner import FunctionStage, Packet, SinkStage, Stage
+from fsvideo.pipeline.components import Components
+from fsvideo.pipeline.options import DEFAULTS
+from fsvideo.pipeline.stage import FunctionStage, Packet, SinkStage, Stage
 
 
-class AlignStage(Stage):
+class TrackAlignStage(Stage):
     """Wraps a :class:`~fsvideo.faces.stream.FaceAligner` (a look-ahead of ``window`` frames)."""
 
-    name = "align"
+    name = "track_align"
     needs = ("index", "image", "detections")
     adds = ("faces", "aligned")
 
@@ -38,12 +44,20 @@ class AlignStage(Stage):
         self.window = aligner.delay + 1
         self._held: dict[int, Packet] = {}
 
+    def setup(self) -> None:
+        self.count("stabilizer_delay_frames", self.aligner.delay)
+
     def _release(self, done) -> list[Packet]:
         out = []
         for ff in done:
             p = self._held.pop(ff.index)
             p["faces"] = ff.faces
             p["aligned"] = [f.aligned for f in ff.faces]
+            self.count("aligned_frames")
+            self.count("aligned_faces", len(ff.faces))
+            self.count("aligned_frames_without_face", not ff.faces)
+            self.count("interpolated_faces", sum(f.status == "interpolated" for f in ff.faces))
+            self.count("held_faces", sum(f.status == "held" for f in ff.faces))
             out.append(p)
         return out
 
@@ -70,8 +84,6 @@ class BlendStage(Stage):
         self.mask_tau_s = mask_tau_s
         self.needs = ("image", "faces", "generated") + (("reconstructed",) if compare else ())
         self._smoothers: dict[int, MaskSmoother] = {}
-        self.faces = 0                     # faces blended, and frames that had none (run summary)
-        self.frames_without_face = 0
 
     def _paste(self, frame: np.ndarray, faces, crops: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         out = frame
@@ -82,8 +94,8 @@ class BlendStage(Stage):
     def process(self, packets: list[Packet]) -> list[Packet]:
         for p in packets:
             faces = p["faces"]
-            self.faces += len(faces)
-            self.frames_without_face += not faces
+            self.count("faces_edited", len(faces))
+            self.count("frames_without_face", not faces)
             seen = set()
             masks = []
             for face, crop in zip(faces, p["generated"]):
@@ -103,32 +115,37 @@ class BlendStage(Stage):
 
 
 @register_stage("detect")
-def make_detect(components, options) -> Stage:
-    """Faces and 68 landmarks of every frame (``components['detector']``): adds ``detections``."""
-    det = components["detector"]
+def make_detect(components: Components, *, batch_size: int = DEFAULTS.detect_batch) -> Stage:
+    """Faces and 68 landmarks of every frame (``components.detector``): adds ``detections``.
+
+    ``batch_size`` frames go to the detector at once (FAN batches all their faces in one pass).
+    Detection depends on the frame alone, so the runner may run it in several workers.
+    """
+    det = components.need("detector", "detect")
 
     def run(ps):
         for p, faces in zip(ps, det.detect_batch([p["image"] for p in ps])):
             p["detections"] = faces
         return ps
-    return FunctionStage("detect", run, needs=("image",), adds=("detections",),
-                         batch_size=int(getattr(options, "detect_batch", 1) or 1))
+    return FunctionStage("detect", run, needs=("image",), adds=("detections",), batch_size=int(batch_size),
+                         per_frame=True)
 
 
-@register_stage("align")
-def make_align(components, options) -> Stage:
-    """Track, select (``--face``), stabilise and align: adds ``faces`` and ``aligned``."""
-    stabilize, sigma_s = parse_stabilize(getattr(options, "stabilize", DEFAULT_SMOOTHING_S))
-    aligner = FaceAligner(None, components["fps"], output_size=components["resolution"],
-                          policy=getattr(options, "face", "largest"), stabilize=stabilize, sigma_s=sigma_s,
-                          on_missing=getattr(options, "on_missing", "passthrough"),
-                          method=getattr(options, "align_method", "fast"),
-                          source=str(components.get("source", "the video")))
-    return AlignStage(aligner)
+@register_stage("track_align")
+def make_track_align(components: Components, *, face: str | int = DEFAULTS.face,
+                     stabilize: float | str = DEFAULTS.stabilize, on_missing: str = DEFAULTS.on_missing,
+                     method: str = DEFAULTS.align_method) -> Stage:
+    """Track, select (``face``), stabilise (``stabilize``: seconds of smoothing, 0 off, or a stabiliser
+    name such as ``official``) and align: adds ``faces`` and ``aligned``."""
+    stabilizer, sigma_s = parse_stabilize(stabilize)
+    aligner = FaceAligner(None, components.fps, output_size=components.need("resolution", "track_align"),
+                          policy=face, stabilize=stabilizer, sigma_s=sigma_s, on_missing=on_missing,
+                          method=method, source=components.source)
+    return TrackAlignStage(aligner)
 
 
 class WriteAlignedStage(SinkStage):
-    """Hands every finished frame (``index``, ``time``, ``faces``) to ``components['aligned_sink']``."""
+    """Hands every finished frame (``index``, ``time``, ``faces``) to ``components.frame_sink``."""
 
     name = "write_aligned"
     needs = ("index", "faces")
@@ -141,14 +158,13 @@ class WriteAlignedStage(SinkStage):
 
 
 @register_stage("write_aligned")
-def make_write_aligned(components, options) -> Stage:
-    """Sink of ``pipelines/align.yaml``: the caller's ``aligned_sink(packet)`` writes the crops."""
-    return WriteAlignedStage(components["aligned_sink"])
+def make_write_aligned(components: Components) -> Stage:
+    """Sink of ``pipelines/align.yaml``: the caller's ``frame_sink(packet)`` writes the crops."""
+    return WriteAlignedStage(components.need("frame_sink", "write_aligned"))
 
 
 @register_stage("blend")
-def make_blend(components, options) -> Stage:
-    """Un-crop and blend into the frame: adds ``output``."""
-    return BlendStage(components["fps"], parser=components.get("parser"),
-                      poisson=getattr(options, "blend", "alpha") == "poisson",
-                      compare=bool(getattr(options, "compare", False)))
+def make_blend(components: Components, *, poisson: bool = DEFAULTS.blend == "poisson",
+               compare: bool = DEFAULTS.compare) -> Stage:
+    """Un-crop and blend into the frame: adds ``output`` (with ``compare``: source | reconstruction | edit)."""
+    return BlendStage(components.fps, parser=components.parser, poisson=bool(poisson), compare=bool(compare))

@@ -13,90 +13,23 @@ stage          reads                                       adds (per frame, one 
 =============  ==========================================  ======================================
 
 Latents travel on the CPU in float32; the networks run on ``device`` with ``dtype`` (autocast for
-half precision).  The generator noise is fixed for the whole video (``noise_seed``).
+half precision) through :class:`~fsvideo.models.execution.ModelExecutor`.  The generator noise is
+fixed for the whole video (``noise_seed``).
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from fsvideo.edits.eq1 import EditSpec, edit_codes
-from fsvideo.models.encoder import ENCODER_INPUT
-from fsvideo.models.fse import FeatureStyleModel, to_model_input, to_uint8
-
-Packet = dict
-
-
-def crop_size(model: FeatureStyleModel) -> int:
-    """Side of the aligned crops: the generator's resolution, at least the encoder's 256 px input
-    (a small generator's faces are resized up to the crop before they are pasted back)."""
-    return max(model.resolution, ENCODER_INPUT)
-
-
-class ModelRunner:
-    """Runs a FeatureStyleModel on a device with a precision, in chunks of ``batch_size`` faces."""
-
-    def __init__(self, model: FeatureStyleModel, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, batch_size: int = 4, noise_seed: int = 0):
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.dtype = dtype
-        self.batch_size = max(1, int(batch_size))
-        self.noise = model.generator.make_noise(noise_seed, device=self.device)
-
-    def autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
-    def _chunks(self, n: int):
-        for i in range(0, n, self.batch_size):
-            yield slice(i, min(n, i + self.batch_size))
-
-    @torch.no_grad()
-    def encode(self, crops: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 [N, S, S, 3] aligned faces -> (w [N, n_latent, 512], F [N, C, 16, 16]) float32 on CPU."""
-        S = crop_size(self.model)
-        if crops.ndim != 4 or crops.shape[1:] != (S, S, 3):
-            raise ValueError(f"crops must be [N, {S}, {S}, 3] uint8, got {crops.shape}")
-        ws, fs = [], []
-        for sl in self._chunks(len(crops)):
-            x = to_model_input(torch.from_numpy(np.ascontiguousarray(crops[sl])).to(self.device))
-            with self.autocast():
-                w, f = self.model.encode(x)
-            ws.append(w.float().cpu())
-            fs.append(f.float().cpu())
-        return torch.cat(ws), torch.cat(fs)
-
-    @torch.no_grad()
-    def edit(self, w: torch.Tensor, f: torch.Tensor, edits: Sequence[EditSpec]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 1 on every face: (w~, F~) float32 on CPU (empty in, empty out)."""
-        if len(w) == 0:
-            return w, f
-        ws, fs = [], []
-        for sl in self._chunks(len(w)):
-            with self.autocast():
-                we, fe = edit_codes(self.model, w[sl].to(self.device), f[sl].to(self.device), edits, self.noise)
-            ws.append(we.float().cpu())
-            fs.append(fe.float().cpu())
-        return torch.cat(ws), torch.cat(fs)
-
-    @torch.no_grad()
-    def generate(self, w: torch.Tensor, f: torch.Tensor | None) -> np.ndarray:
-        """G(w, F) -> uint8 [N, S, S, 3] with S = :func:`crop_size`."""
-        S = crop_size(self.model)
-        out = []
-        for sl in self._chunks(len(w)):
-            with self.autocast():
-                img = self.model.decode(w[sl].to(self.device), None if f is None else f[sl].to(self.device),
-                                        self.noise)
-            if img.shape[-1] != S:
-                img = torch.nn.functional.interpolate(img.float(), size=(S, S), mode="bicubic", align_corners=False)
-            out.append(to_uint8(img).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, S, S, 3), np.uint8)
+from fsvideo.errors import ConfigError
+from fsvideo.models.execution import ModelExecutor
+from fsvideo.pipeline.chain import register_stage
+from fsvideo.pipeline.components import Components
+from fsvideo.pipeline.options import DEFAULTS
+from fsvideo.pipeline.stage import FunctionStage, Packet, Stage
 
 
 def _split(values, counts: list[int]) -> list:
@@ -107,95 +40,85 @@ def _split(values, counts: list[int]) -> list:
     return out
 
 
-def encode_packets(runner: ModelRunner, packets: list[Packet]) -> list[Packet]:
+def encode_packets(executor: ModelExecutor, packets: list[Packet]) -> list[Packet]:
     """Adds ``w`` and ``F`` to every packet (empty tensors for frames without a face)."""
     counts = [len(p.get("aligned") or []) for p in packets]
     crops = [a.image for p in packets for a in (p.get("aligned") or [])]
-    if crops:
-        w, f = runner.encode(np.stack(crops))
-    else:
-        G = runner.model.generator
-        w = torch.zeros(0, G.n_latent, G.style_dim)
-        f = torch.zeros(0, *G.feature_shape(runner.model.k))
+    w, f = executor.encode(np.stack(crops)) if crops else executor.empty_codes()
     for p, wi, fi in zip(packets, _split(w, counts), _split(f, counts)):
         p["w"], p["F"] = wi, fi
     return packets
 
 
-def edit_packets(runner: ModelRunner, packets: list[Packet], edits: Sequence[EditSpec]) -> list[Packet]:
-    """Adds ``w_edit`` and ``F_edit`` (Eq. 1)."""
+def edit_packets(executor: ModelExecutor, packets: list[Packet], edits: Sequence[EditSpec],
+                 step: float) -> list[Packet]:
+    """Adds ``w_edit`` and ``F_edit``: Eq. 1 with ``w~ = w + step * sum_i s_i d_i``."""
     counts = [len(p["w"]) for p in packets]
-    we, fe = runner.edit(torch.cat([p["w"] for p in packets]), torch.cat([p["F"] for p in packets]), edits)
+    model, noise = executor.model, executor.noise
+    we, fe = executor.map_codes(lambda w, f: edit_codes(model, w, f, edits, noise, step=step),
+                                torch.cat([p["w"] for p in packets]), torch.cat([p["F"] for p in packets]))
     for p, wi, fi in zip(packets, _split(we, counts), _split(fe, counts)):
         p["w_edit"], p["F_edit"] = wi, fi
     return packets
 
 
-def generate_packets(runner: ModelRunner, packets: list[Packet], *, key_w: str = "w_edit", key_f: str = "F_edit",
+def generate_packets(executor: ModelExecutor, packets: list[Packet], *, key_w: str = "w_edit", key_f: str = "F_edit",
                      out_key: str = "generated") -> list[Packet]:
     """Adds ``out_key``: uint8 [n, S, S, 3] generated faces per packet (G(w, F) of ``key_w``, ``key_f``)."""
     counts = [len(p[key_w]) for p in packets]
-    imgs = runner.generate(torch.cat([p[key_w] for p in packets]), torch.cat([p[key_f] for p in packets]))
+    imgs = executor.generate(torch.cat([p[key_w] for p in packets]), torch.cat([p[key_f] for p in packets]))
     for p, im in zip(packets, _split(imgs, counts)):
         p[out_key] = im
     return packets
 
 
 # ------------------------------------------------------------------------------------ chain stages
-# Registered for pipelines/*.yaml.  Components: ``runner`` (ModelRunner), ``edits`` (list[EditSpec]),
-# ``latents_writer`` (fsvideo.latents.LatentsWriter).  ``options``: fsvideo.pipeline.edit.RunOptions.
-
-from fsvideo.pipeline.chain import register_stage  # noqa: E402
-from fsvideo.pipeline.runner import FunctionStage, Stage  # noqa: E402
-
-
-def _batch(options, default: int = 4) -> int:
-    return int(getattr(options, "batch_size", default) or default)
-
+# Registered for pipelines/*.yaml.  Components: ``executor``, ``edits``, ``edit_step``, ``latents``,
+# ``latents_writer``, ``resolution`` (see fsvideo.pipeline.components.Components).
 
 @register_stage("encode")
-def make_encode(components, options) -> Stage:
+def make_encode(components: Components, *, batch_size: int = DEFAULTS.batch_size) -> Stage:
     """Feature-Style encoding of every aligned face: adds ``w``, ``F``."""
-    runner = components["runner"]
-    return FunctionStage("encode", lambda ps: encode_packets(runner, ps), needs=("aligned",), adds=("w", "F"),
-                         batch_size=_batch(options))
+    ex = components.need("executor", "encode")
+    return FunctionStage("encode", lambda ps: encode_packets(ex, ps), needs=("aligned",), adds=("w", "F"),
+                         batch_size=int(batch_size))
 
 
 @register_stage("edit")
-def make_edit(components, options) -> Stage:
-    """Eq. 1 with the requested edits: adds ``w_edit``, ``F_edit``."""
-    runner, edits = components["runner"], components["edits"]
-    return FunctionStage("edit", lambda ps: edit_packets(runner, ps, edits), needs=("w", "F"),
-                         adds=("w_edit", "F_edit"), batch_size=_batch(options))
+def make_edit(components: Components, *, batch_size: int = DEFAULTS.batch_size) -> Stage:
+    """Eq. 1 with ``components.edits`` scaled by ``components.edit_step``: adds ``w_edit``, ``F_edit``."""
+    ex, edits, step = components.need("executor", "edit"), components.edits, float(components.edit_step)
+    return FunctionStage("edit", lambda ps: edit_packets(ex, ps, edits, step), needs=("w", "F"),
+                         adds=("w_edit", "F_edit"), batch_size=int(batch_size))
 
 
 @register_stage("generate")
-def make_generate(components, options, *, latent: str = "edit") -> Stage:
+def make_generate(components: Components, *, latent: str = "edit", batch_size: int = DEFAULTS.batch_size,
+                  compare: bool = DEFAULTS.compare) -> Stage:
     """G(w~, F~) (``latent: edit``) or G(w, F) (``latent: inversion``): adds ``generated``.
 
-    With ``options.compare`` the reconstruction G(w, F) is added too, as ``reconstructed``.
+    With ``compare`` the reconstruction G(w, F) of an edit is added too, as ``reconstructed``.
     """
-    runner = components["runner"]
+    ex = components.need("executor", "generate")
     if latent not in ("edit", "inversion"):
-        from fsvideo.errors import ConfigError
         raise ConfigError(f"generate: latent must be 'edit' or 'inversion', got {latent!r}")
     kw, kf = ("w_edit", "F_edit") if latent == "edit" else ("w", "F")
-    compare = bool(getattr(options, "compare", False)) and latent == "edit"
+    compare = bool(compare) and latent == "edit"
 
     def run(ps):
-        generate_packets(runner, ps, key_w=kw, key_f=kf, out_key="generated")
+        generate_packets(ex, ps, key_w=kw, key_f=kf, out_key="generated")
         if compare:
-            generate_packets(runner, ps, key_w="w", key_f="F", out_key="reconstructed")
+            generate_packets(ex, ps, key_w="w", key_f="F", out_key="reconstructed")
         return ps
     adds = ("generated", "reconstructed") if compare else ("generated",)
-    return FunctionStage("generate", run, needs=(kw, kf), adds=adds, batch_size=_batch(options))
+    return FunctionStage("generate", run, needs=(kw, kf), adds=adds, batch_size=int(batch_size))
 
 
 @register_stage("write_latents")
-def make_write_latents(components, options) -> Stage:
-    """Appends each frame's ``w``, ``F`` and alignment to ``components['latents_writer']``."""
+def make_write_latents(components: Components) -> Stage:
+    """Appends each frame's ``w``, ``F`` and alignment to ``components.latents_writer``."""
     from fsvideo.latents import FrameLatents
-    writer = components["latents_writer"]
+    writer = components.need("latents_writer", "write_latents")
 
     def run(ps):
         for p in ps:
@@ -211,8 +134,8 @@ def make_write_latents(components, options) -> Stage:
 
 
 @register_stage("read_latents")
-def make_read_latents(components, options) -> Stage:
-    """Faces, transforms and ``w``, ``F`` of each frame from ``components['latents']`` (a LatentsReader).
+def make_read_latents(components: Components) -> Stage:
+    """Faces, transforms and ``w``, ``F`` of each frame from ``components.latents`` (a LatentsReader).
 
     The latents must come from the same frames (same file, same --start/--end): a frame the file
     does not have is an error that says so.
@@ -220,8 +143,8 @@ def make_read_latents(components, options) -> Stage:
     from fsvideo.errors import InputError
     from fsvideo.faces.align import AlignedFace
     from fsvideo.faces.stream import TrackedFace
-    reader = components["latents"]
-    size = int(reader.meta.get("resolution", components.get("resolution", 0)))
+    reader = components.need("latents", "read_latents")
+    size = int(reader.meta.get("resolution", components.resolution or 0))
     it = iter(reader)
 
     def run(ps):

@@ -5,7 +5,7 @@ at the call site::
 
     info = probe(src)
     with atomic_output(dst) as tmp, VideoWriter(tmp, info, audio_from=src) as writer:
-        stages = build_chain("edit", {"reader": VideoReader(src, info=info), "writer": writer, ...}, opts)
+        stages = build_chain("edit", Components(reader=VideoReader(src, info=info), writer=writer, ...))
         run_chain(stages)
 
 ``decode`` adds to each packet: ``index`` (0-based), ``pts`` (source time base), ``time``
@@ -15,10 +15,11 @@ at the call site::
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 from fsvideo.pipeline.chain import register_stage
-from fsvideo.pipeline.runner import Packet, SinkStage, SourceStage
+from fsvideo.pipeline.components import Components
+from fsvideo.pipeline.stage import Packet, SinkStage, SourceStage
 
 FRAME_KEYS = ("index", "pts", "time", "duration", "image")
 
@@ -55,12 +56,12 @@ class EncodeVideoStage(SinkStage):
 
 
 @register_stage("decode")
-def make_decode(components: Mapping[str, Any], options: Any) -> DecodeStage:
-    """``components['reader']``: a :class:`~fsvideo.video.io.VideoReader` (or any iterable of Frames)."""
-    return DecodeStage(components["reader"])
+def make_decode(components: Components) -> DecodeStage:
+    """``components.reader``: a :class:`~fsvideo.video.io.VideoReader` (or any iterable of Frames)."""
+    return DecodeStage(components.need("reader", "decode"))
 
 
 @register_stage("encode_video")
-def make_encode_video(components: Mapping[str, Any], options: Any, *, key: str = "output") -> EncodeVideoStage:
-    """``components['writer']``: a VideoWriter or ImageWriter; ``key``: the packet image to write."""
-    return EncodeVideoStage(components["writer"], key=key)
+def make_encode_video(components: Components, *, key: str = "output") -> EncodeVideoStage:
+    """``components.writer``: a VideoWriter or ImageWriter; ``key``: the packet image to write."""
+    return EncodeVideoStage(components.need("writer", "encode_video"), key=key)

@@ -1,0 +1,120 @@
+"""Run a Feature-Style model on a device, in a precision, in batches of faces.
+
+:class:`ModelExecutor` is the one place that moves faces and codes between the CPU (where the
+streaming stages keep them, float32) and the device the networks run on (``dtype`` through
+autocast for half precision), in chunks of ``batch_size`` faces.  The video jobs
+(:mod:`fsvideo.pipeline.model_stages`) and the metrics (:mod:`fsvideo.metrics.inversion`) both use
+it, so they run exactly the same computation.  The generator noise is drawn once from a seed and
+fixed for every call (one noise per video, as the official scripts do).
+
+Shapes at the boundary (S = :func:`crop_size`):
+
+* :meth:`ModelExecutor.encode`: uint8 [N, S, S, 3] -> (w [N, n_latent, 512], F [N, C, h, w]) float32, CPU
+* :meth:`ModelExecutor.map_codes`: (w, F) -> fn(w, F) per chunk on the device -> float32, CPU
+* :meth:`ModelExecutor.generate`: (w, F or None) -> uint8 [N, S, S, 3]
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fsvideo.models.encoder import ENCODER_INPUT
+from fsvideo.models.fse import FeatureStyleModel, to_model_input, to_uint8
+
+CodesFn = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]
+
+
+def crop_size(model: FeatureStyleModel) -> int:
+    """Side of the aligned crops: the generator's resolution, at least the encoder's 256 px input
+    (a small generator's faces are resized up to the crop before they are pasted back)."""
+    return max(model.resolution, ENCODER_INPUT)
+
+
+class ModelExecutor:
+    """Runs a FeatureStyleModel on ``device`` with ``dtype``, in chunks of ``batch_size`` faces.
+
+    Args:
+        model: the encoder + generator (moved to ``device``, eval mode).
+        device: where the networks run.
+        dtype: float32, or float16 / bfloat16 through autocast.
+        batch_size: faces per network call.
+        noise_seed: seed of the generator noise, fixed for every call.
+    """
+
+    def __init__(self, model: FeatureStyleModel, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, batch_size: int = 4, noise_seed: int = 0):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.dtype = dtype
+        self.batch_size = max(1, int(batch_size))
+        self.noise_seed = int(noise_seed)
+        self.noise = model.generator.make_noise(noise_seed, device=self.device)
+
+    @property
+    def crop_size(self) -> int:
+        return crop_size(self.model)
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _chunks(self, n: int):
+        for i in range(0, n, self.batch_size):
+            yield slice(i, min(n, i + self.batch_size))
+
+    def empty_codes(self) -> tuple[Tensor, Tensor]:
+        """(w [0, n_latent, 512], F [0, C, h, w]): the codes of a frame without a face."""
+        G = self.model.generator
+        return torch.zeros(0, G.n_latent, G.style_dim), torch.zeros(0, *G.feature_shape(self.model.k))
+
+    @torch.no_grad()
+    def encode(self, crops: np.ndarray) -> tuple[Tensor, Tensor]:
+        """uint8 [N, S, S, 3] aligned faces -> (w [N, n_latent, 512], F [N, C, h, w]) float32 on CPU."""
+        S = self.crop_size
+        if crops.ndim != 4 or crops.shape[1:] != (S, S, 3):
+            raise ValueError(f"crops must be [N, {S}, {S}, 3] uint8, got {crops.shape}")
+        ws, fs = [], []
+        for sl in self._chunks(len(crops)):
+            x = to_model_input(torch.from_numpy(np.ascontiguousarray(crops[sl])).to(self.device))
+            with self.autocast():
+                w, f = self.model.encode(x)
+            ws.append(w.float().cpu())
+            fs.append(f.float().cpu())
+        if not ws:
+            return self.empty_codes()
+        return torch.cat(ws), torch.cat(fs)
+
+    @torch.no_grad()
+    def map_codes(self, fn: CodesFn, w: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+        """``fn(w, F) -> (w', F')`` on the device, chunk by chunk: float32 on CPU (empty in, empty out).
+
+        The Eq. 1 edit runs through here (``fn`` closes over the directions and :attr:`noise`).
+        """
+        if len(w) == 0:
+            return w, f
+        ws, fs = [], []
+        for sl in self._chunks(len(w)):
+            with self.autocast():
+                we, fe = fn(w[sl].to(self.device), f[sl].to(self.device))
+            ws.append(we.float().cpu())
+            fs.append(fe.float().cpu())
+        return torch.cat(ws), torch.cat(fs)
+
+    @torch.no_grad()
+    def generate(self, w: Tensor, f: Tensor | None) -> np.ndarray:
+        """G(w, F) -> uint8 [N, S, S, 3] with S = :func:`crop_size` (F None: G(w))."""
+        S = self.crop_size
+        out = []
+        for sl in self._chunks(len(w)):
+            with self.autocast():
+                img = self.model.decode(w[sl].to(self.device), None if f is None else f[sl].to(self.device),
+                                        self.noise)
+            if img.shape[-1] != S:
+                img = torch.nn.functional.interpolate(img.float(), size=(S, S), mode="bicubic", align_corners=False)
+            out.append(to_uint8(img).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, S, S, 3), np.uint8)

@@ -1,0 +1,88 @@
+"""The core budget of a run: how many threads torch, OpenCV and the per-frame stage workers get.
+
+A streaming run overlaps the network stages with the CPU stages (detect, track_align, blend, video
+encoding).  Left alone, torch's intra-op pool and OpenCV's pool each take every core and the stage
+threads come on top, so the cores are oversubscribed: OpenMP workers spin-wait on each other while a
+stage thread holds their core, and streaming can end up slower than a sequential run (issue 11,
+point 9).  :func:`core_budget` decides the split once, from the machine and the device:
+
+* sequential run: one thing at a time, so torch and OpenCV may each use every core;
+* streaming, networks on the CPU: the networks are by far the largest work (seconds a frame against
+  a tenth for everything else), so torch keeps every core, OpenCV gets one thread and per-frame
+  stages one worker -- the small CPU stages interleave instead of fighting the pool;
+* streaming, networks on a GPU: torch needs one thread to feed the device; the other cores go to
+  per-frame stage workers (detection), OpenCV calls stay single-threaded inside them.
+
+:meth:`CoreBudget.applied` sets the limits for the duration of a run and restores them after.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, not the machine's total)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class CoreBudget:
+    """Threads per consumer for one run.
+
+    Attributes:
+        cores: cores available to the process.
+        torch_threads: torch intra-op threads (``torch.set_num_threads``).
+        opencv_threads: OpenCV's pool (``cv2.setNumThreads``).
+        workers: threads each per-frame stage (e.g. ``detect``) may use at once.
+    """
+
+    cores: int
+    torch_threads: int
+    opencv_threads: int
+    workers: int
+
+    def describe(self) -> str:
+        return (f"{self.cores} cores: torch {self.torch_threads} threads, OpenCV {self.opencv_threads}, "
+                f"per-frame stage workers {self.workers}")
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[CoreBudget]:
+        """Set torch's and OpenCV's thread counts for the block; the previous ones come back after."""
+        import cv2
+        import torch
+        old_torch, old_cv = torch.get_num_threads(), cv2.getNumThreads()
+        torch.set_num_threads(self.torch_threads)
+        cv2.setNumThreads(self.opencv_threads)
+        log.info("core budget: %s", self.describe())
+        try:
+            yield self
+        finally:
+            torch.set_num_threads(old_torch)
+            cv2.setNumThreads(old_cv)
+
+
+def core_budget(*, device_type: str, threads: bool, workers: int | None = None,
+                cores: int | None = None) -> CoreBudget:
+    """The split of ``cores`` (default: :func:`available_cores`) for a run (see the module docstring).
+
+    Args:
+        device_type: where the networks run (``cpu``, ``cuda``, ``mps``).
+        threads: a streaming run (False: sequential, frame by frame).
+        workers: per-frame stage workers asked for (``--workers``); None decides from the machine.
+        cores: cores to split (tests and benchmarks); None reads the process's affinity.
+    """
+    n = int(cores or available_cores())
+    if not threads:
+        return CoreBudget(n, torch_threads=n, opencv_threads=n, workers=1)
+    if device_type == "cpu":
+        return CoreBudget(n, torch_threads=n, opencv_threads=1, workers=workers or 1)
+    return CoreBudget(n, torch_threads=1, opencv_threads=1, workers=workers or max(1, n - 1))

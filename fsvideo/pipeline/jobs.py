@@ -1,0 +1,149 @@
+"""Job assembly shared by :func:`~fsvideo.pipeline.edit.edit_video` and
+:func:`~fsvideo.pipeline.invert.invert_video`: probe the input, load the model once, build the
+:class:`~fsvideo.pipeline.components.Components`, open the writer and run a chain of ``pipelines/``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from fsvideo.config import ModelConfig, load_config, resolve_config_path, resolve_weights
+from fsvideo.edits.requests import EditRequest
+from fsvideo.errors import InputError
+from fsvideo.pipeline.budget import core_budget
+from fsvideo.pipeline.components import Components
+from fsvideo.pipeline.options import RunOptions, stage_options
+from fsvideo.pipeline.stage import RunStats
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, "int | None"], None]
+
+
+@dataclass
+class RunSummary:
+    """What a run did (the CLI prints it; ``--json`` dumps it)."""
+
+    input: str
+    output: str | None
+    latents: str | None = None
+    frames: int = 0
+    faces_edited: int = 0
+    frames_without_face: int = 0
+    seconds: float = 0.0
+    fps: float = 0.0
+    device: str = ""
+    detector: str = ""
+    edits: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_output(input_path: Path, edits: list[EditRequest], suffix: str | None = None) -> Path:
+    """``talk.mp4`` + smile 2 -> ``talk.smile+2.mp4``; several edits are joined with ``.``."""
+    tag = ".".join(e.label for e in edits) or "inversion"
+    return input_path.with_name(f"{input_path.stem}.{tag}{suffix or input_path.suffix}")
+
+
+def is_image_name(p: Path) -> bool:
+    from fsvideo.video.io import IMAGE_EXTENSIONS
+    return p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _face_parser(cfg: ModelConfig, mask: str, device: torch.device):
+    """A ``parser(face) -> labels`` callable when face parsing is asked for and its weights exist."""
+    if mask == "hull" or not cfg.face_parser:
+        return None
+    from fsvideo import weights
+    p = Path(cfg.face_parser) if Path(cfg.face_parser).is_file() else weights.path_of(cfg.face_parser)
+    if p is None:
+        if mask == "parsing":
+            weights.require(cfg.face_parser)          # raises with the download command
+        log.info("face parser %s not present: blend masks from the landmark hull", cfg.face_parser)
+        return None
+    from fsvideo.models.bisenet import load_bisenet, parse
+    net = load_bisenet(p, device=device)
+    return lambda face: parse(net, face)
+
+
+def model_identity(cfg: ModelConfig, opts: RunOptions) -> dict:
+    """Names and sha256 of the generator and encoder a run uses (recorded in / checked against latents)."""
+    from fsvideo.weights import sha256_file
+    out = {}
+    for role, ref in (("generator", opts.generator or cfg.generator), ("encoder", opts.encoder or cfg.encoder)):
+        out[role] = str(ref)
+        out[f"{role}_sha256"] = sha256_file(resolve_weights(ref))
+    return out
+
+
+@dataclass
+class Job:
+    """Everything built for one run: the probed input, the config, and the components of its chain."""
+
+    info: object
+    cfg: ModelConfig
+    device: torch.device
+    components: Components
+
+
+def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = True, detector=None) -> Job:
+    """Probe the (already checked) input and build the components; bad input fails before models load."""
+    from fsvideo.faces.detect import make_detector
+    from fsvideo.models.execution import ModelExecutor
+    from fsvideo.models.loading import load_model
+    from fsvideo.utils import pick_device, pick_dtype
+    from fsvideo.video.io import VideoReader, probe
+    info = probe(src)                                    # bad input fails here, before models load
+    cfg = load_config(resolve_config_path(opts.config), ModelConfig, section="model")
+    device = pick_device(opts.device)
+    dtype = pick_dtype(device, opts.precision)
+    for name in ("batch_size", "detect_batch"):
+        if getattr(opts, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} {getattr(opts, name)} must be at least 1", hint=f"use e.g. {flag} 4")
+    model = load_model(cfg, generator=opts.generator, encoder=opts.encoder, device=device)
+    executor = ModelExecutor(model, device, dtype, opts.batch_size, noise_seed=seed)
+    det = None
+    if need_detector:
+        det = detector if detector is not None else make_detector(opts.detector, device, max_side=640)
+    comps = Components(executor=executor, reader=VideoReader(src, opts.start, opts.end, info=info),
+                       fps=float(info.fps or 25), resolution=executor.crop_size, source=src.name,
+                       parser=_face_parser(cfg, opts.mask, device), detector=det, edit_step=cfg.edit_step)
+    log.info("device %s (%s), generator %d px, batch %d", device, dtype, model.resolution, opts.batch_size)
+    return Job(info, cfg, device, comps)
+
+
+def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: ProgressFn | None) -> RunStats:
+    """Open the writer on ``out_tmp`` and stream ``pipelines/<pipeline>.yaml`` through it."""
+    from fsvideo.pipeline.chain import build_chain
+    from fsvideo.pipeline.runner import run_chain
+    from fsvideo.video.io import ImageWriter, VideoWriter
+    info = job.info
+    if info.is_image:
+        writer = ImageWriter(out_tmp)
+    else:
+        width = info.width * (3 if opts.compare else 1)
+        writer = VideoWriter(out_tmp, info, codec=opts.codec, crf=opts.crf,
+                             audio_from=info.path if info.has_audio else None, start=opts.start, end=opts.end,
+                             width=width, height=info.height, keep_rotation=not opts.compare)
+    budget = core_budget(device_type=job.device.type, threads=opts.threads, workers=opts.workers)
+    with writer, budget.applied():
+        stages = build_chain(pipeline, job.components.with_(writer=writer), stage_options(opts))
+        return run_chain(stages, queue_size=opts.queue_size, threads=opts.threads, workers=budget.workers,
+                         progress=progress, total=len(job.components.reader))
+
+
+def summarise(summary: RunSummary, stats: RunStats, t0: float) -> RunSummary:
+    """Fill the summary from the counts the stages reported."""
+    counts = stats.counts
+    summary.frames = stats.packets
+    summary.faces_edited, summary.frames_without_face = counts["faces_edited"], counts["frames_without_face"]
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    summary.fps = round(summary.frames / summary.seconds, 3) if summary.seconds else 0.0
+    return summary
