@@ -257,6 +257,6 @@ def test_run_options_reach_the_stages_with_one_default():
     assert detect.batch_size == 8 and align.aligner.method == "exact"
     assert align.aligner.stabilizer.delay > build_chain("align", comps, stage_options(RunOptions()))[2].aligner.delay
     cli_default = next(p.default for p in edit_cmd.params if p.name == "stabilize")
-    stage_default = inspect.signature(make_track_align).parameters["stabilize_s"].default
+    stage_default = inspect.signature(make_track_align).parameters["stabilize"].default
     assert cli_default == stage_default == RunOptions().stabilize
     assert {p.name for p in edit_cmd.params} >= {"detect_batch", "align_method", "workers"}
