@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from fsvideo.faces import (DlibDetector, FaceStabilizer, align_face, align_face_fast,  # noqa: E402
                            align_quad_fast, landmark_mask, paste_back)
 from fsvideo.faces.stabilize import crop_jitter, stabilize_sequence  # noqa: E402
-from fsvideo.video.io import VideoReader  # noqa: E402
+from fsvideo.video import VideoReader  # noqa: E402
 
 
 def _ms(fn, items, repeat: int = 1) -> float:

@@ -79,7 +79,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from fsvideo.video.io import VideoReader
+    from fsvideo.video import VideoReader
     return next(iter(VideoReader(path))).image
 
 
@@ -139,7 +139,7 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
     """
     from fsvideo.faces import make_detector
     from fsvideo.faces.track import parse_policy
-    from fsvideo.video.io import IMAGE_EXTENSIONS
+    from fsvideo.video import IMAGE_EXTENSIONS
 
     policy = parse_policy(face_policy)
     if input_path.is_dir():
@@ -216,7 +216,7 @@ class _Frames:
     """The frames of a video the align chain decodes (every ``every``-th, at most ``max_frames``)."""
 
     def __init__(self, path: Path, info, every: int, max_frames: int | None):
-        from fsvideo.video.io import VideoReader
+        from fsvideo.video import VideoReader
         self.reader, self.every, self.max_frames = VideoReader(path, info=info), every, max_frames
         n = info.n_frames // every if info.n_frames else 0
         self.total = min(n, max_frames) if (n and max_frames) else (n or max_frames or 0)
@@ -244,7 +244,7 @@ def _align_video(path: Path, tmp: Path, det, size: int, policy, stabilize: bool,
 
     from fsvideo.pipeline.chain import build_chain
     from fsvideo.pipeline.runner import run_chain
-    from fsvideo.video.io import probe
+    from fsvideo.video import probe
     info = probe(path)
     fps = float(info.fps) / every if info.fps else 25.0 / every
     frames = _Frames(path, info, every, max_frames)

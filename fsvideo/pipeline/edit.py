@@ -136,7 +136,7 @@ def _prepare(src: Path, opts: RunOptions, *, need_detector: bool = True, detecto
     """Probe the (already checked) input and build the components; bad input fails before models load."""
     from fsvideo.faces.detect import make_detector
     from fsvideo.pipeline.model_stages import ModelRunner, crop_size
-    from fsvideo.video.io import VideoReader, probe
+    from fsvideo.video import VideoReader, probe
     info = probe(src)                                    # bad input fails here, before models load
     cfg = load_config(resolve_config_path(opts.config), ModelConfig, section="model")
     device = pick_device(opts.device)
@@ -157,7 +157,7 @@ def _prepare(src: Path, opts: RunOptions, *, need_detector: bool = True, detecto
 def _run(job: _Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: ProgressFn | None):
     from fsvideo.pipeline.chain import build_chain
     from fsvideo.pipeline.runner import run_chain
-    from fsvideo.video.io import ImageWriter, VideoWriter
+    from fsvideo.video import ImageWriter, VideoWriter
     info = job.info
     if info.is_image:
         writer = ImageWriter(out_tmp)
@@ -222,7 +222,7 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
 
 
 def _is_image_name(p: Path) -> bool:
-    from fsvideo.video.io import IMAGE_EXTENSIONS
+    from fsvideo.video import IMAGE_EXTENSIONS
     return p.suffix.lower() in IMAGE_EXTENSIONS
 
 
