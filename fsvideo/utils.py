@@ -10,7 +10,7 @@ from typing import Iterator
 
 import torch
 
-from fsvideo.errors import InputError, OutputError
+from fsvideo.errors import FsvideoError, InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,13 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False,
 
     The temporary name keeps the extension (container formats are guessed from it).  On any
     exception, KeyboardInterrupt included, the temporary file is removed and nothing appears
-    at ``path``.
+    at ``path``; an :class:`~fsvideo.errors.FsvideoError` that names the temporary file is
+    rewritten to name ``path``, the file the user asked for.
+
+    Example::
+
+        with atomic_output("out.json", overwrite=True) as tmp:
+            tmp.write_text(text)
     """
     final = check_output_path(path, overwrite=overwrite, inputs=inputs)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}",
@@ -68,10 +74,20 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False,
         if final.exists() and not overwrite:  # appeared while we worked
             raise OutputError(f"{final} appeared while writing", hint="pass --overwrite or choose another -o")
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(e, FsvideoError):
+            _rename_in_error(e, str(tmp_path), str(final))
         raise
+
+
+def _rename_in_error(e: FsvideoError, old: str, new: str) -> None:
+    """Replace the temporary name ``old`` by the user's ``new`` in the message and hint of ``e``."""
+    e.message = e.message.replace(old, new)
+    if e.hint:
+        e.hint = e.hint.replace(old, new)
+    e.args = tuple(a.replace(old, new) if isinstance(a, str) else a for a in e.args)
 
 
 def pick_device(name: str | None = "auto") -> torch.device:

@@ -64,10 +64,10 @@ def _palette_frame(img: np.ndarray) -> av.VideoFrame:
     from PIL import Image
 
     q = Image.fromarray(img, "RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
-    pal = np.zeros((256, 4), np.uint8)
+    pal = np.zeros((256, 4), np.uint8)  # PyAV takes the palette as A, R, G, B bytes per entry
     rgb = np.asarray(q.getpalette()[: 256 * 3], np.uint8).reshape(-1, 3)
-    pal[: len(rgb), :3] = rgb
-    pal[:, 3] = 255
+    pal[:, 0] = 255
+    pal[: len(rgb), 1:] = rgb
     return av.VideoFrame.from_ndarray((np.asarray(q, np.uint8), pal), format="pal8")
 
 
