@@ -428,3 +428,41 @@ def test_seeking_trim_gives_the_same_frames_as_a_full_read(media_dir, name):
     trimmed = list(VideoReader(src, start=1.0, end=1.6))
     assert [f.pts for f in trimmed] == [f.pts for f in full] and len(full) > 10
     assert all(np.array_equal(a.image, b.image) for a, b in zip(trimmed, full))
+
+
+# ------------------------------------------------------------------------------------- atomic writes
+
+def test_atomic_output_and_dir(tmp_path):
+    from fsvideo.utils import atomic_dir
+
+    dst = tmp_path / "a.json"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(dst) as tmp:
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert not dst.exists() and list(tmp_path.iterdir()) == []
+    with atomic_output(dst, fsync=True) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".json"
+        tmp.write_text("done")
+    assert dst.read_text() == "done" and len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(OutputError, match="already exists"):
+        with atomic_output(dst):
+            pass
+    # Fails as root too: the "folder" is a regular file, or a place nobody can create files in.
+    for bad in (dst / "out.mp4", Path("/proc/fsvideo-out.mp4")):
+        with pytest.raises(OutputError) as e:
+            with atomic_output(bad):
+                pass
+        assert str(bad.parent) in str(e.value) and "\n" not in str(e.value)
+    folder = tmp_path / "grids"
+    with atomic_dir(folder) as d:
+        (d / "x.txt").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(folder, overwrite=True) as d:
+            (d / "y.txt").write_text("2")
+            raise RuntimeError("interrupted")
+    assert [p.name for p in folder.iterdir()] == ["x.txt"]
+    with atomic_dir(folder, overwrite=True) as d:
+        (d / "y.txt").write_text("2")
+    assert [p.name for p in folder.iterdir()] == ["y.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "grids"]
