@@ -40,6 +40,7 @@ from pathlib import Path
 import av
 import av.error
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from fsvideo.errors import InputError, OutputError
 from fsvideo.video.audio import AudioPassthrough
@@ -197,8 +198,10 @@ class VideoWriter:
         if self.rotation:
             s.set_display_rotation(self.rotation)
         self._video = s
-        self._src_colorspace = color.get("colorspace") or None
+        # 2 is "unspecified": leave swscale its default (BT.601) rather than ask for a conversion.
+        self._src_colorspace = color.get("colorspace") if color.get("colorspace") not in (None, 0, 2) else None
         self._color_range = color.get("color_range") or None
+        self._reformatter = VideoReformatter()  # one swscale context for the whole video
 
     # -- writing
 
@@ -239,8 +242,9 @@ class VideoWriter:
         if self._video.pix_fmt == "pal8":
             frame = _palette_frame(img)
         else:
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(
-                format=self._video.pix_fmt, dst_colorspace=self._src_colorspace, dst_color_range=self._color_range)
+            frame = self._reformatter.reformat(av.VideoFrame.from_ndarray(img, format="rgb24"),
+                                               format=self._video.pix_fmt, dst_colorspace=self._src_colorspace,
+                                               dst_color_range=self._color_range)
         frame.pts = out_pts
         frame.time_base = tb
         self._mux_video(self._video.encode(frame))
