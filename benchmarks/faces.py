@@ -37,7 +37,7 @@ from fsvideo.faces import (DlibDetector, FaceStabilizer, align_face, align_face_
 from fsvideo.faces.align import quad_size  # noqa: E402
 from fsvideo.faces.jitter import crop_jitter  # noqa: E402
 from fsvideo.faces.stabilize import stabilize_sequence, stabilizer_options  # noqa: E402
-from fsvideo.video.io import VideoReader  # noqa: E402
+from fsvideo.video import VideoReader  # noqa: E402
 
 
 def _ms(fn, items, repeat: int = 1) -> float:

@@ -133,7 +133,7 @@ def check_device() -> tuple[bool, str]:
 
 
 def check_codecs() -> tuple[bool, str]:
-    from fsvideo.video.io import codec_report
+    from fsvideo.video import codec_report
     rep = codec_report()
     return bool(rep.get("libx264")), ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in rep.items())
 
@@ -163,7 +163,7 @@ def check_pipeline(workdir: Path | None = None) -> tuple[bool, str]:
     """Edit the synthetic clip with a tiny random model through the real pipeline."""
     from fsvideo.models.random_init import random_model, save_official_checkpoints
     from fsvideo import EditRequest, RunOptions, edit_video
-    from fsvideo.video.io import probe
+    from fsvideo.video import probe
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         d = Path(d)
         model = random_model(64, seed=0)

@@ -4,13 +4,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from fsvideo.errors import InputError, OutputError
+from fsvideo.errors import FsvideoError, InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ def check_output_path(out: str | os.PathLike, *, overwrite: bool = False,
     parent = o.parent if str(o.parent) else Path(".")
     if not parent.exists():
         raise OutputError(f"output folder {parent} does not exist", hint="create it first or choose another -o")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} is a file, not a folder", hint="choose another -o")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output folder {parent} is not writable", hint="choose another -o")
     return o
@@ -51,27 +54,97 @@ def check_output_path(out: str | os.PathLike, *, overwrite: bool = False,
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, overwrite: bool = False,
-                  inputs: tuple[str | os.PathLike, ...] = ()) -> Iterator[Path]:
+                  inputs: tuple[str | os.PathLike, ...] = (), fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only when the block succeeds.
 
-    The temporary name keeps the extension (container formats are guessed from it).  On any
-    exception, KeyboardInterrupt included, the temporary file is removed and nothing appears
-    at ``path``.
+    The one way fsvideo writes a file: readers never see a half-written output, and an
+    interrupted run leaves nothing at ``path``.  The temporary name
+    (``.<stem>.<random>.partial<suffix>``) keeps the extension (container formats are guessed from
+    it).  On any exception, KeyboardInterrupt included, the temporary file is removed; an
+    :class:`~fsvideo.errors.FsvideoError` that names the temporary file is rewritten to name
+    ``path``, the file the user asked for.  ``fsync=True`` flushes the file and the folder to disk
+    around the rename (checkpoints: the file survives a power cut, not only a crash).
+
+    Example::
+
+        with atomic_output("out.json", overwrite=True) as tmp:
+            tmp.write_text(text)
     """
     final = check_output_path(path, overwrite=overwrite, inputs=inputs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}",
-                               dir=final.parent if str(final.parent) else ".")
+    parent = final.parent if str(final.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}", dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot write {final} ({e.strerror or e})", hint="choose another output folder") from e
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         if final.exists() and not overwrite:  # appeared while we worked
             raise OutputError(f"{final} appeared while writing", hint="pass --overwrite or choose another -o")
+        if fsync:
+            _fsync(tmp_path)
         os.replace(tmp_path, final)
-    except BaseException:
+        if fsync:
+            _fsync(parent)
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(e, FsvideoError):
+            _rename_in_error(e, str(tmp_path), str(final))
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool = False) -> Iterator[Path]:
+    """The folder twin of :func:`atomic_output`: fill the yielded temporary folder; it becomes ``path`` on success.
+
+    With ``overwrite`` an existing ``path`` is replaced (moved aside, then removed after the rename);
+    without it an existing ``path`` is an :class:`~fsvideo.errors.OutputError`.  On failure the
+    temporary folder (``.<name>.<random>.partial``) is removed.
+    """
+    final = Path(path)
+    if final.exists() and not overwrite:
+        raise OutputError(f"{final} already exists", hint="pass --overwrite or choose another name")
+    parent = final.parent if str(final.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent))
+    except OSError as e:
+        raise OutputError(f"cannot write {final} ({e.strerror or e})", hint="choose another output folder") from e
+    try:
+        yield tmp
+        if fsync:
+            _fsync(tmp)
+        trash = None
+        if final.exists():
+            trash = final.with_name(f".{final.name}.old-{os.getpid()}.partial")
+            os.replace(final, trash)
+        os.replace(tmp, final)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        if fsync:
+            _fsync(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's contents to disk (best effort for folders)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _rename_in_error(e: FsvideoError, old: str, new: str) -> None:
+    """Replace the temporary name ``old`` by the user's ``new`` in the message and hint of ``e``."""
+    e.message = e.message.replace(old, new)
+    if e.hint:
+        e.hint = e.hint.replace(old, new)
+    e.args = tuple(a.replace(old, new) if isinstance(a, str) else a for a in e.args)
 
 
 def pick_device(name: str | None = "auto") -> torch.device:

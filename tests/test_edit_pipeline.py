@@ -12,7 +12,7 @@ from fsvideo.cli import main as cli_main
 from fsvideo.errors import InputError, OutputError
 from fsvideo.models.random_init import random_model, save_official_checkpoints
 from fsvideo import EditRequest, RunOptions, edit_video, invert_video
-from fsvideo.video.io import VideoReader, probe
+from fsvideo.video import VideoReader, probe
 
 CLIP = "videos/other/pyfeat-single_face.mp4"
 

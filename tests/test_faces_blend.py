@@ -200,7 +200,7 @@ def test_region_only_paste_equals_the_whole_frame_path(media_dir):
     import cv2
 
     from fsvideo.faces.blend import _feather
-    from fsvideo.video.io import VideoReader
+    from fsvideo.video import VideoReader
     frame = next(iter(VideoReader(media_dir / "videos" / "other" / "lt-FP006542HD02.mp4"))).image
     lm = DlibDetector(max_side=640).detect(frame)[0].landmarks
     a = align_face_fast(frame, lm, 1024)

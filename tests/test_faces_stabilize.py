@@ -138,7 +138,7 @@ def test_multi_face_stabilizer_orders_and_retires(template):
 
 
 def _clip(path, n):
-    from fsvideo.video.io import VideoReader
+    from fsvideo.video import VideoReader
     frames, fps = [], float(VideoReader(path).info.fps)
     for fr in VideoReader(path):
         if fr.index >= n:

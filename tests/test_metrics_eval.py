@@ -177,7 +177,7 @@ def test_metrics_measure_the_crops_invert_aligns(media_dir, components):
     """The evaluator's crops are the shared front end's (FaceAligner with invert's defaults:
     largest face, stabilised), not a per-frame alignment of its own."""
     from fsvideo.faces import FaceAligner, align_face_fast
-    from fsvideo.video.io import VideoReader
+    from fsvideo.video import VideoReader
     det, R, lp = components
     spy = Spy(lambda c: c.copy(), 64)
     ClipEvaluator(det, R, spy, lpips=lp, max_frames=8, batch_size=4).evaluate(media_dir / SINGLE)

@@ -27,7 +27,7 @@ def _rgb(path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def crops(media_dir):
     """Aligned crops: two of RAVDESS actor 06 (a still and a video frame), one of another person."""
-    from fsvideo.video.io import VideoReader
+    from fsvideo.video import VideoReader
     frame = next(iter(VideoReader(media_dir / "videos/ravdess/ravdess-actor06-compilation.mp4"))).image
     a = _aligned_face(_rgb(media_dir / "images/wild/ravdess-Actor_06.png"))
     b = _aligned_face(frame)

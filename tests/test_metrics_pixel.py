@@ -14,7 +14,7 @@ from fsvideo.metrics.ssim import ssim
 
 
 def _frames(path, picks):
-    from fsvideo.video.io import VideoReader
+    from fsvideo.video import VideoReader
     out = {}
     for f in VideoReader(path):
         if f.index in picks:

@@ -23,7 +23,7 @@ def _frames(path, every: int, n: int, size=(640, 360)) -> list[np.ndarray]:
     """n frames (every `every`-th) as `size` images; 4:3 letterboxed sources are cropped to 16:9 first."""
     import cv2
 
-    from fsvideo.video.io import VideoReader
+    from fsvideo.video import VideoReader
     out = []
     for f in VideoReader(path):
         if f.index % every == 0:

@@ -85,7 +85,7 @@ def test_failure_during_a_checkpoint_write_keeps_the_previous_one(faces, tmp_pat
         if target == "state":
             hit = path.parent.name.startswith(".step_0000004") and path.name == "state.pt"
         else:
-            hit = (path.parent == run and path.name.startswith(".encoder.pt")
+            hit = (path.parent == run and path.name.startswith(".encoder.")
                    and (run / "checkpoints" / "step_0000004").exists())
         if hit:                                  # checkpoint 2 (step 4) fails half-way through a file
             with open(path, "wb") as f:

@@ -220,6 +220,90 @@ def test_writer_checks_and_atomicity(clips, tmp_path):
     assert not dst.exists() and list(tmp_path.glob(".never*")) == []
 
 
+def make_gif(path, n=6, size=(40, 32), durations_ms=(40, 100, 60, 200, 40, 120)):
+    """An animated GIF made with Pillow: ``n`` frames of the test pattern with uneven durations."""
+    from PIL import Image
+
+    frames = [Image.fromarray(pattern(i * 9, *size)) for i in range(n)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=list(durations_ms[:n]), loop=0)
+    return path
+
+
+def gif_durations_ms(path) -> list[int]:
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as im:
+        return [fr.info["duration"] for fr in ImageSequence.Iterator(im)]
+
+
+def test_gif_in_gif_out_keeps_frames_and_durations(tmp_path):
+    """Issue 10.10: an animated GIF written to .gif (the gif encoder, not libx264), timing kept."""
+    src = make_gif(tmp_path / "anim.gif")
+    dst = tmp_path / "out.gif"
+    info, n = roundtrip(src, dst, codec="libx264")      # the old CLI default gives way to the extension
+    assert n == 6
+    out = probe(dst)
+    assert out.codec == "gif" and (out.width, out.height) == (40, 32)
+    assert gif_durations_ms(dst) == gif_durations_ms(src) == [40, 100, 60, 200, 40, 120]
+    for fa, fb in zip(VideoReader(src), VideoReader(dst)):
+        assert np.abs(fa.image.astype(int) - fb.image.astype(int)).mean() < 3  # a palette per frame
+    assert list(tmp_path.glob(".*partial*")) == []
+
+
+def test_video_to_gif_and_webm_follow_the_extension(clips, tmp_path):
+    for ext, codec in ((".gif", "gif"), (".webm", "vp9"), (".mp4", "h264"), (".mov", "h264")):
+        dst = tmp_path / f"out{ext}"
+        roundtrip(clips["rot90"], dst)                    # codec "auto"; GIF drops audio and rotation
+        out = probe(dst)
+        assert out.codec == codec, ext
+        assert (out.width, out.height) == (48, 64)      # upright either way
+        assert len(list(VideoReader(dst))) == 48
+        assert out.has_audio == (ext != ".gif")
+
+
+def test_bad_output_extension_names_the_users_file(clips, tmp_path):
+    info = probe(clips["cfr"])
+    dst = tmp_path / "result.txt"
+    with pytest.raises(OutputError) as e:
+        with atomic_output(dst) as tmp, VideoWriter(tmp, info) as w:
+            w.write(np.zeros((48, 64, 3), np.uint8), pts=0)
+    msg = str(e.value)
+    assert str(dst) in msg and "partial" not in msg and "\n" not in msg
+    assert ".mp4" in msg and ".gif" in msg and ".webm" in msg
+    assert not dst.exists() and list(tmp_path.glob(".*partial*")) == []
+
+
+def test_encoder_choice_preset_and_threads(clips, tmp_path, monkeypatch):
+    from fsvideo.video import encoders
+
+    info = probe(clips["cfr"])
+    with pytest.raises(InputError, match="unknown preset"):
+        VideoWriter(tmp_path / "p.mp4", info, preset="warp")
+    with VideoWriter(tmp_path / "a.mp4", info, preset="veryfast") as w:
+        w.write(np.zeros((48, 64, 3), np.uint8), pts=0)
+        cc = w._video.codec_context
+        assert cc.thread_type.name == "FRAME" and cc.thread_count == 0    # x264 frame threads, one per core
+    expected = "h264_nvenc" if encoders.nvenc_usable(64, 48) else "libx264"
+    assert w.encoder == w.codec == expected and w.encoder_options["preset"] in ("veryfast", "p3")
+    # NVENC listed and "usable" but failing to open here: auto falls back to libx264 cleanly.
+    monkeypatch.setattr(encoders, "nvenc_usable", lambda *a, **k: False)
+    with VideoWriter(tmp_path / "b.mp4", info, codec="h264_nvenc") as w:
+        w.write(np.zeros((48, 64, 3), np.uint8), pts=0)
+    assert w.encoder == "libx264" and probe(tmp_path / "b.mp4").codec == "h264"
+
+
+def test_nvenc_is_used_when_it_opens(clips, tmp_path):
+    from fsvideo.video import encoders
+
+    if not encoders.nvenc_usable(64, 48):
+        pytest.skip("no h264_nvenc with a CUDA GPU here")
+    dst = tmp_path / "gpu.mp4"
+    with VideoWriter(dst, probe(clips["cfr"])) as w:
+        for f in VideoReader(clips["cfr"]):
+            w.write_frame(f)
+    assert w.encoder == "h264_nvenc" and probe(dst).codec == "h264" and len(list(VideoReader(dst))) == 48
+
+
 def test_decode_encode_chain_through_the_runner(clips, tmp_path):
     src = clips["vfr"]
     info = probe(src)
@@ -344,3 +428,41 @@ def test_seeking_trim_gives_the_same_frames_as_a_full_read(media_dir, name):
     trimmed = list(VideoReader(src, start=1.0, end=1.6))
     assert [f.pts for f in trimmed] == [f.pts for f in full] and len(full) > 10
     assert all(np.array_equal(a.image, b.image) for a, b in zip(trimmed, full))
+
+
+# ------------------------------------------------------------------------------------- atomic writes
+
+def test_atomic_output_and_dir(tmp_path):
+    from fsvideo.utils import atomic_dir
+
+    dst = tmp_path / "a.json"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(dst) as tmp:
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert not dst.exists() and list(tmp_path.iterdir()) == []
+    with atomic_output(dst, fsync=True) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".json"
+        tmp.write_text("done")
+    assert dst.read_text() == "done" and len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(OutputError, match="already exists"):
+        with atomic_output(dst):
+            pass
+    # Fails as root too: the "folder" is a regular file, or a place nobody can create files in.
+    for bad in (dst / "out.mp4", Path("/proc/fsvideo-out.mp4")):
+        with pytest.raises(OutputError) as e:
+            with atomic_output(bad):
+                pass
+        assert str(bad.parent) in str(e.value) and "\n" not in str(e.value)
+    folder = tmp_path / "grids"
+    with atomic_dir(folder) as d:
+        (d / "x.txt").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(folder, overwrite=True) as d:
+            (d / "y.txt").write_text("2")
+            raise RuntimeError("interrupted")
+    assert [p.name for p in folder.iterdir()] == ["x.txt"]
+    with atomic_dir(folder, overwrite=True) as d:
+        (d / "y.txt").write_text("2")
+    assert [p.name for p in folder.iterdir()] == ["y.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "grids"]

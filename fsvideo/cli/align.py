@@ -82,7 +82,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from fsvideo.video.io import VideoReader
+    from fsvideo.video import VideoReader
     return next(iter(VideoReader(path))).image
 
 
@@ -143,7 +143,7 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
     """
     from fsvideo.faces import make_detector
     from fsvideo.faces.track import parse_policy
-    from fsvideo.video.io import IMAGE_EXTENSIONS
+    from fsvideo.video import IMAGE_EXTENSIONS
 
     if input_path.is_dir():
         files = sorted(p for p in input_path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

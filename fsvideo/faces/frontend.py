@@ -96,7 +96,7 @@ class VideoFaces:
 
     def __init__(self, path: str | os.PathLike, detector, *, output_size: int, every: int = 1,
                  max_frames: int | None = None, detect_batch: int = 1, info=None, **aligner):
-        from fsvideo.video.io import probe
+        from fsvideo.video import probe
         self.path = Path(path)
         self.every, self.max_frames = check_sampling(every, max_frames)
         self.info = info if info is not None else probe(self.path)
@@ -118,7 +118,7 @@ class VideoFaces:
         return self.aligner.delay
 
     def __iter__(self) -> Iterator[FrameFaces]:
-        from fsvideo.video.io import VideoReader
+        from fsvideo.video import VideoReader
         times: dict[int, float] = {}
         batch: list = []
 

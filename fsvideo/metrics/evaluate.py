@@ -163,7 +163,7 @@ class ClipEvaluator:
         base = dict(settings_key=key, identity_network=self.identity.name,
                     ravdess=rav.describe() if rav else None, settings=settings.to_dict())
         try:
-            from fsvideo.video.io import probe
+            from fsvideo.video import probe
             info = probe(p)
             sha = sha256 or sha256_file(p)
         except FsvideoError as e:

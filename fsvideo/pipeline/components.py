@@ -28,7 +28,7 @@ class Components:
     """What the stages of a chain use (each field names the stages that need it).
 
     Attributes:
-        reader: iterable of :class:`~fsvideo.video.io.Frame` (``decode``).
+        reader: iterable of :class:`~fsvideo.video.Frame` (``decode``).
         writer: a VideoWriter or ImageWriter (``encode_video``).
         detector: a face detector (``detect``).
         executor: the Feature-Style model on its device (``encode``, ``edit``, ``generate``).

@@ -52,7 +52,7 @@ def default_output(input_path: Path, edits: list[EditRequest], suffix: str | Non
 
 
 def is_image_name(p: Path) -> bool:
-    from fsvideo.video.io import IMAGE_EXTENSIONS
+    from fsvideo.video import IMAGE_EXTENSIONS
     return p.suffix.lower() in IMAGE_EXTENSIONS
 
 
@@ -98,7 +98,7 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
     from fsvideo.models.execution import ModelExecutor
     from fsvideo.models.loading import load_model
     from fsvideo.utils import pick_device, pick_dtype
-    from fsvideo.video.io import VideoReader, probe
+    from fsvideo.video import VideoReader, probe
     info = probe(src)                                    # bad input fails here, before models load
     cfg = load_config(resolve_config_path(opts.config), ModelConfig, section="model")
     device = pick_device(opts.device)
@@ -123,7 +123,7 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
     """Open the writer on ``out_tmp`` and stream ``pipelines/<pipeline>.yaml`` through it."""
     from fsvideo.pipeline.chain import build_chain
     from fsvideo.pipeline.runner import run_chain
-    from fsvideo.video.io import ImageWriter, VideoWriter
+    from fsvideo.video import ImageWriter, VideoWriter
     info = job.info
     if info.is_image:
         writer = ImageWriter(out_tmp)

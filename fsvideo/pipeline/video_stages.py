@@ -25,7 +25,7 @@ FRAME_KEYS = ("index", "pts", "time", "duration", "image")
 
 
 class DecodeStage(SourceStage):
-    """Turns :class:`~fsvideo.video.io.Frame` objects (any iterable of them) into packets."""
+    """Turns :class:`~fsvideo.video.Frame` objects (any iterable of them) into packets."""
 
     name = "decode"
     adds = FRAME_KEYS
@@ -57,7 +57,7 @@ class EncodeVideoStage(SinkStage):
 
 @register_stage("decode")
 def make_decode(components: Components) -> DecodeStage:
-    """``components.reader``: a :class:`~fsvideo.video.io.VideoReader` (or any iterable of Frames)."""
+    """``components.reader``: a :class:`~fsvideo.video.VideoReader` (or any iterable of Frames)."""
     return DecodeStage(components.need("reader", "decode"))
 
 

@@ -17,13 +17,11 @@ complete folder.  Everything is read back with ``weights_only=True``.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,21 +31,13 @@ import torch
 
 from fsvideo.errors import InputError
 from fsvideo.models.loading import read_checkpoint
+from fsvideo.utils import atomic_dir, atomic_output
 
 log = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_file(obj: Any, path: Path) -> None:
@@ -60,33 +50,15 @@ def save_file(obj: Any, path: Path) -> None:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary name beside ``path``, then rename: ``path`` is old or new, never partial."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(obj, Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    with atomic_output(path, overwrite=True, fsync=True) as tmp:
+        save_file(obj, tmp)
+    return Path(path)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    """Replace the text file ``path`` in one step (e.g. the ``latest`` pointer)."""
+    with atomic_output(path, overwrite=True, fsync=True) as tmp:
+        tmp.write_text(text)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,16 +122,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, encoder_state: Mappin
     final = step_folder(run, step)
     enc = collections.OrderedDict((k, v.detach().cpu().clone()) for k, v in encoder_state.items())
     if not final.exists():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=root))
-        try:
+        with atomic_dir(final, fsync=True) as tmp:
             save_file(enc, tmp / "encoder.pt")
             save_file(train_state, tmp / "state.pt")
-            _fsync_dir(tmp)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _fsync_dir(root)
     atomic_write_text(final.name + "\n", root / LATEST)
     atomic_save(enc, run / "encoder.pt")
     _prune(root, keep)
@@ -197,12 +162,12 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
 
 
 def clean_partials(run_dir: str | os.PathLike) -> int:
-    """Remove leftovers of interrupted writes (``.*.partial`` files and folders); returns how many."""
+    """Remove leftovers of interrupted writes (``.*.partial*`` files and folders); returns how many."""
     n = 0
     for root in (Path(run_dir), Path(run_dir) / CKPT_DIR):
         if not root.is_dir():
             continue
-        for p in root.glob(".*.partial"):
+        for p in root.glob(".*.partial*"):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             n += 1
     return n

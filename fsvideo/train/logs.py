@@ -5,7 +5,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from fsvideo.utils import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,8 @@ class JsonlLog:
                 continue
             if int(rec.get("step", 0)) <= step:
                 keep.append(line)
-        fd, tmp = tempfile.mkstemp(prefix=".log.", suffix=".partial", dir=self.path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(k + "\n" for k in keep))
-        os.replace(tmp, self.path)
+        with atomic_output(self.path, overwrite=True) as tmp:
+            tmp.write_text("".join(k + "\n" for k in keep))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
@@ -104,13 +103,6 @@ def save_grid(path: str | os.PathLike, columns: Sequence[Tensor], pad: int = 2) 
         for j, c in enumerate(columns):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
             grid[y:y + h, x:x + w] = to_uint8_image(c[i])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite=True) as tmp:
         Image.fromarray(grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path

@@ -29,7 +29,7 @@ def pattern(i: int, width: int, height: int) -> np.ndarray:
 def make_test_clip(path: str | os.PathLike, *, n_frames: int = 48, width: int = 64, height: int = 48,
                    fps: int | Fraction = 25, audio: bool = True, tone_hz: float = 440.0, sample_rate: int = 44100,
                    vfr: bool = False, pix_fmt: str = "yuv420p", rotation: int = 0, codec: str = "libx264",
-                   audio_codec: str = "aac") -> list[float]:
+                   audio_codec: str = "aac", images: list[np.ndarray] | None = None) -> list[float]:
     """Write a test clip and return the presentation times of its frames (seconds; the muxer may
     change the time base, so ticks would not compare).
 
@@ -40,7 +40,16 @@ def make_test_clip(path: str | os.PathLike, *, n_frames: int = 48, width: int = 
         pix_fmt: the stored pixel format (``yuv420p10le`` for 10-bit; ``yuv444p`` allows odd sizes).
         rotation: counter-clockwise display rotation written as a display matrix (0, 90, 180, -90).
         codec: the video encoder.
+        images: upright uint8 [H, W, 3] RGB frames to write instead of the pattern (e.g. frames of a
+            clip with a face); they set ``n_frames``, ``width`` and ``height``, and are stored turned
+            back by ``rotation`` so that a player (and :class:`~fsvideo.video.VideoReader`) shows
+            them upright.
     """
+    if images is not None:
+        n_frames = len(images)
+        k = (-rotation // 90) % 4
+        stored = [np.ascontiguousarray(np.rot90(im, k=k)) for im in images]
+        height, width = stored[0].shape[:2]
     fps = Fraction(fps)
     out = av.open(str(path), "w")
     try:
@@ -59,7 +68,8 @@ def make_test_clip(path: str | os.PathLike, *, n_frames: int = 48, width: int = 
         t = 0
         times = []
         for i in range(n_frames):
-            f = av.VideoFrame.from_ndarray(pattern(i, width, height), format="rgb24")
+            img = stored[i] if images is not None else pattern(i, width, height)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
             f.pts, f.time_base = t, tb
             times.append(float(t * tb))
             out.mux(s.encode(f))

@@ -1,0 +1,173 @@
+"""Streaming decode: :class:`VideoReader` yields one :class:`Frame` (uint8 HxWx3 RGB, upright) at a time.
+
+Frames keep the source's presentation timestamps (``Frame.pts``, stream time base) so the writer
+can keep variable frame rates; ``Frame.time`` is seconds on the player's clock (see
+:mod:`fsvideo.video.probe`).  Colour: YUV -> RGB uses the source's tagged matrix and range (the
+swscale default BT.601 when untagged); the writer converts back with the same tags.
+A still image is a one-frame video, so the pipeline treats both alike.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from collections.abc import Iterator
+
+import av
+import av.error
+import numpy as np
+
+from fsvideo.errors import InputError
+from fsvideo.video.images import read_image
+from fsvideo.video.probe import VideoInfo, _open_input, probe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        index: 0-based position among the frames the reader yielded (so 0 is the first frame at or
+            after ``start``).
+        pts: presentation timestamp in the source video stream's ``time_base`` (0 for an image).
+        time: seconds from the container start (``(pts * time_base) - VideoInfo.start_time``).
+        image: uint8 [H, W, 3] RGB, upright (rotation applied).
+        duration: frame duration in ``time_base`` ticks when the container knows it, else None.
+    """
+
+    index: int
+    pts: int
+    time: float
+    image: np.ndarray
+    duration: int | None = None
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a counter-clockwise display ``rotation`` (degrees, multiple of 90) to [H, W, C] ``image``."""
+    k = (int(rotation) // 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=k)) if k else image
+
+
+class VideoReader:
+    """Stream the frames of a video (or the single frame of an image), decoding one at a time.
+
+    Args:
+        path: a video or image file.
+        start, end: seconds (player clock, see the module docstring) to read; ``None`` for the
+            beginning / the end.  Frames with ``start <= time < end`` are yielded.
+        info: the file's :class:`VideoInfo` when already probed (saves a probe).
+        threads: let FFmpeg decode with several threads (frame/slice threading).
+
+    Iterating yields :class:`Frame` (uint8 [H, W, 3] RGB upright images); each iteration opens the
+    file afresh and closes it at the end, so memory does not depend on the video's length.
+
+    Example::
+
+        for frame in VideoReader("talk.mp4", start=1.0, end=2.5):
+            print(frame.index, frame.time, frame.image.shape)
+    """
+
+    def __init__(self, path: str | os.PathLike, start: float | None = None, end: float | None = None, *,
+                 info: VideoInfo | None = None, threads: bool = True):
+        self.info = info if info is not None else probe(path)
+        self.path = Path(path)
+        if start is not None and start < 0:
+            raise InputError(f"--start {start} is negative", hint="pass a time in seconds >= 0")
+        if end is not None and start is not None and end <= start:
+            raise InputError(f"--end {end} is not after --start {start}", hint="pass --end greater than --start")
+        if not self.info.is_image and start is not None and self.info.duration_s and start >= self.info.duration_s:
+            raise InputError(f"--start {start} is past the end of {self.path} ({self.info.duration_s:.2f} s)",
+                             hint="pass a smaller --start")
+        self.start = start
+        self.end = end
+        self.threads = threads
+
+    def __len__(self) -> int:
+        """Estimated number of frames yielded (exact for images and indexed containers without trim)."""
+        info = self.info
+        if info.is_image:
+            return 1
+        if self.start is None and self.end is None:
+            return info.n_frames
+        s = self.start or 0.0
+        e = min(self.end, info.duration_s) if self.end is not None else info.duration_s
+        return max(0, int(round((e - s) * float(info.fps))))
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.info.is_image:
+            yield Frame(index=0, pts=0, time=0.0, image=read_image(self.path), duration=None)
+            return
+        yield from self._decode()
+
+    def _decode(self) -> Iterator[Frame]:
+        # With a start time, seek to the key frame before it; if the container's seek lands past
+        # `start` (some formats seek imprecisely), start again from the beginning: nothing has been
+        # yielded yet, so no frame is lost or repeated.
+        attempts = (True, False) if self.start else (False,)
+        for seek in attempts:
+            done = yield from self._decode_from(seek)
+            if done:
+                return
+
+    def _decode_from(self, seek: bool):
+        """Yield the frames; return False (before yielding any) when a seek overshot ``start``."""
+        info = self.info
+        start, end = self.start, self.end
+        container = _open_input(self.path)
+        try:
+            v = container.streams.video[0]
+            if self.threads:
+                v.thread_type = "AUTO"
+            tb = Fraction(v.time_base) if v.time_base else info.time_base
+            step = max(1, int(round(1 / (float(info.fps) * tb)))) if info.fps else 1
+            if seek:
+                target = int(math.floor((start + info.start_time) / tb))
+                try:
+                    container.seek(target, stream=v, backward=True, any_frame=False)
+                except av.error.FFmpegError:
+                    log.debug("seek failed in %s; decoding from the beginning", self.path)
+                    return False
+            index = 0
+            prev_pts: int | None = None
+            first = True
+            try:
+                for frame in container.decode(v):
+                    pts = frame.pts
+                    if pts is None:
+                        pts = frame.dts if frame.dts is not None else (prev_pts + step if prev_pts is not None else 0)
+                    t = float(pts * tb) - info.start_time
+                    if first and seek and t > start + 1e-6:
+                        log.debug("seek overshot in %s (%.3f s > %.3f s); decoding from the start", self.path, t,
+                                  start)
+                        return False
+                    first = False
+                    if start is not None and t < start - 1e-6:
+                        continue
+                    if end is not None and t >= end - 1e-6:
+                        break
+                    prev_pts = pts
+                    image = frame.to_ndarray(format="rgb24", src_color_range=int(frame.color_range) or None)
+                    image = upright(image, info.rotation)
+                    dur = frame.duration if getattr(frame, "duration", None) else None
+                    yield Frame(index=index, pts=int(pts), time=t, image=image, duration=dur)
+                    index += 1
+            except av.error.FFmpegError as e:
+                where = f"frame {index}" + (f" (t={float(prev_pts * tb) - info.start_time:.2f} s)"
+                                            if prev_pts is not None else "")
+                raise InputError(f"{self.path} is damaged at {where} (FFmpeg: {e})",
+                                 hint="re-export the file, or process only the good part with --end") from e
+            if index == 0:
+                trimmed = start is not None or end is not None
+                raise InputError(f"{self.path}: no frame decoded" + (f" between {start} s and {end} s" if trimmed else ""),
+                                 hint="check --start/--end" if trimmed else "the file may be truncated; re-export it")
+            if start is None and end is None and v.frames and index < 0.9 * v.frames:
+                log.warning("%s: decoded %d of the %d frames its index lists; the file may be truncated",
+                            self.path, index, v.frames)
+            return True
+        finally:
+            container.close()

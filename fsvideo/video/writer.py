@@ -1,0 +1,328 @@
+"""Encoding: :class:`VideoWriter` writes uint8 HxWx3 RGB frames with the source's timing, rotation and colour.
+
+Timing.  Frames are written with the source's timestamps (VFR stays VFR) and durations, shifted so
+that output time 0 is the trim start; the last frame never outlasts the source's video end.
+
+Rotation.  By default (``keep_rotation=True``) the writer turns the upright images back to the
+stored orientation and writes the source's display matrix, so the output carries the source's
+rotation metadata and its coded pictures have the source's orientation.  ``keep_rotation=False``
+writes upright pictures and no rotation metadata.  Both play the same.  (GIF has no rotation
+metadata: it always gets upright pictures.)
+
+Odd sizes.  4:2:0 (and 4:2:2) encoders need even sizes.  The writer pads an odd width/height by one
+pixel, repeating the last column/row (never scales, so the original pixels stay untouched); the
+output is then one pixel larger than the source in that dimension.  ``yuv444p`` needs no padding.
+
+Colour.  RGB -> YUV uses the source's colour matrix and range (as tagged; BT.601 when untagged),
+the inverse of what the reader did, and the output carries the same tags, so a decode -> encode
+round trip does not shift colours whichever way a player interprets them.  GIF frames get an
+adaptive 256-colour palette each (Pillow's octree quantiser).
+
+Which encoder runs (``codec="auto"``, NVENC on a GPU, the preset) is decided in
+:mod:`fsvideo.video.encoders`; the audio is copied by :class:`~fsvideo.video.audio.AudioPassthrough`.
+
+Example::
+
+    info = probe("talk.mp4")
+    with atomic_output("out.mp4") as tmp, VideoWriter(tmp, info, audio_from=info.path) as w:
+        for frame in VideoReader(info.path):
+            w.write(frame.image, pts=frame.pts, duration=frame.duration)
+    print(w.encoder)   # e.g. "libx264"
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from fsvideo.errors import InputError, OutputError
+from fsvideo.video.audio import AudioPassthrough
+from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
+from fsvideo.video.images import check_image
+from fsvideo.video.probe import VideoInfo
+
+log = logging.getLogger(__name__)
+
+
+def _chroma_even(pix_fmt: str) -> tuple[bool, bool]:
+    """(width must be even, height must be even) for ``pix_fmt``: true where chroma is subsampled."""
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+    except (ValueError, av.error.FFmpegError) as e:
+        raise InputError(f"unknown pixel format {pix_fmt!r}", hint="use yuv420p") from e
+    return fmt.chroma_width(5) < 5, fmt.chroma_height(5) < 5
+
+
+def _palette_frame(img: np.ndarray) -> av.VideoFrame:
+    """A ``pal8`` frame of uint8 [H, W, 3] RGB ``img`` with its own 256-colour palette (for GIF)."""
+    from PIL import Image
+
+    q = Image.fromarray(img, "RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    pal = np.zeros((256, 4), np.uint8)  # PyAV takes the palette as A, R, G, B bytes per entry
+    rgb = np.asarray(q.getpalette()[: 256 * 3], np.uint8).reshape(-1, 3)
+    pal[:, 0] = 255
+    pal[: len(rgb), 1:] = rgb
+    return av.VideoFrame.from_ndarray((np.asarray(q, np.uint8), pal), format="pal8")
+
+
+class VideoWriter:
+    """Encode frames with the source's timestamps and copy the source's audio packets.
+
+    Args:
+        path: output file; the extension sets the format (``.mp4``, ``.m4v``, ``.mov``, ``.mkv``,
+            ``.webm``, ``.gif``).  Give it the temporary path of :func:`fsvideo.utils.atomic_output`;
+            the writer writes where told.
+        like: the source's :class:`VideoInfo` (frame rate, time base, rotation, colour tags).
+        codec: ``auto`` (default: from the extension, NVENC on a CUDA GPU), ``libx264``,
+            ``h264_nvenc``, ``libx265``, ``libvpx-vp9`` or ``gif``.  A codec the container cannot
+            hold gives way to the extension's (with a warning).
+        crf: constant-quality factor (lower is better; 18 is visually lossless for x264; NVENC's cq).
+        preset: speed/quality trade-off, ``ultrafast`` .. ``veryslow`` (see
+            :data:`~fsvideo.video.encoders.DEFAULT_PRESET`); mapped for VP9 and NVENC.
+        pix_fmt: ``yuv420p`` (default, plays everywhere), ``yuv420p10le``, ``yuv444p``...
+            (ignored for GIF, which is palette-based).
+        audio_from: a file whose first audio stream is copied packet by packet (None: no audio).
+        start, end: the trim the frames were read with (seconds, player clock): the output clock
+            starts at ``start`` and only the audio in ``[start, end)`` is copied.
+        width, height: upright output size when it differs from ``like`` (e.g. a side-by-side
+            comparison); default ``like.width``/``like.height``.
+        keep_rotation: write the source's rotation metadata and turn frames back to the stored
+            orientation (default), or write upright frames without rotation metadata.
+        threads: encoder threads (0 lets FFmpeg choose: one per core).
+        shown: the name to use in messages (the user's output when ``path`` is a temporary name).
+
+    Attributes:
+        encoder: the encoder that runs (e.g. ``libx264``, ``h264_nvenc``, ``gif``), for the run summary.
+        encoder_options: the options it was opened with (``preset``, ``crf``...).
+        frames_written: frames encoded so far.
+
+    Use as a context manager; ``close`` flushes the encoder and copies the remaining audio::
+
+        with VideoWriter(tmp, info, audio_from=info.path) as w:
+            for f in VideoReader(info.path):
+                w.write(f.image, pts=f.pts, duration=f.duration)
+    """
+
+    def __init__(self, path: str | os.PathLike, like: VideoInfo, *, codec: str = "auto", crf: int = 18,
+                 preset: str = DEFAULT_PRESET, pix_fmt: str = "yuv420p",
+                 audio_from: str | os.PathLike | None = None, start: float | None = None,
+                 end: float | None = None, width: int | None = None, height: int | None = None,
+                 keep_rotation: bool = True, threads: int = 0, shown: str | os.PathLike | None = None):
+        if not 0 <= int(crf) <= 63:
+            raise InputError(f"crf {crf} is out of range", hint="use 0 (best) .. 51 (x264/x265) or 63 (vp9)")
+        self.path = Path(path)
+        self.shown = str(shown or self.path)
+        ext = check_video_extension(self.path, self.shown)
+        self.like = like
+        self.width = int(width or like.width)
+        self.height = int(height or like.height)
+        self.rotation = like.rotation if keep_rotation and ext != ".gif" else 0
+        self.offset_s = like.start_time + (start or 0.0)  # output t=0 is this source time (absolute seconds)
+        self.start = start
+        self.end = end
+        self.frames_written = 0
+        self._closed = False
+        self._last_pts: int | None = None
+        self._durations: dict[int, int] = {}
+        self._audio: AudioPassthrough | None = None
+        if ext == ".gif":
+            pix_fmt = "pal8"
+
+        # Stored (coded) size: upright size turned back by the rotation, then padded for chroma.
+        cw, ch = (self.height, self.width) if self.rotation in (90, -90) else (self.width, self.height)
+        even_w, even_h = _chroma_even(pix_fmt)
+        self._pad = ((ch % 2) if even_h else 0, (cw % 2) if even_w else 0)
+        if any(self._pad):
+            log.info("%s: padding %dx%d to even size %dx%d for %s", self.shown, cw, ch, cw + self._pad[1],
+                     ch + self._pad[0], pix_fmt)
+        try:
+            self._out = av.open(str(self.path), mode="w")
+        except (av.error.FFmpegError, ValueError) as e:
+            raise OutputError(f"cannot write {self.shown} ({e})", hint="check the output folder") from e
+        try:
+            w, h = cw + self._pad[1], ch + self._pad[0]
+            self.encoder = choose_encoder(ext, codec, self._out.supported_codecs, w, h, pix_fmt, self.shown)
+            self.encoder_options = encoder_options(self.encoder, crf, preset)
+            self._setup_video(pix_fmt, w, h, threads)
+            if audio_from is not None:
+                end_abs = None if end is None else like.start_time + end
+                self._audio = AudioPassthrough(self._out, Path(audio_from), offset_s=self.offset_s,
+                                               start=start, end_abs=end_abs, shown=self.shown)
+        except BaseException:
+            self._abort()
+            raise
+        log.info("%s: encoding with %s %s", self.shown, self.encoder, self.encoder_options)
+
+    @property
+    def codec(self) -> str:
+        """The encoder that runs (alias of :attr:`encoder`)."""
+        return self.encoder
+
+    def _setup_video(self, pix_fmt: str, w: int, h: int, threads: int) -> None:
+        like = self.like
+        tb = like.time_base if not like.is_image else Fraction(1, 25)
+        self._tb = tb
+        rate = like.fps if not like.is_image else Fraction(25)
+        try:
+            s = self._out.add_stream(self.encoder, rate=rate, options=self.encoder_options)
+        except (av.error.FFmpegError, ValueError) as e:
+            raise OutputError(f"{self.shown}: cannot use {self.encoder} in a {self.path.suffix} file ({e})",
+                              hint="use .mp4 or .mkv, or another --codec") from e
+        s.width, s.height = w, h
+        try:
+            s.pix_fmt = pix_fmt
+        except (ValueError, av.error.FFmpegError) as e:
+            raise InputError(f"unknown pixel format {pix_fmt!r}", hint="use yuv420p") from e
+        cc = s.codec_context
+        cc.time_base = tb
+        s.time_base = tb
+        # x264 (and x265) parallelise best over frames; PyAV's default asks for slice threads.
+        cc.thread_type = "FRAME" if self.encoder in ("libx264", "libx265") else cc.thread_type
+        cc.thread_count = int(threads)
+        if self.encoder == "libx265" and self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
+            s.codec_tag = "hvc1"  # what Apple players want for HEVC in MP4
+        color = (like.color or {}) if pix_fmt != "pal8" else {}
+        for key in ("colorspace", "color_range", "color_primaries", "color_trc"):
+            if color.get(key):
+                try:
+                    setattr(cc, key, color[key])
+                except (AttributeError, ValueError, TypeError):
+                    log.debug("cannot set %s on the encoder", key)
+        if self.rotation:
+            s.set_display_rotation(self.rotation)
+        self._video = s
+        # 2 is "unspecified": leave swscale its default (BT.601) rather than ask for a conversion.
+        self._src_colorspace = color.get("colorspace") if color.get("colorspace") not in (None, 0, 2) else None
+        self._color_range = color.get("color_range") or None
+        self._reformatter = VideoReformatter()  # one swscale context for the whole video
+
+    # -- writing
+
+    def write(self, image: np.ndarray, pts: int | None = None, *, time: float | None = None,
+              duration: int | None = None) -> None:
+        """Encode one upright uint8 [H, W, 3] RGB frame.
+
+        Args:
+            image: the frame, ``height x width`` (upright size given at construction).
+            pts: the source frame's ``Frame.pts`` (source time base), which keeps VFR timing; or
+            time: the source frame's ``Frame.time`` (seconds, player clock) when pts is unknown.
+                With neither, frames are spaced at ``like.fps`` after the previous one.
+            duration: the source frame's duration in ticks (``Frame.duration``), when known.
+        """
+        if self._closed:
+            raise ValueError("write() on a closed VideoWriter")
+        check_image(image, "image", (self.height, self.width))
+        tb = self._tb
+        offset = int(math.floor(self.offset_s / tb + 1e-9))
+        if pts is not None:
+            out_pts = int(pts) - offset if not self.like.is_image else int(pts)
+        elif time is not None:
+            out_pts = int(round((time - (self.start or 0.0)) / tb))
+        else:
+            out_pts = (self._last_pts + self._default_duration()) if self._last_pts is not None else 0
+        if self._last_pts is not None and out_pts <= self._last_pts:
+            log.debug("non-increasing pts %d after %d; nudged", out_pts, self._last_pts)
+            out_pts = self._last_pts + 1
+        self._last_pts = out_pts
+        self._durations[out_pts] = int(duration) if duration else self._default_duration()
+
+        img = image
+        if self.rotation:
+            img = np.rot90(img, k=(-self.rotation // 90) % 4)
+        if any(self._pad):
+            img = np.pad(img, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        img = np.ascontiguousarray(img)
+        if self._video.pix_fmt == "pal8":
+            frame = _palette_frame(img)
+        else:
+            frame = self._reformatter.reformat(av.VideoFrame.from_ndarray(img, format="rgb24"),
+                                               format=self._video.pix_fmt, dst_colorspace=self._src_colorspace,
+                                               dst_color_range=self._color_range)
+        frame.pts = out_pts
+        frame.time_base = tb
+        self._mux_video(self._video.encode(frame))
+        self.frames_written += 1
+        if self._audio is not None:
+            self._audio.pump(float(out_pts * tb))
+
+    def write_frame(self, frame, image: np.ndarray | None = None) -> None:
+        """Write ``image`` (default ``frame.image``) with the timing of source ``frame`` (a reader Frame)."""
+        self.write(frame.image if image is None else image, pts=frame.pts, duration=frame.duration)
+
+    def _default_duration(self) -> int:
+        return max(1, int(round(1 / (float(self.like.fps or 25) * self._tb))))
+
+    def _mux_video(self, packets) -> None:
+        for pkt in packets:
+            if not pkt.duration and pkt.pts is not None:
+                d = self._durations.pop(pkt.pts, None)
+                if d:
+                    pkt.duration = d
+            elif pkt.pts is not None:
+                self._durations.pop(pkt.pts, None)
+            self._out.mux(pkt)
+
+    # -- closing
+
+    def close(self) -> None:
+        """Flush the encoder, copy the rest of the audio, write the container index and close."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.frames_written == 0:
+                raise OutputError(f"no frame was written to {self.shown}", hint="check --start/--end")
+            self._clamp_last_duration()
+            self._mux_video(self._video.encode(None))
+            if self._audio is not None:
+                self._audio.pump(None)
+            self._out.close()
+        except av.error.FFmpegError as e:
+            self._abort()
+            raise OutputError(f"cannot finish writing {self.shown} ({e})", hint="check disk space") from e
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            if self._audio is not None:
+                self._audio.close()
+
+    def _clamp_last_duration(self) -> None:
+        """Do not let the last frame outlast the source's video end (an edit list may cut it short)."""
+        end = self.like.end_time
+        if end is None or self._last_pts is None or self.like.is_image:
+            return
+        if self.end is not None and self.end < end:
+            end = self.end
+        end_ticks = int(round((end - (self.start or 0.0)) / self._tb))
+        d = self._durations.get(self._last_pts)
+        if d is not None and 0 < end_ticks - self._last_pts < d:
+            self._durations[self._last_pts] = end_ticks - self._last_pts
+
+    def _abort(self) -> None:
+        """Close everything without caring about errors (the caller's atomic_output removes the file)."""
+        self._closed = True
+        if self._audio is not None:
+            self._audio.close()
+        out = getattr(self, "_out", None)
+        if out is not None:
+            try:
+                out.close()
+            except Exception:  # noqa: BLE001 - already failing; the original error matters
+                pass
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()

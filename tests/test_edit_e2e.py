@@ -1,0 +1,206 @@
+"""End to end through the public API and the CLI: options that change the picture, awkward clips WITH a face.
+
+Tiny random weights in the official checkpoint format (the same code as the released 1024 model,
+small channel counts), a few frames of a shared clip with a face, downscaled for speed.  Each test
+checks what the option does to the output pixels, not only that the run finished.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fsvideo import EditRequest, RunOptions, edit_video
+from fsvideo.cli import main as cli_main
+from fsvideo.errors import OutputError
+from fsvideo.models.random_init import random_model, save_official_checkpoints
+from fsvideo.video import VideoReader, probe
+from fsvideo.video.synth import make_test_clip
+
+FACE_CLIP = "videos/other/liveportrait-d18.mp4"
+SIZE = 256          # frames are downscaled to SIZE x SIZE (the face stays well above dlib's 80 px)
+N_FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny generator + encoder (official layout), a unit edit direction, and a tiny BiSeNet with its config."""
+    from fsvideo.models.bisenet import BiSeNet
+
+    d = tmp_path_factory.mktemp("tiny_e2e")
+    model = random_model(64, seed=0)
+    enc, gen = save_official_checkpoints(model, d)
+    direction = np.random.default_rng(1).standard_normal((1, model.generator.n_latent * 64)).astype(np.float32)
+    np.save(d / "dir.npy", direction / np.linalg.norm(direction))
+    torch.manual_seed(0)
+    parser = BiSeNet(19, widths=(8, 8, 16, 16), cp_channels=8, ffm_channels=16, aux_channels=8).eval()
+    torch.save(parser.state_dict(), d / "79999_iter.pth")
+    (d / "parsing.yaml").write_text(f"model:\n  face_parser: {d / '79999_iter.pth'}\n")
+    return dict(enc=str(enc), gen=str(gen), dir=str(d / "dir.npy"), parsing_config=str(d / "parsing.yaml"))
+
+
+@pytest.fixture(scope="module")
+def face_frames(media_dir):
+    """N_FRAMES upright uint8 [SIZE, SIZE, 3] frames of a shared clip with one frontal face."""
+    from PIL import Image
+
+    out = []
+    for f in VideoReader(media_dir / FACE_CLIP):
+        if f.index >= N_FRAMES:
+            break
+        out.append(np.asarray(Image.fromarray(f.image).resize((SIZE, SIZE), Image.BILINEAR)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def face_clip(face_frames, tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / "face.mp4"
+    make_test_clip(path, images=face_frames, fps=25)
+    return path
+
+
+def opts(tiny, **kw) -> RunOptions:
+    base = dict(generator=tiny["gen"], encoder=tiny["enc"], detector="dlib", mask="hull")
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def edit(tiny, src, dst, strength=2.0, **kw):
+    return edit_video(src, dst, edits=[EditRequest(tiny["dir"], strength)], options=opts(tiny, **kw))
+
+
+def frames(path) -> list[np.ndarray]:
+    return [f.image.astype(np.int16) for f in VideoReader(path)]
+
+
+def mean_abs(a, b) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+# ---------------------------------------------------------------------------------- picture options
+
+def test_compare_is_original_reconstruction_edit_side_by_side(tiny, face_clip, tmp_path):
+    s = edit(tiny, face_clip, tmp_path / "cmp.mp4", compare=True)
+    plain = edit(tiny, face_clip, tmp_path / "plain.mp4")
+    assert s.frames == plain.frames == N_FRAMES and s.faces_edited == N_FRAMES
+    info = probe(tmp_path / "cmp.mp4")
+    assert (info.width, info.height) == (3 * SIZE, SIZE)
+    src, cmp, edited = frames(face_clip), frames(tmp_path / "cmp.mp4"), frames(tmp_path / "plain.mp4")
+    for a, c, e in zip(src, cmp, edited):
+        left, middle, right = c[:, :SIZE], c[:, SIZE:2 * SIZE], c[:, 2 * SIZE:]
+        assert mean_abs(left, a) < 2.0                  # the original, untouched (codec noise only)
+        assert mean_abs(right, e) < 2.0                 # the same edit as without --compare
+        assert mean_abs(middle, a) > 1.0                # the reconstruction replaced the face...
+        assert mean_abs(middle, right) > 0.5            # ...and the edit moved it further
+
+
+def test_face_all_edits_both_faces(tiny, face_frames, tmp_path):
+    two = [np.concatenate([f, f[:, ::-1]], axis=1) for f in face_frames]      # two faces side by side
+    src = tmp_path / "two.mp4"
+    make_test_clip(src, images=two)
+    one = edit(tiny, src, tmp_path / "largest.mp4", face="largest")
+    both = edit(tiny, src, tmp_path / "all.mp4", face="all")
+    assert one.faces_edited == N_FRAMES and both.faces_edited == 2 * N_FRAMES
+    s, a, b = frames(src), frames(tmp_path / "largest.mp4"), frames(tmp_path / "all.mp4")
+    # (an edited half differs by ~8 grey levels on average, an untouched one by codec noise, ~1.5)
+    halves = [sorted((mean_abs(x[:, :SIZE], y[:, :SIZE]), mean_abs(x[:, SIZE:], y[:, SIZE:]))) for x, y in zip(s, a)]
+    assert all(lo < 2.5 and hi > 4.0 for lo, hi in halves)     # largest: one half edited, the other untouched
+    assert all(mean_abs(x[:, :SIZE], y[:, :SIZE]) > 4.0 and mean_abs(x[:, SIZE:], y[:, SIZE:]) > 4.0
+               for x, y in zip(s, b))                           # all: both halves edited
+
+
+def test_blend_poisson_differs_from_alpha_only_around_the_face(tiny, face_clip, tmp_path):
+    edit(tiny, face_clip, tmp_path / "alpha.mp4", blend="alpha")
+    edit(tiny, face_clip, tmp_path / "poisson.mp4", blend="poisson")
+    src, a, p = frames(face_clip), frames(tmp_path / "alpha.mp4"), frames(tmp_path / "poisson.mp4")
+    for x, y, z in zip(src, a, p):
+        diff = np.abs(y - z).max(axis=2) > 8
+        assert diff.sum() > 200                                   # the blend changed the face region
+        ys, xs = np.nonzero(diff)
+        box = (ys.max() - ys.min()) * (xs.max() - xs.min())
+        assert box < 0.8 * SIZE * SIZE                            # ...and only there
+        assert mean_abs(x[:16], z[:16]) < 2.0                     # the top rows stay the source's
+
+
+def test_mask_parsing_uses_the_face_parser(tiny, face_clip, tmp_path):
+    hull = edit(tiny, face_clip, tmp_path / "hull.mp4", mask="hull")
+    parsed = edit(tiny, face_clip, tmp_path / "parsing.mp4", mask="parsing", config=tiny["parsing_config"])
+    assert hull.faces_edited == parsed.faces_edited == N_FRAMES
+    h, p = frames(tmp_path / "hull.mp4"), frames(tmp_path / "parsing.mp4")
+    assert all(mean_abs(x, y) > 0.05 for x, y in zip(h, p))     # another mask, another paste-back
+    # "auto" with the parser present means parsing: the same output
+    edit(tiny, face_clip, tmp_path / "auto.mp4", mask="auto", config=tiny["parsing_config"])
+    assert all(np.array_equal(x, y) for x, y in zip(p, frames(tmp_path / "auto.mp4")))
+
+
+# ------------------------------------------------------------------------------ awkward clips, a face
+
+@pytest.mark.parametrize("kind", ["rotated", "vfr", "10bit"])
+def test_awkward_clips_with_a_face_are_edited(tiny, face_frames, tmp_path, kind):
+    """A sideways-stored phone clip (display matrix), irregular timestamps, 10-bit: the face is found and edited."""
+    kw = {"rotated": dict(rotation=-90), "vfr": dict(vfr=True), "10bit": dict(pix_fmt="yuv420p10le")}[kind]
+    src = tmp_path / f"{kind}.mp4"
+    times = make_test_clip(src, images=face_frames, **kw)
+    info = probe(src)
+    if kind == "rotated":
+        assert info.rotation == -90 and (info.coded_width, info.coded_height) == (SIZE, SIZE)
+    s = edit(tiny, src, tmp_path / "out.mp4")
+    out = probe(tmp_path / "out.mp4")
+    assert s.frames == N_FRAMES and s.faces_edited == N_FRAMES and s.frames_without_face == 0
+    assert out.rotation == info.rotation and (out.width, out.height) == (info.width, info.height)
+    assert np.allclose([f.time for f in VideoReader(tmp_path / "out.mp4")], times, atol=2e-3)
+    before, after = frames(src), frames(tmp_path / "out.mp4")
+    assert all(mean_abs(x, y) > 1.0 for x, y in zip(before, after))   # the face really changed
+    assert all(mean_abs(x[:16], y[:16]) < 2.0 for x, y in zip(before, after))  # upright: top rows kept
+
+
+# ------------------------------------------------------------------------------------- CLI, outputs
+
+def cli(capsys, *args) -> tuple[int, str]:
+    """Run the real entry point (its error handling included); (exit code, stdout + stderr)."""
+    capsys.readouterr()
+    try:
+        cli_main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def cli_edit(capsys, tiny, src, out, *extra):
+    return cli(capsys, "edit", src, "--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib",
+               "--mask", "hull", "--direction", tiny["dir"], "--strength", "1.5", "-o", out, *extra)
+
+
+def test_cli_gif_in_gif_out(tiny, face_frames, tmp_path, capsys):
+    """`fsvideo edit anim.gif -o out.gif` (issue 10.10): a GIF comes out, frames and durations kept."""
+    from PIL import Image, ImageSequence
+
+    src = tmp_path / "anim.gif"
+    ims = [Image.fromarray(f) for f in face_frames]
+    ims[0].save(src, save_all=True, append_images=ims[1:], duration=[80, 120, 80, 200], loop=0)
+    code, text = cli_edit(capsys, tiny, src, tmp_path / "out.gif")
+    assert code == 0, text
+    with Image.open(tmp_path / "out.gif") as im:
+        durations = [fr.info["duration"] for fr in ImageSequence.Iterator(im)]
+    assert durations == [80, 120, 80, 200]
+    assert probe(tmp_path / "out.gif").codec == "gif"
+    assert all(mean_abs(x, y) > 1.0 for x, y in zip(frames(src), frames(tmp_path / "out.gif")))
+    code, text = cli_edit(capsys, tiny, src, tmp_path / "out.xyz")
+    assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    assert str(tmp_path / "out.xyz") in text and ".gif" in text and "partial" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif", "out.gif"]
+
+
+@pytest.mark.parametrize("where", ["parent-is-a-file", "proc"])
+def test_unwritable_output_fails_even_as_root(tiny, face_clip, tmp_path, where, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file")
+    out = blocker / "out.mp4" if where == "parent-is-a-file" else "/proc/fsvideo-out.mp4"
+    with pytest.raises(OutputError) as e:
+        edit(tiny, face_clip, out)
+    assert str(out).rsplit("/", 1)[0] in str(e.value) and "\n" not in str(e.value)
+    code, text = cli_edit(capsys, tiny, face_clip, out)
+    assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    assert str(out).rsplit("/", 1)[0] in text
