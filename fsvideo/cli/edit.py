@@ -10,12 +10,12 @@ import click
 from fsvideo.cli._console import console
 from fsvideo.cli._face_options import STABILIZE_HELP, StabilizeValue, detector_option
 from fsvideo.errors import InputError
-from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
 
 
 def run_options(f):
     """Options shared by edit and invert (models, device, faces, output); defaults from RunOptions."""
     from fsvideo.pipeline.options import DEFAULTS as D
+    from fsvideo.video.encoders import PRESETS, VIDEO_CODECS
     opts = [
         click.option("--config", default=D.config, show_default=True,
                      help="Model config: a name in configs/ or a YAML path."),
@@ -24,7 +24,8 @@ def run_options(f):
         click.option("--encoder", default=D.encoder,
                      help="Encoder weights file or registry name (overrides the config)."),
         click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda, cuda:N."),
-        click.option("--precision", default=D.precision, show_default=True, help="auto (fp16 on GPU), fp32, fp16, bf16."),
+        click.option("--precision", default=D.precision, show_default=True,
+                     help="auto (fp16 on GPU), fp32, fp16, bf16."),
         click.option("--batch-size", default=D.batch_size, show_default=True, type=int, help="Faces per network call."),
         detector_option("Face detector."),
         click.option("--detect-batch", default=D.detect_batch, show_default=True, type=int,
@@ -45,11 +46,15 @@ def run_options(f):
         click.option("--end", type=float, default=D.end, help="End time in seconds."),
         click.option("--seed", default=D.seed, type=int,
                      help="Generator noise seed, fixed per video [default: 0; with --latents the file's seed]."),
-        click.option("--codec", default=D.codec, show_default=True,
-                     type=click.Choice(["libx264", "libx265", "libvpx-vp9"])),
+        click.option("--codec", default=D.codec, show_default=True, type=click.Choice(VIDEO_CODECS),
+                     help="Video encoder; auto: h264_nvenc when a GPU encoder opens, else libx264 "
+                          "(a .gif or .webm output uses its own)."),
+        click.option("--preset", default=D.preset, show_default=True, type=click.Choice(PRESETS),
+                     help="x264 speed preset (veryfast: measured 2.6x less CPU than medium for 0.3 dB)."),
         click.option("--crf", default=D.crf, show_default=True, type=int, help="Video quality (lower is better)."),
         click.option("--workers", default=D.workers, type=click.IntRange(min=1),
-                     help="Threads for each per-frame stage such as detection [default: from the core budget: 1 when the networks run on the CPU, the cores but one on a GPU]."),
+                     help="Threads for each per-frame stage such as detection [default: from the core budget: "
+                          "1 when the networks run on the CPU, the cores but one on a GPU]."),
         click.option("--overwrite", is_flag=True, help="Replace an existing output."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
@@ -76,7 +81,8 @@ def _progress(quiet: bool, what: str):
         return
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
     cols = [TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
             TextColumn("{task.fields[fps]} fps"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     bar = Progress(*cols, console=console)
@@ -108,7 +114,8 @@ def _report(summary, quiet: bool, as_json: bool) -> None:
             ("frames", summary.frames), ("faces edited", summary.faces_edited),
             ("frames without a face", summary.frames_without_face),
             ("time", f"{summary.seconds:.1f} s ({summary.fps:.2f} frames/s)"),
-            ("device / detector", f"{summary.device} / {summary.detector}")]
+            ("device / detector", f"{summary.device} / {summary.detector}"),
+            ("video encoder", summary.encoder or None)]
     for k, v in rows:
         if v is not None:
             t.add_row(f"[dim]{k}[/]", str(v))

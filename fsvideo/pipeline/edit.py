@@ -18,10 +18,10 @@ from pathlib import Path
 
 from fsvideo.edits.requests import EditRequest, resolve_edits
 from fsvideo.errors import InputError
-from fsvideo.pipeline.jobs import (ProgressFn, RunSummary, default_output, is_image_name, model_identity, prepare,
-                                   run_job, summarise)
+from fsvideo.pipeline.jobs import (ProgressFn, RunSummary, check_output, default_output, is_image_name,
+                                   model_identity, prepare, run_job, summarise)
 from fsvideo.pipeline.options import RunOptions
-from fsvideo.utils import atomic_output, check_input_file, check_output_path
+from fsvideo.utils import atomic_output, check_input_file
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
     t0 = time.perf_counter()
     src = check_input_file(input_path, "video or image")
     out = Path(output) if output else default_output(src, edits, ".png" if is_image_name(src) else None)
-    check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
+    check_output(src, out, opts)
     reader = None
     seed = 0 if opts.seed is None else opts.seed
     if latents is not None:
@@ -72,5 +72,5 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
                          detector=comps.detector.name if comps.detector is not None else "latents",
                          edits=[f"{e.attr}{e.strength:+g}" for e in edits])
     with atomic_output(out, overwrite=opts.overwrite, inputs=(src,)) as tmp:
-        stats = run_job(job, pipeline, tmp, opts, progress)
+        stats = run_job(job, pipeline, tmp, opts, progress, summary)
     return summarise(summary, stats, t0)

@@ -9,8 +9,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fsvideo.pipeline.jobs import (ProgressFn, RunSummary, default_output, is_image_name, model_identity, prepare,
-                                   run_job, summarise)
+from fsvideo.pipeline.jobs import (ProgressFn, RunSummary, check_output, default_output, is_image_name,
+                                   model_identity, prepare, run_job, summarise)
 from fsvideo.pipeline.options import RunOptions
 from fsvideo.utils import atomic_output, check_input_file, check_output_path
 
@@ -30,7 +30,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
     src = check_input_file(input_path, "video or image")
     out = Path(output) if output else default_output(src, [], ".png" if is_image_name(src) else None)
     lat = Path(latents_out) if latents_out else src.with_suffix(".latents")
-    check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
+    check_output(src, out, opts)
     check_output_path(lat, overwrite=opts.overwrite, inputs=(src,))
     opts = replace(opts, compare=False)          # the caller's options stay as given
     seed = 0 if opts.seed is None else opts.seed
@@ -46,7 +46,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
         writer = LatentsWriter(lat_tmp, meta=meta)
         job.components = job.components.with_(latents_writer=writer)
         try:
-            stats = run_job(job, "invert", tmp, opts, progress)
+            stats = run_job(job, "invert", tmp, opts, progress, summary)
         except BaseException:
             writer.abort()
             raise

@@ -39,6 +39,7 @@ class RunSummary:
     fps: float = 0.0
     device: str = ""
     detector: str = ""
+    encoder: str = ""
     edits: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -49,6 +50,16 @@ def default_output(input_path: Path, edits: list[EditRequest], suffix: str | Non
     """``talk.mp4`` + smile 2 -> ``talk.smile+2.mp4``; several edits are joined with ``.``."""
     tag = ".".join(e.label for e in edits) or "inversion"
     return input_path.with_name(f"{input_path.stem}.{tag}{suffix or input_path.suffix}")
+
+
+def check_output(src: Path, out: Path, opts: RunOptions) -> None:
+    """Before any model loads: the output may be written (``--overwrite``) and, for a video, its
+    extension names a format FFmpeg can write (the error names the user's path)."""
+    from fsvideo.utils import check_output_path
+    check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
+    if not is_image_name(src):
+        from fsvideo.video.encoders import check_video_extension
+        check_video_extension(out)
 
 
 def is_image_name(p: Path) -> bool:
@@ -119,8 +130,10 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
     return Job(info, cfg, device, comps)
 
 
-def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: ProgressFn | None) -> RunStats:
-    """Open the writer on ``out_tmp`` and stream ``pipelines/<pipeline>.yaml`` through it."""
+def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: ProgressFn | None,
+            summary: RunSummary) -> RunStats:
+    """Open the writer on ``out_tmp`` and stream ``pipelines/<pipeline>.yaml`` through it (the summary
+    records which encoder ran; errors name ``summary.output``, not the temporary file)."""
     from fsvideo.pipeline.chain import build_chain
     from fsvideo.pipeline.runner import run_chain
     from fsvideo.video import ImageWriter, VideoWriter
@@ -129,10 +142,12 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
         writer = ImageWriter(out_tmp)
     else:
         width = info.width * (3 if opts.compare else 1)
-        writer = VideoWriter(out_tmp, info, codec=opts.codec, crf=opts.crf,
+        writer = VideoWriter(out_tmp, info, codec=opts.codec, crf=opts.crf, preset=opts.preset,
+                             shown=summary.output,
                              audio_from=info.path if info.has_audio else None, start=opts.start, end=opts.end,
                              width=width, height=info.height, keep_rotation=not opts.compare)
     budget = core_budget(device_type=job.device.type, threads=opts.threads, workers=opts.workers)
+    summary.encoder = getattr(writer, "encoder", "image")
     with writer, budget.applied():
         stages = build_chain(pipeline, job.components.with_(writer=writer), stage_options(opts))
         return run_chain(stages, queue_size=opts.queue_size, threads=opts.threads, workers=budget.workers,

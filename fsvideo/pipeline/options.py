@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fsvideo.faces.smoothing import DEFAULT_SMOOTHING_S
+from fsvideo.video.encoders import DEFAULT_PRESET
 
 
 @dataclass
@@ -36,7 +37,9 @@ class RunOptions:
         start, end: seconds of the input to process (the output covers only that span).
         seed: generator noise seed, fixed for the whole video (None: 0, or with ``--latents`` the
             seed the latents file records).
-        codec, crf: output video codec and quality.
+        codec, crf: output video codec (``auto``: NVENC H.264 when a GPU encoder opens, else libx264;
+            a .gif/.webm output picks its own) and quality.
+        preset: x264 speed preset (``veryfast``, chosen by ``benchmarks/encode.py``).
         compare: write original | reconstruction | edit side by side.
         overwrite: replace an existing output.
         queue_size: packets each queue between stage threads holds.
@@ -62,7 +65,8 @@ class RunOptions:
     start: float | None = None
     end: float | None = None
     seed: int | None = None
-    codec: str = "libx264"
+    codec: str = "auto"
+    preset: str = DEFAULT_PRESET
     crf: int = 18
     compare: bool = False
     overwrite: bool = False
