@@ -170,7 +170,7 @@ class ResultsCache:
     leaves either the old state or the complete file.
     """
 
-    def __init__(self, folder: str | os.PathLike, result_type: type = None):
+    def __init__(self, folder: str | os.PathLike, result_type: type[ClipResult] | None = None):
         self.folder = Path(folder)
         self.result_type = result_type or ClipResult
 

@@ -117,7 +117,8 @@ class TemporalSettings:
         max_frames: at most this many frame pairs from the start (None: all).
         size: side of the aligned crops identity and jitter are measured on.
         detector, identity: face detector and identity network names.
-        stabilize: the face front end's landmark smoothing in seconds (0: each frame alone).
+        stabilize: the face front end stabilises the landmarks over time (its default strength, as
+            ``fsvideo edit``); False aligns each frame alone.
         flow: optical flow method; flow_max_side: long side the flicker is measured at.
         dilate: the face region is grown by this fraction of the face's FFHQ quad side.
         version: :data:`TEMPORAL_VERSION`.
@@ -127,7 +128,7 @@ class TemporalSettings:
     size: int = 256
     detector: str = "dlib"
     identity: str = "dlib-resnet-v1"
-    stabilize: float = 0.03
+    stabilize: bool = True
     flow: str = "dis"
     flow_max_side: int | None = 512
     dilate: float = 0.1
@@ -156,6 +157,15 @@ class PairResult(ClipResult):
     edited_sha256: str = ""
     frames_source: int = 0  # frame counts of the two files (probe; the pairs measured: frames_sampled)
     frames_edited: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PairResult":
+        """Read back a :meth:`to_dict`: JSON has no inf, so an untouched background's PSNR comes back as inf."""
+        r = super().from_dict(d)
+        for rec in (r.metrics, *r.frames):
+            if rec.get("bg_psnr") is None and rec.get("bg_max_abs") == 0:
+                rec["bg_psnr"] = math.inf
+        return r
 
 
 def pair_sha256(edited_sha: str, source_sha: str) -> str:
@@ -191,7 +201,7 @@ class TemporalEvaluator:
         identity: the identity network R (TL-ID, TG-ID, identity to frame 0).
         max_frames: at most this many frame pairs from the start (None: the whole clip).
         size: aligned crop side for identity and jitter.
-        stabilize: landmark smoothing of the face front end in seconds (0: none).
+        stabilize: stabilise the landmarks over time as ``fsvideo edit`` does (its default strength).
         flow, flow_max_side: optical flow method and the long side flicker is measured at.
         dilate: the face region (hull with the forehead) is grown by this fraction of the face's
             FFHQ quad side, so that it holds whatever the blend mask reached.
@@ -199,7 +209,7 @@ class TemporalEvaluator:
     """
 
     def __init__(self, detector, identity: IdentityNetwork, *, max_frames: int | None = None, size: int = 256,
-                 stabilize: float = 0.03, flow: str = "dis", flow_max_side: int | None = 512, dilate: float = 0.1,
+                 stabilize: bool = True, flow: str = "dis", flow_max_side: int | None = 512, dilate: float = 0.1,
                  batch_size: int = 8):
         if max_frames is not None and max_frames < 2:
             raise InputError(f"--max-frames {max_frames} is too few for temporal metrics",
@@ -212,7 +222,7 @@ class TemporalEvaluator:
         self.identity = identity
         self.max_frames = None if not max_frames else int(max_frames)
         self.size = int(size)
-        self.stabilize = float(stabilize)
+        self.stabilize = bool(stabilize)
         self.warp = WarpErrorMeter(flow, flow_max_side)
         self.dilate = float(dilate)
         self.batch_size = max(1, int(batch_size))
@@ -266,8 +276,8 @@ class TemporalEvaluator:
 
     def _measure(self, edited, source, fps: float, res: PairResult, progress) -> None:
         from fsvideo.faces.stream import FaceAligner
-        aligner = FaceAligner(self.detector, fps, output_size=self.size, policy="largest",
-                              stabilize=self.stabilize > 0, sigma_s=self.stabilize or 0.03, source=res.source)
+        aligner = FaceAligner(self.detector, fps, output_size=self.size, policy="largest", stabilize=self.stabilize,
+                              source=res.source)
         st = _Clip()
         pending: dict[int, np.ndarray] = {}
         it_e, it_s = iter(edited), iter(source)
