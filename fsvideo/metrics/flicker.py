@@ -90,7 +90,7 @@ def _shrink(image: np.ndarray, scale: float, interpolation=None) -> np.ndarray:
     if scale >= 1.0:
         return image
     h, w = image.shape[:2]
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if interpolation is None else interpolation)
 
 
@@ -206,12 +206,12 @@ def face_region(landmarks, shape, *, dilate_px: float, forehead: float = 0.5) ->
     binary = np.zeros((h, w), np.uint8)
     hull = cv2.convexHull(np.round(face_hull_points(landmarks, forehead) * 16).astype(np.int32))
     cv2.fillConvexPoly(binary, hull, 1, lineType=cv2.LINE_8, shift=4)
-    r = int(math.ceil(max(0.0, dilate_px)))
+    r = math.ceil(max(0.0, dilate_px))
     if r:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         binary = cv2.dilate(binary, k)
     return binary.astype(bool)
 
 
-__all__ = ["BackgroundMeter", "FLOW_METHODS", "WarpErrorMeter", "consistent_flow_mask", "face_region",
+__all__ = ["FLOW_METHODS", "BackgroundMeter", "WarpErrorMeter", "consistent_flow_mask", "face_region",
            "optical_flow", "psnr_of"]

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from fsvideo.errors import InputError
 from fsvideo.metrics.evaluate import VIDEO_EXTENSIONS, find_clips, shard

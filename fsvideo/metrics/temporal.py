@@ -159,7 +159,7 @@ class PairResult(ClipResult):
     frames_edited: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PairResult":
+    def from_dict(cls, d: dict) -> PairResult:
         """Read back a :meth:`to_dict`: JSON has no inf, so an untouched background's PSNR comes back as inf."""
         r = super().from_dict(d)
         for rec in (r.metrics, *r.frames):
@@ -246,7 +246,8 @@ class TemporalEvaluator:
         from fsvideo.video.io import VideoReader, probe
         e, s = Path(edited), Path(source)
         settings = self.settings
-        base = dict(settings_key=settings.key(), identity_network=self.identity.name, settings=settings.to_dict())
+        base = {"settings_key": settings.key(), "identity_network": self.identity.name,
+                "settings": settings.to_dict()}
         try:
             ie, is_ = probe(e), probe(s)
             sha_e, sha_s = sha256_file(e), sha256_file(s)
@@ -374,5 +375,5 @@ class TemporalEvaluator:
         return m
 
 
-__all__ = ["PairResult", "TEMPORAL_METRICS", "TEMPORAL_VERSION", "TemporalEvaluator", "TemporalSettings",
+__all__ = ["TEMPORAL_METRICS", "TEMPORAL_VERSION", "PairResult", "TemporalEvaluator", "TemporalSettings",
            "pair_sha256", "similarity_matrix", "skipped_pair", "tg_id", "tl_id"]

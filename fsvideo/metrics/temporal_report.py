@@ -18,8 +18,8 @@ import csv
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from fsvideo.metrics.results import check_single_network, finite_or_none
 from fsvideo.metrics.summary import json_safe, stats
@@ -88,24 +88,22 @@ def write_temporal(results: Sequence[PairResult], out_dir: str | os.PathLike, *,
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize_temporal(results)
     files = []
-    with atomic_output(out / "temporal.csv", overwrite=True) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(CLIP_COLUMNS)
-            for r in results:
-                row = {"clip": r.clip, "source": r.source, "status": r.status, "reason": r.reason,
-                       "identity_network": r.identity_network, "frames_sampled": r.frames_sampled,
-                       "frames_used": r.frames_used, "path": r.path, "sha256": r.sha256,
-                       "settings_key": r.settings_key, **{m: r.metrics.get(m) for m in TEMPORAL_METRICS}}
-                w.writerow([_cell(row[c]) for c in CLIP_COLUMNS])
+    with atomic_output(out / "temporal.csv", overwrite=True) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CLIP_COLUMNS)
+        for r in results:
+            row = {"clip": r.clip, "source": r.source, "status": r.status, "reason": r.reason,
+                   "identity_network": r.identity_network, "frames_sampled": r.frames_sampled,
+                   "frames_used": r.frames_used, "path": r.path, "sha256": r.sha256,
+                   "settings_key": r.settings_key, **{m: r.metrics.get(m) for m in TEMPORAL_METRICS}}
+            w.writerow([_cell(row[c]) for c in CLIP_COLUMNS])
     files.append(out / "temporal.csv")
-    with atomic_output(out / "temporal_frames.csv", overwrite=True) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(("clip", *FRAME_COLUMNS))
-            for r in results:
-                for fr in r.frames:
-                    w.writerow([r.clip, *(_cell(fr.get(c)) for c in FRAME_COLUMNS)])
+    with atomic_output(out / "temporal_frames.csv", overwrite=True) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("clip", *FRAME_COLUMNS))
+        for r in results:
+            for fr in r.frames:
+                w.writerow([r.clip, *(_cell(fr.get(c)) for c in FRAME_COLUMNS)])
     files.append(out / "temporal_frames.csv")
     doc = {"tool": "fsvideo metrics --edited", "version": TEMPORAL_VERSION,
            "identity_network": summary["identity_network"], "settings": settings.to_dict(), "summary": json_safe(summary),
