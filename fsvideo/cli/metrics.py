@@ -95,11 +95,17 @@ def _print_summary(summary: dict, *, label: str, source_only: bool, out_files: l
             g.add_row(*cells)
         console.print(g)
 
-    if summary["skipped"]:
-        s = Table(title=f"Skipped ({len(summary['skipped'])})", title_justify="left", title_style="yellow")
+    print_skipped_and_files(summary["skipped"], out_files)
+
+
+def print_skipped_and_files(skipped: list[dict], out_files: list[Path]) -> None:
+    """The table of skipped clips (``{clip, reason}``) and the written files."""
+    from rich.table import Table
+    if skipped:
+        s = Table(title=f"Skipped ({len(skipped)})", title_justify="left", title_style="yellow")
         s.add_column("clip", style="yellow")
         s.add_column("why")
-        for item in summary["skipped"]:
+        for item in skipped:
             s.add_row(item["clip"], item["reason"] or "")
         console.print(s)
     for f in out_files:

@@ -111,6 +111,7 @@ def _mean_std(s: dict, digits: int) -> str:
 def _write_and_report(results, ev, out_dir: Path, *, no_plot: bool) -> None:
     from rich.table import Table
 
+    from fsvideo.cli.metrics import print_skipped_and_files
     from fsvideo.metrics.results import ResultsCache
     from fsvideo.metrics.temporal import PairResult
     from fsvideo.metrics.temporal_report import write_temporal
@@ -136,22 +137,15 @@ def _write_and_report(results, ev, out_dir: Path, *, no_plot: bool) -> None:
     if len(ok) > 1:
         per = Table(title="Per clip", title_justify="left")
         for head in ("clip", "TL-ID", "TG-ID", "flicker face", "floor", "bg PSNR", "jitter", "floor"):
-            per.add_column(head, justify="left" if head == "clip" else "right", no_wrap=head != "clip")
+            per.add_column(head, justify="left" if head == "clip" else "right", no_wrap=head != "clip",
+                           overflow="fold")
         for r in ok:
             x = r.metrics
             per.add_row(r.clip, _num(x.get("tl_id"), 3), _num(x.get("tg_id"), 3), _num(x.get("warp_face"), 2),
                         _num(x.get("warp_face_source"), 2), _num(x.get("bg_psnr"), 2), _num(x.get("jitter"), 3),
                         _num(x.get("jitter_source"), 3))
         console.print(per)
-    if summary["skipped"]:
-        s = Table(title=f"Skipped ({len(summary['skipped'])})", title_justify="left", title_style="yellow")
-        s.add_column("edited", style="yellow")
-        s.add_column("why")
-        for item in summary["skipped"]:
-            s.add_row(item["clip"], item["reason"] or "")
-        console.print(s)
-    for f in files:
-        console.print(f"wrote {f}", highlight=False)
+    print_skipped_and_files(summary["skipped"], files)
     if not ok:
         raise InputError(f"none of the {len(results)} edited videos could be measured (see the skipped list above)",
                          hint="check the paths, and that the sources show a face")

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fsvideo.errors import InputError
-from fsvideo.metrics.evaluate import VIDEO_EXTENSIONS, find_clips, shard
+from fsvideo.metrics.evaluate import VIDEO_EXTENSIONS, find_clips, run_shard
 from fsvideo.metrics.results import ResultsCache, sha256_file
 from fsvideo.metrics.temporal import PairResult, TemporalEvaluator, pair_sha256, skipped_pair
 
@@ -130,30 +130,12 @@ def evaluate_pairs(pairs: Sequence[Pair], evaluator: TemporalEvaluator, *, cache
 
     Returns ``[(index in pairs, result)]``.  ``on_clip(index, result, from_cache)`` after each pair.
     """
-    key = evaluator.settings.key()
-    out = []
-    for i in shard(len(pairs), rank, world):
-        e, s = pairs[i]
-        hit, sha = None, None
-        if cache is not None:
-            try:
-                sha = pair_sha256(sha256_file(e), sha256_file(s))
-                hit = cache.load(sha, key)
-            except OSError:
-                sha = None
-        if hit is not None:  # the same content may have been measured under other names
-            hit.clip, hit.path, hit.source = Path(e).name, str(e), str(s)
-            out.append((i, hit))
-            if on_clip:
-                on_clip(i, hit, True)
-            continue
-        res = evaluator.evaluate(e, s, sha256=sha, progress=progress)
-        if cache is not None and res.sha256 and res.settings_key:
-            cache.save(res)
-        out.append((i, res))
-        if on_clip:
-            on_clip(i, res, False)
-    return out
+    def relabel(i: int, hit) -> None:  # the same content may have been measured under other names
+        hit.clip, hit.path, hit.source = Path(pairs[i][0]).name, str(pairs[i][0]), str(pairs[i][1])
 
+    return run_shard(len(pairs), evaluator.settings.key(), cache=cache, rank=rank, world=world,
+                     content_sha=lambda i: pair_sha256(sha256_file(pairs[i][0]), sha256_file(pairs[i][1])),
+                     measure=lambda i, sha: evaluator.evaluate(*pairs[i], sha256=sha, progress=progress),
+                     relabel=relabel, on_clip=on_clip)
 
 __all__ = ["Pair", "evaluate_pairs", "find_pairs", "source_for"]

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from fsvideo.metrics.results import check_single_network, finite_or_none
-from fsvideo.metrics.summary import json_safe, stats
+from fsvideo.metrics.results import finite_or_none
+from fsvideo.metrics.summary import json_safe, summarize
 from fsvideo.metrics.temporal import TEMPORAL_METRICS, TEMPORAL_VERSION, PairResult, TemporalSettings
 
 #: Columns of ``temporal_frames.csv`` after ``clip``.
@@ -33,30 +34,19 @@ CLIP_COLUMNS = ("clip", "source", "status", "reason", "identity_network", "frame
 
 
 def summarize_temporal(results: Sequence[PairResult]) -> dict:
-    """``{identity_network, clips, measured, skipped: [{clip, source, reason}], frames_sampled, frames_used,
-    metrics: {name: stats}}`` (NaN where undefined; ``bg_psnr`` may be inf: nothing changed)."""
-    net = check_single_network(results)
-    ok = [r for r in results if r.ok]
-    return {
-        "identity_network": net,
-        "clips": len(results),
-        "measured": len(ok),
-        "skipped": [{"clip": r.clip, "source": r.source, "reason": r.reason} for r in results if not r.ok],
-        "frames_sampled": int(sum(r.frames_sampled for r in ok)),
-        "frames_used": int(sum(r.frames_used for r in ok)),
-        "metrics": {m: _stats_inf(m, [r.metrics.get(m) for r in ok]) for m in TEMPORAL_METRICS},
-    }
+    """:func:`fsvideo.metrics.summary.summarize` over :data:`TEMPORAL_METRICS` (NaN where undefined).
 
-
-def _stats_inf(name: str, values) -> dict:
-    """:func:`stats`, but a background PSNR of inf (untouched) on every clip is reported as inf, not as missing."""
-    s = stats(values)
-    if not s["n"] and values and all(v == float("inf") for v in values):
-        return {"mean": float("inf"), "std": 0.0, "n": len(values), "median": float("inf"),
-                "min": float("inf"), "max": float("inf")}
-    if name == "bg_psnr":
-        s["n_inf"] = sum(1 for v in values if v == float("inf"))
-    return s
+    A background PSNR of inf (nothing changed) is left out of the mean and counted in
+    ``metrics.bg_psnr.n_inf``; when every clip is untouched the mean is inf.
+    """
+    summary = summarize(results, TEMPORAL_METRICS)
+    values = [r.metrics.get("bg_psnr") for r in results if r.ok]
+    n_inf = sum(1 for v in values if v == math.inf)
+    s = summary["metrics"]["bg_psnr"]
+    if values and n_inf == len(values):
+        s.update(mean=math.inf, std=0.0, median=math.inf, min=math.inf, max=math.inf, n=n_inf)
+    s["n_inf"] = n_inf
+    return summary
 
 
 def _cell(v) -> str:
