@@ -113,7 +113,7 @@ def print_skipped_and_files(skipped: list[dict], out_files: list[Path]) -> None:
 
 
 @click.command("metrics")
-@click.argument("clips", nargs=-1, metavar="CLIPS...")
+@click.argument("clips", nargs=-1, metavar="[CLIPS]...")
 @click.option("-o", "--out", "out", type=click.Path(file_okay=False), default="fsvideo-metrics", show_default=True,
               help="Results folder: metrics.csv, metrics.json, ic_boxplot.png/.svg and the per-clip cache clips/.")
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
