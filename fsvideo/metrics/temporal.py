@@ -22,7 +22,7 @@ frame) and measures, per clip:
 * **Flicker** (flow-warping error inside and outside the face, and its floor on the source:
   :mod:`fsvideo.metrics.flicker`).
 * **Background preservation**: PSNR and max abs difference outside the dilated face region.
-* **Landmark jitter**: :func:`fsvideo.faces.stabilize.crop_jitter` (motion of the brow/eye/nose
+* **Landmark jitter**: :func:`fsvideo.faces.crop_jitter` (motion of the brow/eye/nose
   landmarks between consecutive aligned crops, LK flow on the crop pixels; the measure of
   ``benchmarks/faces.py``) of the edited crops, against the same figure of the source crops.
 
@@ -307,7 +307,7 @@ class TemporalEvaluator:
     def _frame(self, done, out_image: np.ndarray, st: _Clip) -> None:
         """One finished frame: background, flicker against the previous frame, crops for identity/jitter."""
         from fsvideo.faces.align import align_quad_fast, quad_size
-        from fsvideo.faces.stabilize import crop_jitter
+        from fsvideo.faces import crop_jitter  # (faces.stabilize here, faces.jitter on newer trees)
         src = done.image
         if out_image.shape != src.shape:
             raise InputError(f"frame {done.index} of the edited video is {out_image.shape[1]}x{out_image.shape[0]}, "
