@@ -24,7 +24,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("fsvideo.cli.doctor", "doctor", "Check the installation: device, codecs, detectors, weights, a test run."),
     "train": ("fsvideo.cli.train", "train", "Train a Feature-Style encoder for a generator (Eqs. 2-8)."),
     "directions": ("fsvideo.cli.directions", "directions", "Fit InterFaceGAN directions, export SeFa directions."),
-    "metrics": ("fsvideo.cli.metrics", "metrics", "Inversion quality and identity consistency (Eq. 9) of clips."),
+    "metrics": ("fsvideo.cli.metrics", "metrics",
+                "Inversion quality and identity consistency (Eq. 9) of clips; temporal quality of edited videos."),
     "align": ("fsvideo.cli.align", "align", "FFHQ-aligned face crops (PNG) + transforms JSON from images or a video."),
 }
 

@@ -32,11 +32,11 @@ def _weights_stamp(ref: str) -> dict:
         return {"name": ref}
 
 
-def _check_out_dir(out: Path, network: str) -> None:
-    """Refuse an --out folder whose results were measured with another identity network."""
+def _check_out_dir(out: Path, network: str, name: str = "metrics.json") -> None:
+    """Refuse an --out folder whose results (``name``) were measured with another identity network."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file", hint="pass a folder (it is created if needed)")
-    prev = out / "metrics.json"
+    prev = out / name
     if prev.is_file():
         try:
             doc = json.loads(prev.read_text())
@@ -96,11 +96,17 @@ def _print_summary(summary: dict, *, label: str, source_only: bool, out_files: l
             g.add_row(*cells)
         console.print(g)
 
-    if summary["skipped"]:
-        s = Table(title=f"Skipped ({len(summary['skipped'])})", title_justify="left", title_style="yellow")
+    print_skipped_and_files(summary["skipped"], out_files)
+
+
+def print_skipped_and_files(skipped: list[dict], out_files: list[Path]) -> None:
+    """The table of skipped clips (``{clip, reason}``) and the written files."""
+    from rich.table import Table
+    if skipped:
+        s = Table(title=f"Skipped ({len(skipped)})", title_justify="left", title_style="yellow")
         s.add_column("clip", style="yellow")
         s.add_column("why")
-        for item in summary["skipped"]:
+        for item in skipped:
             s.add_row(item["clip"], item["reason"] or "")
         console.print(s)
     for f in out_files:
@@ -108,7 +114,7 @@ def _print_summary(summary: dict, *, label: str, source_only: bool, out_files: l
 
 
 @click.command("metrics")
-@click.argument("clips", nargs=-1, required=True, metavar="CLIPS...")
+@click.argument("clips", nargs=-1, metavar="[CLIPS]...")
 @click.option("-o", "--out", "out", type=click.Path(file_okay=False), default="fsvideo-metrics", show_default=True,
               help="Results folder: metrics.csv, metrics.json, ic_boxplot.png/.svg and the per-clip cache clips/.")
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
@@ -139,8 +145,23 @@ def _print_summary(summary: dict, *, label: str, source_only: bool, out_files: l
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
               help="Precision of the inversion networks.")
 @click.option("--no-plot", is_flag=True, help="Do not draw the box plot.")
+@click.option("--edited", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Edited video to measure against its source (temporal metrics; repeatable) instead of CLIPS.")
+@click.option("--source", "sources", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Source of each --edited, in order (one for all is fine). Default: found by name.")
+@click.option("--edited-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Every video in DIR made by `fsvideo edit` (<source>.<edit>.<ext>), matched with its source.")
+@click.option("--source-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Where the sources of the edited videos are (default: beside each edited video).")
+@click.option("--flow", type=click.Choice(["dis", "farneback"]), default="dis", show_default=True,
+              help="Optical flow of the flicker (warping error) metric.")
+@click.option("--flow-size", "flow_max_side", type=click.IntRange(min=32), default=512, show_default=True,
+              metavar="PX", help="Long side frames are shrunk to for the flicker metric.")
+@click.option("--dilate", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="The face region is grown by this fraction of the face size (background = the rest).")
 def metrics(clips, out, sample, seed, source_only, every, max_frames, identity, detector, config, generator, encoder,
-            label, size, batch_size, noise_seed, device, precision, no_plot) -> None:
+            label, size, batch_size, noise_seed, device, precision, no_plot, edited, sources, edited_dir, source_dir,
+            flow, flow_max_side, dilate) -> None:
     """Measure video inversion: SSIM, PSNR, MSE, LPIPS, ID (Table 3) and identity consistency IC (Eq. 9).
 
     CLIPS are video files or folders (searched recursively).  RAVDESS names
@@ -149,15 +170,32 @@ def metrics(clips, out, sample, seed, source_only, every, max_frames, identity, 
     aligned crops; IC compares every frame's identity with the first frame's.
 
     \b
+    With --edited / --edited-dir it measures edited videos against their sources instead: STIT's
+    TL-ID and TG-ID, identity to frame 0, flicker (flow-warping error in and outside the face,
+    with the source as the floor), background PSNR, landmark jitter; per-frame curves go to
+    temporal_frames.csv and temporal_curves/.
+
+    \b
     Examples:
       fsvideo metrics ravdess/ --sample 120 --seed 0 --out eval/fse
       fsvideo metrics talk.mp4 --source-only --every 10
       torchrun --nproc-per-node 4 -m fsvideo metrics ravdess/ --sample 120 --out eval/fse
+      fsvideo metrics --edited talk.smile+2.mp4 --source talk.mp4 --out eval/smile
+      fsvideo metrics --edited-dir edits/ --source-dir videos/ --out eval/edits
 
     Results already measured with the same settings (cached by clip content in OUT/clips/) are
     reused, so an interrupted run resumes.  Clips that cannot be measured (unreadable, no face)
     are reported and skipped.
     """
+    if edited or sources or edited_dir or source_dir:  # temporal metrics of edited videos
+        if clips or source_only or every != 1:
+            raise InputError("CLIPS, --source-only and --every do not go with --edited/--edited-dir",
+                             hint="measure edited videos (all frames, in order) or inversions of CLIPS, one per run")
+        from fsvideo.cli.metrics_temporal import run_temporal
+        return run_temporal(edited=edited, sources=sources, edited_dir=edited_dir, source_dir=source_dir, out=out,
+                            sample=sample, seed=seed, max_frames=max_frames, identity=identity, detector=detector,
+                            size=size, batch_size=batch_size, device=device, flow=flow, flow_max_side=flow_max_side,
+                            dilate=dilate, no_plot=no_plot)
     from fsvideo.metrics.distributed import Distributed
     from fsvideo.metrics.evaluate import find_clips, sample_clips
 

@@ -56,6 +56,20 @@ def _feather(binary: np.ndarray, feather_px: float) -> np.ndarray:
     return out
 
 
+def face_hull_points(landmarks, forehead: float = 0.35) -> np.ndarray:
+    """Outline of the face: float64 [27, 2], the jaw line and the brows raised by ``forehead``.
+
+    The 68 points stop at the brows; raising them by ``forehead`` of the brow-to-chin distance covers
+    the forehead.  Same coordinates as ``landmarks`` (float [68, 2]).
+    """
+    from fsvideo.faces.align import check_landmarks
+    lm = check_landmarks(landmarks)
+    brows = lm[17:27].copy()
+    up = lm[8] - lm[27]  # chin minus nose bridge top: the face's "down" direction and length
+    brows -= forehead * up
+    return np.concatenate([lm[0:17], brows[::-1]])
+
+
 def landmark_mask(landmarks, size: int, *, forehead: float = 0.35, feather: float = 0.04) -> np.ndarray:
     """Feathered face-hull mask float32 [size, size] in [0, 1] from landmarks in crop pixels.
 
@@ -68,13 +82,7 @@ def landmark_mask(landmarks, size: int, *, forehead: float = 0.35, feather: floa
         feather: width of the soft edge as a fraction of ``size`` (inside the hull).
     """
     import cv2
-
-    from fsvideo.faces.align import check_landmarks
-    lm = check_landmarks(landmarks)
-    brows = lm[17:27].copy()
-    up = lm[8] - lm[27]  # chin minus nose bridge top: the face's "down" direction and length
-    brows -= forehead * up
-    pts = np.concatenate([lm[0:17], brows[::-1]])
+    pts = face_hull_points(landmarks, forehead)
     hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))  # 4 fractional bits
     binary = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(binary, hull, 1, lineType=cv2.LINE_AA, shift=4)

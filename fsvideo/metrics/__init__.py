@@ -1,4 +1,5 @@
-"""Inversion quality and identity consistency metrics (paper Tables 1 and 3, Eq. 9 and Fig. 9).
+"""Inversion quality and identity consistency metrics (paper Tables 1 and 3, Eq. 9 and Fig. 9), and the
+temporal quality of edited videos (STIT's TL-ID / TG-ID, flicker, background preservation, jitter).
 
 One metric per module, each naming the implementation it matches:
 
@@ -14,8 +15,13 @@ module                     what
 ``inversion``              the :class:`Inverter` hook and :class:`FeatureStyleInverter`
 ``evaluate``               :class:`ClipEvaluator`, :func:`evaluate_clips`, :func:`pair_metrics`
 ``results`` / ``summary``  per-clip results, cache, CSV/JSON, mean ± std and breakdowns
-``plots``                  :func:`ic_boxplot` (Fig. 9)
+``plots``                  :func:`ic_boxplot` (Fig. 9), :func:`temporal_curves`
 ``distributed``            torchrun sharding and merging
+``temporal``               edited video vs its source: STIT TL-ID / TG-ID, identity to frame 0,
+                           flicker, background, landmark jitter (:class:`TemporalEvaluator`)
+``flicker``                flow-warping error (forward-backward occlusion check), background PSNR
+``pairs``                  pairing edited videos with their sources, :func:`evaluate_pairs`
+``temporal_report``        summary, ``temporal.csv`` / ``temporal_frames.csv`` / ``temporal.json``
 =========================  =====================================================================
 
 Imports are lazy (``from fsvideo.metrics import LPIPS`` loads only what it needs).  The pixel
@@ -52,6 +58,16 @@ _EXPORTS = {
     "summarize": "fsvideo.metrics.summary",
     "ic_boxplot": "fsvideo.metrics.plots",
     "Distributed": "fsvideo.metrics.distributed",
+    "temporal_curves": "fsvideo.metrics.plots",
+    "TemporalEvaluator": "fsvideo.metrics.temporal",
+    "PairResult": "fsvideo.metrics.temporal",
+    "tl_id": "fsvideo.metrics.temporal",
+    "tg_id": "fsvideo.metrics.temporal",
+    "WarpErrorMeter": "fsvideo.metrics.flicker",
+    "find_pairs": "fsvideo.metrics.pairs",
+    "evaluate_pairs": "fsvideo.metrics.pairs",
+    "summarize_temporal": "fsvideo.metrics.temporal_report",
+    "write_temporal": "fsvideo.metrics.temporal_report",
 }
 
 

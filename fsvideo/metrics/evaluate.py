@@ -314,33 +314,52 @@ def evaluate_clips(clips: Sequence[str | os.PathLike], evaluator: ClipEvaluator,
     Returns ``[(index in clips, result)]`` for this rank's clips.  Unreadable files are skipped
     (never cached: a fixed file has another hash anyway); clips without a face are cached too.
     """
-    key = evaluator.settings.key()
+    paths = [Path(c) for c in clips]
+
+    def relabel(i: int, hit: ClipResult) -> None:  # the same content may have been measured under another name
+        rav = parse_ravdess_name(paths[i])
+        hit.clip, hit.path, hit.ravdess = paths[i].name, str(paths[i]), rav.describe() if rav else None
+
+    return run_shard(len(paths), evaluator.settings.key(), cache=cache, rank=rank, world=world,
+                     content_sha=lambda i: sha256_file(paths[i]), relabel=relabel, on_clip=on_clip,
+                     measure=lambda i, sha: evaluator.evaluate(paths[i], sha256=sha, progress=progress))
+
+
+def run_shard(n: int, key: str, *, cache: ResultsCache | None, rank: int, world: int,
+              content_sha: Callable[[int], str], measure: Callable[[int, str | None], ClipResult],
+              relabel: Callable[[int, ClipResult], None],
+              on_clip: Callable[[int, ClipResult, bool], None] | None = None) -> list[tuple[int, ClipResult]]:
+    """The loop behind :func:`evaluate_clips` (and the temporal metrics' pairs): this rank's items, cached.
+
+    Args:
+        n: number of items; this rank takes :func:`shard` ``(n, rank, world)``.
+        key: the settings key of the results.
+        content_sha: ``content_sha(i)`` the content hash of item ``i`` (OSError: not cached).
+        measure: ``measure(i, sha_or_None)`` -> a result (a skipped one for a bad item).
+        relabel: names a cached hit after item ``i`` (its content may have had another name).
+        on_clip: ``on_clip(i, result, from_cache)`` after each item.
+    """
     out = []
-    for i in shard(len(clips), rank, world):
-        p = Path(clips[i])
-        sha = None
-        hit = None
+    for i in shard(n, rank, world):
+        sha, hit = None, None
         if cache is not None:
             try:
-                sha = sha256_file(p)
+                sha = content_sha(i)
                 hit = cache.load(sha, key)
             except OSError:
                 sha = None
         if hit is not None:
-            rav = parse_ravdess_name(p)  # the same content may have been measured under another name
-            hit.clip, hit.path, hit.ravdess = p.name, str(p), rav.describe() if rav else None
-            out.append((i, hit))
-            if on_clip:
-                on_clip(i, hit, True)
-            continue
-        res = evaluator.evaluate(p, sha256=sha, progress=progress)
-        if cache is not None and res.sha256 and res.settings_key:
-            cache.save(res)
+            relabel(i, hit)
+            res = hit
+        else:
+            res = measure(i, sha)
+            if cache is not None and res.sha256 and res.settings_key:
+                cache.save(res)
         out.append((i, res))
         if on_clip:
-            on_clip(i, res, False)
+            on_clip(i, res, hit is not None)
     return out
 
 
-__all__ = ["ClipEvaluator", "VIDEO_EXTENSIONS", "evaluate_clips", "find_clips", "pair_metrics", "sample_clips",
-           "shard"]
+__all__ = ["ClipEvaluator", "VIDEO_EXTENSIONS", "evaluate_clips", "find_clips", "pair_metrics", "run_shard",
+           "sample_clips", "shard"]

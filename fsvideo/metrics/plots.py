@@ -1,4 +1,5 @@
-"""Fig. 9-style box plot of identity consistency (one box per method, the source videos first).
+"""Fig. 9-style box plot of identity consistency (one box per method, the source videos first), and
+the per-frame curves of an edited video against its source (:func:`temporal_curves`).
 
 Drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend switch, no
 display needed), written as PNG and SVG atomically.
@@ -20,6 +21,18 @@ def _clean(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
+def _save(fig, png, svg) -> list[Path]:
+    from fsvideo.utils import atomic_output
+    out = []
+    for path, fmt in ((png, "png"), (svg, "svg")):
+        if path is None:
+            continue
+        with atomic_output(path, overwrite=True) as tmp:
+            fig.savefig(tmp, format=fmt)
+        out.append(Path(path))
+    return out
+
+
 def ic_boxplot(groups: Mapping[str, Sequence[float | None]], png: str | os.PathLike, *,
                svg: str | os.PathLike | None = None, ylabel: str = "identity consistency",
                title: str | None = "Identity consistency of video inversion") -> list[Path]:
@@ -35,8 +48,6 @@ def ic_boxplot(groups: Mapping[str, Sequence[float | None]], png: str | os.PathL
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from fsvideo.utils import atomic_output
 
     if not groups:
         raise ValueError("groups is empty: nothing to plot")
@@ -58,14 +69,56 @@ def ic_boxplot(groups: Mapping[str, Sequence[float | None]], png: str | os.PathL
         ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    out = []
-    for path, fmt in ((png, "png"), (svg, "svg")):
-        if path is None:
-            continue
-        with atomic_output(path, overwrite=True) as tmp:
-            fig.savefig(tmp, format=fmt)
-        out.append(Path(path))
-    return out
+    return _save(fig, png, svg)
 
 
-__all__ = ["ic_boxplot"]
+def _series(frames: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for fr in frames:
+        v = fr.get(key)
+        if v is not None and math.isfinite(float(v)):
+            xs.append(int(fr["index"]))
+            ys.append(float(v))
+    return xs, ys
+
+
+def temporal_curves(frames: Sequence[dict], png: str | os.PathLike, *, title: str = "",
+                    identity: str = "identity") -> list[Path]:
+    """Per-frame curves of an edited video against its source, as PNG.
+
+    Args:
+        frames: per-frame records of a :class:`fsvideo.metrics.temporal.PairResult` (``index``,
+            ``sim_source``, ``sim_edited``, ``warp_face``, ``warp_face_source``, ``warp_bg``,
+            ``warp_bg_source``; None/NaN are gaps).
+        png: output path (replaced atomically).
+        title: the clip's name; identity: the identity network (the first panel's unit).
+
+    Top: identity similarity to the first frame with a face (source dashed, edit solid).  Bottom:
+    the flow-warping error of each frame against the previous one, in the face and outside it
+    (source dashed: the floor).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 5.0), dpi=120)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2, sharex=None)
+    for key, style, label in (("sim_source", "--", "source"), ("sim_edited", "-", "edited")):
+        ax1.plot(*_series(frames, key), style, color="tab:blue", label=label, lw=1.2)
+    ax1.set_ylabel(f"cosine to frame 0\n({identity})", fontsize=8)
+    ax1.legend(fontsize=7, loc="lower left")
+    for key, colour, label in (("warp_face", "tab:red", "face"), ("warp_bg", "tab:green", "background")):
+        ax2.plot(*_series(frames, key), "-", color=colour, label=f"{label}, edited", lw=1.2)
+        ax2.plot(*_series(frames, key + "_source"), "--", color=colour, label=f"{label}, source (floor)", lw=1.0)
+    ax2.set_ylabel("warping error\n(8-bit levels)", fontsize=8)
+    ax2.set_xlabel("frame")
+    ax2.legend(fontsize=7, loc="upper right", ncol=2)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    if title:
+        ax1.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, png, None)
+
+
+__all__ = ["ic_boxplot", "temporal_curves"]

@@ -166,13 +166,15 @@ class ResultsCache:
 
     Args:
         folder: where the JSON files live (created on first save).
+        result_type: the :class:`ClipResult` (sub)class entries are read back as.
 
     Files are ``<sha256[:20]>-<settings key>.json``; :meth:`save` writes atomically, so a crash
     leaves either the old state or the complete file.
     """
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, result_type: type[ClipResult] | None = None):
         self.folder = Path(folder)
+        self.result_type = result_type or ClipResult
 
     def path_for(self, sha256: str, key: str) -> Path:
         return self.folder / f"{sha256[:20]}-{key}.json"
@@ -186,7 +188,7 @@ class ResultsCache:
             return None
         if not isinstance(d, dict) or d.get("sha256") != sha256 or d.get("settings_key") != key:
             return None
-        return ClipResult.from_dict(d)
+        return self.result_type.from_dict(d)
 
     def save(self, result: ClipResult) -> Path:
         if not result.sha256 or not result.settings_key:

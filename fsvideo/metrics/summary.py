@@ -25,11 +25,11 @@ def stats(values: Sequence[float | None]) -> dict:
             "min": float(v.min()), "max": float(v.max())}
 
 
-def _table(results: Sequence[ClipResult]) -> dict:
-    return {m: stats([r.metrics.get(m) for r in results]) for m in METRICS}
+def _table(results: Sequence[ClipResult], metrics=METRICS) -> dict:
+    return {m: stats([r.metrics.get(m) for r in results]) for m in metrics}
 
 
-def _group(results: Sequence[ClipResult], field: str) -> dict:
+def _group(results: Sequence[ClipResult], field: str, metrics=METRICS) -> dict:
     groups: dict = {}
     for r in results:
         if r.ravdess and field in r.ravdess:
@@ -37,12 +37,12 @@ def _group(results: Sequence[ClipResult], field: str) -> dict:
     out = {}
     for k in sorted(groups):
         rs = groups[k]
-        out[str(k)] = {"clips": len(rs), "metrics": _table(rs)}
+        out[str(k)] = {"clips": len(rs), "metrics": _table(rs, metrics)}
     return out
 
 
-def summarize(results: Sequence[ClipResult]) -> dict:
-    """The summary of a run (JSON-friendly, NaN where undefined).
+def summarize(results: Sequence[ClipResult], metrics=METRICS) -> dict:
+    """The summary of a run (JSON-friendly, NaN where undefined) over ``metrics`` (names).
 
     Returns ``{identity_network, clips, measured, skipped: [{clip, reason}], frames_used, faces_found,
     metrics: {name: stats}, by_actor: {actor: {clips, metrics}}, by_emotion: {...}}``.
@@ -57,9 +57,9 @@ def summarize(results: Sequence[ClipResult]) -> dict:
         "frames_sampled": int(sum(r.frames_sampled for r in results)),
         "frames_used": int(sum(r.frames_used for r in ok)),
         "faces_found": int(sum(r.faces_found for r in results)),
-        "metrics": _table(ok),
-        "by_actor": _group(ok, "actor"),
-        "by_emotion": _group(ok, "emotion_name"),
+        "metrics": _table(ok, metrics),
+        "by_actor": _group(ok, "actor", metrics),
+        "by_emotion": _group(ok, "emotion_name", metrics),
     }
 
 
