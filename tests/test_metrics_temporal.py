@@ -64,7 +64,7 @@ def shifted(image, dx, dy):
 def frame(media_dir):
     import cv2
 
-    from fsvideo.video.io import VideoReader
+    from fsvideo.video import VideoReader
     img = next(iter(VideoReader(media_dir / CLIP))).image
     return cv2.resize(img, (320, 180), interpolation=cv2.INTER_AREA)
 

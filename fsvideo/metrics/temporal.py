@@ -243,7 +243,7 @@ class TemporalEvaluator:
             sha256: :func:`pair_sha256` when already known.
             progress: ``progress(clip_name, frames_done)``.
         """
-        from fsvideo.video.io import VideoReader, probe
+        from fsvideo.video import VideoReader, probe
         e, s = Path(edited), Path(source)
         settings = self.settings
         base = {"settings_key": settings.key(), "identity_network": self.identity.name,
