@@ -132,8 +132,13 @@ class _Job:
     components: dict
 
 
-def _prepare(src: Path, opts: RunOptions, *, need_detector: bool = True, detector=None) -> _Job:
-    """Probe the (already checked) input and build the components; bad input fails before models load."""
+def _prepare(src: Path, opts: RunOptions, *, need_detector: bool = True, detector=None, model=None,
+             reader=None, context_s: tuple[float, float] | None = None) -> _Job:
+    """Probe the (already checked) input and build the components; bad input fails before models load.
+
+    ``model`` / ``detector``: ready ones (a batch loads them once); ``reader``: a ready frame source
+    (a batch prefetches the next video); ``context_s``: seconds read before / after the span.
+    """
     from fsvideo.faces.detect import make_detector
     from fsvideo.pipeline.model_stages import ModelRunner, crop_size
     from fsvideo.video.io import VideoReader, probe
@@ -143,9 +148,12 @@ def _prepare(src: Path, opts: RunOptions, *, need_detector: bool = True, detecto
     dtype = pick_dtype(device, opts.precision)
     if opts.batch_size < 1:
         raise InputError(f"--batch-size {opts.batch_size} must be at least 1", hint="use e.g. --batch-size 4")
-    model = load_model(cfg, generator=opts.generator, encoder=opts.encoder, device=device)
+    if model is None:
+        model = load_model(cfg, generator=opts.generator, encoder=opts.encoder, device=device)
+    if reader is None:
+        reader = VideoReader(src, *read_span(opts.start, opts.end, context_s), info=info)
     comps = dict(runner=ModelRunner(model, device, dtype, opts.batch_size, noise_seed=opts.seed),
-                 reader=VideoReader(src, opts.start, opts.end, info=info), fps=float(info.fps or 25),
+                 reader=reader, fps=float(info.fps or 25),
                  resolution=crop_size(model), source=src.name,
                  parser=_face_parser(cfg, opts.mask, device))
     if need_detector:
@@ -154,10 +162,22 @@ def _prepare(src: Path, opts: RunOptions, *, need_detector: bool = True, detecto
     return _Job(info, cfg, device, comps)
 
 
-def _run(job: _Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: ProgressFn | None):
+def read_span(start: float | None, end: float | None,
+              context_s: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    """The span to decode: the output span ``[start, end)`` grown by ``context_s = (before, after)`` seconds."""
+    if not context_s:
+        return start, end
+    before, after = context_s
+    s = max(0.0, (start or 0.0) - before) or None
+    return s, (end + after if end is not None else None)
+
+
+def _run(job: _Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: ProgressFn | None,
+         context_s: tuple[float, float] | None = None):
     from fsvideo.pipeline.chain import build_chain
     from fsvideo.pipeline.runner import run_chain
     from fsvideo.video.io import ImageWriter, VideoWriter
+    from fsvideo.video.join import SpanWriter
     info = job.info
     if info.is_image:
         writer = ImageWriter(out_tmp)
@@ -166,11 +186,15 @@ def _run(job: _Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: Pr
         writer = VideoWriter(out_tmp, info, codec=opts.codec, crf=opts.crf,
                              audio_from=info.path if info.has_audio else None, start=opts.start, end=opts.end,
                              width=width, height=info.height, keep_rotation=not opts.compare)
+        if context_s:                         # frames read only as stabiliser context are not written
+            writer = SpanWriter(writer, info, opts.start, opts.end)
     with writer:
         stages = build_chain(pipeline, dict(job.components, writer=writer), opts)
         blend = next(s for s in stages if s.name == "blend")
         stats = run_chain(stages, queue_size=opts.queue_size, threads=opts.threads, progress=progress,
                           total=len(job.components["reader"]))
+    if context_s:
+        stats.packets = writer.kept           # frames of the span (faces edited still count the context)
     return stats, blend
 
 
@@ -183,7 +207,8 @@ def _summarise(summary: RunSummary, stats, blend, t0: float) -> RunSummary:
 
 
 def edit_video(input_path, output=None, *, edits: list[EditRequest], options: RunOptions | None = None,
-               latents=None, progress: ProgressFn | None = None, detector=None) -> RunSummary:
+               latents=None, progress: ProgressFn | None = None, detector=None, model=None, reader=None,
+               context_s: tuple[float, float] | None = None) -> RunSummary:
     """Edit the faces of a video (or image) with Eq. 1 and write the result.
 
     Args:
@@ -195,6 +220,11 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
             detecting or encoding again.
         progress: ``progress(frames_done, frames_total_or_None)``.
         detector: a ready face detector (default: built from ``options.detector``).
+        model: a ready FeatureStyleModel on the run's device (default: loaded from ``options``).
+        reader: a ready frame source of the input's span (default: a VideoReader).
+        context_s: ``(before, after)`` seconds decoded around ``[options.start, options.end)`` so
+            that the stabiliser's look-behind and look-ahead see the same frames as in a run over
+            the whole video; only the span is written (how a video is split across ranks).
     """
     opts = options or RunOptions()
     if not edits:
@@ -203,7 +233,8 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
     src = check_input_file(input_path, "video or image")
     out = Path(output) if output else default_output(src, edits, ".png" if _is_image_name(src) else None)
     check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
-    job = _prepare(src, opts, need_detector=latents is None, detector=detector)
+    job = _prepare(src, opts, need_detector=latents is None, detector=detector, model=model, reader=reader,
+                   context_s=context_s)
     model = job.components["runner"].model
     job.components["edits"] = resolve_edits(edits, job.cfg, model)
     pipeline = "edit"
@@ -217,7 +248,7 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
                          detector=getattr(job.components.get("detector"), "name", "latents"),
                          edits=[f"{e.attr}{e.strength:+g}" for e in edits])
     with atomic_output(out, overwrite=opts.overwrite, inputs=(src,)) as tmp:
-        stats, blend = _run(job, pipeline, tmp, opts, progress)
+        stats, blend = _run(job, pipeline, tmp, opts, progress, context_s)
     return _summarise(summary, stats, blend, t0)
 
 
@@ -237,12 +268,12 @@ def _check_latents(reader, src: Path, model) -> None:
 
 
 def invert_video(input_path, output=None, *, latents_out=None, options: RunOptions | None = None,
-                 progress: ProgressFn | None = None, detector=None) -> RunSummary:
+                 progress: ProgressFn | None = None, detector=None, model=None, reader=None) -> RunSummary:
     """Reconstruct the faces of a video with G(w, F) and store the per-frame latents.
 
     Writes the reconstruction video (default ``<input>.inversion.<ext>``) and the latents file
     (default ``<input>.latents``; see :mod:`fsvideo.latents`) that ``edit_video(latents=...)``
-    re-edits without encoding again.
+    re-edits without encoding again.  ``detector``, ``model``, ``reader``: as for :func:`edit_video`.
     """
     from fsvideo.latents import LatentsWriter
     opts = options or RunOptions()
@@ -253,7 +284,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
     check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
     check_output_path(lat, overwrite=opts.overwrite, inputs=(src,))
     opts = replace(opts, compare=False)          # the caller's options stay as given
-    job = _prepare(src, opts, detector=detector)
+    job = _prepare(src, opts, detector=detector, model=model, reader=reader)
     model = job.components["runner"].model
     meta = dict(source=str(src), source_sha256=sha256_file(src), resolution=model.resolution, k=model.k,
                 noise_seed=opts.seed, start=opts.start, end=opts.end, config=opts.config,
