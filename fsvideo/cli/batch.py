@@ -80,7 +80,8 @@ def _table(result) -> None:
         t.add_column(col, justify=just)
     for r in result.rows:
         status = r.status if r.status != "failed" else f"[red]failed[/]: {r.error}"
-        t.add_row(os.path.basename(r.input) or r.input, str(r.frames), str(r.faces_edited), f"{r.seconds:.1f} s",
+        t.add_row(os.path.basename(r.input) or r.input, str(r.frames),
+                  "-" if r.faces_edited is None else str(r.faces_edited), f"{r.seconds:.1f} s",
                   status)
     console.print(t)
     c = result.counts

@@ -10,7 +10,8 @@ is written, by a fresh encoder, so each span file starts with a key frame.  Rank
 span files packet by packet (:func:`~fsvideo.video.join.join_segments`), audio included.
 
 Span files are recorded like outputs (with their span in the settings), so a restarted job skips
-finished spans.  ``faces edited`` of a split video counts the context frames of each span too.
+finished spans.  ``faces edited`` is not reported for a split video (None): a span's count would
+include its context frames.
 """
 from __future__ import annotations
 
@@ -93,8 +94,7 @@ def _join(worker: BatchWorker, u: Unit, ident: dict, spans, parts: list[BatchRow
     from fsvideo.video.io import probe
     from fsvideo.video.join import join_segments
     final = worker.out_dir / u.name
-    row = BatchRow(str(u.src), str(final), frames=sum(p.frames for p in parts),
-                   faces_edited=sum(p.faces_edited for p in parts), rank=0)
+    row = BatchRow(str(u.src), str(final), frames=sum(p.frames for p in parts), faces_edited=None, rank=0)
     failed = [p for p in parts if p.status == "failed"]
     if failed or len(parts) != len(spans):
         row.status, row.error = "failed", (failed[0].error if failed else "a rank did not report its span")

@@ -225,6 +225,8 @@ def _copy_span(path, c, o, vo, ao, clock: _Clock, start: float | None) -> int:
             pkt.pts = round(pkt.pts * scale) + shift[kind]
         if pkt.dts is not None:
             pkt.dts = round(pkt.dts * scale) + shift[kind]
+        if pkt.duration:
+            pkt.duration = round(pkt.duration * scale)
         pkt.time_base = src_tb[kind]
         pkt.stream = vo if kind == "video" else ao
         o.mux(pkt)
