@@ -224,6 +224,8 @@ class BatchWorker:
         row = BatchRow(str(u.src), str(dest / name), rank=self.rank)
         t0 = time.perf_counter()
         try:
+            from fsvideo.video.io import probe
+            probe(u.src)                               # a bad input fails before any network loads
             model, detector = self.components()
             work = self.manifest.work_dir(name)
             files = Unit(u.index, u.src, name, u.latents).files(work)
