@@ -23,7 +23,7 @@ def batch_options(f):
                      help="Write one output per input here (several inputs, folders, globs); restartable."),
         click.option("--split-time", is_flag=True,
                      help="Under torchrun: cut each video in time across the processes and join the spans."),
-        click.option("--split-context", default=1.0, show_default=True, type=float,
+        click.option("--split-context", default=2.0, show_default=True, type=float,
                      help="With --split-time: seconds each process reads beyond its span (stabiliser context)."),
     ]
     for o in reversed(opts):

@@ -320,7 +320,7 @@ class _LazyPrefetch:
 
 
 def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, job: BatchJob, *,
-              split_time: bool = False, context_s: float = 1.0, prefetch: int = 16,
+              split_time: bool = False, context_s: float = 2.0, prefetch: int = 16,
               on_row: Callable[[BatchRow], None] | None = None) -> BatchResult:
     """Run ``job`` on every input into ``out_dir`` (see the module docstring).
 
