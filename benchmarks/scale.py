@@ -40,7 +40,8 @@ def _weights(d: Path, size: int) -> list[str]:
     from fsvideo.models.random_init import random_model, save_official_checkpoints
     model = random_model(size, seed=0)
     enc, gen = save_official_checkpoints(model, d)
-    v = np.random.default_rng(1).standard_normal((1, model.generator.n_latent * 512)).astype(np.float32)
+    g = model.generator
+    v = np.random.default_rng(1).standard_normal((1, g.n_latent * g.style_dim)).astype(np.float32)
     np.save(d / "dir.npy", v / np.linalg.norm(v))
     return ["--generator", str(gen), "--encoder", str(enc), "--direction", str(d / "dir.npy"), "--strength", "2"]
 

@@ -195,3 +195,11 @@ def test_batch_invert_writes_video_and_latents(tiny, inputs, tmp_path):
     assert (tmp_path / "out" / "pyfeat-single_face.latents").is_file()
     r2 = run_batch([inputs / "pyfeat-single_face.mp4"], tmp_path / "out", job)
     assert r2.rows[0].status == "skipped"
+
+
+def test_a_bad_setting_stops_the_batch(tiny, inputs, tmp_path):
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.ones((1, 7), np.float32))
+    job = BatchJob("edit", (EditRequest(str(wrong), 1.0),), _job(tiny).options)
+    with pytest.raises(InputError, match="wrong.npy"):      # one error for the batch, not one per input
+        run_batch([inputs / "pyfeat-single_face.mp4", inputs / "cremad-1001_DFA_ANG_XX.flv"], tmp_path / "o", job)

@@ -176,7 +176,11 @@ class BatchWorker:
         self.loads = 0                                 # how many times the networks were loaded
 
     def components(self):
-        """The model and the detector, loaded on first need and kept for every later video."""
+        """The model and the detector, loaded on first need and kept for every later video.
+
+        Errors here (missing weights, an unknown attribute) concern every input, so they are
+        raised, not turned into a failed row.
+        """
         if self._model is None:
             from fsvideo.config import ModelConfig, load_config, resolve_config_path
             from fsvideo.faces.detect import make_detector
@@ -186,6 +190,9 @@ class BatchWorker:
             device = pick_device(o.device)
             cfg = load_config(resolve_config_path(o.config), ModelConfig, section="model")
             self._model = load_model(cfg, generator=o.generator, encoder=o.encoder, device=device)
+            if self.job.kind == "edit":                # a bad --attr / --direction stops the batch at once
+                from fsvideo.pipeline.components import resolve_edits
+                resolve_edits(list(self.job.edits), cfg, self._model)
             self._detector = make_detector(o.detector, device, max_side=640)
             self.options = replace(o, device=str(device))
             self.loads += 1
@@ -223,10 +230,14 @@ class BatchWorker:
         dest = dest or self.out_dir
         row = BatchRow(str(u.src), str(dest / name), rank=self.rank)
         t0 = time.perf_counter()
+        from fsvideo.video.io import probe
         try:
-            from fsvideo.video.io import probe
             probe(u.src)                               # a bad input fails before any network loads
-            model, detector = self.components()
+        except FsvideoError as e:
+            row.status, row.error = "failed", str(e)
+            return row
+        model, detector = self.components()           # errors here concern every input: they stop the batch
+        try:
             work = self.manifest.work_dir(name)
             files = Unit(u.index, u.src, name, u.latents).files(work)
             opts = options or self.options
