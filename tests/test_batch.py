@@ -11,25 +11,20 @@ import pytest
 
 from fsvideo.cli import main as cli_main
 from fsvideo.errors import InputError
-from fsvideo.models.random_init import random_model, save_official_checkpoints
 from fsvideo.pipeline import batch as batch_mod
 from fsvideo.pipeline.batch import BatchJob, expand_inputs, run_batch
 from fsvideo.pipeline.components import EditRequest
 from fsvideo.pipeline.edit import RunOptions
 from fsvideo.pipeline.manifest import STATE_DIR, TABLE_NAME
 from fsvideo.video.io import VideoReader
+from tiny_weights import make_tiny
 
 CLIPS = ["videos/other/pyfeat-single_face.mp4", "videos/other/cremad-1001_DFA_ANG_XX.flv"]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    model = random_model(64, seed=0)
-    enc, gen = save_official_checkpoints(model, d)
-    direction = np.random.default_rng(1).standard_normal((1, model.generator.n_latent * 64)).astype(np.float32)
-    np.save(d / "dir.npy", direction / np.linalg.norm(direction))
-    return {"enc": str(enc), "gen": str(gen), "dir": str(d / "dir.npy")}
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture
