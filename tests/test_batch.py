@@ -198,3 +198,14 @@ def test_a_bad_setting_stops_the_batch(tiny, inputs, tmp_path):
     job = BatchJob("edit", (EditRequest(str(wrong), 1.0),), _job(tiny).options)
     with pytest.raises(InputError, match="wrong.npy"):      # one error for the batch, not one per input
         run_batch([inputs / "pyfeat-single_face.mp4", inputs / "cremad-1001_DFA_ANG_XX.flv"], tmp_path / "o", job)
+
+
+def test_outputs_in_the_input_folder_are_not_taken_for_inputs(tiny, inputs, tmp_path):
+    (inputs / "broken.mp4").unlink()
+    (inputs / "cremad-1001_DFA_ANG_XX.flv").unlink()
+    r = run_batch([inputs], inputs, _job(tiny))
+    assert [row.status for row in r.rows] == ["done"]
+    r = run_batch([inputs], inputs, _job(tiny))                       # not pyfeat-single_face.dir+2.dir+2.mp4
+    assert [(row.input.split("/")[-1], row.status) for row in r.rows] == [("pyfeat-single_face.mp4", "skipped")]
+    with pytest.raises(InputError, match="split-time"):
+        run_batch([inputs], tmp_path / "o", BatchJob("invert", (), _job(tiny).options), split_time=True)

@@ -32,9 +32,10 @@ def batch_options(f):
 
 
 def is_batch(inputs: tuple[str, ...], out_dir: str | None) -> bool:
-    """Batch mode: --out-dir, several inputs, a folder or a glob pattern."""
+    """Batch mode: --out-dir, several inputs, a folder, a glob pattern, or several torchrun processes."""
+    from fsvideo.distributed import dist_env
     return out_dir is not None or len(inputs) != 1 or os.path.isdir(inputs[0]) or (
-        glob.has_magic(inputs[0]) and not os.path.exists(inputs[0]))
+        glob.has_magic(inputs[0]) and not os.path.exists(inputs[0])) or dist_env().enabled
 
 
 def run(kind: str, inputs, out_dir, *, edits=(), options, split_time: bool, split_context: float,
@@ -47,7 +48,8 @@ def run(kind: str, inputs, out_dir, *, edits=(), options, split_time: bool, spli
         raise InputError(f"{given[0]} names one output, but several inputs were given",
                          hint="use --out-dir DIR (outputs are named as a single run names them)")
     if out_dir is None:
-        raise InputError("several inputs (or a folder) need --out-dir", hint="add --out-dir edited/")
+        raise InputError("several inputs, a folder or several processes (torchrun) need --out-dir",
+                         hint="add --out-dir edited/")
     env = dist_env()
     tag = f"[dim]rank {env.rank}[/] " if env.enabled else ""
 

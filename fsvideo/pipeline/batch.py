@@ -348,15 +348,19 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, j
     """
     t0 = time.perf_counter()
     env = dist_env()
+    if split_time and job.kind != "edit":
+        raise InputError("--split-time works for `fsvideo edit` only", hint="invert whole videos (drop --split-time)")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out-dir {out} is a file", hint="give a folder")
     out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out)
     paths, bad = expand_inputs(inputs)
+    # outputs of an earlier batch into the input folder itself are not inputs
+    paths = [p for p in paths if not (p.parent.resolve() == out.resolve() and manifest.made_by_us(p.name))]
     if not paths and not bad:
         raise InputError("no input given", hint="pass video or image files, folders or glob patterns")
     units = plan(paths, job)
-    manifest = Manifest(out)
     manifest.ensure()
     worker = BatchWorker(job, out, manifest, rank=env.rank, prefetch=prefetch)
     with process_group() as group:

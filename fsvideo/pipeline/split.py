@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 
 from fsvideo.distributed import DistEnv, broadcast_object, gather_objects
-from fsvideo.errors import FsvideoError, PipelineError
+from fsvideo.errors import FsvideoError
 from fsvideo.pipeline.batch import BatchRow, BatchWorker, Unit
 from fsvideo.pipeline.manifest import file_record, input_identity
 from fsvideo.utils import atomic_output
@@ -48,8 +48,6 @@ def _plan(worker: BatchWorker, u: Unit, world: int):
 
 def run_split(worker: BatchWorker, u: Unit, env: DistEnv, group, context_s: float, on_row=None) -> BatchRow | None:
     """Edit ``u`` split in time across every rank (all ranks call this); rank 0 returns the row."""
-    if worker.job.kind != "edit":
-        raise PipelineError("--split-time works for `fsvideo edit` only", hint="invert whole videos")
     t0 = time.perf_counter()
     ident, row, spans = broadcast_object(_plan(worker, u, env.world) if env.is_main else None, group=group)
     part = None
