@@ -193,7 +193,7 @@ def _run(job: _Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: Pr
         blend = next(s for s in stages if s.name == "blend")
         stats = run_chain(stages, queue_size=opts.queue_size, threads=opts.threads, progress=progress,
                           total=len(job.components["reader"]))
-    if context_s:
+    if isinstance(writer, SpanWriter):
         stats.packets = writer.kept           # frames of the span (faces edited still count the context)
     return stats, blend
 
