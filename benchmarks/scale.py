@@ -10,7 +10,7 @@ included), each into a fresh output folder:
 
 * ``fsvideo edit CLIPS/ --out-dir ...`` (1 process) and ``torchrun --nproc-per-node N -m fsvideo
   edit CLIPS/ --out-dir ...`` (inputs sharded round robin);
-* ``... --split-time`` on the longest clip (spans + lossless join), N processes;
+* ``... --split-time`` on the last clip (``--split-seconds`` of it; spans + lossless join);
 
 and prints wall seconds, frames and frames/s of each, with the machine's load average (the CPU
 figures depend on what else runs).  Weights are random (``fsvideo.models.random_init``) in the
@@ -59,6 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--seconds", type=float, default=1.0, help="seconds of each clip edited")
+    ap.add_argument("--split-seconds", type=float, default=4.0, help="seconds of the clip split in time")
     ap.add_argument("--size", type=int, default=64, help="generator resolution of the random model")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--clips", nargs="+", default=CLIPS)
@@ -69,20 +70,23 @@ def main() -> None:
         (t / "in").mkdir()
         for c in args.clips:
             shutil.copy(MEDIA / c, t / "in" / c)
-        common = [*_weights(t / "w", args.size), "--detector", "dlib", "--device", args.device,
-                  "--end", str(args.seconds), "--json", "--split-context", "1.0"]
-        env = dict(os.environ, FSVIDEO_HOME=str(t / "home"), PYTHONPATH=str(ROOT),
-                   OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // max(args.nproc))))
+        common = [*_weights(t / "w", args.size), "--detector", "dlib", "--device", args.device, "--json",
+                  "--split-context", "1.0"]
         base = [sys.executable, "-m", "fsvideo", "edit"]
         rows = []
         for n in args.nproc:
+            # the same CPU threads in all: one process gets them all, N processes share them
+            env = dict(os.environ, FSVIDEO_HOME=str(t / "home"), PYTHONPATH=str(ROOT),
+                       OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // n)))
             launch = base if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                           "--nproc-per-node", str(n), "-m", "fsvideo", "edit"]
-            wall, res = _run([*launch, str(t / "in"), "--out-dir", str(t / f"many{n}"), *common], env)
+            wall, res = _run([*launch, str(t / "in"), "--out-dir", str(t / f"many{n}"), "--end", str(args.seconds),
+                              *common], env)
             rows.append({"job": f"{len(args.clips)} clips", "processes": n, "wall_s": round(wall, 1),
                          "frames": res["frames"], "fps": round(res["frames"] / wall, 2)})
             longest = t / "in" / args.clips[-1]
-            wall, res = _run([*launch, str(longest), "--out-dir", str(t / f"split{n}"), "--split-time", *common], env)
+            wall, res = _run([*launch, str(longest), "--out-dir", str(t / f"split{n}"), "--split-time",
+                              "--end", str(args.split_seconds), *common], env)
             rows.append({"job": "1 clip split in time", "processes": n, "wall_s": round(wall, 1),
                          "frames": res["frames"], "fps": round(res["frames"] / wall, 2)})
     load = os.getloadavg()
