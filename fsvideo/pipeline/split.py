@@ -15,6 +15,7 @@ include its context frames.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import time
 from dataclasses import replace
@@ -113,7 +114,9 @@ def _join(worker: BatchWorker, u: Unit, ident: dict, spans, parts: list[BatchRow
     except FsvideoError as e:
         row.status, row.error = "failed", str(e)
         return row
-    for f in files:                                       # the spans are in the joined file now
+    # the spans are in the joined file now; spans of an earlier job with another process count go too
+    stem, _, ext = u.name.rpartition(".")
+    for f in set(files) | set(files[0].parent.glob(f"{glob.escape(stem)}.part*of*.{glob.escape(ext)}")):
         f.unlink(missing_ok=True)
         worker.manifest.path(f.name).unlink(missing_ok=True)
     row.status = "done"
