@@ -10,22 +10,17 @@ import pytest
 
 from fsvideo.cli import main as cli_main
 from fsvideo.errors import InputError, OutputError
-from fsvideo.models.random_init import random_model, save_official_checkpoints
 from fsvideo import EditRequest, RunOptions, edit_video, invert_video
+from fsvideo.models.random_init import random_model, save_official_checkpoints
 from fsvideo.video import VideoReader, probe
+from tiny_weights import make_tiny
 
 CLIP = "videos/other/pyfeat-single_face.mp4"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    model = random_model(64, seed=0)
-    enc, gen = save_official_checkpoints(model, d)
-    direction = np.random.default_rng(1).standard_normal((1, model.generator.n_latent * 64)).astype(np.float32)
-    direction /= np.linalg.norm(direction)
-    np.save(d / "dir.npy", direction)
-    return dict(enc=str(enc), gen=str(gen), dir=str(d / "dir.npy"))
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 def _opts(tiny, **kw):

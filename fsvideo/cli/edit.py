@@ -7,8 +7,10 @@ import json
 
 import click
 
+from fsvideo.cli import batch
 from fsvideo.cli._console import console
 from fsvideo.cli._face_options import STABILIZE_HELP, StabilizeValue, detector_option
+from fsvideo.cli.batch import batch_options
 from fsvideo.errors import InputError
 
 
@@ -123,7 +125,7 @@ def _report(summary, quiet: bool, as_json: bool) -> None:
 
 
 @click.command("edit")
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("--attr", "attrs", multiple=True,
               help="Attribute to edit: smile, makeup, eyeglasses, sefa:N, or a fitted direction name. Repeatable.")
 @click.option("--direction", "directions", multiple=True, type=click.Path(dir_okay=False),
@@ -135,7 +137,9 @@ def _report(summary, quiet: bool, as_json: bool) -> None:
               help="Re-edit from a latents file made by `fsvideo invert` (no detection or encoding).")
 @click.option("--compare", is_flag=True, help="Write original | reconstruction | edit side by side.")
 @run_options
-def edit(input_path, attrs, directions, strengths, output, latents, compare, quiet, as_json, **kw):
+@batch_options
+def edit(inputs, attrs, directions, strengths, output, latents, compare, quiet, as_json, out_dir, split_time,
+         split_context, **kw):
     """Edit the faces of a video or image.
 
     \b
@@ -145,6 +149,8 @@ def edit(input_path, attrs, directions, strengths, output, latents, compare, qui
       fsvideo edit talk.mp4 --direction my_dir.npy --strength 0.5 -o out.mp4
       fsvideo edit face.jpg --attr eyeglasses
       fsvideo edit talk.mp4 --latents talk.latents --attr smile --strength 3
+      fsvideo edit clips/ 'more/*.mov' --out-dir edited/ --attr smile     # many videos, restartable
+      torchrun --nproc-per-node 4 -m fsvideo edit clips/ --out-dir edited/ --attr smile
 
     The strength scales a unit W+ direction by the config's edit_step (15, the official convention):
     w~ = w + 15 s d.
@@ -158,6 +164,11 @@ def edit(input_path, attrs, directions, strengths, output, latents, compare, qui
         raise InputError(f"{len(strengths)} --strength values for {len(names)} edits",
                          hint="give one --strength per --attr/--direction, in the same order, or none (1 each)")
     reqs = [EditRequest(n, s) for n, s in zip(names, strengths or [1.0] * len(names))]
+    if batch.is_batch(inputs, out_dir) or split_time:
+        return batch.run("edit", inputs, out_dir, edits=reqs, options=_options(kw, compare), split_time=split_time,
+                         split_context=split_context, quiet=quiet, as_json=as_json,
+                         single_only={"-o/--output": output, "--latents": latents})
+    (input_path,) = inputs
     with _progress(quiet or as_json, "editing") as cb:
         summary = edit_video(input_path, output, edits=reqs, options=_options(kw, compare), latents=latents,
                              progress=cb)
@@ -165,21 +176,28 @@ def edit(input_path, attrs, directions, strengths, output, latents, compare, qui
 
 
 @click.command("invert")
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="Reconstruction video (default INPUT.inversion.EXT).")
 @click.option("--latents-out", default=None, type=click.Path(dir_okay=False),
               help="Latents file (default INPUT.latents).")
 @run_options
-def invert(input_path, output, latents_out, quiet, as_json, **kw):
+@batch_options
+def invert(inputs, output, latents_out, quiet, as_json, out_dir, split_time, split_context, **kw):
     """Reconstruct the faces of a video with G(w, F) and store the per-frame latents.
 
     \b
     Example:
       fsvideo invert talk.mp4                    # talk.inversion.mp4 + talk.latents
       fsvideo edit talk.mp4 --latents talk.latents --attr smile --strength 2
+      fsvideo invert clips/ --out-dir inverted/     # many videos: clip.inversion.mp4 + clip.latents each
     """
     from fsvideo.pipeline.invert import invert_video
+    if batch.is_batch(inputs, out_dir) or split_time:
+        return batch.run("invert", inputs, out_dir, options=_options(kw), split_time=split_time,
+                         split_context=split_context, quiet=quiet, as_json=as_json,
+                         single_only={"-o/--output": output, "--latents-out": latents_out})
+    (input_path,) = inputs
     with _progress(quiet or as_json, "inverting") as cb:
         summary = invert_video(input_path, output, latents_out=latents_out, options=_options(kw), progress=cb)
     _report(summary, quiet, as_json)

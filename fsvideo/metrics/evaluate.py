@@ -52,7 +52,7 @@ from fsvideo.metrics.ssim import ssim
 log = logging.getLogger(__name__)
 
 #: Extensions picked up when a folder is given.
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
+from fsvideo.video.probe import VIDEO_INPUT_EXTENSIONS as VIDEO_EXTENSIONS  # noqa: E402  (re-exported)
 
 #: ``progress(clip_name, frames_done)`` while a clip is measured.
 FrameProgress = Callable[[str, int], None]

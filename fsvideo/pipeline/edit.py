@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def edit_video(input_path, output=None, *, edits: list[EditRequest], options: RunOptions | None = None,
-               latents=None, progress: ProgressFn | None = None, detector=None) -> RunSummary:
+               latents=None, progress: ProgressFn | None = None, detector=None, model=None, reader=None,
+               context_s: tuple[float, float] | None = None) -> RunSummary:
     """Edit the faces of a video (or image) with Eq. 1 and write the result.
 
     Args:
@@ -40,6 +41,11 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
             records (unless ``options.seed`` is given) and only with the model and K it records.
         progress: ``progress(frames_done, frames_total_or_None)``.
         detector: a ready face detector (default: built from ``options.detector``).
+        model: a ready FeatureStyleModel on the run's device (default: loaded from ``options``).
+        reader: a ready frame source of the input's span (default: a VideoReader).
+        context_s: ``(before, after)`` seconds decoded around ``[options.start, options.end)`` so
+            that the stabiliser's look-behind and look-ahead see the same frames as in a run over
+            the whole video; only the span is written (how a video is split across ranks).
     """
     opts = options or RunOptions()
     if not edits:
@@ -48,29 +54,31 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
     src = check_input_file(input_path, "video or image")
     out = Path(output) if output else default_output(src, edits, ".png" if is_image_name(src) else None)
     check_output(src, out, opts)
-    reader = None
+    latents_reader = None
     seed = 0 if opts.seed is None else opts.seed
     if latents is not None:
         from fsvideo.latents import LatentsReader
-        reader = LatentsReader(check_input_file(latents, "latents"))
-        if opts.seed is None and reader.noise_seed is not None:
-            seed = reader.noise_seed
-        elif opts.seed is not None and reader.noise_seed not in (None, opts.seed):
-            log.info("re-editing with noise seed %d (the latents were made with %d)", opts.seed, reader.noise_seed)
-    job = prepare(src, opts, seed=seed, need_detector=reader is None, detector=detector)
+        latents_reader = LatentsReader(check_input_file(latents, "latents"))
+        if opts.seed is None and latents_reader.noise_seed is not None:
+            seed = latents_reader.noise_seed
+        elif opts.seed is not None and latents_reader.noise_seed not in (None, opts.seed):
+            log.info("re-editing with noise seed %d (the latents were made with %d)", opts.seed,
+                     latents_reader.noise_seed)
+    job = prepare(src, opts, seed=seed, need_detector=latents_reader is None, detector=detector, model=model,
+                  reader=reader, context_s=context_s)
     model = job.components.executor.model
     comps = job.components.with_(edits=tuple(resolve_edits(edits, job.cfg, model)))
     pipeline = "edit"
-    if reader is not None:
+    if latents_reader is not None:
         from fsvideo.weights import sha256_file
-        reader.check(source=src, source_sha256=sha256_file(src), resolution=model.resolution, k=model.k,
-                     models=model_identity(job.cfg, opts))
-        comps = comps.with_(latents=reader)
+        latents_reader.check(source=src, source_sha256=sha256_file(src), resolution=model.resolution,
+                             k=model.k, models=model_identity(job.cfg, opts))
+        comps = comps.with_(latents=latents_reader)
         pipeline = "edit_latents"
     job.components = comps
     summary = RunSummary(str(src), str(out), device=str(job.device),
                          detector=comps.detector.name if comps.detector is not None else "latents",
                          edits=[f"{e.attr}{e.strength:+g}" for e in edits])
     with atomic_output(out, overwrite=opts.overwrite, inputs=(src,)) as tmp:
-        stats = run_job(job, pipeline, tmp, opts, progress, summary)
+        stats = run_job(job, pipeline, tmp, opts, progress, summary, context_s)
     return summarise(summary, stats, t0)

@@ -16,7 +16,7 @@ from fsvideo.utils import atomic_output, check_input_file, check_output_path
 
 
 def invert_video(input_path, output=None, *, latents_out=None, options: RunOptions | None = None,
-                 progress: ProgressFn | None = None, detector=None) -> RunSummary:
+                 progress: ProgressFn | None = None, detector=None, model=None, reader=None) -> RunSummary:
     """Reconstruct the faces of a video with G(w, F) and store the per-frame latents.
 
     Writes the reconstruction video (default ``<input>.inversion.<ext>``) and the latents file
@@ -34,7 +34,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
     check_output_path(lat, overwrite=opts.overwrite, inputs=(src,))
     opts = replace(opts, compare=False)          # the caller's options stay as given
     seed = 0 if opts.seed is None else opts.seed
-    job = prepare(src, opts, seed=seed, detector=detector)
+    job = prepare(src, opts, seed=seed, detector=detector, model=model, reader=reader)
     model = job.components.executor.model
     meta = {"source": str(src), "source_sha256": sha256_file(src), "resolution": model.resolution, "k": model.k,
             "noise_seed": seed, "start": opts.start, "end": opts.end, "config": opts.config,

@@ -103,8 +103,13 @@ class Job:
     components: Components
 
 
-def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = True, detector=None) -> Job:
-    """Probe the (already checked) input and build the components; bad input fails before models load."""
+def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = True, detector=None, model=None,
+            reader=None, context_s: tuple[float, float] | None = None) -> Job:
+    """Probe the (already checked) input and build the components; bad input fails before models load.
+
+    ``model`` / ``detector``: ready ones (a batch loads them once); ``reader``: a ready frame source
+    (a batch prefetches the next video); ``context_s``: seconds read before / after the span.
+    """
     from fsvideo.faces.detect import make_detector
     from fsvideo.models.execution import ModelExecutor
     from fsvideo.models.loading import load_model
@@ -118,25 +123,39 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
         if getattr(opts, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise InputError(f"{flag} {getattr(opts, name)} must be at least 1", hint=f"use e.g. {flag} 4")
-    model = load_model(cfg, generator=opts.generator, encoder=opts.encoder, device=device)
+    if model is None:
+        model = load_model(cfg, generator=opts.generator, encoder=opts.encoder, device=device)
+    if reader is None:
+        reader = VideoReader(src, *read_span(opts.start, opts.end, context_s), info=info)
     executor = ModelExecutor(model, device, dtype, opts.batch_size, noise_seed=seed)
     det = None
     if need_detector:
         det = detector if detector is not None else make_detector(opts.detector, device, max_side=640)
-    comps = Components(executor=executor, reader=VideoReader(src, opts.start, opts.end, info=info),
+    comps = Components(executor=executor, reader=reader,
                        fps=float(info.fps or 25), resolution=executor.crop_size, source=src.name,
                        parser=_face_parser(cfg, opts.mask, device), detector=det, edit_step=cfg.edit_step)
     log.info("device %s (%s), generator %d px, batch %d", device, dtype, model.resolution, opts.batch_size)
     return Job(info, cfg, device, comps)
 
 
+def read_span(start: float | None, end: float | None,
+              context_s: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    """The span to decode: the output span ``[start, end)`` grown by ``context_s = (before, after)`` seconds."""
+    if not context_s:
+        return start, end
+    before, after = context_s
+    s = max(0.0, (start or 0.0) - before) or None
+    return s, (end + after if end is not None else None)
+
+
 def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: ProgressFn | None,
-            summary: RunSummary) -> RunStats:
+            summary: RunSummary, context_s: tuple[float, float] | None = None) -> RunStats:
     """Open the writer on ``out_tmp`` and stream ``pipelines/<pipeline>.yaml`` through it (the summary
     records which encoder ran; errors name ``summary.output``, not the temporary file)."""
     from fsvideo.pipeline.chain import build_chain
     from fsvideo.pipeline.runner import run_chain
     from fsvideo.video import ImageWriter, VideoWriter
+    from fsvideo.video.join import SpanWriter
     info = job.info
     if info.is_image:
         writer = ImageWriter(out_tmp)
@@ -148,10 +167,15 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
                              width=width, height=info.height, keep_rotation=not opts.compare)
     budget = core_budget(device_type=job.device.type, threads=opts.threads, workers=opts.workers)
     summary.encoder = getattr(writer, "encoder", "image")
+    if context_s and not info.is_image:       # frames read only as stabiliser context are not written
+        writer = SpanWriter(writer, info, opts.start, opts.end)
     with writer, budget.applied():
         stages = build_chain(pipeline, job.components.with_(writer=writer), stage_options(opts))
-        return run_chain(stages, queue_size=opts.queue_size, threads=opts.threads, workers=budget.workers,
-                         progress=progress, total=len(job.components.reader))
+        stats = run_chain(stages, queue_size=opts.queue_size, threads=opts.threads, workers=budget.workers,
+                          progress=progress, total=len(job.components.reader))
+    if isinstance(writer, SpanWriter):
+        stats.packets = writer.kept           # frames of the span (faces edited still count the context)
+    return stats
 
 
 def summarise(summary: RunSummary, stats: RunStats, t0: float) -> RunSummary:

@@ -11,10 +11,10 @@
 from fsvideo.video.encoders import (DEFAULT_PRESET, PRESETS, VIDEO_CODECS, VIDEO_EXTENSIONS, codec_report,
                                     nvenc_usable)
 from fsvideo.video.images import IMAGE_EXTENSIONS, ImageWriter, read_image, write_image
-from fsvideo.video.probe import VideoInfo, probe
+from fsvideo.video.probe import VIDEO_INPUT_EXTENSIONS, VideoInfo, probe
 from fsvideo.video.reader import Frame, VideoReader, upright
 from fsvideo.video.writer import VideoWriter
 
-__all__ = ["DEFAULT_PRESET", "IMAGE_EXTENSIONS", "PRESETS", "VIDEO_CODECS", "VIDEO_EXTENSIONS", "Frame",
+__all__ = ["DEFAULT_PRESET", "IMAGE_EXTENSIONS", "PRESETS", "VIDEO_CODECS", "VIDEO_EXTENSIONS", "VIDEO_INPUT_EXTENSIONS", "Frame",
            "ImageWriter", "VideoInfo", "VideoReader", "VideoWriter", "codec_report", "nvenc_usable", "probe",
            "read_image", "upright", "write_image"]

@@ -26,6 +26,10 @@ from fsvideo.video.images import IMAGE_EXTENSIONS, read_image
 
 log = logging.getLogger(__name__)
 
+#: Extensions taken as videos when a folder is searched for inputs (any file PyAV opens also works by name).
+VIDEO_INPUT_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
+                                    ".gif"})
+
 # Demuxers / codecs that mean "this is a still image", whatever the file is called.
 _IMAGE_DEMUXERS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "image2pipe")
 _IMAGE_CODECS = ("mjpeg", "png", "bmp", "webp", "tiff", "jpeg2000")

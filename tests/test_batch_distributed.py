@@ -1,0 +1,122 @@
+"""`torchrun --nproc-per-node 2 -m fsvideo edit ...` (gloo, CPU, tiny random weights): sharded inputs and a split video."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from fsvideo.pipeline.manifest import STATE_DIR, TABLE_NAME
+from fsvideo.video import VideoReader
+from tiny_weights import make_tiny
+
+pytest.importorskip("torch.distributed")
+
+CLIPS = ["videos/other/pyfeat-single_face.mp4", "videos/other/cremad-1001_DFA_ANG_XX.flv",
+         "videos/other/pyfeat-no_face.mp4"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(home):
+    # the fsvideo of this checkout, whatever the venv has installed
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", FSVIDEO_HOME=str(home), PYTHONPATH=path)
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(k, None)
+    return env
+
+
+def _run(args, env, cwd, nproc=None, ok=(0,)):
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+              "-m", "fsvideo"] if nproc else [sys.executable, "-m", "fsvideo"]
+    p = subprocess.run(launch + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert p.returncode in ok, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def _model_args(tiny):
+    return ["--direction", tiny["dir"], "--strength", "2", "--generator", tiny["gen"], "--encoder", tiny["enc"],
+            "--detector", "dlib", "--device", "cpu"]
+
+
+def test_two_processes_share_the_inputs(tiny, media_dir, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for c in CLIPS:
+        shutil.copy(media_dir / c, src)
+    (src / "broken.mp4").write_bytes(b"\x00" * 4000)
+    args = ["edit", str(src), *_model_args(tiny), "--end", "0.3", "--json"]
+    env = _env(tmp_path / "home")
+    _run([*args, "--out-dir", str(tmp_path / "one")], env, tmp_path, ok=(1,))
+    p = _run([*args, "--out-dir", str(tmp_path / "two")], env, tmp_path, nproc=2, ok=(1,))
+    printed = json.loads(p.stdout[p.stdout.index("{"):])             # rank 0 prints the merged table
+    one = json.loads((tmp_path / "one" / TABLE_NAME).read_text())
+    two = json.loads((tmp_path / "two" / TABLE_NAME).read_text())
+    assert printed["inputs"] == two["inputs"] and two["processes"] == 2
+    key = [(r["input"], r["status"], r["frames"], r["faces_edited"]) for r in one["inputs"]]
+    assert [(r["input"], r["status"], r["frames"], r["faces_edited"]) for r in two["inputs"]] == key
+    assert [k[1] for k in key] == ["failed", "done", "done", "done"]
+    assert {r["rank"] for r in two["inputs"]} == {0, 1}                # both ranks worked
+    for r in one["inputs"][1:]:                                         # the same pixels as one process
+        name = r["output"].split("/")[-1]
+        a = [f.image for f in VideoReader(tmp_path / "one" / name)]
+        b = [f.image for f in VideoReader(tmp_path / "two" / name)]
+        assert len(a) == len(b) == r["frames"] and all(np.array_equal(x, y) for x, y in zip(a, b))
+    # started again with 2 processes: everything finished is skipped
+    p = _run([*args, "--out-dir", str(tmp_path / "two")], env, tmp_path, nproc=2, ok=(1,))
+    again = json.loads((tmp_path / "two" / TABLE_NAME).read_text())
+    assert [r["status"] for r in again["inputs"]] == ["failed", "skipped", "skipped", "skipped"]
+
+
+def _packets(path, kind):
+    with av.open(str(path)) as c:
+        s = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+        return [(p.pts, bytes(p) if kind == "audio" else None) for p in c.demux(s) if p.size]
+
+
+def test_a_video_split_in_time_joins_into_the_single_run(tiny, media_dir, tmp_path):
+    src = media_dir / CLIPS[0]
+    single = tmp_path / "single.mp4"
+    env = _env(tmp_path / "home")                # one torch thread in both runs: the same float sums
+    common = [*_model_args(tiny), "--end", "2.0", "--crf", "0"]
+    _run(["edit", str(src), "-o", str(single), *common, "-q"], env, tmp_path)
+    out = tmp_path / "split"
+    args = ["edit", str(src), "--out-dir", str(out), "--split-time", "--split-context", "0.5", *common, "--json"]
+    p = _run(args, env, tmp_path, nproc=2)
+    row = json.loads(p.stdout[p.stdout.index("{"):])["inputs"][0]
+    joined = out / "pyfeat-single_face.dir+2.mp4"
+    assert row["status"] == "done" and row["frames"] == 60 and row["faces_edited"] is None
+    assert not list((out / STATE_DIR / "parts").iterdir())                  # span files removed after the join
+    # timing and audio: identical packets (no re-encode); each span began with a key frame
+    assert _packets(joined, "video") == _packets(single, "video")
+    assert _packets(joined, "audio") == _packets(single, "audio")
+    with av.open(str(joined)) as c:
+        keys = [i for i, pk in enumerate(x for x in c.demux(c.streams.video[0]) if x.size) if pk.is_keyframe]
+    assert 30 in keys
+    a = [f.image.astype(np.int16) for f in VideoReader(single)]
+    b = [f.image.astype(np.int16) for f in VideoReader(joined)]
+    assert len(a) == len(b) == 60
+    # frames of the first span are the single run's exactly (lossless encoding, same context);
+    # after the seam the stabiliser started 0.5 s earlier than in the single run: its optical-flow
+    # memory moves the crops by a fraction of a pixel (benchmarks/split_seams.py), which the tiny
+    # random generator (a noise-like face) turns into small changes inside the face only
+    assert all(np.array_equal(x, y) for x, y in zip(a[:30], b[:30]))
+    diff = [np.abs(x - y) for x, y in zip(a[30:], b[30:])]
+    assert max(float(d.mean()) for d in diff) < 0.5                         # measured 0.33 at worst
+    assert max(float((d.max(axis=2) > 0).mean()) for d in diff) < 0.25      # the face's share of the frame
+    # started again: nothing to do
+    p = _run(args, env, tmp_path, nproc=2)
+    assert json.loads(p.stdout[p.stdout.index("{"):])["inputs"][0]["status"] == "skipped"
