@@ -41,7 +41,8 @@ DEFAULT_PRESET = "veryfast"
 # What ``auto`` tries for each output extension, in order (the first this FFmpeg can use wins).
 _AUTO = {".mp4": ("h264_nvenc", "libx264"), ".m4v": ("h264_nvenc", "libx264"),
          ".mov": ("h264_nvenc", "libx264"), ".mkv": ("h264_nvenc", "libx264"),
-         ".webm": ("libvpx-vp9",), ".gif": ("gif",)}
+         ".flv": ("h264_nvenc", "libx264"), ".avi": ("h264_nvenc", "libx264"),
+         ".ts": ("h264_nvenc", "libx264"), ".webm": ("libvpx-vp9",), ".gif": ("gif",)}
 
 #: Output extensions the video writer can write.
 VIDEO_EXTENSIONS = tuple(_AUTO)
