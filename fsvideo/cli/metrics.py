@@ -205,16 +205,13 @@ def metrics(clips, out, sample, seed, source_only, every, max_frames, identity, 
 
 def _build(dist, *, source_only, identity, detector, config, generator, encoder, size, batch_size, noise_seed,
            device, precision, every, max_frames):
-    import torch
-
+    from fsvideo.distributed import device_for
     from fsvideo.faces.detect import make_detector
     from fsvideo.metrics.evaluate import ClipEvaluator
     from fsvideo.metrics.identity import load_identity
     from fsvideo.utils import pick_device, pick_dtype
 
-    dev = pick_device(device)
-    if dist.enabled and dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", dist.local_rank % max(1, torch.cuda.device_count()))
+    dev = device_for(pick_device(device), dist.info)
     R = load_identity(identity, device=dev)
     det = make_detector(detector, device=dev)
     inverter, label = None, "source"
