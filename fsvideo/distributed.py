@@ -1,42 +1,43 @@
-"""The one torchrun helper: where this process stands, joining the group, sharding lists, collectives.
+"""Running one command as several processes under ``torchrun``: where this process stands, the
+process group, and which share of a work list is its own.
 
-``torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT] -m fsvideo CMD ...`` starts
-N copies per machine; each reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` from the environment.
-Commands that spread independent work (``edit`` / ``invert`` of many videos, ``metrics`` of many
-clips) give each rank the items :func:`shard` picks from the *same sorted list* on every rank, so
-the work and the merged result do not depend on the number of processes.  Results are small Python
-objects, so the collectives here run over gloo (works with and without GPUs); a job that already
-joined an NCCL group (training) gets an extra gloo group for them.
+``torchrun --nproc-per-node N -m fsvideo COMMAND ...`` (or several machines with ``--nnodes``)
+starts N copies and sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (and the rendezvous
+variables).  Every multi-process command (``train``, ``metrics``, ...) goes through this module:
+
+* :func:`env_info` reads the three variables once (a bad value is a one-line error);
+* :class:`ProcessGroup` joins the group when ``WORLD_SIZE > 1`` (a no-op in one process), leaves it
+  on exit if it joined it, and offers the few collectives the commands need (gather / broadcast of
+  small Python objects, barrier, mean of scalar logs);
+* :func:`shard` / :func:`shard_indices` split a list the same way on every rank (round robin over the
+  list's order: every rank must pass the same list);
+* :func:`device_for` gives each process its own GPU (``LOCAL_RANK``).
 
 Example::
 
-    env = dist_env()
-    with process_group() as group:           # no-op when WORLD_SIZE <= 1
-        mine = [work(x) for x in shard(items, env.rank, env.world)]
-        merged = gather_objects(mine, group=group)   # rank 0: one list per rank; others: None
-
-Every function works unchanged in a single process (rank 0 of 1), so callers need no branches.
+    with ProcessGroup(backend="gloo") as pg:
+        mine = [work(x) for x in shard(items, pg.info)]
+        everything = pg.gather(mine)          # rank 0: a list of every rank's object; others: None
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
+
+import torch
+
+from fsvideo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# A collective waits this long for the slowest rank: items are processed whole before a gather,
-# so this bounds the imbalance between ranks (one long video), not network hiccups.
-DEFAULT_TIMEOUT_S = 6 * 3600
-
 
 @dataclass(frozen=True)
-class DistEnv:
+class DistInfo:
     """This process's place: ``rank`` of ``world`` processes, ``local_rank`` on its machine."""
 
     rank: int = 0
@@ -52,127 +53,142 @@ class DistEnv:
         return self.rank == 0
 
 
-def dist_env() -> DistEnv:
-    """The place torchrun gave this process (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); (0, 1, 0) without it.
-
-    Once a process group exists, its rank and size win over the environment.
-    """
-    if _initialized():
-        import torch.distributed as dist
-        return DistEnv(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
-    world = _env_int("WORLD_SIZE", 1)
-    if world <= 1:
-        return DistEnv()
-    return DistEnv(_env_int("RANK", 0), world, _env_int("LOCAL_RANK", 0))
-
-
 def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
     try:
-        return int(os.environ.get(name, default))
+        return int(raw)
     except ValueError:
-        from fsvideo.errors import ConfigError
-        raise ConfigError(f"environment variable {name}={os.environ[name]!r} is not an integer",
-                          hint="launch with torchrun, or unset it") from None
+        raise ConfigError(f"environment variable {name}={raw!r} is not an integer",
+                          hint="launch with torchrun, or unset RANK, WORLD_SIZE and LOCAL_RANK") from None
 
 
-def _initialized() -> bool:
-    import torch.distributed as dist
-    return dist.is_available() and dist.is_initialized()
+def env_info() -> DistInfo:
+    """``DistInfo`` from the torchrun environment; ``DistInfo()`` (0 of 1) when ``WORLD_SIZE`` <= 1 or unset."""
+    info = DistInfo(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
+    if not info.enabled:
+        return DistInfo()
+    if not 0 <= info.rank < info.world:
+        raise ConfigError(f"RANK={info.rank} is not in 0..{info.world - 1} (WORLD_SIZE={info.world})",
+                          hint="launch with torchrun, or unset RANK, WORLD_SIZE and LOCAL_RANK")
+    return info
 
 
-def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
-    """Round-robin share of ``items`` for ``rank`` of ``world`` (``items[rank::world]``).
-
-    Round robin rather than contiguous blocks: a folder sorted by name often groups long and short
-    clips, and interleaving spreads them.  Every item goes to exactly one rank.
-    """
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """Indices ``0..n-1`` that rank ``rank`` of ``world`` handles: ``rank, rank + world, ...``."""
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
-    return list(items[rank::world])
+        raise ValueError(f"rank {rank} is not in [0, {world})")
+    return list(range(rank, n, world))
 
 
-def init_process_group_if_needed(backend: str = "gloo", timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
-    """Join torchrun's process group when ``WORLD_SIZE > 1`` and none exists; True when this call made it.
-
-    Uses the rendezvous variables torchrun sets (``MASTER_ADDR`` / ``MASTER_PORT``), so several
-    machines (``--nnodes``) work the same way as one.
-    """
-    if _initialized() or not dist_env().enabled:
-        return False
-    import torch.distributed as dist
-    if not dist.is_available():
-        from fsvideo.errors import PipelineError
-        raise PipelineError("WORLD_SIZE > 1 but this torch build has no torch.distributed",
-                            hint="run without torchrun, or install a torch build with distributed support")
-    dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=timeout_s))
-    log.info("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), backend)
-    return True
+def shard(items: Sequence[T], info: DistInfo) -> list[T]:
+    """This process's share of ``items`` (round robin; together the ranks cover every item once)."""
+    return [items[i] for i in shard_indices(len(items), info.rank, info.world)]
 
 
-def object_group(timeout_s: float = DEFAULT_TIMEOUT_S):
-    """The group for Python-object collectives: None (the default group) when it is gloo, else a new gloo group."""
-    if not _initialized():
-        return None
-    import torch.distributed as dist
-    if dist.get_backend() == "gloo":
-        return None
-    return dist.new_group(backend="gloo", timeout=_dt.timedelta(seconds=timeout_s))
-
-
-@contextlib.contextmanager
-def process_group(backend: str = "gloo", timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[Any]:
-    """Join (and at the end leave) the group if torchrun asked for one; yields the object-collective group."""
-    owned = init_process_group_if_needed(backend, timeout_s)
-    try:
-        yield object_group(timeout_s)
-    finally:
-        if owned:
-            import torch.distributed as dist
-            if dist.is_initialized():
-                dist.destroy_process_group()
-
-
-def barrier(group=None) -> None:
-    """Wait for every rank (no-op in a single process)."""
-    if _initialized():
-        import torch.distributed as dist
-        dist.barrier(group=group)
-
-
-def gather_objects(obj: Any, dst: int = 0, group=None) -> list | None:
-    """Rank ``dst`` gets ``[obj of rank 0, obj of rank 1, ...]``; other ranks get None.
-
-    In a single process: ``[obj]``.
-    """
-    if not _initialized():
-        return [obj]
-    import torch.distributed as dist
-    rank, world = dist.get_rank(), dist.get_world_size()
-    box = [None] * world if rank == dst else None
-    dist.gather_object(obj, box, dst=dst, group=group)
-    return box
-
-
-def broadcast_object(obj: Any, src: int = 0, group=None) -> Any:
-    """Rank ``src``'s ``obj`` on every rank (``obj`` itself in a single process)."""
-    if not _initialized():
-        return obj
-    import torch.distributed as dist
-    box = [obj]
-    dist.broadcast_object_list(box, src=src, group=group)
-    return box[0]
-
-
-def device_for_rank(device: str, env: DistEnv | None = None) -> str:
-    """``auto`` / ``cuda`` become ``cuda:LOCAL_RANK`` under torchrun when CUDA is there (one GPU per rank)."""
-    env = env or dist_env()
-    if not env.enabled or device not in ("auto", "cuda"):
-        return device
-    import torch
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-        return f"cuda:{env.local_rank % torch.cuda.device_count()}"
+def device_for(device: torch.device, info: DistInfo | None = None) -> torch.device:
+    """On CUDA without an explicit index, under torchrun, each process takes GPU ``LOCAL_RANK``
+    (modulo the GPUs present) and makes it current."""
+    info = env_info() if info is None else info
+    if device.type == "cuda" and device.index is None and info.enabled:
+        idx = info.local_rank % max(1, torch.cuda.device_count())
+        torch.cuda.set_device(idx)
+        return torch.device("cuda", idx)
     return device
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "DistEnv", "barrier", "broadcast_object", "device_for_rank", "dist_env",
-           "gather_objects", "init_process_group_if_needed", "object_group", "process_group", "shard"]
+class ProcessGroup:
+    """Joins the torchrun process group when ``WORLD_SIZE > 1``; a no-op in a single process.
+
+    Args:
+        backend: ``"auto"`` (NCCL for a CUDA ``device``, else gloo), ``"gloo"`` or ``"nccl"``.  When
+            a group already exists (created by the caller, e.g. a trainer or a test) it is used as it
+            is, except that asking for ``"gloo"`` over an NCCL group adds a gloo side group (object
+            collectives of results need no GPU).
+        device: the device the process computes on (for ``"auto"`` and :meth:`mean`).
+        timeout_s: how long a collective waits for the slowest rank.
+
+    Attributes:
+        info: this process's :class:`DistInfo` (from the group once joined).
+        group: the group the collectives use (None: the default group).
+    """
+
+    def __init__(self, backend: str = "auto", device: torch.device | str | None = None,
+                 timeout_s: float = 6 * 3600):
+        if backend not in ("auto", "gloo", "nccl"):
+            raise ValueError(f"backend must be auto, gloo or nccl, got {backend!r}")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.backend = ("nccl" if self.device.type == "cuda" else "gloo") if backend == "auto" else backend
+        self.timeout = _dt.timedelta(seconds=timeout_s)
+        self.info = env_info()
+        self.group = None
+        self._owns = False
+
+    def join(self) -> ProcessGroup:
+        """Join (or adopt) the process group; returns ``self``.  Nothing happens in one process."""
+        import torch.distributed as dist
+        joined = dist.is_available() and dist.is_initialized()
+        if not joined and not self.info.enabled:
+            return self
+        if not dist.is_available():
+            raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed",
+                              hint="run without torchrun, or install a torch build with distributed support")
+        if not joined:
+            dist.init_process_group(backend=self.backend, timeout=self.timeout)
+            self._owns = True
+            log.info("process %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), self.backend)
+        elif self.backend == "gloo" and dist.get_backend() != "gloo":
+            self.group = dist.new_group(backend="gloo", timeout=self.timeout)
+        self.info = DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
+        return self
+
+    def leave(self) -> None:
+        """Destroy the process group if :meth:`join` created it (a group the caller made stays)."""
+        if self._owns:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            self._owns = False
+
+    def __enter__(self) -> ProcessGroup:
+        return self.join()
+
+    def __exit__(self, *exc) -> None:
+        self.leave()
+
+    def gather(self, obj: Any) -> list | None:
+        """Every rank's ``obj`` in rank order on rank 0 (``[obj]`` in one process); None elsewhere."""
+        if not self.info.enabled:
+            return [obj]
+        import torch.distributed as dist
+        box = [None] * self.info.world if self.info.is_main else None
+        dist.gather_object(obj, box, dst=0, group=self.group)
+        return box
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.info.enabled:
+            return obj
+        import torch.distributed as dist
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.info.enabled:
+            import torch.distributed as dist
+            dist.barrier(group=self.group)
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Average scalar values over the processes (every process calls it at the same point)."""
+        if not self.info.enabled or not values:
+            return values
+        import torch.distributed as dist
+        keys = sorted(values)
+        dev = self.device if self.group is None else torch.device("cpu")
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=dev)
+        dist.all_reduce(t, group=self.group)
+        t /= self.info.world
+        return dict(zip(keys, t.tolist()))
+
+
+__all__ = ["DistInfo", "ProcessGroup", "device_for", "env_info", "shard", "shard_indices"]

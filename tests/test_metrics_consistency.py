@@ -62,3 +62,76 @@ def test_streaming_equals_batch(e, chunk):
     assert np.allclose(acc.similarities, similarity_to_reference(e), atol=1e-12)
     n = e / np.linalg.norm(e, axis=1, keepdims=True)
     assert acc.value == pytest.approx(float(np.mean(n[1:] @ n[0])), abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# Eq. 9 through the clip evaluator, against a computation that shares none of its code
+
+
+class _ColourIdentity:
+    """A stand-in identity network R: the crop's 4x4 block means, centred (48 numbers); records its inputs."""
+
+    name, dim = "colour-blocks", 48
+
+    def __init__(self):
+        self.seen: list[np.ndarray] = []
+
+    def embed(self, crops, landmarks=None):
+        self.seen.append(crops.copy())
+        c = crops.astype(np.float64)
+        n, s = c.shape[0], c.shape[1]
+        e = c.reshape(n, 4, s // 4, 4, s // 4, 3).mean((2, 4)).reshape(n, -1)
+        e = e - e.mean(1, keepdims=True)
+        return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+
+
+class _ZeroLPIPS:
+    name = "zero"
+
+    def __call__(self, a, b):
+        import torch
+        return torch.zeros(len(a))
+
+
+def test_evaluator_ic_equals_eq9_by_hand(media_dir):
+    from fsvideo.faces.detect import make_detector
+    from fsvideo.metrics.evaluate import ClipEvaluator
+
+    crops_in, recs_out = [], []
+
+    class Darken:                                   # an "inversion" that changes the frames differently
+        resolution = 64
+
+        def __call__(self, crops):
+            rng = np.random.default_rng(len(crops_in))
+            out = np.clip(crops.astype(np.int16) * 0.7 + rng.integers(0, 60, crops.shape), 0, 255).astype(np.uint8)
+            crops_in.append(crops.copy())
+            recs_out.append(out)
+            return out
+
+        def describe(self):
+            return {"method": "darken"}
+
+    R = _ColourIdentity()
+    ev = ClipEvaluator(make_detector("dlib"), R, Darken(), lpips=_ZeroLPIPS(), every=5, max_frames=5, batch_size=2)
+    res = ev.evaluate(media_dir / "videos/other/pyfeat-single_face.mp4")
+    assert res.ok and res.frames_used == 5
+    src, rec = np.concatenate(crops_in), np.concatenate(recs_out)
+
+    def eq9(frames):                                 # IC = 1/N sum_{i=1..N} <R(x_i), R(x_0)>, cosines by hand
+        feats = []
+        for fr in frames:
+            blocks = [fr[i * 16:(i + 1) * 16, j * 16:(j + 1) * 16].astype(np.float64).mean((0, 1))
+                      for i in range(4) for j in range(4)]
+            v = np.concatenate(blocks)
+            feats.append(v - v.mean())
+        cos = [float(feats[i] @ feats[0] / (np.linalg.norm(feats[i]) * np.linalg.norm(feats[0])))
+               for i in range(1, len(feats))]
+        return sum(cos) / len(cos)
+
+    assert res.metrics["ic_source"] == pytest.approx(eq9(src), abs=1e-6)
+    assert res.metrics["ic_inversion"] == pytest.approx(eq9(rec), abs=1e-6)
+    assert abs(res.metrics["ic_source"] - res.metrics["ic_inversion"]) > 1e-4        # not the same input
+    # R saw the source crops and the inversions, batch by batch
+    np.testing.assert_array_equal(np.concatenate(R.seen[0::2]), src)
+    np.testing.assert_array_equal(np.concatenate(R.seen[1::2]), rec)

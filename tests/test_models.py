@@ -83,12 +83,27 @@ def test_same_seed_same_noise_and_image(model, batch):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_style_mixing_swaps_codes(model, batch):
+def test_style_mixing_against_a_manual_injection(model, batch):
+    """Fig. 7 ``G(w_A, F_B)``: a plain ``G(w_A)`` whose convolution after layer K (``convs[K - 1]``, the
+    16 -> 32 px upsampling conv for K = 5) is handed ``F_B`` instead of its input, by a pre-hook; the
+    16 px ToRGB still reads the generator's own activation (official ``insert_feature``)."""
     _, w, f = batch
+    G, k = model.generator, model.k
     noise = model.make_noise(0)
     mixed = style_mix(model, w[:1], f[1:2], noise)
-    assert torch.equal(mixed, model.decode(w[:1], f[1:2], noise))
-    assert not torch.allclose(mixed, model.decode(w[:1], f[:1], noise))
+
+    def replace_input(module, args):
+        return (f[1:2], *args[1:])
+
+    handle = G.convs[k - 1].register_forward_pre_hook(replace_input)
+    try:
+        manual = G(w[:1], noise=noise)                      # no features_in: only the hook injects
+    finally:
+        handle.remove()
+    torch.testing.assert_close(mixed, manual, atol=1e-6, rtol=0)
+    # appearance from A's w, geometry from B's F: both codes matter
+    assert float((mixed - model.decode(w[:1], f[:1], noise)).abs().max()) > 1e-3
+    assert float((mixed - model.decode(w[1:2], f[1:2], noise)).abs().max()) > 1e-3
 
 
 def test_direction_shapes_and_convention(tmp_path):
@@ -162,14 +177,30 @@ def test_input_checks(model):
         model.generator(torch.zeros(1, model.generator.n_latent, model.generator.style_dim), features_in=torch.zeros(1, 1, 2, 2))
 
 
+def _conv_dtypes(module: torch.nn.Module) -> tuple[list, list[torch.dtype]]:
+    """Forward hooks on every convolution (StyleGAN2's modulated ones and the encoder's) that record
+    the dtype of the tensor each one produced; returns (handles, dtypes)."""
+    from fsvideo.models.stylegan2 import ModulatedConv2d
+    seen: list[torch.dtype] = []
+    handles = [m.register_forward_hook(lambda m, a, out: seen.append(out.dtype)) for m in module.modules()
+               if isinstance(m, (ModulatedConv2d, torch.nn.Conv2d))]
+    return handles, seen
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16])
-def test_low_precision_close_to_fp32(model, batch, dtype):
+def test_low_precision_runs_in_that_dtype_and_stays_close_to_fp32(model, batch, dtype):
     x, w, f = batch
     noise = model.make_noise(0)
     ref = model.decode(w, f, noise)
-    with torch.autocast("cpu", dtype=dtype):
-        low = model.decode(w, f, noise)
-    assert low.dtype == dtype or low.dtype == torch.float32
+    handles, seen = _conv_dtypes(model)
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            low = model.decode(w, f, noise)
+            model.encode(x)
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(seen) >= len(handles) and set(seen) == {dtype}    # every conv of G and E ran in bf16
     assert float((low.float() - ref).abs().mean()) < 0.05 * float(ref.abs().mean()) + 0.02
 
 

@@ -1,6 +1,7 @@
 """Trainer: config, losses, optimiser, data, one tiny run end to end, ArcFace init, face losses."""
 from __future__ import annotations
 
+import copy
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -20,7 +21,7 @@ from fsvideo.train.data import StepSampler, make_batch
 from fsvideo.train.losses import (IdentityLoss, MultiScaleLPIPS, ParsingLoss, downsample, feature_reconstruction,
                                   mse_per_sample)
 from fsvideo.train.nets import build_generator, build_nets, init_encoder_from_arcface
-from fsvideo.train.optim import Lookahead, StepDecay, build_optimizer, centralize_gradients
+from fsvideo.train.optim import StepDecay, build_optimizer
 from fsvideo.train.trainer import Trainer, feature_scale_at
 from train_helpers import image_size, nets_for, small_faces, tiny_config
 
@@ -167,42 +168,68 @@ def test_mse_and_feature_reconstruction():
 # optimiser and schedule
 
 
-def test_lookahead_matches_its_definition():
-    torch.manual_seed(0)
-    p = torch.nn.Parameter(torch.randn(3, 4))
-    q = torch.nn.Parameter(p.detach().clone())
-    la = Lookahead(torch.optim.SGD([p], lr=0.1), k=3, alpha=0.5)
-    sgd = torch.optim.SGD([q], lr=0.1)
-    slow = q.detach().clone()
-    for step in range(1, 7):
-        g = torch.randn(3, 4)
-        p.grad, q.grad = g.clone(), g.clone()
-        la.step()
-        sgd.step()
-        if step % 3 == 0:
+def _ranger_reference(params, grads_per_step, lr, betas, eps, k=6, alpha=0.5):
+    """Ranger 20.4.11 written out: centralise every >1-D gradient, a torch RAdam step, and every k
+    steps the Lookahead sync (slow += alpha (fast - slow); fast = slow)."""
+    ps = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    radam = torch.optim.RAdam(ps, lr=lr, betas=betas, eps=eps)
+    slow = [p.detach().clone() for p in ps]
+    for step, grads in enumerate(grads_per_step, start=1):
+        for p, g in zip(ps, grads):
+            p.grad = g.clone()
+            if g.ndim > 1:
+                p.grad -= g.mean(dim=tuple(range(1, g.ndim)), keepdim=True)
+        radam.step()
+        if step % k == 0:
             with torch.no_grad():
-                slow += 0.5 * (q - slow)
-                q.copy_(slow)
-        torch.testing.assert_close(p.detach(), q.detach())
-    state = la.state_dict()
-    la2 = Lookahead(torch.optim.SGD([torch.nn.Parameter(torch.zeros(3, 4))], lr=0.1), k=3, alpha=0.5)
-    la2.load_state_dict(state)
-    assert la2.counter == 6 and torch.equal(la2.slow[0], la.slow[0])
+                for p, s in zip(ps, slow):
+                    s += alpha * (p - s)
+                    p.copy_(s)
+    return ps
 
 
 def test_ranger_is_radam_lookahead_with_centralized_gradients():
     from fsvideo.train.config import OptimSection
-    p = torch.nn.Parameter(torch.randn(4, 5))
-    opt = build_optimizer(OptimSection(name="ranger", eps=1e-5, betas=[0.95, 0.999]), [p])
-    assert isinstance(opt, Lookahead) and isinstance(opt.base, torch.optim.RAdam) and opt.gc
-    assert opt.k == 6 and opt.alpha == 0.5
-    p.grad = torch.randn(4, 5)
-    centralize_gradients([p])
-    torch.testing.assert_close(p.grad.mean(1), torch.zeros(4), atol=1e-6, rtol=0)
-    b = torch.nn.Parameter(torch.randn(5))
-    b.grad = torch.ones(5)
-    centralize_gradients([b])
-    assert torch.equal(b.grad, torch.ones(5))                 # 1-D tensors are left alone
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(4, 5)), torch.nn.Parameter(torch.randn(3, 2, 3, 3)),
+              torch.nn.Parameter(torch.randn(5))]                      # a linear, a conv and a 1-D bias
+    start = [p.detach().clone() for p in params]
+    grads = [[torch.randn_like(p) for p in params] for _ in range(14)]   # unrectified steps 1-5, syncs at 6, 12
+    cfg = OptimSection(name="ranger", lr=1e-2, eps=1e-5, betas=[0.95, 0.999])
+    opt = build_optimizer(cfg, params)
+    for i, gs in enumerate(grads):
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+        if i == 6:                                                      # resume mid-run from a state dict
+            state = copy.deepcopy(opt.state_dict())                      # as if read back from a file
+            params2 = [torch.nn.Parameter(p.detach().clone()) for p in params]
+            opt2 = build_optimizer(cfg, params2)
+            opt2.load_state_dict(state)
+    want = _ranger_reference(start, grads, 1e-2, (0.95, 0.999), 1e-5)
+    for p, w in zip(params, want):
+        torch.testing.assert_close(p.detach(), w.detach(), atol=1e-6, rtol=1e-5)
+    for gs in grads[7:]:
+        for p, g in zip(params2, gs):
+            p.grad = g.clone()
+        opt2.step()
+    for p, q in zip(params, params2):
+        torch.testing.assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_ranger_descends_from_the_first_step():
+    # pytorch_optimizer's default (degenerated_to_sgd=False) climbs the gradient before rectification
+    from fsvideo.train.config import OptimSection
+    x = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = build_optimizer(OptimSection(name="ranger", lr=0.1, eps=1e-5, betas=[0.95, 0.999]), [x])
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = (x ** 2).sum()
+        losses.append(float(loss.detach()))
+        loss.backward()
+        opt.step()
+    assert all(b < a for a, b in zip(losses, losses[1:]))
 
 
 def test_paper_learning_rate_schedule():
@@ -292,7 +319,7 @@ def test_official_scheme_and_feature_ablation_run(faces, tmp_path):
                       schedule={"epochs": 1, "iters_per_epoch": 2}, log={"checkpoint_every": 10})
     records = []
     t = Trainer(cfg, tmp_path / "off", nets=nets_for(cfg), progress=records.append)
-    assert isinstance(t.optimizer, Lookahead)
+    assert type(t.optimizer).__name__ == "Ranger"
     t.fit()
     log = [__import__("json").loads(x) for x in (tmp_path / "off" / "log.jsonl").read_text().splitlines()]
     assert [r["feature_scale"] for r in log if "feature_scale" in r] == [0.0, 0.25]

@@ -33,15 +33,15 @@ def batch_options(f):
 
 def is_batch(inputs: tuple[str, ...], out_dir: str | None) -> bool:
     """Batch mode: --out-dir, several inputs, a folder, a glob pattern, or several torchrun processes."""
-    from fsvideo.distributed import dist_env
+    from fsvideo.distributed import env_info
     return out_dir is not None or len(inputs) != 1 or os.path.isdir(inputs[0]) or (
-        glob.has_magic(inputs[0]) and not os.path.exists(inputs[0])) or dist_env().enabled
+        glob.has_magic(inputs[0]) and not os.path.exists(inputs[0])) or env_info().enabled
 
 
 def run(kind: str, inputs, out_dir, *, edits=(), options, split_time: bool, split_context: float,
         quiet: bool, as_json: bool, single_only: dict) -> None:
     """Run the batch, print a line per input (unless quiet / JSON) and the closing table on rank 0."""
-    from fsvideo.distributed import dist_env
+    from fsvideo.distributed import env_info
     from fsvideo.pipeline.batch import BatchJob, run_batch
     given = [k for k, v in single_only.items() if v]
     if given:
@@ -50,7 +50,7 @@ def run(kind: str, inputs, out_dir, *, edits=(), options, split_time: bool, spli
     if out_dir is None:
         raise InputError("several inputs, a folder or several processes (torchrun) need --out-dir",
                          hint="add --out-dir edited/")
-    env = dist_env()
+    env = env_info()
     tag = f"[dim]rank {env.rank}[/] " if env.enabled else ""
 
     def on_row(r) -> None:

@@ -198,9 +198,11 @@ def metrics(clips, out, sample, seed, source_only, every, max_frames, identity, 
                             dilate=dilate, no_plot=no_plot)
     from fsvideo.metrics.distributed import Distributed
     from fsvideo.metrics.evaluate import find_clips, sample_clips
+    from fsvideo.metrics.ravdess import one_file_per_recording
 
     out_dir = Path(out)
     found, problems = find_clips(clips)
+    found, copies = one_file_per_recording(found)      # RAVDESS 01 / 02: one recording, measured once
     chosen = sample_clips(found, sample, seed)
     if not chosen and not problems:
         raise InputError("no clips given", hint="pass video files or folders holding videos")
@@ -216,8 +218,13 @@ def metrics(clips, out, sample, seed, source_only, every, max_frames, identity, 
         _check_out_dir(out_dir, evaluator.identity.name)
         if main:
             head = f"measuring {len(chosen)} clip{'s' if len(chosen) != 1 else ''}"
+            if copies:
+                head += f", {len(chosen)} distinct recordings"
             if sample is not None and len(found) > len(chosen):
                 head += f" (sampled from {len(found)} with seed {seed})"
+            if copies:
+                head += (f"; {len(copies)} video-only cop{'ies' if len(copies) != 1 else 'y'} of full-AV "
+                         f"recordings left out")
             if dist.enabled:
                 head += f" on {dist.world} processes"
             console.print(f"{head}; identity network: {evaluator.identity.name}; detector: "
@@ -229,21 +236,20 @@ def metrics(clips, out, sample, seed, source_only, every, max_frames, identity, 
     if not main:
         return
     results = problems + [r for _, r in merged]
-    _write_and_report(results, evaluator, out_dir, label=label, source_only=source_only, no_plot=no_plot)
+    _write_and_report(results, evaluator, out_dir, label=label, source_only=source_only, no_plot=no_plot,
+                      inputs={"files_found": len(found) + len(copies), "distinct_recordings": len(found),
+                              "copies_left_out": [str(c) for c, _ in copies], "sampled": len(chosen)})
 
 
 def _build(dist, *, source_only, identity, detector, config, generator, encoder, size, batch_size, noise_seed,
            device, precision, every, max_frames):
-    import torch
-
+    from fsvideo.distributed import device_for
     from fsvideo.faces import DEFAULT_DETECT_SIDE, make_detector
     from fsvideo.metrics.evaluate import ClipEvaluator
     from fsvideo.metrics.identity import load_identity
     from fsvideo.utils import pick_device, pick_dtype
 
-    dev = pick_device(device)
-    if dist.enabled and dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", dist.local_rank % max(1, torch.cuda.device_count()))
+    dev = device_for(pick_device(device), dist.info)
     R = load_identity(identity, device=dev)
     det = make_detector(detector, device=dev, max_side=DEFAULT_DETECT_SIDE)  # as invert detects
     inverter, label = None, "source"
@@ -305,7 +311,8 @@ def _run(dist, chosen, evaluator, out_dir: Path):
                               on_clip=on_clip, progress=progress)
 
 
-def _write_and_report(results, evaluator, out_dir: Path, *, label: str, source_only: bool, no_plot: bool) -> None:
+def _write_and_report(results, evaluator, out_dir: Path, *, label: str, source_only: bool, no_plot: bool,
+                      inputs: dict) -> None:
     from fsvideo.metrics.plots import ic_boxplot
     from fsvideo.metrics.results import ResultsCache, write_csv, write_json
     from fsvideo.metrics.summary import json_safe, summarize
@@ -317,7 +324,7 @@ def _write_and_report(results, evaluator, out_dir: Path, *, label: str, source_o
     summary = summarize(results)
     files = [write_csv(results, out_dir / "metrics.csv"),
              write_json(results, out_dir / "metrics.json", settings=evaluator.settings, summary=json_safe(summary),
-                        extra={"label": label, "argv": sys.argv[1:]})]
+                        extra={"label": label, "argv": sys.argv[1:], "inputs": inputs})]
     ok = [r for r in results if r.ok]
     if ok and not no_plot:
         groups = {"source": [r.metrics.get("ic_source") for r in ok]}

@@ -25,9 +25,9 @@ _ROWS = (("tl_id", None, "TL-ID ↑ (STIT)", 3), ("tg_id", None, "TG-ID ↑ (STI
 def run_temporal(*, edited, sources, edited_dir, source_dir, out, sample, seed, max_frames, identity, detector,
                  size, batch_size, device, flow, flow_max_side, dilate, no_plot) -> None:
     """The ``--edited`` mode of ``fsvideo metrics`` (arguments as the command's options)."""
-    import torch
 
     from fsvideo.cli.metrics import _check_out_dir
+    from fsvideo.distributed import device_for
     from fsvideo.faces.detect import make_detector
     from fsvideo.metrics.distributed import Distributed
     from fsvideo.metrics.evaluate import sample_clips
@@ -40,9 +40,7 @@ def run_temporal(*, edited, sources, edited_dir, source_dir, out, sample, seed, 
     chosen = sample_clips(pairs, sample, seed)
     out_dir = Path(out)
     with Distributed() as dist:
-        dev = pick_device(device)
-        if dist.enabled and dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", dist.local_rank % max(1, torch.cuda.device_count()))
+        dev = device_for(pick_device(device), dist.info)
         ev = TemporalEvaluator(make_detector(detector, device=dev), load_identity(identity, device=dev),
                                max_frames=max_frames, size=size or 256, flow=flow, flow_max_side=flow_max_side,
                                dilate=dilate, batch_size=batch_size)

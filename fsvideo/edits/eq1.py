@@ -45,7 +45,7 @@ def edit_codes(model: FeatureStyleModel, w: Tensor, f: Tensor, edits: Sequence[E
     Args:
         model: the Feature-Style model (its generator computes G^K).
         w: [N, n_latent, 512] W+ codes from the encoder.
-        f: [N, C, 16, 16] feature codes from the encoder.
+        f: [N, C, H, W] feature codes from the encoder (``generator.feature_shape(K)``).
         edits: directions and strengths; zero strengths leave ``(w, F)`` unchanged.
         noise: the fixed noise list of the video (used in both G^K calls).
 

@@ -20,10 +20,12 @@ codes of all files in the order given.  The attribute column holds 0/1, -1/1, tr
 (binary), or scores: then the top and bottom ``ratio`` of the codes are the two classes
 (InterFaceGAN's ``chosen_num_or_ratio``).  Empty cells are skipped.
 
-The SVM is the L2-regularised squared-hinge linear SVM (LIBLINEAR's default primal problem,
-unregularised bias), solved with L-BFGS::
-
-    min_{n, b}  1/2 |n|^2 + C sum_i max(0, 1 - y_i (n . x_i + b))^2
+The SVM is scikit-learn's ``LinearSVC`` (LIBLINEAR: L2-regularised squared hinge, InterFaceGAN
+itself uses scikit-learn) on codes centred on their mean.  LIBLINEAR regularises the bias too;
+centring makes the bias of the centred problem small, so the normal equals that of the
+unregularised-bias SVM ``min 1/2 |n|^2 + C sum_i max(0, 1 - y_i (n . x_i + b))^2`` (cosine > 0.999 in
+``tests/test_directions_fit.py``).  Without centring, W+ codes sit far from the origin (around
+``latent_avg``) and a regularised bias would tilt the normal towards the mean code.
 """
 from __future__ import annotations
 
@@ -263,43 +265,39 @@ class LinearSVM:
         return float((torch.sign(self.decision(X)) == y.to(self.normal)).double().mean())
 
 
-def svm_objective(n: Tensor, b: Tensor, X: Tensor, y: Tensor, C: float) -> Tensor:
-    """``1/2 |n|^2 + C sum max(0, 1 - y (X n + b))^2``."""
-    margin = (1 - y * (X @ n + b)).clamp_min(0)
-    return 0.5 * n.dot(n) + C * margin.square().sum()
-
-
-def fit_linear_svm(X: Tensor, y: Tensor, C: float = 1.0, *, max_iter: int = 1000, tol: float = 1e-9) -> LinearSVM:
-    """Solve the squared-hinge linear SVM (module docstring) with L-BFGS.
+def fit_linear_svm(X: Tensor, y: Tensor, C: float = 1.0, *, max_iter: int = 20000, tol: float = 1e-6,
+                   seed: int = 0) -> LinearSVM:
+    """Fit the squared-hinge linear SVM (module docstring) with scikit-learn's ``LinearSVC``.
 
     Args:
         X: [M, D] features.  y: [M] labels in {-1, +1} (both present).  C: inverse regularisation.
+        max_iter, tol: LIBLINEAR's limits (a warning is logged when it stops before ``tol``).
+        seed: LIBLINEAR's coordinate order (the result is deterministic for a seed).
     """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
     if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
         raise ValueError(f"X must be [M, D] and y [M], got {list(X.shape)} and {list(y.shape)}")
     if not ((y == 1).any() and (y == -1).any()) or not torch.all((y == 1) | (y == -1)):
         raise InputError("an SVM needs examples of both classes (labels +1 and -1)",
                          hint="label some codes with the attribute and some without")
-    dtype = torch.float64 if X.numel() <= 50_000_000 else torch.float32   # large sets: halve the memory
-    X = X.to(dtype)
-    y = y.to(dtype)
-    n = torch.zeros(X.shape[1], dtype=dtype, requires_grad=True)
-    b = torch.zeros((), dtype=dtype, requires_grad=True)
-    opt = torch.optim.LBFGS([n, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-14,
-                            history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = svm_objective(n, b, X, y, C)
-        loss.backward()
-        return loss
-
-    for _ in range(5):                      # L-BFGS may stop early on its change tolerance: restart
-        opt.step(closure)
-        g = torch.cat([n.grad.flatten(), b.grad.flatten()]) if n.grad is not None else None
-        if g is not None and float(g.abs().max()) <= 1e-6 * max(1.0, C * len(y)):
-            break
-    return LinearSVM(n.detach(), float(b.detach()))
+    Xn = X.detach().cpu().double().numpy()
+    mean = Xn.mean(axis=0)
+    clf = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual="auto", tol=tol, max_iter=max_iter,
+                    random_state=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(Xn - mean, y.detach().cpu().numpy().astype(np.int64))
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        log.warning("the SVM stopped after %d iterations before reaching tol %.0e; the direction may be rough",
+                    max_iter, tol)
+    sign = 1.0 if clf.classes_[1] == 1 else -1.0          # coef_ points towards classes_[1]
+    normal = sign * clf.coef_[0]
+    bias = sign * float(clf.intercept_[0]) - float(normal @ mean)
+    return LinearSVM(torch.from_numpy(normal), bias)
 
 
 @dataclass
@@ -348,4 +346,4 @@ def fit_direction(latents: LatentSet, rows: np.ndarray, y: np.ndarray, *, C: flo
 
 
 __all__ = ["FitResult", "LatentSet", "LinearSVM", "fit_direction", "fit_linear_svm", "read_labels",
-           "read_latents", "read_latents_file", "svm_objective"]
+           "read_latents", "read_latents_file"]

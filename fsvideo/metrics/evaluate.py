@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from fsvideo.distributed import shard_indices as shard  # re-exported: the metrics' sharding
 from fsvideo.errors import FsvideoError, InputError
 from fsvideo.faces.frontend import check_sampling
 from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, parse_stabilize
@@ -289,13 +290,6 @@ def sample_clips(clips: Sequence[Path], n: int | None, seed: int = 0) -> list[Pa
         raise InputError(f"--sample {n} must be >= 1", hint="leave it out to measure every clip")
     picked = sorted(random.Random(seed).sample(range(len(clips)), n))
     return [clips[i] for i in picked]
-
-
-def shard(n: int, rank: int, world: int) -> list[int]:
-    """Indices of the items rank ``rank`` of ``world`` handles (round robin, fixed by the list order)."""
-    if not 0 <= rank < world:
-        raise ValueError(f"rank {rank} is not in [0, {world})")
-    return list(range(rank, n, world))
 
 
 def evaluate_clips(clips: Sequence[str | os.PathLike], evaluator: ClipEvaluator, *,

@@ -19,13 +19,21 @@ Example: ``02-01-06-01-02-01-12.mp4`` is video-only, speech, fearful, normal int
 first repetition, actor 12 (female).  A name that does not follow the pattern (or has a code out of
 range) is not a RAVDESS name: :func:`parse_ravdess_name` returns None and the clip is reported by
 its plain name.
+
+RAVDESS ships every visual recording twice, as ``01`` (full AV) and ``02`` (video-only): the same
+footage, with and without sound.  :func:`one_file_per_recording` keeps one file per recording
+(the one with audio), so that a sample of N clips measures N different recordings.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence, TypeVar
+
+log = logging.getLogger(__name__)
 
 MODALITIES = {1: "full-AV", 2: "video-only", 3: "audio-only"}
 VOCAL_CHANNELS = {1: "speech", 2: "song"}
@@ -96,5 +104,49 @@ def parse_ravdess_name(path: str | os.PathLike) -> RavdessName | None:
     return RavdessName(mm, vc, ee, ii, ss, rr, aa)
 
 
+P = TypeVar("P", str, Path)
+
+# preference among the files of one recording: the one with audio first
+_MODALITY_RANK = {1: 0, 2: 1, 3: 2}
+
+
+def recording_key(name: RavdessName) -> tuple[int, ...]:
+    """The fields that identify a recording: all but the modality (``01``/``02`` are the same footage)."""
+    return (name.vocal_channel, name.emotion, name.intensity, name.statement, name.repetition, name.actor)
+
+
+def one_file_per_recording(clips: Sequence[P]) -> tuple[list[P], list[tuple[P, P]]]:
+    """Keep one file per RAVDESS recording, preferring full AV (``01``) over video-only (``02``).
+
+    Files whose names are not RAVDESS names are all kept.  Among files of equal modality (e.g. the
+    same name in two folders) the first listed is kept.
+
+    Returns:
+        ``(kept, left_out)``: ``kept`` in the order of ``clips``; ``left_out`` pairs each file set
+        aside with the file kept for its recording.
+    """
+    best: dict[tuple[int, ...], int] = {}
+    for i, c in enumerate(clips):
+        r = parse_ravdess_name(c)
+        if r is None:
+            continue
+        key = recording_key(r)
+        j = best.get(key)
+        if j is None or _MODALITY_RANK[r.modality] < _MODALITY_RANK[parse_ravdess_name(clips[j]).modality]:
+            best[key] = i
+    kept, left_out = [], []
+    for i, c in enumerate(clips):
+        r = parse_ravdess_name(c)
+        j = i if r is None else best[recording_key(r)]
+        if j == i:
+            kept.append(c)
+        else:
+            left_out.append((c, clips[j]))
+    if left_out:
+        log.info("%d file(s) are another copy of a recording already listed (RAVDESS 01 full-AV / 02 video-only): "
+                 "measuring %d distinct recordings", len(left_out), len(kept))
+    return kept, left_out
+
+
 __all__ = ["EMOTIONS", "INTENSITIES", "MODALITIES", "RavdessName", "REPETITIONS", "STATEMENTS", "VOCAL_CHANNELS",
-           "parse_ravdess_name"]
+           "one_file_per_recording", "parse_ravdess_name", "recording_key"]

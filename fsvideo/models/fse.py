@@ -1,6 +1,6 @@
 """The Feature-Style model: encoder + generator + ``latent_avg``, the unit every stage is handed.
 
-Shapes for the released FFHQ model (1024 px, K = 5)::
+Shapes for the released FFHQ model (1024 px, K = 5; ``F`` is ``generator.feature_shape(K)`` for other K)::
 
     x  [N, 3, 1024, 1024] in [-1, 1]  --encode-->  w [N, 18, 512], F [N, 512, 16, 16]
     w, F, noise                        --decode-->  image [N, 3, 1024, 1024] (raw generator range)
@@ -23,16 +23,19 @@ class FeatureStyleModel(nn.Module):
         encoder: predicts ``(w_offset, F)``.
         generator: the pretrained StyleGAN2 the encoder was trained for.
         latent_avg: [n_latent, style_dim] added to ``w_offset``.
-        k: feature index K where ``F`` replaces the generator's activation (5).
+        k: feature index K where ``F`` replaces the generator's activation (5; any of
+            ``generator.feature_indices``).  The encoder's ``F`` is resized to that layer's side.
     """
 
     def __init__(self, encoder: FeatureStyleEncoder, generator: Generator, latent_avg: Tensor, k: int = 5):
         super().__init__()
         if encoder.n_styles != generator.n_latent:
             raise ValueError(f"encoder predicts {encoder.n_styles} W+ rows, generator needs {generator.n_latent}")
-        want = generator.feature_shape(k)[0]
-        if encoder.config["feature_channels"] != want:
-            raise ValueError(f"encoder F has {encoder.config['feature_channels']} channels, generator layer {k} has {want}")
+        c, h, _ = generator.feature_shape(k)
+        if encoder.config["feature_channels"] != c:
+            raise ValueError(f"encoder F has {encoder.config['feature_channels']} channels, generator layer {k} has {c}")
+        if encoder.feature_size != h:       # a state dict does not record K: the side follows the generator's layer K
+            encoder.set_feature_size(h)
         self.encoder, self.generator, self.k = encoder, generator, k
         self.register_buffer("latent_avg", latent_avg.detach().clone().float())
 
@@ -41,7 +44,7 @@ class FeatureStyleModel(nn.Module):
         return self.generator.size
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x [N, 3, S, S] in [-1, 1] (S = 256 * 2**n) -> (w [N, n_latent, 512], F [N, C, 16, 16])."""
+        """x [N, 3, S, S] in [-1, 1] (S = 256 * 2**n) -> (w [N, n_latent, 512], F [N, *feature_shape(K)])."""
         w_offset, f = self.encoder(x)
         return w_offset + self.latent_avg.to(w_offset.dtype), f
 

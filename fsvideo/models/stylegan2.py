@@ -11,7 +11,8 @@ Layer bookkeeping (``n_latent = 2 * log2(size) - 2`` rows of W+; ``num_layers`` 
     outs[2j+2] convs[2j]   (upsampling)   style row 2j+1,               noise[2j+1]
     outs[2j+3] convs[2j+1]                style row 2j+2, to_rgbs[j] row 2j+3, noise[2j+2]
 
-The Feature-Style encoder's ``F`` replaces ``outs[K]`` (K = 5: ``convs[3]``, 16x16) as the input
+The Feature-Style encoder's ``F`` replaces ``outs[K]`` (K = 5: ``convs[3]``, 16x16; any K in
+:attr:`Generator.feature_indices`, shaped :meth:`Generator.feature_shape`) as the input
 of the next convolution, blended as ``(1 - s) * x + s * F``.  The ToRGB skip at that resolution
 has already consumed the generator's own activation, and ``outs[K]`` keeps the un-replaced
 value, so ``G^K(w)`` can be read from the same call.
@@ -234,25 +235,43 @@ class Generator(nn.Module):
         self.num_layers = (log_size - 2) * 2 + 1
         self.n_latent = log_size * 2 - 2
         self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
-        self.noises = nn.Module()
-        for i in range(self.num_layers):
-            r = 2 ** ((i + 5) // 2)
-            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, r, r))
+        self.noises = nn.Module()                              # filled below, once the sizes are known
+        # (C, H, W) of outs[i], written down as the layers are built: const and conv1 at 4 px, then
+        # an (upsampling conv, conv) pair per resolution.  feature_shape and the noise maps read it.
+        self._out_shapes: list[tuple[int, int, int]] = [(ch[4], 4, 4), (ch[4], 4, 4)]
         in_ch = ch[4]
         for i in range(3, log_size + 1):
             out_ch = ch[2 ** i]
             self.convs.append(StyledConv(in_ch, out_ch, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
             self.convs.append(StyledConv(out_ch, out_ch, 3, style_dim, blur_kernel=blur_kernel))
             self.to_rgbs.append(ToRGB(out_ch, style_dim))
+            self._out_shapes += [(out_ch, 2 ** i, 2 ** i)] * 2
             in_ch = out_ch
+        assert len(self._out_shapes) == self.num_layers + 1
+        for i in range(self.num_layers):                       # noise[i] enters the conv that makes outs[i + 1]
+            r = self._out_shapes[i + 1][1]
+            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, r, r))
 
     # ----------------------------------------------------------------------------------------
+    @property
+    def feature_indices(self) -> range:
+        """The layers K where a feature code can replace the activation: ``1 .. num_layers - 1``.
+
+        ``outs[0]`` is the learned constant, and the last layer's activation feeds only the final
+        ToRGB, which reads it before any replacement, so a code there would change nothing.
+        """
+        return range(1, self.num_layers)
+
     def feature_shape(self, k: int = 5) -> tuple[int, int, int]:
-        """(C, H, W) of ``outs[k]``: (512, 16, 16) for K = 5 in a released model."""
-        if not 1 <= k <= self.num_layers:
-            raise ValueError(f"feature index k must be in 1..{self.num_layers}, got {k}")
-        r = 2 ** ((k + 3) // 2)
-        return self.channels[r], r, r
+        """(C, H, W) of ``outs[k]`` = ``G^K(w)``, the shape ``F`` must have for K = ``k``.
+
+        Read off the layers as built (a conv pair per resolution after two 4 px layers), so
+        (512, 16, 16) for K = 4 and 5, (512, 32, 32) for K = 6 and 7 in a released model.
+        """
+        if k not in self.feature_indices:
+            raise ValueError(f"feature index K must be in {self.feature_indices.start}.."
+                             f"{self.feature_indices.stop - 1} for a {self.size} px generator, got {k}")
+        return self._out_shapes[k]
 
     def noise_shapes(self) -> list[tuple[int, int, int, int]]:
         return [tuple(getattr(self.noises, f"noise_{i}").shape) for i in range(self.num_layers)]
@@ -357,5 +376,6 @@ class Generator(nn.Module):
         return (skip, outs) if return_features else skip
 
     def features(self, w: Tensor, noise: Sequence[Tensor | None] | None = None, k: int = 5) -> Tensor:
-        """G^K(w): the activation ``outs[k]``, computing only the layers up to it (16 px for K = 5)."""
+        """G^K(w) [N, *feature_shape(k)]: the activation ``outs[k]``, computing only the layers up to it
+        (16 px for K = 5)."""
         return self.forward(w, noise=noise, stop_at=k)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from fsvideo.distributed import dist_env, gather_objects, process_group, shard
+from fsvideo.distributed import ProcessGroup, device_for, env_info, shard
 from fsvideo.errors import FsvideoError, InputError
 from fsvideo.edits.requests import EditRequest
 from fsvideo.pipeline.edit import edit_video
@@ -165,13 +165,20 @@ def plan(inputs: Sequence[Path], job: BatchJob) -> list[Unit]:
     return units
 
 
+def _rank_device(device: str) -> str:
+    """``auto`` / ``cuda`` become ``cuda:LOCAL_RANK`` under torchrun when CUDA is there (one GPU per rank)."""
+    import torch
+    if device not in ("auto", "cuda") or not torch.cuda.is_available():
+        return device
+    return str(device_for(torch.device("cuda")))
+
+
 class BatchWorker:
     """Runs units on this process: networks and detector loaded once, the next video prefetched."""
 
     def __init__(self, job: BatchJob, out_dir: Path, manifest: Manifest, rank: int = 0, prefetch: int = 16):
-        from fsvideo.distributed import device_for_rank
         self.job, self.out_dir, self.manifest, self.rank, self.prefetch = job, out_dir, manifest, rank, prefetch
-        self.options = replace(job.options, device=device_for_rank(job.options.device), overwrite=False)
+        self.options = replace(job.options, device=_rank_device(job.options.device), overwrite=False)
         self.settings = settings_of(job.kind, job.options, job.edits)
         self.key = settings_key(self.settings)
         self._model = self._detector = None
@@ -349,7 +356,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, j
     Returns the merged :class:`BatchResult` on rank 0; other ranks get their own rows.
     """
     t0 = time.perf_counter()
-    env = dist_env()
+    env = env_info()
     if split_time and job.kind != "edit":
         raise InputError("--split-time works for `fsvideo edit` only", hint="invert whole videos (drop --split-time)")
     out = Path(out_dir)
@@ -365,13 +372,13 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, j
     units = plan(paths, job)
     manifest.ensure()
     worker = BatchWorker(job, out, manifest, rank=env.rank, prefetch=prefetch)
-    with process_group() as group:
+    with ProcessGroup(backend="gloo") as pg:        # results are small Python objects: gloo suffices
         if split_time:
             from fsvideo.pipeline.split import run_split
-            rows = [r for u in units if (r := run_split(worker, u, env, group, context_s, on_row)) is not None]
+            rows = [r for u in units if (r := run_split(worker, u, pg, context_s, on_row)) is not None]
         else:
-            rows = worker.run_units(shard(units, env.rank, env.world), on_row)
-        parts = gather_objects(rows, group=group)
+            rows = worker.run_units(shard(units, env), on_row)
+        parts = pg.gather(rows)
     if parts is None:
         return BatchResult(rows, round(time.perf_counter() - t0, 3), env.world, str(out))
     by_input = {r.input: r for part in parts for r in part}

@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import replace
 
-from fsvideo.distributed import DistEnv, broadcast_object, gather_objects
+from fsvideo.distributed import ProcessGroup
 from fsvideo.errors import FsvideoError
 from fsvideo.pipeline.batch import BatchRow, BatchWorker, Unit
 from fsvideo.pipeline.manifest import file_record, input_identity
@@ -47,14 +47,15 @@ def _plan(worker: BatchWorker, u: Unit, world: int):
         return None, BatchRow(str(u.src), status="failed", error=str(e), rank=worker.rank), None
 
 
-def run_split(worker: BatchWorker, u: Unit, env: DistEnv, group, context_s: float, on_row=None) -> BatchRow | None:
+def run_split(worker: BatchWorker, u: Unit, pg: ProcessGroup, context_s: float, on_row=None) -> BatchRow | None:
     """Edit ``u`` split in time across every rank (all ranks call this); rank 0 returns the row."""
     t0 = time.perf_counter()
-    ident, row, spans = broadcast_object(_plan(worker, u, env.world) if env.is_main else None, group=group)
+    env = pg.info
+    ident, row, spans = pg.broadcast(_plan(worker, u, env.world) if env.is_main else None)
     part = None
     if spans is not None and env.rank < len(spans):
         part = _edit_span(worker, u, ident, spans, env.rank, context_s)
-    parts = gather_objects(part, group=group)
+    parts = pg.gather(part)
     if not env.is_main:
         return None
     if row is None:

@@ -16,7 +16,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from fsvideo.errors import InputError, WeightsError
+from fsvideo.errors import ConfigError, InputError, WeightsError
 from fsvideo.models.encoder import FeatureStyleEncoder
 from fsvideo.models.loading import load_generator_checkpoint, load_strict, read_checkpoint
 from fsvideo.models.stylegan2 import Generator
@@ -124,9 +124,13 @@ def build_encoder(cfg: TrainConfig, G: Generator) -> FeatureStyleEncoder:
     m = cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
+        if m.feature_index not in G.feature_indices:
+            raise ConfigError(f"model.feature_index is {m.feature_index}; a {G.size} px generator has layers "
+                              f"{G.feature_indices.start}..{G.feature_indices.stop - 1}", hint="the paper uses 5")
+        c, side, _ = G.feature_shape(m.feature_index)
         E = FeatureStyleEncoder(n_styles=G.n_latent, style_dim=G.style_dim, widths=m.encoder_widths,
-                                layers=m.encoder_layers, feature_channels=G.feature_shape(m.feature_index)[0],
-                                stem_channels=m.encoder_stem)
+                                layers=m.encoder_layers, feature_channels=c, stem_channels=m.encoder_stem,
+                                feature_size=side)
     if m.encoder_weights:
         sd = read_checkpoint(required_weights(m.encoder_weights, "encoder"))
         if isinstance(sd, Mapping) and "encoder" in sd and isinstance(sd["encoder"], Mapping):

@@ -35,13 +35,13 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from fsvideo.distributed import DistInfo, ProcessGroup, device_for
 from fsvideo.errors import ConfigError, OutputError
 from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.train import checkpoint as ckpt
 from fsvideo.train.config import TrainConfig, dump_train_config, load_train_config
 from fsvideo.train.data import (Batch, RealImages, encoder_input, list_images, make_batch, random_noise, real_batches,
                                 step_generator, synthetic_images)
-from fsvideo.train.distributed import DistInfo, barrier, device_for, init_distributed, mean_across
 from fsvideo.train.logs import JsonlLog, TensorBoard, save_grid
 from fsvideo.train.losses import (IdentityLoss, MultiScaleLPIPS, ParsingLoss, feature_reconstruction,
                                   mse_per_sample)
@@ -97,13 +97,14 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.device = device_for(pick_device(str(device) if device is not None else cfg.device))
-        self.dist: DistInfo = init_distributed(self.device)
+        self.group = ProcessGroup(device=self.device).join()     # NCCL on CUDA, gloo on CPU; lives with the process
+        self.dist: DistInfo = self.group.info
         lc = cfg.loss
         self.k = cfg.model.feature_index
 
         if self.dist.is_main:
             self._prepare_run_dir(resume, overwrite)
-        barrier(self.dist)
+        self.group.barrier()
 
         nets = nets if nets is not None else build_nets(cfg, self.device)
         self.G = nets.generator.to(self.device).eval().requires_grad_(False)
@@ -368,7 +369,7 @@ class Trainer:
             is_last = step == end
             record = None
             if step % cfg.log.every == 0 or is_last:
-                losses = mean_across(losses, info, self.device)
+                losses = self.group.mean(losses)
                 record = {"step": step, "epoch": (step - 1) // cfg.schedule.iters_per_epoch, "lr": lr,
                           "feature_scale": scale, **{f"loss/{k}": v for k, v in losses.items()},
                           "sec_per_step": time.perf_counter() - t}
@@ -385,7 +386,7 @@ class Trainer:
             if self.progress is not None:
                 self.progress(Progress(step, total, (step - 1) // cfg.schedule.iters_per_epoch, losses, lr,
                                        time.perf_counter() - t0, ev))
-        barrier(info)
+        self.group.barrier()
         if self.tb is not None:
             self.tb.close()
         return {"step": self.step, "total": total, "losses": last, "eval": last_eval, "first_eval": first_eval,
