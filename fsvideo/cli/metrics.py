@@ -19,12 +19,12 @@ _TABLE_METRICS = (("ssim", "SSIM ↑"), ("psnr", "PSNR ↑"), ("mse", "MSE ↓")
 
 def _weights_stamp(ref: str) -> dict:
     """What identifies a weights file in the cache key: registry name + recorded sha256, or file stats."""
+    from fsvideo import weights
     p = Path(ref)
-    if p.is_file():
+    if weights.is_path_ref(ref) and p.is_file():
         st = p.stat()
         return {"file": str(p.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     try:
-        from fsvideo import weights
         rec = weights.manifest_record(ref) or {}
         return {"name": ref, "sha256": rec.get("sha256")}
     except Exception:  # noqa: BLE001 - an unknown name fails later with a clear message

@@ -181,11 +181,8 @@ class DlibIdentity:
 
 def arcface_weights() -> Path | None:
     """The cached ArcFace ``backbone.pth`` (registry ``arcface-r50``), or None."""
-    try:
-        from fsvideo import weights
-        return weights.path_of(ARCFACE_REGISTRY)
-    except (ImportError, WeightsError, KeyError):
-        return None
+    from fsvideo.weights import resolve
+    return resolve(ARCFACE_REGISTRY, required=False)
 
 
 def load_identity(name: str = "auto", *, device: torch.device | str = "cpu") -> IdentityNetwork:
@@ -210,11 +207,9 @@ def load_identity(name: str = "auto", *, device: torch.device | str = "cpu") -> 
             return DlibIdentity()
         from fsvideo.models.arcface import load_arcface
         return ArcFaceIdentity(load_arcface(p, device=device), ARCFACE_REGISTRY)
-    p = Path(name)
-    if p.suffix.lower() in (".pth", ".pt", ".safetensors") or p.exists():
-        if not p.is_file():
-            raise InputError(f"identity network file {p} not found",
-                             hint="pass an ArcFace backbone.pth, or one of: " + ", ".join(IDENTITY_CHOICES))
+    from fsvideo.weights import is_path_ref, resolve
+    if is_path_ref(name):
+        p = resolve(name, what="identity network")
         from fsvideo.models.arcface import load_arcface
         return ArcFaceIdentity(load_arcface(p, device=device), f"arcface:{p.name}")
     raise InputError(f"unknown identity network {name!r}",

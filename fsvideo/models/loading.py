@@ -17,11 +17,14 @@ Encoder format: the plain ``fs_encoder_v2`` state dict (``143_enc.pth``).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import re
+import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -33,8 +36,22 @@ from fsvideo.models.stylegan2 import Generator
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(src) -> Any:
-    """Read a checkpoint file (``.pt``/``.pth``/``.safetensors``) without executing code."""
+def read_checkpoint(src, *, mmap: bool = True) -> Any:
+    """Read a checkpoint (``.pt``/``.pth``/``.tar``/``.safetensors``) without executing code: THE safe reader.
+
+    Every weights file fsvideo reads goes through here (or the numpy-only unpickler of
+    :mod:`fsvideo.models.lpips_net`, or ``np.load(allow_pickle=False)``).  ``torch.load`` runs with
+    ``weights_only=True``; the only class allowed beyond tensors and containers is
+    ``argparse.Namespace``, which some pSp forks store as ``opts`` and which only holds attributes.
+    Zip-format files are memory-mapped (``mmap=True``): tensors are paged in from the file when
+    used instead of being copied into memory first, so entries a loader skips (the pSp encoder in
+    ``psp_ffhq_encode.pt``) cost nothing.  Anything unreadable, including a pickle that names
+    another global, is a :class:`WeightsError` naming the file.
+
+    Args:
+        src: a path, or an already-read mapping (returned as it is).
+        mmap: map zip-format files instead of reading them into memory.
+    """
     if isinstance(src, Mapping):
         return src
     path = Path(src)
@@ -48,14 +65,22 @@ def read_checkpoint(src) -> Any:
             raise WeightsError(f"{path} is not a valid safetensors file ({e})",
                                hint="download it again with `fsvideo weights download --force`") from e
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+        with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):
+            warnings.simplefilter("ignore", UserWarning)     # old pickle protocols of legacy (pre-1.6) files
+            return torch.load(str(path), map_location="cpu", weights_only=True,
+                              mmap=mmap and zipfile.is_zipfile(path))
+    except Exception as e:  # noqa: BLE001 - a forbidden global, a truncated file, not a checkpoint at all
         raise WeightsError(f"{path} cannot be read as weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                           hint="the file may be truncated or not a PyTorch checkpoint; download it again") from e
+                           hint="the file may be truncated, tampered with or not a PyTorch checkpoint; "
+                                "download it again") from e
 
 
 def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> nn.Module:
-    """``module.load_state_dict(state_dict, strict=True)`` with an error that lists the differences."""
+    """``module.load_state_dict(state_dict, strict=True)`` with an error that lists the differences.
+
+    When every tensor already has the module's dtype, the module takes the checkpoint's tensors
+    (``assign=True``) instead of copying them, so a (memory-mapped) checkpoint is not held twice.
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -73,8 +98,35 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what:
             parts.append(f"shape mismatches: {few(shapes)}")
         raise WeightsError(f"{what}: checkpoint does not match the network ({'; '.join(parts)})",
                            hint="check that the file is the right model for this registry entry")
-    module.load_state_dict(state_dict, strict=True)
+    assign = all(isinstance(v, torch.Tensor) and v.dtype == own[k].dtype and v.device == own[k].device
+                 for k, v in state_dict.items())
+    del own
+    module.load_state_dict(state_dict, strict=True, assign=assign)
     return module
+
+
+def load_network(src, build: Callable[[Mapping[str, torch.Tensor]], nn.Module], *, what: str, marker: str,
+                 layout: str, device: torch.device | str = "cpu") -> nn.Module:
+    """Read a state dict safely, build the network it describes, load it strictly -> eval, no gradients.
+
+    The one shape of every "plain state dict" loader (ArcFace, BiSeNet, FAN, S3FD).
+
+    Args:
+        src: a path or an already-read state dict.
+        build: ``build(state_dict) -> nn.Module`` (reads the architecture off the state dict).
+        what: the network's name in messages (``"ArcFace"``).
+        marker: a key every state dict of this network has; without it the file is the wrong one.
+        layout: the expected layout, for the hint (``"the arcface_torch backbone.pth layout"``).
+    """
+    sd = read_checkpoint(src)
+    if not isinstance(sd, Mapping) or marker not in sd:
+        keys = ", ".join(map(str, list(sd)[:5])) if isinstance(sd, Mapping) else type(sd).__name__
+        where = f"{src}: " if not isinstance(src, Mapping) else ""
+        article = "an" if what[:1] in "AEIOU" else "a"
+        raise WeightsError(f"{where}not {article} {what} state dict (found: {keys})", hint=f"expected {layout}")
+    net = load_strict(build(sd), sd, what)
+    del sd
+    return net.eval().requires_grad_(False).to(device)
 
 
 def _count(sd: Mapping[str, Any], pattern: str) -> int:

@@ -18,19 +18,9 @@ from fsvideo.edits.eq1 import EditSpec
 from fsvideo.errors import InputError
 from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.models.loading import load_encoder_checkpoint, load_generator_checkpoint
+from fsvideo.weights import resolve as resolve_weights
 
 log = logging.getLogger(__name__)
-
-
-def resolve_weights(ref: str | Path) -> Path:
-    """A file path as given, or the cached file of a weights-registry name (error if absent)."""
-    p = Path(ref)
-    if p.suffix in (".pt", ".pth", ".safetensors", ".npy", ".ckpt") or p.exists():
-        if not p.is_file():
-            raise InputError(f"weights file {p} not found", hint="check the path")
-        return p
-    from fsvideo import weights
-    return weights.require(str(ref))
 
 
 def load_model(cfg: ModelConfig, *, generator: str | Path | None = None, encoder: str | Path | None = None,

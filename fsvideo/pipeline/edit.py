@@ -110,11 +110,9 @@ def _face_parser(cfg: ModelConfig, mask: str, device: torch.device):
     """A ``parser(face) -> labels`` callable when face parsing is asked for and its weights exist."""
     if mask == "hull" or not cfg.face_parser:
         return None
-    from fsvideo import weights
-    p = Path(cfg.face_parser) if Path(cfg.face_parser).is_file() else weights.path_of(cfg.face_parser)
+    from fsvideo.weights import resolve
+    p = resolve(cfg.face_parser, required=mask == "parsing", what="face parser")   # "parsing" needs it
     if p is None:
-        if mask == "parsing":
-            weights.require(cfg.face_parser)          # raises with the download command
         log.info("face parser %s not present: blend masks from the landmark hull", cfg.face_parser)
         return None
     from fsvideo.models.bisenet import load_bisenet, parse
