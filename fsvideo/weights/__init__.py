@@ -40,6 +40,7 @@ from fsvideo.weights.registry import (
 )
 from fsvideo.weights.store import (
     first_run_downloads,
+    human_size,
     is_path_ref,
     known_checksum,
     manifest_record,
@@ -56,6 +57,6 @@ from fsvideo.weights.store import (
 
 __all__ = ["FAN_2D_URL", "FAN_S3FD_URL", "GDRIVE_URL", "MIRROR_ENV", "REGISTRY", "EntryStatus", "ImportResult",
            "Source", "VerifyResult", "WeightsEntry", "_replace_sources", "download", "entries_status", "entry",
-           "first_run_downloads", "import_file", "is_path_ref", "known_checksum", "manifest_record", "offline",
-           "path_of", "replace_sources", "require", "require_all", "resolve", "sha256_file", "size_text",
+           "first_run_downloads", "human_size", "import_file", "is_path_ref", "known_checksum", "manifest_record",
+           "offline", "path_of", "replace_sources", "require", "require_all", "resolve", "sha256_file", "size_text",
            "test_load", "verify", "weights_home"]

@@ -250,10 +250,19 @@ def first_run_downloads(announce: Callable[[WeightsEntry, str], None] | None = N
         _first_run.pop()
 
 
+def human_size(n: float) -> str:
+    """``36992`` -> ``"36 KB"``, ``1.2e9`` -> ``"1.1 GB"`` (binary units)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            break
+        n /= 1024
+    return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+
+
 def size_text(e: WeightsEntry) -> str:
     """The size of ``e`` for messages: exact when published, else the approximate one."""
     if e.size:
-        return f"{e.size / 2**20:.1f} MB"
+        return human_size(e.size)
     return e.approx_size or "size unknown"
 
 
