@@ -75,11 +75,22 @@ def read_checkpoint(src, *, mmap: bool = True) -> Any:
                                 "download it again") from e
 
 
+def empty(factory: Callable[[], nn.Module]) -> nn.Module:
+    """Build a network on the ``meta`` device: its shapes without memory or random initialisation.
+
+    :func:`load_strict` then gives it the checkpoint's tensors, so loading never holds a randomly
+    initialised copy of the weights beside the real ones.
+    """
+    with torch.device("meta"):
+        return factory()
+
+
 def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> nn.Module:
     """``module.load_state_dict(state_dict, strict=True)`` with an error that lists the differences.
 
     When every tensor already has the module's dtype, the module takes the checkpoint's tensors
     (``assign=True``) instead of copying them, so a (memory-mapped) checkpoint is not held twice.
+    A module built by :func:`empty` always takes them (cast to its dtypes where they differ).
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -98,10 +109,15 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what:
             parts.append(f"shape mismatches: {few(shapes)}")
         raise WeightsError(f"{what}: checkpoint does not match the network ({'; '.join(parts)})",
                            hint="check that the file is the right model for this registry entry")
-    assign = all(isinstance(v, torch.Tensor) and v.dtype == own[k].dtype and v.device == own[k].device
-                 for k, v in state_dict.items())
+    on_meta = any(t.is_meta for t in own.values())
+    if on_meta:
+        state_dict = {k: v if v.dtype == own[k].dtype else v.to(own[k].dtype) for k, v in state_dict.items()}
+    assign = on_meta or all(v.dtype == own[k].dtype and v.device == own[k].device for k, v in state_dict.items())
     del own
     module.load_state_dict(state_dict, strict=True, assign=assign)
+    left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:   # a tensor outside the state dict (a non-persistent buffer): a network that cannot be built empty
+        raise RuntimeError(f"{what}: {', '.join(left[:4])} not in the state dict; build it without `empty`")
     return module
 
 
@@ -124,7 +140,7 @@ def load_network(src, build: Callable[[Mapping[str, torch.Tensor]], nn.Module], 
         where = f"{src}: " if not isinstance(src, Mapping) else ""
         article = "an" if what[:1] in "AEIOU" else "a"
         raise WeightsError(f"{where}not {article} {what} state dict (found: {keys})", hint=f"expected {layout}")
-    net = load_strict(build(sd), sd, what)
+    net = load_strict(empty(lambda: build(sd)), sd, what)
     del sd
     return net.eval().requires_grad_(False).to(device)
 
@@ -180,7 +196,7 @@ def load_generator_checkpoint(src, *, device: torch.device | str = "cpu") -> tup
     estimated from 4096 mapped samples (and logged).
     """
     sd, latent_avg = generator_state_dict(read_checkpoint(src))
-    G = Generator(**generator_config(sd))
+    G = empty(lambda: Generator(**generator_config(sd)))
     load_strict(G, sd, "generator")
     G.eval().requires_grad_(False)
     if latent_avg is None:
@@ -220,6 +236,6 @@ def load_encoder_checkpoint(src, n_styles: int | None = None, *,
     if n_styles is not None and n_styles != cfg["n_styles"]:
         raise WeightsError(f"encoder predicts {cfg['n_styles']} W+ rows but the generator needs {n_styles}",
                            hint="use an encoder trained for this generator")
-    E = FeatureStyleEncoder(**cfg)
+    E = empty(lambda: FeatureStyleEncoder(**cfg))
     load_strict(E, obj, "encoder")
     return E.eval().requires_grad_(False).to(device)
