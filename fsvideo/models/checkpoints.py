@@ -24,16 +24,23 @@ from fsvideo.errors import WeightsError
 from fsvideo.models.loading import load_network, read_checkpoint
 
 
+def _read(src: Any) -> Any:
+    """A path read fully (not memory-mapped: the converted copy is written next to it), or the object itself."""
+    return read_checkpoint(src, mmap=False) if isinstance(src, (str, os.PathLike)) else src
+
+
 def _strip_module(sd: Mapping[str, Any]) -> "OrderedDict[str, Any]":
     return OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in sd.items())
 
 
-def convert_state_dict(obj: Any) -> Any | None:
+def convert_state_dict(src: Any) -> Any | None:
     """Common repackagings of a plain state dict -> the plain state dict (None if not applicable).
 
-    Unwraps ``{'state_dict': sd}`` / ``{'model': sd}`` / ``{'net': sd}`` and strips DataParallel's
+    ``src``: a checkpoint path (read by the safe reader) or an already-read object.  Unwraps
+    ``{'state_dict': sd}`` / ``{'model': sd}`` / ``{'net': sd}`` and strips DataParallel's
     ``module.`` prefix.
     """
+    obj = _read(src)
     if not isinstance(obj, Mapping):
         return None
     changed = False
@@ -47,8 +54,10 @@ def convert_state_dict(obj: Any) -> Any | None:
     return OrderedDict(obj) if changed else None
 
 
-def convert_generator(obj: Any) -> Any | None:
-    """Generator checkpoints: pSp ``opts`` given as a Namespace -> a dict; ``module.`` prefixes removed."""
+def convert_generator(src: Any) -> Any | None:
+    """Generator checkpoints (path or object): pSp ``opts`` given as a Namespace -> a dict; ``module.`` prefixes
+    removed."""
+    obj = _read(src)
     if not isinstance(obj, Mapping):
         return None
     out = dict(obj)

@@ -141,7 +141,6 @@ def load_network(src, build: Callable[[Mapping[str, torch.Tensor]], nn.Module], 
         article = "an" if what[:1] in "AEIOU" else "a"
         raise WeightsError(f"{where}not {article} {what} state dict (found: {keys})", hint=f"expected {layout}")
     net = load_strict(empty(lambda: build(sd)), sd, what)
-    del sd
     return net.eval().requires_grad_(False).to(device)
 
 
@@ -185,7 +184,8 @@ def generator_config(sd: Mapping[str, torch.Tensor]) -> dict:
         return dict(size=size, style_dim=int(sd["style.1.weight"].shape[0]),
                     n_mlp=_count(sd, r"style\.(\d+)\.weight"), channels=channels)
     except KeyError as e:
-        raise WeightsError(f"generator state dict lacks {e}", hint="is this a StyleGAN2 (rosinality layout) file?") from e
+        raise WeightsError(f"generator state dict lacks {e}",
+                           hint="is this a StyleGAN2 (rosinality layout) file?") from e
 
 
 def load_generator_checkpoint(src, *, device: torch.device | str = "cpu") -> tuple[Generator, torch.Tensor]:

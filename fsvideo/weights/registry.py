@@ -70,8 +70,9 @@ class WeightsEntry:
         licence: licence summary; ``licence_url`` the full text.
         loader: ``"module:function"`` that loads the cached file into what fsvideo uses (and so
             test-loads it); raises :class:`WeightsError` naming missing/unexpected keys.
-        converter: ``"module:function"`` mapping a checkpoint object that the loader rejects to one
-            it accepts (e.g. strips a DataParallel ``module.`` prefix), or returning None.
+        converter: ``"module:function"`` mapping a checkpoint (path or object) that the loader
+            rejects to an object it accepts (e.g. strips a DataParallel ``module.`` prefix), or
+            returning None.
         approx_size: human-readable size for listings when the exact size is unknown.
     """
 

@@ -382,12 +382,10 @@ def test_load_or_convert(e: WeightsEntry, file: Path, out: Path) -> bool:
     except WeightsError as first:
         if not e.converter:
             raise
-        from fsvideo.models.loading import read_checkpoint
         try:
-            obj = read_checkpoint(file, mmap=False)
+            new = _dotted(e.converter)(file)      # converters read the file with the models' safe reader
         except WeightsError:  # unreadable: report the loader's own error
             raise first from None
-        new = _dotted(e.converter)(obj)
         if new is None:
             raise
         import torch
