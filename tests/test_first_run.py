@@ -19,6 +19,12 @@ MISSING = ("weights `direction-smile` are missing; run `fsvideo weights download
            "(or `fsvideo weights import direction-smile FILE`)")
 
 
+@pytest.fixture(autouse=True)
+def _online(monkeypatch):
+    """conftest makes every test offline; these serve their downloads on 127.0.0.1."""
+    monkeypatch.delenv("FSVIDEO_OFFLINE", raising=False)
+
+
 def _use(monkeypatch, *sources: Source):
     monkeypatch.setitem(W.REGISTRY, "direction-smile", W.replace_sources("direction-smile", *sources))
 

@@ -197,11 +197,14 @@ def load_identity(name: str = "auto", *, device: torch.device | str = "cpu") -> 
     if name == "dlib":
         return DlibIdentity()
     if name in ("auto", "arcface"):
-        p = arcface_weights()
+        from fsvideo.weights import resolve
+        # `arcface` needs the file (fetched on first use inside the CLI); `auto` takes it only when present
+        try:
+            p = resolve(ARCFACE_REGISTRY, required=name == "arcface")
+        except WeightsError as e:
+            raise WeightsError(f"ArcFace weights `{ARCFACE_REGISTRY}` are missing" if "missing" in e.message
+                               else e.message, hint=f"{e.hint}, or use --identity dlib") from e
         if p is None:
-            if name == "arcface":
-                raise WeightsError(f"ArcFace weights `{ARCFACE_REGISTRY}` are missing",
-                                   hint=f"run `fsvideo weights download {ARCFACE_REGISTRY}`, or use --identity dlib")
             log.info("identity network: dlib ResNet descriptor (ArcFace weights `%s` not found; "
                      "`fsvideo weights download %s` gets the paper's network)", ARCFACE_REGISTRY, ARCFACE_REGISTRY)
             return DlibIdentity()
