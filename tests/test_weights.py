@@ -147,7 +147,7 @@ def smile_bytes(shared_dir) -> bytes:
 
 
 def _use(monkeypatch, name: str, *sources: Source):
-    monkeypatch.setitem(W.REGISTRY, name, W._replace_sources(name, *sources))
+    monkeypatch.setitem(W.REGISTRY, name, W.replace_sources(name, *sources))
 
 
 def _files() -> list[str]:

@@ -34,7 +34,6 @@ from fsvideo.weights.registry import (
     REGISTRY,
     Source,
     WeightsEntry,
-    _replace_sources,
     entry,
     replace_sources,
 )
@@ -56,7 +55,7 @@ from fsvideo.weights.store import (
 )
 
 __all__ = ["FAN_2D_URL", "FAN_S3FD_URL", "GDRIVE_URL", "MIRROR_ENV", "REGISTRY", "EntryStatus", "ImportResult",
-           "Source", "VerifyResult", "WeightsEntry", "_replace_sources", "download", "entries_status", "entry",
+           "Source", "VerifyResult", "WeightsEntry", "download", "entries_status", "entry",
            "first_run_downloads", "human_size", "import_file", "is_path_ref", "known_checksum", "manifest_record",
            "offline", "path_of", "replace_sources", "require", "require_all", "resolve", "sha256_file", "size_text",
            "test_load", "verify", "weights_home"]

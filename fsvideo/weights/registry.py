@@ -211,9 +211,6 @@ def replace_sources(name: str, *sources: Source) -> WeightsEntry:
     return dataclasses.replace(entry(name), sources=tuple(sources))
 
 
-_replace_sources = replace_sources   # the name the tests have used
-
-
 def mirror_source(e: WeightsEntry, base: str | None) -> Source | None:
     """``<base>/<file name>`` (``$FSVIDEO_WEIGHTS_MIRROR``) as a source, with the entry's checksum."""
     if not base:
