@@ -45,7 +45,9 @@ def read_checkpoint(src, *, mmap: bool = True) -> Any:
     ``argparse.Namespace``, which some pSp forks store as ``opts`` and which only holds attributes.
     Zip-format files are memory-mapped (``mmap=True``): tensors are paged in from the file when
     used instead of being copied into memory first, so entries a loader skips (the pSp encoder in
-    ``psp_ffhq_encode.pt``) cost nothing.  Anything unreadable, including a pickle that names
+    ``psp_ffhq_encode.pt``) cost nothing.  A network loaded so keeps using the file's pages: the file
+    may be replaced (fsvideo always writes to a temporary name and renames) but must not be
+    truncated in place while that network is alive.  Anything unreadable, including a pickle that names
     another global, is a :class:`WeightsError` naming the file.
 
     Args:
