@@ -17,7 +17,6 @@ import sys
 import tarfile
 import threading
 import urllib.parse
-from pathlib import Path
 
 import numpy as np
 import pytest
