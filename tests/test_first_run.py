@@ -39,15 +39,16 @@ def test_resolve_never_downloads_outside_first_run(server, monkeypatch, smile_by
 
 def test_first_run_fetches_once_with_announcement_and_progress(server, monkeypatch, smile_bytes):  # noqa: F811
     _use(monkeypatch, Source(url=server.add("/s.npy", smile_bytes), sha256=SMILE_SHA, size=len(smile_bytes)))
-    said, seen = [], []
+    said, seen, done = [], [], []
     with W.first_run_downloads(announce=lambda e, size: said.append((e.name, size, e.licence)),
-                               progress=lambda n, d, t: seen.append((n, d, t))):
+                               progress=lambda n, d, t: seen.append((n, d, t)),
+                               finished=lambda n, p: done.append((n, p))):
         p = W.resolve("direction-smile")
         assert W.resolve("direction-smile") == p              # cached: no second announcement or request
         assert W.resolve("direction-smile", required=False) == p
     assert p.read_bytes() == smile_bytes and p.parent == W.weights_home()
     assert said == [("direction-smile", "36 KB", W.REGISTRY["direction-smile"].licence)]
-    assert seen[-1] == ("direction-smile", len(smile_bytes), len(smile_bytes))
+    assert seen[-1] == ("direction-smile", len(smile_bytes), len(smile_bytes)) and done == [("direction-smile", p)]
     assert len(server.log) == 1 and W.manifest_record("direction-smile")["verified"] is True
     assert not list(W.weights_home().glob("*.part"))
 
@@ -90,8 +91,13 @@ def test_a_dropped_first_run_download_resumes(server, monkeypatch, smile_bytes):
 
 @click.command("probe")
 def probe_cmd() -> None:
-    """A command that needs registry weights."""
+    """A command that needs registry weights, then shows its own progress bar (as `edit` does)."""
+    from rich.progress import Progress
+
+    from fsvideo.cli._console import err_console
     click.echo(f"resolved {W.resolve('direction-smile')}")
+    with Progress(console=err_console):     # LiveError if the download's bar were still running
+        pass
 
 
 def test_cli_fetches_on_first_use_and_offline_flag(server, monkeypatch, smile_bytes, capsys):  # noqa: F811
@@ -106,5 +112,5 @@ def test_cli_fetches_on_first_use_and_offline_flag(server, monkeypatch, smile_by
     assert "FSVIDEO_OFFLINE" not in __import__("os").environ          # the flag does not outlive the command
     cli.main(["probe"])
     out = capsys.readouterr()
-    assert "fetching `direction-smile`" in out.err and "licence" in out.err
+    assert "fetching `direction-smile`" in out.err and "licence" in out.err and "(verified)" in out.err
     assert f"resolved {W.weights_home() / 'Smiling_boundary.npy'}" in out.out

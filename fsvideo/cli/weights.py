@@ -146,7 +146,8 @@ def first_run_downloads():
     """The weights store's first-run downloads, rendered on the console.
 
     Before a file is fetched: one line saying what, how big, from where, and its licence; then a
-    progress bar (or, when another live display is running, a line every 10 %).
+    progress bar (or, when another live display is running, a line every 10 %), closed when the file
+    is in the cache, so the command's own progress display can start.
     """
     from rich.errors import LiveError
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -180,8 +181,15 @@ def first_run_downloads():
                 state["shown"] = pct
                 err_console.print(f"{name}: {pct} % of {_size(total)}", highlight=False)
 
+    def finished(name: str, path) -> None:
+        stop()
+        if path is not None:
+            rec = W.manifest_record(name) or {}
+            tag = "verified" if rec.get("verified") else "unverified (no published checksum)"
+            err_console.print(f"{name}: {path} ({tag})", highlight=False, soft_wrap=True)
+
     try:
-        with W.first_run_downloads(announce=announce, progress=progress):
+        with W.first_run_downloads(announce=announce, progress=progress, finished=finished):
             yield
     finally:
         stop()

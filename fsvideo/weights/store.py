@@ -226,11 +226,13 @@ class FirstRun:
     """How missing registry weights are fetched on first use (see :func:`first_run_downloads`).
 
     ``announce(entry, size_text)`` is called once before a file is fetched (what and how big, and its
-    licence); ``progress(name, done_bytes, total_bytes)`` as bytes arrive.
+    licence); ``progress(name, done_bytes, total_bytes)`` as bytes arrive; ``finished(name, path)`` when
+    the file is in the cache, or ``finished(name, None)`` when the fetch failed.
     """
 
     announce: Callable[[WeightsEntry, str], None] | None = None
     progress: Callable[[str, int, int | None], None] | None = None
+    finished: Callable[[str, "Path | None"], None] | None = None
 
 
 _first_run: list[FirstRun] = []
@@ -238,12 +240,13 @@ _first_run: list[FirstRun] = []
 
 @contextlib.contextmanager
 def first_run_downloads(announce: Callable[[WeightsEntry, str], None] | None = None,
-                        progress: Callable[[str, int, int | None], None] | None = None):
+                        progress: Callable[[str, int, int | None], None] | None = None,
+                        finished: Callable[[str, Path | None], None] | None = None):
     """Inside this block :func:`resolve` downloads missing registry weights (unless offline).
 
     The CLI enters it around every command; the library alone never downloads implicitly.
     """
-    _first_run.append(FirstRun(announce, progress))
+    _first_run.append(FirstRun(announce, progress, finished))
     try:
         yield
     finally:
@@ -273,7 +276,13 @@ def _fetch_now(name: str, policy: FirstRun) -> Path:
         policy.announce(e, size_text(e))
     log.info("fetching missing weights `%s` (%s); licence: %s", name, size_text(e), e.licence)
     cb = (lambda d, t: policy.progress(name, d, t)) if policy.progress else None
-    return fetch.download(name, progress=cb, first_run=True)
+    path = None
+    try:
+        path = fetch.download(name, progress=cb, first_run=True)
+        return path
+    finally:
+        if policy.finished:
+            policy.finished(name, path)
 
 
 def resolve(ref: str | os.PathLike, *, required: bool = True, download: bool | None = None,
