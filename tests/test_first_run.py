@@ -91,13 +91,8 @@ def test_a_dropped_first_run_download_resumes(server, monkeypatch, smile_bytes):
 
 @click.command("probe")
 def probe_cmd() -> None:
-    """A command that needs registry weights, then shows its own progress bar (as `edit` does)."""
-    from rich.progress import Progress
-
-    from fsvideo.cli._console import err_console
+    """A command that needs registry weights."""
     click.echo(f"resolved {W.resolve('direction-smile')}")
-    with Progress(console=err_console):     # LiveError if the download's bar were still running
-        pass
 
 
 def test_cli_fetches_on_first_use_and_offline_flag(server, monkeypatch, smile_bytes, capsys):  # noqa: F811
