@@ -138,19 +138,3 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
         return bundled
     raise ConfigError(f"no config named {name_or_path!r}",
                       hint=f"pass a YAML path or one of: {', '.join(sorted(x.stem for x in CONFIG_DIR.glob('*.yaml')))}")
-
-
-def resolve_weights(ref: str | Path) -> Path:
-    """A file path as given, or the cached file of a weights-registry name (error if absent).
-
-    The one place the rest of fsvideo turns a weights reference of a config or a command-line
-    option into a file.
-    """
-    p = Path(ref)
-    if p.suffix in (".pt", ".pth", ".safetensors", ".npy", ".ckpt") or p.exists():
-        if not p.is_file():
-            from fsvideo.errors import InputError
-            raise InputError(f"weights file {p} not found", hint="check the path")
-        return p
-    from fsvideo import weights
-    return weights.require(str(ref))

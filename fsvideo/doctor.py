@@ -155,7 +155,13 @@ def check_weights() -> tuple[bool, str]:
     missing = sorted(need - set(have))
     detail = f"present: {', '.join(have) or 'none'}"
     if missing:
-        detail += f"; for `fsvideo edit` run: fsvideo weights download {' '.join(missing)} direction-smile"
+        sizes = ", ".join(f"{n} {weights.size_text(weights.entry(n))}" for n in missing)
+        if weights.offline():
+            detail += f"; offline: for `fsvideo edit` run: fsvideo weights download {' '.join(missing)} " \
+                      "direction-smile"
+        else:
+            detail += f"; `fsvideo edit` fetches {sizes} on first use " \
+                      f"(or: fsvideo weights download {' '.join(missing)})"
     return True, detail
 
 

@@ -151,8 +151,12 @@ class LatentsReader:
 
     def __iter__(self) -> Iterator[FrameLatents]:
         for c in range(int(self.meta["chunks"])):
-            with np.load(io.BytesIO(self._zip.read(f"chunk_{c:05d}.npz")), allow_pickle=False) as z:
-                a = {k: z[k] for k in z.files}
+            try:
+                with np.load(io.BytesIO(self._zip.read(f"chunk_{c:05d}.npz")), allow_pickle=False) as z:
+                    a = {k: z[k] for k in z.files}
+            except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:   # e.g. a pickled object array
+                raise InputError(f"{self.path}: chunk {c} is not readable numpy data ({e})",
+                                 hint="make the file again with `fsvideo invert VIDEO --latents-out FILE`") from e
             for fr in a["frames_in_chunk"]:
                 sel = a["frame"] == fr
                 yield FrameLatents(int(fr), a["track"][sel], a["w"][sel], a["F"][sel].astype(np.float32),

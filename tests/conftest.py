@@ -35,6 +35,8 @@ def media_dir(shared_dir) -> Path:
 
 @pytest.fixture(autouse=True)
 def _private_weights_home(tmp_path_factory, monkeypatch):
-    """Every test gets an empty weights cache unless it sets FSVIDEO_HOME itself."""
+    """Every test gets an empty weights cache unless it sets FSVIDEO_HOME itself, and is offline: the CLI's
+    first-run downloads never reach the real network (tests/test_first_run.py serves them on 127.0.0.1)."""
     if "FSVIDEO_HOME_KEEP" not in os.environ:
         monkeypatch.setenv("FSVIDEO_HOME", str(tmp_path_factory.mktemp("fsvideo_home")))
+    monkeypatch.setenv("FSVIDEO_OFFLINE", "1")

@@ -63,7 +63,7 @@ def _load_as_user(fx: dict) -> FeatureStyleModel:
     """The path of a user's files: `fsvideo weights import` into the store, then the pipeline loader."""
     from fsvideo import weights
     from fsvideo.config import ModelConfig
-    from fsvideo.models.loading import load_model
+    from fsvideo.pipeline.jobs import load_model
     weights.import_file("stylegan2-ffhq", fx["gen"])
     weights.import_file("fse-ffhq", fx["enc"])
     cfg = ModelConfig(resolution=fx["cfg"]["g_size"], feature_index=fx["cfg"].get("idx_k", 5))

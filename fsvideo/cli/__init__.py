@@ -58,7 +58,10 @@ def _configure_logging(verbose: int) -> None:
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fsvideo")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.option("--offline", is_flag=True, help="Never download: missing weights are an error naming the command "
+              "that gets them (also FSVIDEO_OFFLINE=1).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, offline: bool) -> None:
     """Edit faces in real videos with the Feature-Style encoder and a pretrained StyleGAN2.
 
     \b
@@ -68,6 +71,13 @@ def cli(verbose: int) -> None:
       fsvideo doctor
     """
     _configure_logging(verbose)
+    if offline:
+        before = os.environ.get("FSVIDEO_OFFLINE")
+        os.environ["FSVIDEO_OFFLINE"] = "1"
+        ctx.call_on_close(lambda: os.environ.pop("FSVIDEO_OFFLINE") if before is None
+                          else os.environ.__setitem__("FSVIDEO_OFFLINE", before))
+    from fsvideo.cli.weights import first_run_downloads
+    ctx.with_resource(first_run_downloads())    # commands fetch missing registry weights on first use
 
 
 def main(argv=None) -> None:

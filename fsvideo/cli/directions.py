@@ -108,7 +108,7 @@ def sefa(generator, k, layers, out, overwrite) -> None:
     """Export closed-form SeFa directions (Shen & Zhou 2021) of a generator."""
     from fsvideo.edits.sefa import sefa_factorize, sefa_directions
     from fsvideo.models.loading import load_generator_checkpoint
-    from fsvideo.config import resolve_weights
+    from fsvideo.weights import resolve as resolve_weights
 
     G, _ = load_generator_checkpoint(resolve_weights(generator))
     if k > G.style_dim:

@@ -20,12 +20,12 @@ _TABLE_METRICS = (("ssim", "SSIM ↑"), ("psnr", "PSNR ↑"), ("mse", "MSE ↓")
 
 def _weights_stamp(ref: str) -> dict:
     """What identifies a weights file in the cache key: registry name + recorded sha256, or file stats."""
+    from fsvideo import weights
     p = Path(ref)
-    if p.is_file():
+    if weights.is_path_ref(ref) and p.is_file():
         st = p.stat()
         return {"file": str(p.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     try:
-        from fsvideo import weights
         rec = weights.manifest_record(ref) or {}
         return {"name": ref, "sha256": rec.get("sha256")}
     except Exception:  # noqa: BLE001 - an unknown name fails later with a clear message
@@ -256,7 +256,7 @@ def _build(dist, *, source_only, identity, detector, config, generator, encoder,
     if not source_only:
         from fsvideo.config import ModelConfig, load_config, resolve_config_path
         from fsvideo.metrics.inversion import FeatureStyleInverter
-        from fsvideo.models.loading import load_model
+        from fsvideo.pipeline.jobs import load_model
         cfg = load_config(resolve_config_path(config), ModelConfig, "model")
         gref, eref = generator or cfg.generator, encoder or cfg.encoder
         try:

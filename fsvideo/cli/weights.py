@@ -1,6 +1,8 @@
 """``fsvideo weights``: list, download, import, verify and locate model weights."""
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from fsvideo.cli._console import console, err_console
@@ -8,13 +10,8 @@ from fsvideo.errors import FsvideoError, WeightsError
 
 
 def _size(n: int | None, approx: str = "") -> str:
-    if n is None:
-        return approx or "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    from fsvideo.weights import human_size
+    return (approx or "?") if n is None else human_size(n)
 
 
 def _names_arg(ctx, param, value):
@@ -142,3 +139,57 @@ def path_cmd(name: str) -> None:
     """Print the cached file of NAME (error if absent)."""
     from fsvideo import weights as W
     click.echo(str(W.require(name)))
+
+
+@contextlib.contextmanager
+def first_run_downloads():
+    """The weights store's first-run downloads, rendered on the console.
+
+    Before a file is fetched: one line saying what, how big, from where, and its licence; then a
+    progress bar (or, when another live display is running, a line every 10 %), closed when the file
+    is in the cache, so the command's own progress display can start.
+    """
+    from rich.errors import LiveError
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from fsvideo import weights as W
+    state: dict = {"bar": None, "task": None, "shown": -1}
+
+    def stop() -> None:
+        if state["bar"] is not None:
+            state["bar"].stop()
+        state.update(bar=None, task=None, shown=-1)
+
+    def announce(e, size: str) -> None:
+        stop()
+        err_console.print(f"fetching `{e.name}` ({size}): {e.what}, from {e.sources[0].describe()}; "
+                          f"licence: {e.licence} ({e.licence_url})", highlight=False, soft_wrap=True)
+        bar = Progress(TextColumn(e.name), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                       console=err_console, transient=False)
+        try:
+            bar.start()
+        except LiveError:           # another progress display is running: print lines instead
+            return
+        state.update(bar=bar, task=bar.add_task(e.name, total=None))
+
+    def progress(name: str, done: int, total: int | None) -> None:
+        if state["bar"] is not None:
+            state["bar"].update(state["task"], completed=done, total=total)
+        elif total:
+            pct = int(100 * done / total) // 10 * 10
+            if pct > state["shown"]:
+                state["shown"] = pct
+                err_console.print(f"{name}: {pct} % of {_size(total)}", highlight=False)
+
+    def finished(name: str, path) -> None:
+        stop()
+        if path is not None:
+            rec = W.manifest_record(name) or {}
+            tag = "verified" if rec.get("verified") else "unverified (no published checksum)"
+            err_console.print(f"{name}: {path} ({tag})", highlight=False, soft_wrap=True)
+
+    try:
+        with W.first_run_downloads(announce=announce, progress=progress, finished=finished):
+            yield
+    finally:
+        stop()

@@ -64,7 +64,8 @@ def load_direction(path: str | Path, n_latent: int, style_dim: int = 512) -> Ten
         if p.suffix == ".npy":
             arr = np.load(p, allow_pickle=False)
         elif p.suffix in (".pt", ".pth"):
-            arr = torch.load(p, map_location="cpu", weights_only=True)
+            from fsvideo.models.loading import read_checkpoint
+            arr = read_checkpoint(p)                 # the safe reader: a WeightsError for anything but tensors
         else:
             raise InputError(f"direction file {p} has an unknown extension", hint="use a .npy or .pt file")
     except (ValueError, OSError, RuntimeError) as e:

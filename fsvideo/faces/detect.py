@@ -209,19 +209,6 @@ class DlibDetector(FaceDetector):
 
 # ------------------------------------------------------------------------------------------------- FAN
 
-def _from_weights_store(name: str) -> Path | None:
-    """The cached file of a weights-registry name, or None when the store or the file is absent."""
-    try:
-        from fsvideo import weights
-    except ImportError:
-        return None
-    try:
-        p = weights.path_of(name)
-    except (WeightsError, KeyError, LookupError, ValueError, AttributeError, OSError):
-        return None
-    return Path(p) if p is not None and Path(p).is_file() else None
-
-
 def _torch_hub_checkpoint(file_name: str) -> Path | None:
     import torch.hub
     p = Path(torch.hub.get_dir()) / "checkpoints" / file_name
@@ -234,8 +221,9 @@ def fan_weight_paths() -> tuple[Path | None, Path | None]:
     Looks in fsvideo's weights store (registry names ``fan-2d`` and ``fan-s3fd``), then in the torch
     hub cache where ``face_alignment`` keeps its downloads.  Never downloads.
     """
-    fan = _from_weights_store(_FAN_REGISTRY) or _torch_hub_checkpoint(_FAN_FILE)
-    det = _from_weights_store(_S3FD_REGISTRY) or _torch_hub_checkpoint(_S3FD_FILE)
+    from fsvideo.weights import resolve
+    fan = resolve(_FAN_REGISTRY, required=False) or _torch_hub_checkpoint(_FAN_FILE)
+    det = resolve(_S3FD_REGISTRY, required=False) or _torch_hub_checkpoint(_S3FD_FILE)
     return fan, det
 
 
@@ -285,8 +273,8 @@ class FanDetector(FaceDetector):
                  detector_path: str | os.PathLike | None = None, flip_input: bool = True,
                  max_side: int | None = None, batch_size: int = 16):
         import torch
-        from face_alignment.models import FAN
 
+        from fsvideo.models.checkpoints import load_fan, s3fd_detector
         from fsvideo.utils import pick_device
         found_fan, found_det = fan_weight_paths()
         fan_path = Path(fan_path) if fan_path else found_fan
@@ -297,20 +285,10 @@ class FanDetector(FaceDetector):
         self.device = device if isinstance(device, torch.device) else pick_device(device or "auto")
         self.flip_input = flip_input
         self.batch_size = int(batch_size)
-        net = FAN(4)
-        state = torch.load(fan_path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise WeightsError(f"{fan_path} does not hold 2D-FAN-4 weights ({str(e).splitlines()[0]})",
-                               hint="download it again: `fsvideo weights download fan-2d`") from e
-        self.net = net.to(self.device).eval()
+        self.net = load_fan(fan_path, device=self.device)
         self.max_side = max_side
         if detector_path is not None:
-            from face_alignment.detection.sfd.sfd_detector import SFDDetector
-            self._sfd = SFDDetector(str(self.device), path_to_detector=str(detector_path))
+            self._sfd = s3fd_detector(detector_path, self.device)
             self._dlib = None
             self.box_detector = "s3fd"
         else:

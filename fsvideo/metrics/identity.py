@@ -181,11 +181,8 @@ class DlibIdentity:
 
 def arcface_weights() -> Path | None:
     """The cached ArcFace ``backbone.pth`` (registry ``arcface-r50``), or None."""
-    try:
-        from fsvideo import weights
-        return weights.path_of(ARCFACE_REGISTRY)
-    except (ImportError, WeightsError, KeyError):
-        return None
+    from fsvideo.weights import resolve
+    return resolve(ARCFACE_REGISTRY, required=False)
 
 
 def load_identity(name: str = "auto", *, device: torch.device | str = "cpu") -> IdentityNetwork:
@@ -200,21 +197,22 @@ def load_identity(name: str = "auto", *, device: torch.device | str = "cpu") -> 
     if name == "dlib":
         return DlibIdentity()
     if name in ("auto", "arcface"):
-        p = arcface_weights()
+        from fsvideo.weights import resolve
+        # `arcface` needs the file (fetched on first use inside the CLI); `auto` takes it only when present
+        try:
+            p = resolve(ARCFACE_REGISTRY, required=name == "arcface")
+        except WeightsError as e:
+            raise WeightsError(f"ArcFace weights `{ARCFACE_REGISTRY}` are missing" if "missing" in e.message
+                               else e.message, hint=f"{e.hint}, or use --identity dlib") from e
         if p is None:
-            if name == "arcface":
-                raise WeightsError(f"ArcFace weights `{ARCFACE_REGISTRY}` are missing",
-                                   hint=f"run `fsvideo weights download {ARCFACE_REGISTRY}`, or use --identity dlib")
             log.info("identity network: dlib ResNet descriptor (ArcFace weights `%s` not found; "
                      "`fsvideo weights download %s` gets the paper's network)", ARCFACE_REGISTRY, ARCFACE_REGISTRY)
             return DlibIdentity()
         from fsvideo.models.arcface import load_arcface
         return ArcFaceIdentity(load_arcface(p, device=device), ARCFACE_REGISTRY)
-    p = Path(name)
-    if p.suffix.lower() in (".pth", ".pt", ".safetensors") or p.exists():
-        if not p.is_file():
-            raise InputError(f"identity network file {p} not found",
-                             hint="pass an ArcFace backbone.pth, or one of: " + ", ".join(IDENTITY_CHOICES))
+    from fsvideo.weights import is_path_ref, resolve
+    if is_path_ref(name):
+        p = resolve(name, what="identity network")
         from fsvideo.models.arcface import load_arcface
         return ArcFaceIdentity(load_arcface(p, device=device), f"arcface:{p.name}")
     raise InputError(f"unknown identity network {name!r}",

@@ -42,7 +42,10 @@ class LPIPS:
     def __init__(self, net: str = "alex", weights=None, *, device: torch.device | str = "cpu",
                  batch_size: int = 8, model: torch.nn.Module | None = None):
         if model is None:
-            from fsvideo.models.lpips_net import load_lpips
+            from fsvideo.models.lpips_net import load_lpips, registry_name
+            if weights is None:
+                from fsvideo.weights import resolve
+                weights = resolve(registry_name(net))
             model = load_lpips(net, weights, device=device)
         self.model = model.eval().to(device)
         self.device = torch.device(device)

@@ -124,21 +124,14 @@ def arcface_config(sd: Mapping[str, Tensor]) -> dict:
 def load_arcface(src, *, device: torch.device | str = "cpu") -> ArcFace:
     """Build an :class:`ArcFace` from a checkpoint (path or state dict) and load it strictly (eval mode).
 
-    The file is read with ``torch.load(weights_only=True)``; the architecture (depth, widths) is read
-    off the state dict, so the released IResNet-50 and tiny test models load the same way.  Missing
-    or unexpected keys raise :class:`~fsvideo.errors.WeightsError` listing them.
+    Read by the safe reader (:func:`fsvideo.models.loading.read_checkpoint`); the architecture
+    (depth, widths) is read off the state dict, so the released IResNet-50 and tiny test models
+    load the same way.  Missing or unexpected keys raise :class:`~fsvideo.errors.WeightsError`.
     """
-    from fsvideo.errors import WeightsError
-    from fsvideo.models.loading import load_strict, read_checkpoint
-
-    sd = read_checkpoint(src)
-    if not isinstance(sd, Mapping) or "conv1.weight" not in sd:
-        keys = ", ".join(list(sd)[:5]) if isinstance(sd, Mapping) else type(sd).__name__
-        raise WeightsError(f"not an ArcFace IResNet state dict (found: {keys})",
-                           hint="expected the arcface_torch backbone.pth layout (conv1, bn1, layer1..4, fc, features)")
-    net = ArcFace(**arcface_config(sd))
-    load_strict(net, sd, "ArcFace")
-    return net.eval().requires_grad_(False).to(device)
+    from fsvideo.models.loading import load_network
+    return load_network(src, lambda sd: ArcFace(**arcface_config(sd)), what="ArcFace IResNet", marker="conv1.weight",
+                        layout="the arcface_torch backbone.pth layout (conv1, bn1, layer1..4, fc, features)",
+                        device=device)
 
 
 def _as_tensor_batch(faces, what: str = "faces") -> Tensor:

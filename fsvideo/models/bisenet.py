@@ -198,20 +198,13 @@ def bisenet_config(sd: Mapping[str, Tensor]) -> dict:
 def load_bisenet(src, *, device: torch.device | str = "cpu") -> BiSeNet:
     """Build a :class:`BiSeNet` from a checkpoint (path or state dict) and load it strictly (eval mode).
 
-    Read with ``torch.load(weights_only=True)``; missing or unexpected keys raise
-    :class:`~fsvideo.errors.WeightsError` listing them.
+    Read by the safe reader (:func:`fsvideo.models.loading.read_checkpoint`); missing or unexpected
+    keys raise :class:`~fsvideo.errors.WeightsError` listing them.
     """
-    from fsvideo.errors import WeightsError
-    from fsvideo.models.loading import load_strict, read_checkpoint
-
-    sd = read_checkpoint(src)
-    if not isinstance(sd, Mapping) or "conv_out.conv_out.weight" not in sd:
-        keys = ", ".join(list(sd)[:5]) if isinstance(sd, Mapping) else type(sd).__name__
-        raise WeightsError(f"not a BiSeNet face-parsing state dict (found: {keys})",
-                           hint="expected the face-parsing.PyTorch 79999_iter.pth layout (cp.*, ffm.*, conv_out*)")
-    net = BiSeNet(**bisenet_config(sd))
-    load_strict(net, sd, "BiSeNet")
-    return net.eval().requires_grad_(False).to(device)
+    from fsvideo.models.loading import load_network
+    return load_network(src, lambda sd: BiSeNet(**bisenet_config(sd)), what="BiSeNet face-parsing",
+                        marker="conv_out.conv_out.weight",
+                        layout="the face-parsing.PyTorch 79999_iter.pth layout (cp.*, ffm.*, conv_out*)", device=device)
 
 
 def preprocess(image) -> Tensor:

