@@ -35,3 +35,21 @@ def test_incomplete_file_is_a_clear_error(tmp_path):
     (tmp_path / "c.latents").write_bytes(b"junk")
     with pytest.raises(InputError, match="c.latents"):
         LatentsReader(tmp_path / "c.latents")
+
+
+def test_live_frames_index_and_random_chunk_access(tmp_path):
+    """`on_add` sees every frame before the file is complete; `index` + `read_chunk` give random access."""
+    rng = np.random.default_rng(1)
+    frames = [_frame(i, n, rng) for i, n in enumerate([1, 0, 2, 1, 0, 1, 3])]
+    seen = []
+    w = LatentsWriter(tmp_path / "a.latents", chunk_frames=3, on_add=seen.append)
+    for f in frames:
+        w.add(f)
+        assert seen[-1] is f
+    w.close()
+    r = LatentsReader(tmp_path / "a.latents")
+    idx = r.index()
+    assert [(c, fr) for c, fr, _ in idx] == [(0, 0), (0, 1), (0, 2), (1, 3), (1, 4), (1, 5), (2, 6)]
+    assert all(np.array_equal(t, f.track) for (_, _, t), f in zip(idx, frames))
+    (six,) = [g for g in r.read_chunk(2)]
+    assert six.frame == 6 and np.array_equal(six.F, frames[6].F)

@@ -237,12 +237,13 @@ def _check_latents(reader, src: Path, model) -> None:
 
 
 def invert_video(input_path, output=None, *, latents_out=None, options: RunOptions | None = None,
-                 progress: ProgressFn | None = None, detector=None) -> RunSummary:
+                 progress: ProgressFn | None = None, detector=None, on_latents=None) -> RunSummary:
     """Reconstruct the faces of a video with G(w, F) and store the per-frame latents.
 
     Writes the reconstruction video (default ``<input>.inversion.<ext>``) and the latents file
     (default ``<input>.latents``; see :mod:`fsvideo.latents`) that ``edit_video(latents=...)``
-    re-edits without encoding again.
+    re-edits without encoding again.  ``on_latents(FrameLatents)`` (optional) sees each frame's
+    latents as soon as they are computed, before the file is complete (``fsvideo studio``).
     """
     from fsvideo.latents import LatentsWriter
     opts = options or RunOptions()
@@ -262,7 +263,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
                          detector=job.components["detector"].name)
     with atomic_output(lat, overwrite=opts.overwrite, inputs=(src,)) as lat_tmp, \
             atomic_output(out, overwrite=opts.overwrite, inputs=(src,)) as tmp:
-        writer = LatentsWriter(lat_tmp, meta=meta)
+        writer = LatentsWriter(lat_tmp, meta=meta, on_add=on_latents)
         job.components["latents_writer"] = writer
         try:
             stats, blend = _run(job, "invert", tmp, opts, progress)
