@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "directions": ("fsvideo.cli.directions", "directions", "Fit InterFaceGAN directions, export SeFa directions."),
     "metrics": ("fsvideo.cli.metrics", "metrics", "Inversion quality and identity consistency (Eq. 9) of clips."),
     "align": ("fsvideo.cli.align", "align", "FFHQ-aligned face crops (PNG) + transforms JSON from images or a video."),
+    "studio": ("fsvideo.cli.studio", "studio", "Local web page: scrub a video, try edits on real frames, export."),
 }
 
 

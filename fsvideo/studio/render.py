@@ -1,0 +1,153 @@
+"""Frames for the page: original, inversion, edit and composite, as a draft or at full quality.
+
+Every step is a library call: Eq. 1 and G(w, F) through the pipeline's ``ModelRunner`` (the same
+noise seed as export), the draft through :func:`fsvideo.models.preview.draft_decode`, masks and
+pasting through :mod:`fsvideo.faces.blend`.  One difference from export, by design: export smooths
+each face's mask over time (``MaskSmoother``); a single previewed frame uses its own mask.
+
+Edits arrive as ``(attribute, strength)`` pairs whose attribute was checked by the app (a released
+name, ``sefa:N``, a fitted name or an uploaded file of this session); each direction is resolved
+once (:func:`fsvideo.pipeline.components.resolve_edits`) and cached.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fsvideo.studio.project import Project
+
+log = logging.getLogger(__name__)
+
+VIEWS = ("original", "inversion", "edit", "composite")
+MASK_TINT = np.array([255, 40, 40], np.float32)
+
+
+@dataclass
+class Rendered:
+    image: np.ndarray            # uint8 [H, W, 3]
+    quality: str                 # "draft" or "full"
+    size: int                    # generator pixels rendered (draft size, or the generator's size)
+    faces: int                   # faces shown
+    note: str = ""
+
+
+class Renderer:
+    """The models of this studio run, loaded once, and the frame renderer.
+
+    Args:
+        options: :class:`fsvideo.RunOptions` (models, device, precision, seed, mask, blend).
+        draft_res: generator size the draft stops at (None: 256 px, or the largest below the
+            generator's size for small generators).
+    """
+
+    def __init__(self, options, draft_res: int | None = None):
+        from fsvideo.config import ModelConfig, load_config, resolve_config_path
+        from fsvideo.models.preview import draft_sizes
+        from fsvideo.pipeline.components import load_model
+        from fsvideo.pipeline.edit import _face_parser
+        from fsvideo.pipeline.model_stages import ModelRunner, crop_size
+        from fsvideo.utils import pick_device, pick_dtype
+        self.options = options
+        self.cfg = load_config(resolve_config_path(options.config), ModelConfig, section="model")
+        device = pick_device(options.device)
+        model = load_model(self.cfg, generator=options.generator, encoder=options.encoder, device=device)
+        self.runner = ModelRunner(model, device, pick_dtype(device, options.precision), options.batch_size,
+                                  noise_seed=options.seed)
+        self.parser = _face_parser(self.cfg, options.mask, device)
+        self.crop = crop_size(model)
+        sizes = draft_sizes(model.generator, model.k)
+        below = [s for s in sizes if s < model.generator.size] or sizes
+        if draft_res is None:
+            draft_res = 256 if 256 in below else below[-1]
+        if draft_res not in sizes:
+            from fsvideo.errors import InputError
+            raise InputError(f"--draft-res {draft_res} is not a size of this generator",
+                             hint=f"use one of {', '.join(map(str, sizes))}")
+        self.draft_res = draft_res
+        self._directions: dict[str, torch.Tensor] = {}
+        self.lock = threading.Lock()              # one render at a time: the CPU is shared anyway
+
+    @property
+    def size(self) -> int:
+        return self.runner.model.resolution
+
+    # ------------------------------------------------------------------------------ edits
+    def specs(self, edits: list[tuple[str, str, float]]):
+        """``[(name, attr, strength)]`` -> EditSpecs (``attr`` resolved once per name and cached)."""
+        from fsvideo.edits.eq1 import EditSpec
+        from fsvideo.pipeline.components import EditRequest, resolve_edits
+        out = []
+        for name, attr, strength in edits:
+            if name not in self._directions:
+                (spec,) = resolve_edits([EditRequest(attr, 1.0)], self.cfg, self.runner.model)
+                self._directions[name] = spec.direction
+            out.append(EditSpec(name, self._directions[name], float(strength)))
+        return out
+
+    def check_direction(self, path) -> None:
+        """Raise InputError unless ``path`` is a usable direction for this generator."""
+        from fsvideo.edits.directions import load_direction
+        G = self.runner.model.generator
+        load_direction(path, G.n_latent, G.style_dim)
+
+    # ------------------------------------------------------------------------------ frames
+    def _faces(self, w: torch.Tensor, f: torch.Tensor, draft: bool) -> np.ndarray:
+        if not draft:
+            return self.runner.generate(w, f)
+        from fsvideo.models.fse import to_uint8
+        from fsvideo.models.preview import draft_decode
+        r = self.runner
+        with torch.no_grad(), r.autocast():
+            img = draft_decode(r.model.generator, w.to(r.device), f.to(r.device), r.noise, r.model.k, self.draft_res)
+            img = torch.nn.functional.interpolate(img.float(), size=(self.crop, self.crop), mode="bilinear",
+                                                  align_corners=False)
+        return to_uint8(img).cpu().numpy()
+
+    def render(self, project: Project, i: int, edits: list[tuple[str, str, float]], *, tracks: set[int] | None,
+               view: str = "composite", draft: bool = False, mask: bool = False) -> Rendered:
+        """Frame ``i`` of ``project`` in ``view``; ``tracks`` None edits every face."""
+        from fsvideo.faces.blend import face_mask, paste_back, warp_to_frame
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}")
+        frame = project.frame(i)
+        quality, size = ("draft", self.draft_res) if draft else ("full", self.size)
+        if view == "original" and not mask:
+            return Rendered(frame, "full", 0, 0)
+        fl = project.latents(i)
+        sel = [j for j, t in enumerate(fl.track) if tracks is None or int(t) in tracks]
+        if not sel:
+            return Rendered(frame, "full", 0, 0, note="no selected face in this frame")
+        w, f = torch.from_numpy(fl.w[sel]), torch.from_numpy(fl.F[sel])
+        if view in ("edit", "composite"):
+            w, f = self.runner.edit(w, f, self.specs(edits))
+        crops = self._faces(w, f, draft) if view != "original" else [None] * len(sel)
+        masks = [face_mask(c if c is not None else np.zeros((self.crop, self.crop, 3), np.uint8),
+                           landmarks=fl.landmarks[j], parser=self.parser if c is not None else None)
+                 for c, j in zip(crops, sel)]
+        if view in ("inversion", "edit"):
+            tiles = [_tint(c, m) if mask else c for c, m in zip(crops, masks)]
+            return Rendered(np.concatenate(tiles, axis=1), quality, size, len(sel))
+        out = frame
+        for c, m, j in zip(crops, masks, sel):
+            if c is not None:
+                out = paste_back(out, c, fl.matrix[j], m, poisson=self.options.blend == "poisson")
+        if mask:
+            out = out.copy()
+            for c, m, j in zip(crops, masks, sel):
+                warped = warp_to_frame(np.zeros((self.crop, self.crop, 3), np.uint8), fl.matrix[j], m, out.shape)
+                if warped is not None:
+                    x0, y0, _, a = warped
+                    roi = out[y0:y0 + a.shape[0], x0:x0 + a.shape[1]]
+                    roi[:] = _tint(roi, a)
+        return Rendered(out, quality if view == "composite" else "full", size if view == "composite" else 0,
+                        len(sel))
+
+
+def _tint(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Overlay the blend mask in red at 45% of its weight."""
+    a = 0.45 * alpha[..., None]
+    return np.clip(image * (1 - a) + MASK_TINT * a, 0, 255).astype(np.uint8)
