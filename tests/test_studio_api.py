@@ -112,6 +112,21 @@ def test_draft_at_full_size_is_the_generator_forward():
     assert small.shape == (2, 3, 32, 32) and torch.isfinite(small).all()
     with pytest.raises(ValueError, match="max_res"):
         draft_decode(G, w, f, noise, 5, 8)
+    from fsvideo.models.preview import synthesize          # the full frame resumes the draft's pass
+    part = synthesize(G, w, f, noise, 5, 16)
+    assert torch.equal(synthesize(G, w, f, noise, 5, 64, start=part).skip, G(w, noise=noise, features_in=f, k=5))
+
+
+def test_full_frame_after_a_draft_is_what_export_generates(client, media_dir, renderer):
+    """The page's full frame (resumed from its draft) equals the pipeline's G(w~, F~) face, bit for bit."""
+    sid, _ = opened(client, media_dir)
+    project = client.app.state.studio.sessions[sid].project
+    edits = [("sefa:1", "sefa:1", 3.0)]
+    renderer.render(project, 4, edits, tracks=None, view="edit", draft=True)
+    got = renderer.render(project, 4, edits, tracks=None, view="edit").image
+    fl = project.latents(4)
+    w, f = renderer.runner.edit(torch.from_numpy(fl.w), torch.from_numpy(fl.F), renderer.specs(edits))
+    assert np.array_equal(got, np.concatenate(list(renderer.runner.generate(w, f)), axis=1))
 
 
 def test_open_invert_timeline_and_views(client, media_dir):

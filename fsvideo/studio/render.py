@@ -1,8 +1,9 @@
 """Frames for the page: original, inversion, edit and composite, as a draft or at full quality.
 
-Every step is a library call: Eq. 1 and G(w, F) through the pipeline's ``ModelRunner`` (the same
-noise seed as export), the draft through :func:`fsvideo.models.preview.draft_decode`, masks and
-pasting through :mod:`fsvideo.faces.blend`.  One difference from export, by design: export smooths
+Every step is a library call: Eq. 1 through the pipeline's ``ModelRunner`` (the same noise seed as
+export), G(w, F) through :func:`fsvideo.models.preview.synthesize` (a draft stops it early; the full
+frame then resumes the draft's pass, so draft + full cost one generator pass), masks and pasting
+through :mod:`fsvideo.faces.blend`.  One difference from export, by design: export smooths
 each face's mask over time (``MaskSmoother``); a single previewed frame uses its own mask.
 
 Edits arrive as ``(attribute, strength)`` pairs whose attribute was checked by the app (a released
@@ -42,9 +43,10 @@ class Renderer:
         options: :class:`fsvideo.RunOptions` (models, device, precision, seed, mask, blend).
         draft_res: generator size the draft stops at (None: 256 px, or the largest below the
             generator's size for small generators).
+        model: a ready FeatureStyleModel instead of the one ``options`` name (benchmarks).
     """
 
-    def __init__(self, options, draft_res: int | None = None):
+    def __init__(self, options, draft_res: int | None = None, model=None):
         from fsvideo.config import ModelConfig, load_config, resolve_config_path
         from fsvideo.models.preview import draft_sizes
         from fsvideo.pipeline.components import load_model
@@ -54,7 +56,8 @@ class Renderer:
         self.options = options
         self.cfg = load_config(resolve_config_path(options.config), ModelConfig, section="model")
         device = pick_device(options.device)
-        model = load_model(self.cfg, generator=options.generator, encoder=options.encoder, device=device)
+        if model is None:
+            model = load_model(self.cfg, generator=options.generator, encoder=options.encoder, device=device)
         self.runner = ModelRunner(model, device, pick_dtype(device, options.precision), options.batch_size,
                                   noise_seed=options.seed)
         self.parser = _face_parser(self.cfg, options.mask, device)
@@ -69,6 +72,8 @@ class Renderer:
                              hint=f"use one of {', '.join(map(str, sizes))}")
         self.draft_res = draft_res
         self._directions: dict[str, torch.Tensor] = {}
+        self._codes_cache = None                  # (key, w~, F~) of the last frame rendered
+        self._partial = None                      # (key, Partial) of the last draft
         self.lock = threading.Lock()              # one render at a time: the CPU is shared anyway
 
     @property
@@ -95,16 +100,27 @@ class Renderer:
         load_direction(path, G.n_latent, G.style_dim)
 
     # ------------------------------------------------------------------------------ frames
-    def _faces(self, w: torch.Tensor, f: torch.Tensor, draft: bool) -> np.ndarray:
-        if not draft:
-            return self.runner.generate(w, f)
+    def _codes(self, key, w: torch.Tensor, f: torch.Tensor, edits) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 1 codes, kept for the last (frame, faces, edits): the full frame reuses the draft's."""
+        if self._codes_cache is None or self._codes_cache[0] != key:
+            self._codes_cache = (key, *self.runner.edit(w, f, self.specs(edits)))
+        return self._codes_cache[1], self._codes_cache[2]
+
+    def _faces(self, key, w: torch.Tensor, f: torch.Tensor, draft: bool) -> np.ndarray:
+        """uint8 [n, S, S, 3] faces; a full frame resumes the draft of the same key (one pass in all)."""
         from fsvideo.models.fse import to_uint8
-        from fsvideo.models.preview import draft_decode
-        r = self.runner
+        from fsvideo.models.preview import synthesize
+        r, until = self.runner, (self.draft_res if draft else self.size)
+        start = self._partial[1] if self._partial is not None and self._partial[0] == key else None
+        if start is not None and start.res > until:
+            start = None
         with torch.no_grad(), r.autocast():
-            img = draft_decode(r.model.generator, w.to(r.device), f.to(r.device), r.noise, r.model.k, self.draft_res)
-            img = torch.nn.functional.interpolate(img.float(), size=(self.crop, self.crop), mode="bilinear",
-                                                  align_corners=False)
+            part = synthesize(r.model.generator, w.to(r.device), f.to(r.device), r.noise, r.model.k, until, start)
+        self._partial = (key, part) if draft else None
+        img = part.skip
+        if img.shape[-1] != self.crop:          # as ModelRunner.generate for the full frame
+            img = torch.nn.functional.interpolate(img.float(), size=(self.crop, self.crop),
+                                                  mode="bilinear" if draft else "bicubic", align_corners=False)
         return to_uint8(img).cpu().numpy()
 
     def render(self, project: Project, i: int, edits: list[tuple[str, str, float]], *, tracks: set[int] | None,
@@ -122,11 +138,13 @@ class Renderer:
         if not sel:
             return Rendered(frame, "full", 0, 0, note="no selected face in this frame")
         w, f = torch.from_numpy(fl.w[sel]), torch.from_numpy(fl.F[sel])
+        key = (project.key, i, tuple(sel), view == "inversion" or tuple((n, float(s)) for n, _, s in edits))
         if view in ("edit", "composite"):
-            w, f = self.runner.edit(w, f, self.specs(edits))
-        crops = self._faces(w, f, draft) if view != "original" else [None] * len(sel)
+            w, f = self._codes(key, w, f, edits)
+        crops = self._faces(key, w, f, draft) if view != "original" else [None] * len(sel)
+        parser = None if draft else self.parser             # drafts: the landmark hull, no face parsing
         masks = [face_mask(c if c is not None else np.zeros((self.crop, self.crop, 3), np.uint8),
-                           landmarks=fl.landmarks[j], parser=self.parser if c is not None else None)
+                           landmarks=fl.landmarks[j], parser=parser if c is not None else None)
                  for c, j in zip(crops, sel)]
         if view in ("inversion", "edit"):
             tiles = [_tint(c, m) if mask else c for c, m in zip(crops, masks)]

@@ -3,7 +3,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const studio = { sid: null, cfg: null, frame: 0, seq: 0, shown: 0, dirty: false, busy: false,
-                 edits: [], state: null, exportJob: null, clipJob: null, imageUrl: null };
+                 edits: [], state: null, drafts: 0, exportJob: null, clipJob: null, imageUrl: null };
 window.studio = studio;
 
 function showError(msg) { $("error-text").textContent = msg; $("error").hidden = false; }
@@ -96,6 +96,7 @@ async function renderOnce(quality, seq) {
   await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = studio.imageUrl; });
   const q = r.headers.get("X-Quality"), size = r.headers.get("X-Size"), note = r.headers.get("X-Note");
   img.dataset.quality = q; img.dataset.seq = String(seq); studio.shown = seq;
+  if (q === "draft") studio.drafts += 1;
   $("badge").hidden = q !== "draft"; $("badge").textContent = `DRAFT ${size} px`;
   const pending = inverted(studio.frame) ? "" : "original frame: not inverted yet";
   $("note").hidden = !(note || pending); $("note").textContent = note || pending;
