@@ -55,15 +55,16 @@ class Project:
         options: :class:`fsvideo.RunOptions` of the inversion (``face`` is forced to ``all``: the
             page picks faces afterwards).
         workdir: the studio's folder; the cache lives in ``workdir/cache/<key>``.
+        sha256: the source's content hash when already known.
     """
 
-    def __init__(self, source: Path, options, workdir: Path):
+    def __init__(self, source: Path, options, workdir: Path, sha256: str | None = None):
         from fsvideo.video.io import probe
         from fsvideo.weights import sha256_file
         self.source = Path(source)
         self.info = probe(self.source)                       # undecodable input fails here, clearly
         self.options = replace(options, face="all", compare=False, overwrite=True)
-        self.sha256 = sha256_file(self.source)
+        self.sha256 = sha256 or sha256_file(self.source)
         self.key = project_key(self.sha256, self.options)
         self.dir = Path(workdir) / "cache" / self.key
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -207,6 +208,3 @@ class Project:
         counts = {t: sum(b - a + 1 for a, b in r) for t, r in runs.items()}
         return dict(n_frames=self.n_frames, fps=self.fps, inverted=len(tracks), no_face=no_face,
                     tracks=[dict(id=t, runs=runs[t], frames=counts[t]) for t in sorted(runs)])
-
-    def frame_meta(self) -> dict:
-        return dict(source_sha256=self.sha256)

@@ -41,8 +41,8 @@ class Renderer:
 
     Args:
         options: :class:`fsvideo.RunOptions` (models, device, precision, seed, mask, blend).
-        draft_res: generator size the draft stops at (None: 256 px, or the largest below the
-            generator's size for small generators).
+        draft_res: generator size the draft stops at (None: 64 px on a CPU, 256 px on a GPU, or
+            the largest below the generator's size for small generators).
         model: a ready FeatureStyleModel instead of the one ``options`` name (benchmarks).
     """
 
@@ -64,8 +64,9 @@ class Renderer:
         self.crop = crop_size(model)
         sizes = draft_sizes(model.generator, model.k)
         below = [s for s in sizes if s < model.generator.size] or sizes
-        if draft_res is None:
-            draft_res = 256 if 256 in below else below[-1]
+        if draft_res is None:            # about 1 s on a 2-core CPU at 1024 px (benchmarks/studio.py)
+            want = 256 if device.type == "cuda" else 64
+            draft_res = max([s for s in below if s <= want] or below[:1])
         if draft_res not in sizes:
             from fsvideo.errors import InputError
             raise InputError(f"--draft-res {draft_res} is not a size of this generator",
