@@ -316,3 +316,54 @@ def test_frames_not_inverted_yet_are_409(opts, renderer, tmp_path, media_dir, mo
     assert render(c, sid, frame=2, view="original").status_code == 200         # the source frame is shown
     r = c.post(f"/api/s/{sid}/export", json={"edits": SEFA})
     assert r.status_code == 400 and "still being inverted" in r.json()["error"]
+
+
+def test_cli_help_remote_warning_and_busy_port(capsys, media_dir):
+    import socket
+
+    from fsvideo.cli import main as cli_main
+    cli_main(["studio", "--help"])
+    out = capsys.readouterr().out
+    assert "fsvideo studio talk.mp4" in out and "--no-browser" in out and "--host" in out
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            cli_main(["studio", str(media_dir / CLIP), "--host", "0.0.0.0", "--port", str(port), "--no-browser"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "warning" in err and "listening on 0.0.0.0" in err
+    assert f"cannot listen on 0.0.0.0:{port}" in err and "--port" in err
+    with pytest.raises(SystemExit) as e:
+        cli_main(["studio", "/no/such.mp4", "--no-browser"])
+    assert e.value.code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_cli_serves_the_page_on_loopback(tiny, media_dir, tmp_path):
+    """`fsvideo studio VIDEO --no-browser` prints its address, serves the page and answers the API."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "fsvideo", "studio", str(media_dir / CLIP), "--no-browser", "--port", str(port),
+           "--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib", "--end", "0.5",
+           "--workdir", str(tmp_path / "w")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=Path(__file__).resolve().parents[1], env=dict(os.environ, COLUMNS="200"))
+    try:
+        line = proc.stdout.readline()
+        assert f"fsvideo studio at http://127.0.0.1:{port}/" in line, line
+        base = f"http://127.0.0.1:{port}"
+        assert "fsvideo studio" in httpx.get(base + "/").text
+        sid = httpx.post(base + "/api/session").json()["sid"]
+        st = httpx.get(f"{base}/api/s/{sid}/state").json()
+        assert st["project"]["video"] == Path(CLIP).name and st["project"]["status"]["total"] == 15
+    finally:
+        proc.terminate()
+        proc.wait(20)
