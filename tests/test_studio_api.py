@@ -16,6 +16,9 @@ from PIL import Image
 from fsvideo.models.random_init import random_model, save_official_checkpoints
 from fsvideo.pipeline.edit import RunOptions
 
+pytest.importorskip("fastapi", reason="fsvideo studio needs fastapi (pip install 'fsvideo[studio]')")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+
 CLIP = "videos/other/liveportrait-d18.mp4"
 SEFA = [{"attr": "sefa:1", "strength": 3.0}]
 
@@ -129,7 +132,7 @@ def test_full_frame_after_a_draft_is_what_export_generates(client, media_dir, re
     assert np.array_equal(got, np.concatenate(list(renderer.runner.generate(w, f)), axis=1))
 
 
-def test_open_invert_timeline_and_views(client, media_dir):
+def test_open_invert_timeline_and_views(client, media_dir, tiny):
     c = client
     cfg = c.post("/api/session").json()
     assert cfg["draft_res"] == 32 and cfg["size"] == 64 and cfg["attributes"]["sefa"] == 10
@@ -154,6 +157,12 @@ def test_open_invert_timeline_and_views(client, media_dir):
     draft = pixels(render(c, sid, quality="draft"))
     assert np.abs(draft - edited).mean() > 0 and np.abs(draft - edited).mean() < 40   # a rough, not a random, picture
     assert pixels(render(c, sid, face="0")).shape == (480, 480, 3)
+    from fsvideo.edits.directions import directions_home                   # a fitted direction is offered
+    directions_home().mkdir(parents=True, exist_ok=True)
+    np.save(directions_home() / "myfit.npy", np.load(tiny["dir"]))
+    assert "myfit" in c.post("/api/session").json()["attributes"]["fitted"]
+    fitted = pixels(render(c, sid, edits=[{"attr": "myfit", "strength": 2.0}]))
+    assert np.abs(fitted - base).mean() > 0.5
     r = render(c, sid, face="7")
     assert r.status_code == 200 and r.headers["x-note"] == "no selected face in this frame"
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_studio_api import CLIP, opts, tiny  # noqa: F401 - fixtures
+from test_studio_api import CLIP, opts, tiny  # noqa: F401 - fixtures
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

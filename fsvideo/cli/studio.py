@@ -36,6 +36,11 @@ def studio(video, host, port, no_browser, draft_res, workdir, max_upload_mb, all
       fsvideo studio talk.mp4 --end 10 --port 8000 --no-browser
       fsvideo studio --generator G.pt --encoder E.pt      # open or upload a video in the page
     """
+    import importlib.util
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        from fsvideo.errors import ConfigError
+        raise ConfigError(f"fsvideo studio needs {' and '.join(missing)}", hint="pip install 'fsvideo[studio]'")
     from fsvideo.studio import serve
     from fsvideo.studio.app import LOOPBACK, StudioConfig
     from fsvideo.utils import check_input_file

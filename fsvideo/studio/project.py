@@ -151,6 +151,9 @@ class Project:
                 return self._live[i]
             reader, chunk = self._reader, self._chunk_of.get(i)
             if reader is None or chunk is None:
+                if i in self._tracks:              # inverted, dropped from memory (LIVE_FRAMES)
+                    raise NotReady(f"frame {i} is inverted; it is read back when the inversion finishes",
+                                   hint="wait for the inversion progress bar")
                 raise NotReady(f"frame {i} is not inverted yet ({self.done}/{self.n_frames} done)",
                                hint="wait for the inversion progress bar")
             if chunk not in self._chunks:

@@ -208,7 +208,9 @@ function showJob(job, prefix) {
 
 async function poll() {
   try {
-    const s = await (await fetch(`/api/s/${studio.sid}/state`)).json();
+    const r = await fetch(`/api/s/${studio.sid}/state`);
+    if (r.status === 404) return showError((await r.json()).error);        // session gone: stop polling
+    const s = await r.json();
     const before = studio.state;
     studio.state = s;
     const p = s.project;
