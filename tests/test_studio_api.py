@@ -157,7 +157,7 @@ def test_open_invert_timeline_and_views(client, media_dir, tiny):
     draft = pixels(render(c, sid, quality="draft"))
     assert np.abs(draft - edited).mean() > 0 and np.abs(draft - edited).mean() < 40   # a rough, not a random, picture
     assert pixels(render(c, sid, face="0")).shape == (480, 480, 3)
-    from fsvideo.edits.directions import directions_home                   # a fitted direction is offered
+    from fsvideo.edits.directions import directions_home  # a fitted direction is offered
     directions_home().mkdir(parents=True, exist_ok=True)
     np.save(directions_home() / "myfit.npy", np.load(tiny["dir"]))
     assert "myfit" in c.post("/api/session").json()["attributes"]["fitted"]
