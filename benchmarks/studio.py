@@ -87,6 +87,7 @@ def main() -> None:
     model = model.eval().requires_grad_(False)
     opts = RunOptions(device=a.device, precision=a.precision, batch_size=1, mask="hull")
     r = Renderer(opts, draft_res=a.drafts[0], model=model)
+    default = Renderer(opts, model=model)                  # the draft size the studio picks on this device
     dev = r.runner.device
     name = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
     print(f"device: {name}, dtype: {r.runner.dtype}, torch {torch.__version__}, frame {a.photo.name}")
@@ -107,6 +108,16 @@ def main() -> None:
         print(f"{f'draft {res} px (Eq. 1 + G to {res} + paste + JPEG)':<44}{t:>9.3f}{t / t_pass:>13.0%}")
     t = timed(lambda: _jpeg(r.render(project, 0, edits, tracks=None).image), a.repeats, dev)
     print(f"{'full frame (Eq. 1 + G + paste + JPEG)':<44}{t:>9.3f}{t / t_pass:>13.0%}")
+    r.draft_res = default.draft_res
+    strengths = iter(range(1, 1000))
+
+    def change():                   # what the page does after a slider change: draft, then the full frame
+        e = [("sefa:1", "sefa:1", float(next(strengths)))]
+        _jpeg(r.render(project, 0, e, tracks=None, draft=True).image)
+        _jpeg(r.render(project, 0, e, tracks=None).image)
+    t = timed(change, a.repeats, dev)
+    label = f"change: draft {r.draft_res} px, then full (resumed)"
+    print(f"{label:<44}{t:>9.3f}{t / t_pass:>13.0%}")
 
 
 if __name__ == "__main__":

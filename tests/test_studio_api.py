@@ -376,3 +376,19 @@ def test_cli_serves_the_page_on_loopback(tiny, media_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_face_picker_edits_only_the_chosen_face(client, media_dir):
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(media_dir / "images/wild/facerec-two_people.jpg")}).is_success
+    st = wait_ready(c, sid)
+    tracks = [t["id"] for t in st["project"]["timeline"]["tracks"]]
+    assert len(tracks) >= 2 and st["project"]["timeline"]["n_frames"] == 1
+    frame = pixels(render(c, sid, frame=0, view="original"))
+    every = pixels(render(c, sid, frame=0)) != frame
+    one = pixels(render(c, sid, frame=0, face=str(tracks[0]))) != frame
+    assert one.any() and every.sum() > one.sum() and not (one & ~every).any()
+    assert render(c, sid, frame=0, view="edit").content != render(c, sid, frame=0, view="edit", face="0").content
+    cmd = c.post(f"/api/s/{sid}/command", json={"edits": SEFA, "face": str(tracks[0])}).json()["command"]
+    assert f".face{tracks[0]}." in cmd and ".latents" in cmd
