@@ -73,15 +73,17 @@ async def _receive(request: Request, dest: Path, limit_bytes: int) -> None:
         raise InputError(f"upload is {int(declared) / 2**20:.0f} MB; the limit is {limit_bytes / 2**20:.0f} MB",
                          hint="open the file by path, or start the studio with a larger --max-upload-mb")
     n = 0
-    with open(dest, "wb") as fh:
-        async for chunk in request.stream():
-            n += len(chunk)
-            if n > limit_bytes:
-                fh.close()
-                dest.unlink(missing_ok=True)
-                raise InputError(f"upload is larger than the limit of {limit_bytes / 2**20:.0f} MB",
-                                 hint="open the file by path, or start the studio with a larger --max-upload-mb")
-            fh.write(chunk)
+    try:
+        with open(dest, "wb") as fh:                       # noqa: ASYNC230 - local disk, small chunks
+            async for chunk in request.stream():
+                n += len(chunk)
+                if n > limit_bytes:
+                    raise InputError(f"upload is larger than the limit of {limit_bytes / 2**20:.0f} MB",
+                                     hint="open the file by path, or start the studio with a larger --max-upload-mb")
+                fh.write(chunk)
+    except BaseException:                                    # too large, or the browser went away
+        dest.unlink(missing_ok=True)
+        raise
     if n == 0:
         dest.unlink(missing_ok=True)
         raise InputError("the upload is empty", hint="choose a file")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 import secrets
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +49,7 @@ class Session:
     project: Project | None = None
     uploads: dict[str, Path] = field(default_factory=dict)       # direction id -> file
     jobs: dict[str, Job] = field(default_factory=dict)
-    seq: int = 0
-    used: float = field(default_factory=time.time)
+    seq: int = 0                                                  # latest render request of this tab
 
 
 class EditItem(BaseModel):
@@ -108,7 +106,6 @@ class Studio:
         s = self.sessions.get(sid)
         if s is None:
             raise HTTPException(404, "unknown session (the studio was restarted?): reload the page")
-        s.used = time.time()
         self.sessions.move_to_end(sid)
         return s
 
