@@ -392,3 +392,27 @@ def test_face_picker_edits_only_the_chosen_face(client, media_dir):
     assert render(c, sid, frame=0, view="edit").content != render(c, sid, frame=0, view="edit", face="0").content
     cmd = c.post(f"/api/s/{sid}/command", json={"edits": SEFA, "face": str(tracks[0])}).json()["command"]
     assert f".face{tracks[0]}." in cmd and ".latents" in cmd
+
+
+def test_frames_are_usable_while_the_video_inverts(opts, media_dir, tmp_path, monkeypatch):
+    """invert_video(on_latents=...) hands each frame over before the latents file exists; the project serves it."""
+    from dataclasses import replace
+
+    from fsvideo.pipeline.edit import invert_video
+    from fsvideo.studio import project as project_mod
+    from fsvideo.studio.project import NotReady, Project
+    p = Project(media_dir / CLIP, replace(opts, end=0.2), tmp_path)
+    monkeypatch.setattr(project_mod, "LIVE_FRAMES", 3)
+    seen = []
+
+    def hook(fl):
+        assert not p.latents_path.exists()                   # the file is written only at the end
+        p._add(fl)
+        seen.append(fl)
+        assert p.latents(fl.frame) is fl and p.timeline()["inverted"] == len(seen)
+    invert_video(media_dir / CLIP, tmp_path / "inv.mp4", latents_out=p.latents_path, options=p.options, on_latents=hook)
+    assert [fl.frame for fl in seen] == list(range(6))
+    with pytest.raises(NotReady, match="frame 0 is inverted; it is read back"):
+        p.latents(0)                                          # dropped from memory (LIVE_FRAMES = 3)
+    p._use_file()
+    assert p.state == "ready" and all(np.array_equal(p.latents(fl.frame).F, fl.F) for fl in seen)
