@@ -151,7 +151,7 @@ $("scrub").oninput = () => setFrame(parseInt($("scrub").value, 10));
 $("prev").onclick = () => setFrame(studio.frame - 1);
 $("next").onclick = () => setFrame(studio.frame + 1);
 document.addEventListener("keydown", (e) => {
-  if (e.target.tagName === "INPUT" && e.target.type !== "range") return;
+  if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName)) return;   // they handle arrows themselves
   if (e.key === "ArrowLeft") setFrame(studio.frame - 1);
   if (e.key === "ArrowRight") setFrame(studio.frame + 1);
 });
