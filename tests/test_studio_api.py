@@ -129,7 +129,9 @@ def test_full_frame_after_a_draft_is_what_export_generates(client, media_dir, re
     got = renderer.render(project, 4, edits, tracks=None, view="edit").image
     fl = project.latents(4)
     w, f = renderer.runner.edit(torch.from_numpy(fl.w), torch.from_numpy(fl.F), renderer.specs(edits))
-    assert np.array_equal(got, np.concatenate(list(renderer.runner.generate(w, f)), axis=1))
+    want = np.concatenate(list(renderer.runner.generate(w, f)), axis=1)
+    assert np.abs(got.astype(int) - want).max() <= 1           # G^K(w) cached per frame: float rounding only
+    assert np.mean(got != want) < 0.01
 
 
 def test_open_invert_timeline_and_views(client, media_dir, tiny):
@@ -416,3 +418,18 @@ def test_frames_are_usable_while_the_video_inverts(opts, media_dir, tmp_path, mo
         p.latents(0)                                          # dropped from memory (LIVE_FRAMES = 3)
     p._use_file()
     assert p.state == "ready" and all(np.array_equal(p.latents(fl.frame).F, fl.F) for fl in seen)
+
+
+def test_eq1_with_known_features_of_w_is_eq1():
+    """edit_codes(features_w=G^K(w)) (the studio's per-frame cache) gives Eq. 1's codes."""
+    from fsvideo.edits.eq1 import EditSpec, edit_codes
+    model = random_model(64, seed=0)
+    G = model.generator
+    w = torch.randn(2, G.n_latent, G.style_dim)
+    f = torch.randn(2, *G.feature_shape(5))
+    noise = G.make_noise(0)
+    d = torch.randn(G.n_latent, G.style_dim)
+    edits = [EditSpec("d", d / d.norm(), 1.5)]
+    we, fe = edit_codes(model, w, f, edits, noise)
+    we2, fe2 = edit_codes(model, w, f, edits, noise, features_w=model.features(w, noise=noise))
+    assert torch.equal(we, we2) and torch.allclose(fe, fe2, atol=1e-5) and not torch.allclose(fe, f, atol=1e-3)

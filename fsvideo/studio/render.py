@@ -74,6 +74,7 @@ class Renderer:
         self.draft_res = draft_res
         self._directions: dict[str, torch.Tensor] = {}
         self._codes_cache = None                  # (key, w~, F~) of the last frame rendered
+        self._gk = None                           # ((project, frame, faces), G^K(w)) of the last frame
         self._partial = None                      # (key, Partial) of the last draft
         self.lock = threading.Lock()              # one render at a time: the CPU is shared anyway
 
@@ -102,9 +103,20 @@ class Renderer:
 
     # ------------------------------------------------------------------------------ frames
     def _codes(self, key, w: torch.Tensor, f: torch.Tensor, edits) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 1 codes, kept for the last (frame, faces, edits): the full frame reuses the draft's."""
-        if self._codes_cache is None or self._codes_cache[0] != key:
-            self._codes_cache = (key, *self.runner.edit(w, f, self.specs(edits)))
+        """Eq. 1 codes, kept for the last (frame, faces, edits): the full frame reuses the draft's.
+
+        G^K(w) of the frame's faces is kept too, so a slider change runs only G^K(w~).
+        """
+        from fsvideo.edits.eq1 import edit_codes
+        if self._codes_cache is not None and self._codes_cache[0] == key:
+            return self._codes_cache[1], self._codes_cache[2]
+        r, frame_key = self.runner, key[:3]
+        w, f = w.to(r.device), f.to(r.device)
+        with torch.no_grad(), r.autocast():
+            if self._gk is None or self._gk[0] != frame_key:
+                self._gk = (frame_key, r.model.features(w, noise=r.noise))
+            we, fe = edit_codes(r.model, w, f, self.specs(edits), r.noise, features_w=self._gk[1])
+        self._codes_cache = (key, we.float(), fe.float())
         return self._codes_cache[1], self._codes_cache[2]
 
     def _faces(self, key, w: torch.Tensor, f: torch.Tensor, draft: bool) -> np.ndarray:
