@@ -80,7 +80,8 @@ def test_studio_in_chromium(server, tmp_path, media_dir):
             after = _png(page.locator("#view").screenshot())
             assert page.evaluate("studio.drafts") > drafts            # a draft was shown first
             assert np.abs(after - before).mean() > 0.5                # the frame changed
-            assert "--attr sefa:1 --strength 4" in page.locator("#command").text_content()
+            page.wait_for_function("() => document.getElementById('command').textContent"
+                                   ".includes('--attr sefa:1 --strength 4')", timeout=60_000)
             page.check("input[name=view][value=edit]")
             _settled(page)
             page.check("input[name=view][value=composite]")

@@ -128,12 +128,15 @@ function changed() {
   clearTimeout(commandTimer); commandTimer = setTimeout(updateCommand, 300);
 }
 
+let commandSeq = 0;
 async function updateCommand() {
   if (!studio.state || !studio.state.project) return;
+  const seq = ++commandSeq;                                // an older answer never overwrites a newer one
+  let text;
   try {
-    const r = await call("command", { edits: studio.edits, face: $("face").value });
-    $("command").textContent = (await r.json()).command;
-  } catch (e) { $("command").textContent = e.message; }
+    text = (await (await call("command", { edits: studio.edits, face: $("face").value })).json()).command;
+  } catch (e) { text = e.message; }
+  if (seq === commandSeq) $("command").textContent = text;
 }
 $("copy-command").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("command").textContent);
 
