@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fsvideo import RunOptions
 from fsvideo.latents import FrameLatents
 from fsvideo.models.encoder import FeatureStyleEncoder
 from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.models.stylegan2 import Generator
-from fsvideo.pipeline.edit import RunOptions
 from fsvideo.studio.app import _jpeg
 from fsvideo.studio.render import Renderer
 

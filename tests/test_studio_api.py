@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from fsvideo import RunOptions
 from fsvideo.models.random_init import random_model, save_official_checkpoints
-from fsvideo.pipeline.edit import RunOptions
 
 pytest.importorskip("fastapi", reason="fsvideo studio needs fastapi (pip install 'fsvideo[studio]')")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
@@ -400,7 +400,7 @@ def test_frames_are_usable_while_the_video_inverts(opts, media_dir, tmp_path, mo
     """invert_video(on_latents=...) hands each frame over before the latents file exists; the project serves it."""
     from dataclasses import replace
 
-    from fsvideo.pipeline.edit import invert_video
+    from fsvideo import invert_video
     from fsvideo.studio import project as project_mod
     from fsvideo.studio.project import NotReady, Project
     p = Project(media_dir / CLIP, replace(opts, end=0.2), tmp_path)

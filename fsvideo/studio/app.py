@@ -277,7 +277,7 @@ def _job(s: Session, job_id: str) -> Job:
 
 def _export_path(studio: Studio, p: Project, body: EditsBody, fresh: bool = False) -> Path:
     """``<workdir>/exports/<video>.<edits>.<ext>``; a fresh export gets a free name (``-2``, ``-3``...)."""
-    from fsvideo.pipeline.components import EditRequest
+    from fsvideo import EditRequest
     from fsvideo.pipeline.edit import default_output
     folder = studio.workdir / "exports"
     folder.mkdir(exist_ok=True)

@@ -80,9 +80,10 @@ def write_subset(project: Project, out: Path, first: int, stop: int, tracks: set
 def _write_subset(project: Project, out: Path, first: int, stop: int, tracks: set[int] | None,
                   resolution: int) -> None:
     import numpy as np
-    writer = LatentsWriter(out, meta=dict(source=str(project.source), source_sha256=project.sha256,
-                                          resolution=resolution, studio_frames=[first, stop],
-                                          studio_tracks=None if tracks is None else sorted(tracks)))
+    meta = project.file_meta() or {"source": str(project.source), "source_sha256": project.sha256,
+                                   "resolution": resolution, "noise_seed": project.options.seed}
+    meta.update(studio_frames=[first, stop], studio_tracks=None if tracks is None else sorted(tracks))
+    writer = LatentsWriter(out, meta=meta)     # the whole file's header (models, K, seed) when it is complete
     try:
         for i in range(first, stop):
             fl = project.latents(i)
@@ -96,7 +97,7 @@ def _write_subset(project: Project, out: Path, first: int, stop: int, tracks: se
 
 
 def _requests(edits):
-    from fsvideo.pipeline.components import EditRequest
+    from fsvideo import EditRequest
     return [EditRequest(attr, float(s)) for _, attr, s in edits]
 
 
@@ -125,7 +126,7 @@ def edit_command(project: Project, edits, tracks: set[int] | None, output: Path)
 
 def start_export(project: Project, edits, tracks: set[int] | None, out: Path, resolution: int) -> Job:
     """Edit the whole span from the cached latents into ``out`` (``<out>.latents`` kept when some faces only)."""
-    from fsvideo.pipeline.edit import edit_video
+    from fsvideo import edit_video
     latents = export_latents(project, tracks, out)
 
     def work(progress):
@@ -140,7 +141,7 @@ def start_export(project: Project, edits, tracks: set[int] | None, out: Path, re
 def start_clip(project: Project, edits, tracks: set[int] | None, center: int, seconds: float, out: Path,
                resolution: int) -> Job:
     """A clip of about ``seconds`` around frame ``center``, at the source fps with its audio."""
-    from fsvideo.pipeline.edit import edit_video
+    from fsvideo import edit_video
     half = max(1, int(round(seconds * project.fps / 2)))
     first, stop = max(0, center - half), min(project.n_frames, center + half)
     fps, base = project.fps, project.start

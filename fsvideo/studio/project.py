@@ -104,7 +104,7 @@ class Project:
         self._thread.start()
 
     def _invert(self) -> None:
-        from fsvideo.pipeline.edit import invert_video
+        from fsvideo import invert_video
         try:
             invert_video(self.source, self.dir / f"inversion{self._suffix()}", latents_out=self.latents_path,
                          options=self.options, progress=self._progress, on_latents=self._add)
@@ -186,6 +186,11 @@ class Project:
         if i not in got:
             raise InputError(f"frame {i} of {self.source} could not be decoded")
         return got[i]
+
+    def file_meta(self) -> dict | None:
+        """A copy of the complete latents file's header (None while inverting)."""
+        with self._lock:
+            return None if self._reader is None else dict(self._reader.meta)
 
     def status(self) -> dict:
         return dict(state=self.state, done=self.done, total=self.n_frames, error=self.error)

@@ -85,8 +85,9 @@ class Renderer:
     # ------------------------------------------------------------------------------ edits
     def specs(self, edits: list[tuple[str, str, float]]):
         """``[(name, attr, strength)]`` -> EditSpecs (``attr`` resolved once per name and cached)."""
+        from fsvideo import EditRequest
         from fsvideo.edits.eq1 import EditSpec
-        from fsvideo.pipeline.components import EditRequest, resolve_edits
+        from fsvideo.pipeline.components import resolve_edits
         out = []
         for name, attr, strength in edits:
             if name not in self._directions:
