@@ -41,7 +41,7 @@ class PhotoProject:
     def __init__(self, photo: Path, G: Generator, crop: int):
         from fsvideo.faces.align import align_face_fast
         from fsvideo.faces.detect import make_detector
-        from fsvideo.video.io import VideoReader
+        from fsvideo.video import VideoReader
         self.image = next(iter(VideoReader(photo))).image
         (face,) = make_detector("dlib").detect(self.image)[:1]
         al = align_face_fast(self.image, face.landmarks, crop)

@@ -260,7 +260,7 @@ def test_sessions_are_independent_and_projects_shared(client, opts, renderer, wo
 
 
 def test_export_clip_and_command(client, media_dir, workdir):
-    from fsvideo.video.io import VideoReader, probe
+    from fsvideo.video import VideoReader, probe
     c = client
     sid, _ = opened(c, media_dir)
     assert c.post(f"/api/s/{sid}/export", json={"edits": []}).status_code == 400

@@ -58,7 +58,7 @@ def test_studio_in_chromium(server, tmp_path, media_dir):
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed")
-    from fsvideo.video.io import probe
+    from fsvideo.video import probe
     url, app = server
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)

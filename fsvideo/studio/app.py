@@ -152,7 +152,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     async def upload_video(sid: str, request: Request):
         s = studio.session(sid)
         name = _safe_name(request.headers.get("x-filename", ""), "upload.mp4")
-        from fsvideo.video.io import IMAGE_EXTENSIONS
+        from fsvideo.video import IMAGE_EXTENSIONS
         if Path(name).suffix.lower() not in VIDEO_TYPES + tuple(IMAGE_EXTENSIONS):
             raise InputError(f"{name} is not a video or image file",
                              hint=f"upload one of {', '.join(VIDEO_TYPES + tuple(sorted(IMAGE_EXTENSIONS)))}")

@@ -59,7 +59,7 @@ class Project:
     """
 
     def __init__(self, source: Path, options, workdir: Path, sha256: str | None = None):
-        from fsvideo.video.io import probe
+        from fsvideo.video import probe
         from fsvideo.weights import sha256_file
         self.source = Path(source)
         self.info = probe(self.source)                       # undecodable input fails here, clearly
@@ -83,7 +83,7 @@ class Project:
         self._thread: threading.Thread | None = None
 
     def _span_frames(self) -> int:
-        from fsvideo.video.io import VideoReader
+        from fsvideo.video import VideoReader
         return max(1, len(VideoReader(self.source, self.options.start, self.options.end, info=self.info)))
 
     # ------------------------------------------------------------------------------ inversion
@@ -165,7 +165,7 @@ class Project:
 
     def frame(self, i: int) -> np.ndarray:
         """The source frame ``i`` of the span: uint8 [H, W, 3] RGB (a few frames are cached)."""
-        from fsvideo.video.io import VideoReader
+        from fsvideo.video import VideoReader
         if not 0 <= i < self.n_frames:
             raise InputError(f"frame {i} is outside the video (0..{self.n_frames - 1})")
         with self._lock:
