@@ -11,6 +11,7 @@ The package is organised the way the data flows:
 * ``fsvideo.train``    the encoder trainer (Eqs. 2-8)
 * ``fsvideo.weights``  the registry and cache of every weights file fsvideo can use
 * ``fsvideo.cli``      the command line, a thin layer over the above
+* ``fsvideo.studio``   ``fsvideo studio``: a local web page to try edits on a video's frames, also a thin layer
 
 The library never prints: it logs through :mod:`logging` and reports progress through callbacks.
 """

@@ -23,7 +23,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -46,12 +46,17 @@ class FrameLatents:
 
 @dataclass
 class LatentsWriter:
-    """Append frames, then :meth:`close` (writes ``meta.json``).  Use inside ``atomic_output``."""
+    """Append frames, then :meth:`close` (writes ``meta.json``).  Use inside ``atomic_output``.
+
+    ``on_add(frame_latents)`` (optional) sees every frame as it is added, before the file is complete:
+    ``fsvideo studio`` shows frames while their video is still being inverted.
+    """
 
     path: Path
     meta: dict = field(default_factory=dict)
     chunk_frames: int = 64
     f_dtype: str = "float32"
+    on_add: Callable[[FrameLatents], None] | None = None
 
     def __post_init__(self):
         self._zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
@@ -64,6 +69,8 @@ class LatentsWriter:
         self._frames += 1
         if len(self._buf) >= self.chunk_frames:
             self._flush()
+        if self.on_add is not None:
+            self.on_add(fl)
 
     def _flush(self) -> None:
         if not self._buf:
@@ -151,16 +158,31 @@ class LatentsReader:
 
     def __iter__(self) -> Iterator[FrameLatents]:
         for c in range(int(self.meta["chunks"])):
-            try:
-                with np.load(io.BytesIO(self._zip.read(f"chunk_{c:05d}.npz")), allow_pickle=False) as z:
-                    a = {k: z[k] for k in z.files}
-            except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:   # e.g. a pickled object array
-                raise InputError(f"{self.path}: chunk {c} is not readable numpy data ({e})",
-                                 hint="make the file again with `fsvideo invert VIDEO --latents-out FILE`") from e
-            for fr in a["frames_in_chunk"]:
-                sel = a["frame"] == fr
-                yield FrameLatents(int(fr), a["track"][sel], a["w"][sel], a["F"][sel].astype(np.float32),
-                                   a["matrix"][sel], a["landmarks"][sel])
+            yield from self.read_chunk(c)
+
+    def read_chunk(self, c: int) -> list[FrameLatents]:
+        """The frames of chunk ``c`` (random access: see :meth:`index` for which chunk holds a frame)."""
+        try:
+            with np.load(io.BytesIO(self._zip.read(f"chunk_{c:05d}.npz")), allow_pickle=False) as z:
+                a = {k: z[k] for k in z.files}
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:   # e.g. a pickled object array
+            raise InputError(f"{self.path}: chunk {c} is not readable numpy data ({e})",
+                             hint="make the file again with `fsvideo invert VIDEO --latents-out FILE`") from e
+        out = []
+        for fr in a["frames_in_chunk"]:
+            sel = a["frame"] == fr
+            out.append(FrameLatents(int(fr), a["track"][sel], a["w"][sel], a["F"][sel].astype(np.float32),
+                                    a["matrix"][sel], a["landmarks"][sel]))
+        return out
+
+    def index(self) -> list[tuple[int, int, np.ndarray]]:
+        """``(chunk, frame, track ids int64 [n])`` of every frame, reading only the small arrays of each chunk."""
+        out = []
+        for c in range(int(self.meta["chunks"])):
+            with self._zip.open(f"chunk_{c:05d}.npz") as fh, np.load(fh, allow_pickle=False) as z:
+                frame, track = z["frame"], z["track"]
+                out += [(c, int(fr), track[frame == fr]) for fr in z["frames_in_chunk"]]
+        return out
 
     def close(self) -> None:
         self._zip.close()

@@ -67,3 +67,21 @@ def test_check_refuses_another_model_or_k_naming_both_values(tmp_path):
     old = _written(tmp_path, _meta(generator_sha256=None, encoder_sha256=None))   # a file without checksums
     with pytest.raises(InputError, match="generator g.pt, this run uses h.pt"):
         old.check(source="v.mp4", source_sha256="aa", resolution=64, k=5, models=dict(same, generator="h.pt"))
+
+
+def test_live_frames_index_and_random_chunk_access(tmp_path):
+    """`on_add` sees every frame before the file is complete; `index` + `read_chunk` give random access."""
+    rng = np.random.default_rng(1)
+    frames = [_frame(i, n, rng) for i, n in enumerate([1, 0, 2, 1, 0, 1, 3])]
+    seen = []
+    w = LatentsWriter(tmp_path / "a.latents", chunk_frames=3, on_add=seen.append)
+    for f in frames:
+        w.add(f)
+        assert seen[-1] is f
+    w.close()
+    r = LatentsReader(tmp_path / "a.latents")
+    idx = r.index()
+    assert [(c, fr) for c, fr, _ in idx] == [(0, 0), (0, 1), (0, 2), (1, 3), (1, 4), (1, 5), (2, 6)]
+    assert all(np.array_equal(t, f.track) for (_, _, t), f in zip(idx, frames))
+    (six,) = [g for g in r.read_chunk(2)]
+    assert six.frame == 6 and np.array_equal(six.F, frames[6].F)

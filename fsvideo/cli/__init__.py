@@ -27,6 +27,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "metrics": ("fsvideo.cli.metrics", "metrics",
                 "Inversion quality and identity consistency (Eq. 9) of clips; temporal quality of edited videos."),
     "align": ("fsvideo.cli.align", "align", "FFHQ-aligned face crops (PNG) + transforms JSON from images or a video."),
+    "studio": ("fsvideo.cli.studio", "studio", "Local web page: scrub a video, try edits on real frames, export."),
 }
 
 

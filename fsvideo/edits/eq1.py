@@ -39,7 +39,8 @@ def shift_latents(w: Tensor, edits: Sequence[EditSpec], step: float = EDIT_STEP)
 
 @torch.no_grad()
 def edit_codes(model: FeatureStyleModel, w: Tensor, f: Tensor, edits: Sequence[EditSpec],
-               noise: Sequence[Tensor] | None, step: float = EDIT_STEP) -> tuple[Tensor, Tensor]:
+               noise: Sequence[Tensor] | None, step: float = EDIT_STEP,
+               features_w: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Apply several edits at once (Eq. 1).
 
     Args:
@@ -48,6 +49,8 @@ def edit_codes(model: FeatureStyleModel, w: Tensor, f: Tensor, edits: Sequence[E
         f: [N, C, H, W] feature codes from the encoder (``generator.feature_shape(K)``).
         edits: directions and strengths; zero strengths leave ``(w, F)`` unchanged.
         noise: the fixed noise list of the video (used in both G^K calls).
+        features_w: G^K(w) [N, C, 16, 16] when already known (``fsvideo studio`` keeps it per
+            frame while sliders move): then only G^K(w~) runs.
 
     Returns:
         ``(w~, F~)`` to decode with ``model.decode(w~, F~, noise)``.
@@ -57,8 +60,11 @@ def edit_codes(model: FeatureStyleModel, w: Tensor, f: Tensor, edits: Sequence[E
     w_edit = shift_latents(w, edits, step)
     if all(float(e.strength) == 0.0 for e in edits):
         return w, f
-    gk = model.features(torch.cat([w_edit, w]), noise=noise)     # G^K(w~), G^K(w) in one batch
-    gk_edit, gk_w = gk[: w.shape[0]], gk[w.shape[0]:]
+    if features_w is not None:
+        gk_edit, gk_w = model.features(w_edit, noise=noise), features_w
+    else:
+        gk = model.features(torch.cat([w_edit, w]), noise=noise)     # G^K(w~), G^K(w) in one batch
+        gk_edit, gk_w = gk[: w.shape[0]], gk[w.shape[0]:]
     return w_edit, (f + gk_edit) - gk_w
 
 

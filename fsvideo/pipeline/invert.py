@@ -16,12 +16,15 @@ from fsvideo.utils import atomic_output, check_input_file, check_output_path
 
 
 def invert_video(input_path, output=None, *, latents_out=None, options: RunOptions | None = None,
-                 progress: ProgressFn | None = None, detector=None, model=None, reader=None) -> RunSummary:
+                 progress: ProgressFn | None = None, detector=None, model=None, reader=None,
+                 on_latents=None) -> RunSummary:
     """Reconstruct the faces of a video with G(w, F) and store the per-frame latents.
 
     Writes the reconstruction video (default ``<input>.inversion.<ext>``) and the latents file
     (default ``<input>.latents``), which records the source's checksum, the model (names and
-    checksums), K and the noise seed, so a re-edit uses the same ones.
+    checksums), K and the noise seed, so a re-edit uses the same ones.  ``on_latents(FrameLatents)``
+    (optional) sees each frame's latents as soon as they are computed, before the file is complete
+    (``fsvideo studio``).
     """
     from fsvideo.latents import LatentsWriter
     from fsvideo.weights import sha256_file
@@ -43,7 +46,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
                          detector=job.components.detector.name)
     with atomic_output(lat, overwrite=opts.overwrite, inputs=(src,)) as lat_tmp, \
             atomic_output(out, overwrite=opts.overwrite, inputs=(src,)) as tmp:
-        writer = LatentsWriter(lat_tmp, meta=meta)
+        writer = LatentsWriter(lat_tmp, meta=meta, on_add=on_latents)
         job.components = job.components.with_(latents_writer=writer)
         try:
             stats = run_job(job, "invert", tmp, opts, progress, summary)

@@ -69,7 +69,7 @@ def is_image_name(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _face_parser(cfg: ModelConfig, mask: str, device: torch.device):
+def face_parser(cfg: ModelConfig, mask: str, device: torch.device):
     """A ``parser(face) -> labels`` callable when face parsing is asked for and its weights exist."""
     if mask == "hull" or not cfg.face_parser:
         return None
@@ -144,7 +144,7 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
         det = detector if detector is not None else make_detector(opts.detector, device, max_side=640)
     comps = Components(executor=executor, reader=reader,
                        fps=float(info.fps or 25), resolution=executor.crop_size, source=src.name,
-                       parser=_face_parser(cfg, opts.mask, device), detector=det, edit_step=cfg.edit_step)
+                       parser=face_parser(cfg, opts.mask, device), detector=det, edit_step=cfg.edit_step)
     log.info("device %s (%s), generator %d px, batch %d", device, dtype, model.resolution, opts.batch_size)
     return Job(info, cfg, device, comps)
 

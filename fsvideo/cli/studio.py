@@ -1,0 +1,61 @@
+"""``fsvideo studio``: start the local web page (see :mod:`fsvideo.studio`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fsvideo.cli._console import console, err_console
+from fsvideo.cli.edit import _options, run_options
+
+
+@click.command("studio")
+@click.argument("video", required=False, type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on. Anything but 127.0.0.1/localhost exposes the page to the network.")
+@click.option("--port", default=7870, show_default=True, type=int, help="Port to listen on.")
+@click.option("--no-browser", is_flag=True, help="Do not open the page in a browser.")
+@click.option("--draft-res", default=None, type=int,
+              help="Generator size of the draft shown while a frame renders (default 256, see benchmarks/studio.py).")
+@click.option("--workdir", default=None, type=click.Path(file_okay=False),
+              help="Latents cache, uploads, clips and exports (default $FSVIDEO_HOME/studio).")
+@click.option("--max-upload-mb", default=2048.0, show_default=True, type=float, help="Largest video upload.")
+@click.option("--allow-paths", is_flag=True,
+              help="Let the page open files by path even when --host is not loopback (on by default on loopback).")
+@run_options
+def studio(video, host, port, no_browser, draft_res, workdir, max_upload_mb, allow_paths, quiet, as_json, **kw):
+    """Scrub a video and try edits on its real frames in a local web page, then export.
+
+    The video is inverted once in the background (frames become editable as they are
+    inverted; the latents are cached, so reopening it is instant); a slider change shows a
+    draft, then the full frame; export renders the whole video from the cached latents.
+
+    \b
+    Examples:
+      fsvideo studio talk.mp4
+      fsvideo studio talk.mp4 --end 10 --port 8000 --no-browser
+      fsvideo studio --generator G.pt --encoder E.pt      # open or upload a video in the page
+    """
+    import importlib.util
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        from fsvideo.errors import ConfigError
+        raise ConfigError(f"fsvideo studio needs {' and '.join(missing)}", hint="pip install 'fsvideo[studio]'")
+    from fsvideo.studio import serve
+    from fsvideo.studio.app import LOOPBACK, StudioConfig
+    from fsvideo.utils import check_input_file
+    from fsvideo.weights import weights_home
+    src = check_input_file(video, "video") if video else None
+    if host not in LOOPBACK:
+        err_console.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this machine "
+                          f"can use the studio and see your video{'' if not allow_paths else ' and open its files'}. "
+                          "Use the default 127.0.0.1 unless you mean it.", highlight=False)
+    config = StudioConfig(options=_options(kw), workdir=Path(workdir) if workdir else weights_home() / "studio",
+                          video=src, draft_res=draft_res, host=host, allow_paths=True if allow_paths else None,
+                          max_upload_mb=max_upload_mb)
+
+    def ready(url: str) -> None:
+        if not quiet:
+            console.print(f"fsvideo studio at [bold]{url}[/] (Ctrl-C to stop); files in {config.workdir}",
+                          highlight=False)
+    serve(config, port=port, open_browser=not no_browser, ready=ready)

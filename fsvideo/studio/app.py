@@ -1,0 +1,293 @@
+"""The studio's HTTP API (FastAPI) and its static page.
+
+Endpoints (``{sid}``: a session id from ``POST /api/session``, one per browser tab, kept in the
+page's memory and never in a cookie, so two tabs never share or corrupt each other's state and a
+foreign site cannot act for the user)::
+
+    GET  /                              the page (static/index.html, studio.js, studio.css)
+    POST /api/session                   new session: attributes, draft size, limits
+    POST /api/s/{sid}/open              {path, start, end}: open a video by path (loopback only)
+    POST /api/s/{sid}/upload            raw body + X-Filename: upload a video (size, type, decodable)
+    POST /api/s/{sid}/direction         raw body + X-Filename: upload a direction .npy
+    GET  /api/s/{sid}/state             inversion progress, timeline, jobs
+    POST /api/s/{sid}/render            {frame, edits, face, view, quality, mask, seq} -> JPEG
+    POST /api/s/{sid}/command           {edits, face} -> the equivalent `fsvideo edit` command
+    POST /api/s/{sid}/export            {edits, face} -> job (whole video from the cached latents)
+    POST /api/s/{sid}/clip              {frame, edits, face, seconds} -> job (short clip with audio)
+    POST /api/s/{sid}/cancel/{job}      cancel a job
+    GET  /api/s/{sid}/file/{job}        the finished output of a job of this session
+
+No request names a file on the server except ``open`` (disabled unless the server listens on the
+loopback interface, or ``allow_paths``): files are served only as jobs of the asking session, by id.
+A bad request is a JSON ``{"error": ...}`` with a 4xx status; the server keeps running.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from fsvideo.errors import FsvideoError, InputError
+from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
+from fsvideo.studio.project import NotReady, Project
+from fsvideo.studio.render import VIEWS, Renderer
+from fsvideo.studio.session import LOOPBACK, ClipBody, EditsBody, OpenBody, RenderBody, Session, Studio, StudioConfig
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+VIDEO_TYPES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _tracks(face: str) -> set[int] | None:
+    if face == "all":
+        return None
+    if not face.isdigit():
+        raise InputError(f"face must be 'all' or a track id, got {face!r}")
+    return {int(face)}
+
+
+def _project(s: Session) -> Project:
+    if s.project is None:
+        raise InputError("no video is open", hint="open a video by path or upload one")
+    return s.project
+
+
+def _safe_name(name: str, default: str) -> str:
+    base = _SAFE.sub("_", Path(name or default).name).strip("._") or default
+    return base[-100:]
+
+
+async def _receive(request: Request, dest: Path, limit_bytes: int) -> None:
+    """Stream the request body into ``dest``, stopping at ``limit_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit_bytes:
+        raise InputError(f"upload is {int(declared) / 2**20:.0f} MB; the limit is {limit_bytes / 2**20:.0f} MB",
+                         hint="open the file by path, or start the studio with a larger --max-upload-mb")
+    n = 0
+    try:
+        with open(dest, "wb") as fh:                       # noqa: ASYNC230 - local disk, small chunks
+            async for chunk in request.stream():
+                n += len(chunk)
+                if n > limit_bytes:
+                    raise InputError(f"upload is larger than the limit of {limit_bytes / 2**20:.0f} MB",
+                                     hint="open the file by path, or start the studio with a larger --max-upload-mb")
+                fh.write(chunk)
+    except BaseException:                                    # too large, or the browser went away
+        dest.unlink(missing_ok=True)
+        raise
+    if n == 0:
+        dest.unlink(missing_ok=True)
+        raise InputError("the upload is empty", hint="choose a file")
+
+
+def _jpeg(image) -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAPI:
+    """The studio app; ``renderer`` can be handed in (tests share one)."""
+    studio = Studio(config, renderer)
+    app = FastAPI(title="fsvideo studio", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.studio = studio
+    if config.host in LOOPBACK:         # DNS rebinding: only answer requests addressed to this machine
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+
+    @app.exception_handler(FsvideoError)
+    async def _fsvideo_error(request, e: FsvideoError):
+        return JSONResponse({"error": str(e)}, status_code=409 if isinstance(e, NotReady) else 400)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request, e: HTTPException):
+        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def _internal(request, e: Exception):
+        log.exception("studio request %s failed", request.url.path)
+        return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, status_code=500)
+
+    @app.get("/")
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.post("/api/session")
+    def new_session():
+        s = studio.new_session()
+        project = None
+        if config.video is not None:
+            project = studio.open(s, config.video, config.options.start, config.options.end)
+        r = studio.renderer
+        return dict(sid=s.id, attributes=studio.attributes(), draft_res=r.draft_res, size=r.size,
+                    views=list(VIEWS), allow_paths=config.paths_allowed, max_upload_mb=config.max_upload_mb,
+                    video=None if project is None else project.source.name)
+
+    @app.post("/api/s/{sid}/open")
+    def open_path(sid: str, body: OpenBody):
+        s = studio.session(sid)
+        if not config.paths_allowed:
+            raise InputError("opening files by path is off on this server (it listens beyond this machine)",
+                             hint="upload the video instead, or restart with --allow-paths")
+        o = config.options
+        p = studio.open(s, Path(body.path).expanduser(), o.start if body.start is None else body.start,
+                        o.end if body.end is None else body.end)
+        return dict(video=p.source.name)
+
+    @app.post("/api/s/{sid}/upload")
+    async def upload_video(sid: str, request: Request):
+        s = studio.session(sid)
+        name = _safe_name(request.headers.get("x-filename", ""), "upload.mp4")
+        from fsvideo.video import IMAGE_EXTENSIONS
+        if Path(name).suffix.lower() not in VIDEO_TYPES + tuple(IMAGE_EXTENSIONS):
+            raise InputError(f"{name} is not a video or image file",
+                             hint=f"upload one of {', '.join(VIDEO_TYPES + tuple(sorted(IMAGE_EXTENSIONS)))}")
+        folder = studio.workdir / "uploads" / secrets.token_hex(8)
+        folder.mkdir(parents=True)
+        dest = folder / name
+        await _receive(request, dest, int(config.max_upload_mb * 2**20))
+        try:
+            p = await run_in_threadpool(studio.open, s, dest, config.options.start, config.options.end)
+        except FsvideoError as e:                 # undecodable: say so with the uploaded name, drop it
+            dest.unlink(missing_ok=True)
+            raise InputError(f"{name} cannot be opened: {e.message}", hint=e.hint) from e
+        return dict(video=p.source.name)
+
+    @app.post("/api/s/{sid}/direction")
+    async def upload_direction(sid: str, request: Request):
+        s = studio.session(sid)
+        name = _safe_name(request.headers.get("x-filename", ""), "direction.npy")
+        if not name.endswith(".npy"):
+            raise InputError(f"{name} is not a .npy file", hint="upload a direction saved with numpy.save")
+        folder = studio.workdir / "uploads" / secrets.token_hex(8)
+        folder.mkdir(parents=True)
+        dest = folder / name
+        await _receive(request, dest, 64 * 2**20)
+        try:
+            await run_in_threadpool(studio.renderer.check_direction, dest)
+        except FsvideoError:
+            dest.unlink(missing_ok=True)
+            raise
+        key = f"upload:{len(s.uploads) + 1}:{name}"
+        s.uploads[key] = dest
+        return dict(attr=key, name=name)
+
+    @app.get("/api/s/{sid}/state")
+    def state(sid: str):
+        s = studio.session(sid)
+        p = s.project
+        proj = None if p is None else dict(
+            video=p.source.name, width=p.info.width, height=p.info.height, fps=p.fps, start=p.start,
+            status=p.status(), timeline=p.timeline(), is_image=p.info.is_image)
+        return dict(project=proj, jobs=[j.status() for j in s.jobs.values()])
+
+    @app.post("/api/s/{sid}/render")
+    def render(sid: str, body: RenderBody):
+        s = studio.session(sid)
+        p = _project(s)
+        if body.view not in VIEWS or body.quality not in ("draft", "full"):
+            raise InputError(f"view must be one of {', '.join(VIEWS)} and quality draft or full")
+        edits, tracks = studio.edits(s, body.edits), _tracks(body.face)
+        s.seq = max(s.seq, body.seq)
+        r = studio.renderer
+        with r.lock:
+            if body.seq < s.seq:                   # a newer change of this tab is waiting: skip this one
+                return Response(status_code=204)
+            t0 = time.perf_counter()
+            out = r.render(p, body.frame, edits, tracks=tracks, view=body.view, draft=body.quality == "draft",
+                           mask=body.mask)
+            ms = (time.perf_counter() - t0) * 1000
+        return Response(_jpeg(out.image), media_type="image/jpeg", headers={
+            "X-Quality": out.quality, "X-Size": str(out.size), "X-Faces": str(out.faces),
+            "X-Render-Ms": f"{ms:.0f}", "X-Note": out.note, "Cache-Control": "no-store"})
+
+    @app.post("/api/s/{sid}/command")
+    def command(sid: str, body: EditsBody):
+        s = studio.session(sid)
+        p = _project(s)
+        return dict(command=edit_command(p, studio.edits(s, body.edits), _tracks(body.face),
+                                         _export_path(studio, p, body)))
+
+    @app.post("/api/s/{sid}/export")
+    def export(sid: str, body: EditsBody):
+        s = studio.session(sid)
+        p = _project(s)
+        edits = studio.edits(s, body.edits)
+        if not edits:
+            raise InputError("no edit to export", hint="add an edit and set its strength")
+        if p.state != "ready":
+            raise InputError("the video is still being inverted", hint="export when the progress bar is full")
+        out = _export_path(studio, p, body, fresh=True)
+        job = start_export(p, edits, _tracks(body.face), out, studio.renderer.size)
+        s.jobs[job.id] = job
+        return job.status()
+
+    @app.post("/api/s/{sid}/clip")
+    def clip(sid: str, body: ClipBody):
+        s = studio.session(sid)
+        p = _project(s)
+        if p.info.is_image:
+            raise InputError("an image has no clip to play", hint="use the frame view")
+        if not 0.2 <= body.seconds <= 10:
+            raise InputError("a clip lasts between 0.2 and 10 seconds")
+        folder = studio.workdir / "clips" / secrets.token_hex(8)
+        folder.mkdir(parents=True)
+        job = start_clip(p, studio.edits(s, body.edits), _tracks(body.face), body.frame, body.seconds,
+                         folder / f"clip{p.source.suffix if p.source.suffix.lower() in VIDEO_TYPES else '.mp4'}",
+                         studio.renderer.size)
+        s.jobs[job.id] = job
+        return job.status()
+
+    @app.post("/api/s/{sid}/cancel/{job_id}")
+    def cancel(sid: str, job_id: str):
+        job = _job(studio.session(sid), job_id)
+        job.cancel()
+        return job.status()
+
+    @app.get("/api/s/{sid}/file/{job_id}")
+    def file(sid: str, job_id: str):
+        job = _job(studio.session(sid), job_id)
+        if job.state != "done" or job.output is None:
+            raise InputError(f"the {job.kind} is not finished ({job.state})")
+        return FileResponse(job.output, filename=job.output.name, headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _job(s: Session, job_id: str) -> Job:
+    job = s.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, "no such job in this session")
+    return job
+
+
+def _export_path(studio: Studio, p: Project, body: EditsBody, fresh: bool = False) -> Path:
+    """``<workdir>/exports/<video>.<edits>.<ext>``; a fresh export gets a free name (``-2``, ``-3``...)."""
+    from fsvideo import EditRequest
+    from fsvideo.pipeline.jobs import default_output
+    folder = studio.workdir / "exports"
+    folder.mkdir(exist_ok=True)
+    reqs = [EditRequest(e.attr.split(":")[-1] if e.attr.startswith("upload:") else e.attr, e.strength)
+            for e in body.edits]
+    ext = ".png" if p.info.is_image else p.source.suffix
+    face = "" if body.face == "all" else f".face{body.face}"
+    out = folder / default_output(Path(_safe_name(p.source.stem, "video") + face + ext), reqs, ext).name
+    n = 2
+    while fresh and (out.exists() or out.with_suffix(".latents").exists()):
+        out = out.with_name(f"{out.stem.rsplit('~', 1)[0]}~{n}{ext}")
+        n += 1
+    return out

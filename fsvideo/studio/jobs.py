@@ -1,0 +1,159 @@
+"""Background jobs of the studio: export the whole video, render a short clip around the cursor.
+
+Both call :func:`fsvideo.edit_video` with ``latents=`` (the path of ``fsvideo edit --latents``): no
+detection and no encoding again, the source's fps, timestamps and audio kept, written atomically.
+A clip, or an export of only some faces, first writes a latents file holding just those frames
+and faces (numbered from 0 like the frames of its ``--start``/``--end`` span); the whole video with
+every face uses the cached file itself.  Cancel makes the progress callback raise; the runner
+stops its threads and the partial output is removed.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import shlex
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from fsvideo.errors import FsvideoError
+from fsvideo.latents import FrameLatents, LatentsWriter
+from fsvideo.studio.project import Project
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(FsvideoError):
+    """The user cancelled the job."""
+
+
+class Job:
+    """A thread running ``work(progress) -> Path`` with progress, cancel and a result file."""
+
+    def __init__(self, kind: str, work: Callable[[Callable[[int, int | None], None]], Path], total: int,
+                 command: str = ""):
+        self.id = secrets.token_urlsafe(8)
+        self.kind, self.total, self.command = kind, total, command
+        self.done, self.state, self.error, self.output = 0, "running", None, None
+        self.started = time.time()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(work,), name=f"fsvideo-studio-{kind}", daemon=True)
+        self._thread.start()
+
+    def _progress(self, done: int, total: int | None) -> None:
+        if self._cancel.is_set():
+            raise Cancelled("cancelled")
+        self.done = done
+
+    def _run(self, work) -> None:
+        try:
+            self.output = work(self._progress)
+            self.state = "done"
+        except Cancelled:
+            self.state = "cancelled"
+        except BaseException as e:  # noqa: BLE001 - shown in the page, the server keeps running
+            log.warning("%s failed: %s", self.kind, e)
+            self.state, self.error = "failed", str(e) if isinstance(e, FsvideoError) else f"{type(e).__name__}: {e}"
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> str:
+        self._thread.join(timeout)
+        return self.state
+
+    def status(self) -> dict:
+        return dict(id=self.id, kind=self.kind, state=self.state, done=self.done, total=self.total,
+                    error=self.error, command=self.command, seconds=round(time.time() - self.started, 1))
+
+
+def write_subset(project: Project, out: Path, first: int, stop: int, tracks: set[int] | None,
+                 resolution: int) -> None:
+    """Latents of frames ``first..stop-1`` (renumbered from 0), only the faces of ``tracks`` (None: all)."""
+    from fsvideo.utils import atomic_output
+    with atomic_output(out, overwrite=True) as tmp:
+        _write_subset(project, tmp, first, stop, tracks, resolution)
+
+
+def _write_subset(project: Project, out: Path, first: int, stop: int, tracks: set[int] | None,
+                  resolution: int) -> None:
+    import numpy as np
+    meta = project.file_meta() or {"source": str(project.source), "source_sha256": project.sha256,
+                                   "resolution": resolution, "noise_seed": project.options.seed or 0}
+    meta.update(studio_frames=[first, stop], studio_tracks=None if tracks is None else sorted(tracks))
+    writer = LatentsWriter(out, meta=meta)     # the whole file's header (models, K, seed) when it is complete
+    try:
+        for i in range(first, stop):
+            fl = project.latents(i)
+            sel = np.array([tracks is None or int(t) in tracks for t in fl.track], bool)
+            writer.add(FrameLatents(i - first, fl.track[sel], fl.w[sel], fl.F[sel], fl.matrix[sel],
+                                    fl.landmarks[sel]))
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+
+
+def _requests(edits):
+    from fsvideo import EditRequest
+    return [EditRequest(attr, float(s)) for _, attr, s in edits]
+
+
+def export_latents(project: Project, tracks: set[int] | None, out: Path) -> Path:
+    """The latents an export of ``out`` reads: the cache (every face) or ``<out>.latents`` (some faces)."""
+    return project.latents_path if tracks is None else out.with_suffix(".latents")
+
+
+def edit_command(project: Project, edits, tracks: set[int] | None, output: Path) -> str:
+    """The ``fsvideo edit`` command line that makes the same video as the studio's export of ``output``."""
+    o = project.options
+    args = ["fsvideo", "edit", str(project.source), "--latents", str(export_latents(project, tracks, output))]
+    for _, attr, s in edits:
+        args += ["--direction", attr] if attr.endswith(".npy") else ["--attr", attr]
+        args += ["--strength", f"{float(s):g}"]
+    defaults = type(o)()
+    for flag, key in (("--config", "config"), ("--generator", "generator"), ("--encoder", "encoder"),
+                      ("--seed", "seed"),
+                      ("--start", "start"), ("--end", "end"), ("--mask", "mask"), ("--blend", "blend"),
+                      ("--device", "device"), ("--precision", "precision")):
+        v = getattr(o, key)
+        if v is not None and v != getattr(defaults, key):
+            args += [flag, str(v)]
+    return shlex.join(args + ["-o", str(output)])
+
+
+def start_export(project: Project, edits, tracks: set[int] | None, out: Path, resolution: int) -> Job:
+    """Edit the whole span from the cached latents into ``out`` (``<out>.latents`` kept when some faces only)."""
+    from fsvideo import edit_video
+    latents = export_latents(project, tracks, out)
+
+    def work(progress):
+        if latents != project.latents_path:
+            write_subset(project, latents, 0, project.n_frames, tracks, resolution)
+        edit_video(project.source, out, edits=_requests(edits), options=project.options, latents=latents,
+                   progress=progress)
+        return out
+    return Job("export", work, project.n_frames, edit_command(project, edits, tracks, out))
+
+
+def start_clip(project: Project, edits, tracks: set[int] | None, center: int, seconds: float, out: Path,
+               resolution: int) -> Job:
+    """A clip of about ``seconds`` around frame ``center``, at the source fps with its audio."""
+    from fsvideo import edit_video
+    half = max(1, int(round(seconds * project.fps / 2)))
+    first, stop = max(0, center - half), min(project.n_frames, center + half)
+    fps, base = project.fps, project.start
+    opts = replace(project.options, start=base + (first - 0.5) / fps if base + first / fps > 0 else None,
+                   end=base + (stop - 0.5) / fps)
+
+    def work(progress):
+        latents = out.with_suffix(".latents")
+        write_subset(project, latents, first, stop, tracks, resolution)
+        try:
+            edit_video(project.source, out, edits=_requests(edits), options=opts, latents=latents, progress=progress)
+        finally:
+            latents.unlink(missing_ok=True)
+        return out
+    return Job("clip", work, stop - first)

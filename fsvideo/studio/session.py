@@ -1,0 +1,157 @@
+"""Studio state: its configuration, the sessions (one per browser tab) and the shared projects.
+
+A session id is random (``secrets``), kept by the page in memory (never a cookie), and names
+everything a tab owns: its open video, its uploaded directions and its jobs.  Projects (an opened
+video and its inversion) are shared between sessions by content key, so two tabs on the same
+video invert it once and never write to each other's state.
+"""
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import HTTPException
+from pydantic import BaseModel, Field
+
+from fsvideo.errors import FsvideoError, InputError
+from fsvideo.studio.jobs import Job
+from fsvideo.studio.project import Project
+from fsvideo.studio.render import Renderer
+
+MAX_SESSIONS, MAX_EDITS, MAX_STRENGTH, SEFA_COUNT = 32, 16, 50.0, 10
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class StudioConfig:
+    """What ``fsvideo studio`` was started with (``options``: :class:`fsvideo.RunOptions`)."""
+
+    options: object
+    workdir: Path
+    video: Path | None = None
+    draft_res: int | None = None
+    host: str = "127.0.0.1"
+    allow_paths: bool | None = None        # None: only when listening on loopback
+    max_upload_mb: float = 2048.0
+
+    @property
+    def paths_allowed(self) -> bool:
+        return self.host in LOOPBACK if self.allow_paths is None else self.allow_paths
+
+
+@dataclass
+class Session:
+    id: str
+    project: Project | None = None
+    uploads: dict[str, Path] = field(default_factory=dict)       # direction id -> file
+    jobs: dict[str, Job] = field(default_factory=dict)
+    seq: int = 0                                                  # latest render request of this tab
+
+
+class EditItem(BaseModel):
+    attr: str = Field(max_length=120)
+    strength: float
+
+
+class OpenBody(BaseModel):
+    path: str = Field(max_length=4096)
+    start: float | None = None
+    end: float | None = None
+
+
+class EditsBody(BaseModel):
+    edits: list[EditItem] = []
+    face: str = "all"
+
+
+class RenderBody(EditsBody):
+    frame: int = 0
+    view: str = "composite"
+    quality: str = "full"
+    mask: bool = False
+    seq: int = 0
+
+
+class ClipBody(EditsBody):
+    frame: int = 0
+    seconds: float = 2.0
+
+
+class Studio:
+    """Sessions, opened projects (shared between sessions by content key) and the renderer."""
+
+    def __init__(self, config: StudioConfig, renderer: Renderer | None = None):
+        self.config = config
+        self.workdir = Path(config.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.renderer = renderer or Renderer(config.options, config.draft_res)
+        self.projects: dict[str, Project] = {}
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        self._sha: dict[tuple, str] = {}                   # (path, size, mtime) -> sha256: hash a file once
+
+    def new_session(self) -> Session:
+        s = Session(secrets.token_urlsafe(16))
+        self.sessions[s.id] = s
+        while len(self.sessions) > MAX_SESSIONS:
+            old = self.sessions.popitem(last=False)[1]
+            for j in old.jobs.values():
+                j.cancel()
+        return s
+
+    def session(self, sid: str) -> Session:
+        s = self.sessions.get(sid)
+        if s is None:
+            raise HTTPException(404, "unknown session (the studio was restarted?): reload the page")
+        self.sessions.move_to_end(sid)
+        return s
+
+    def open(self, s: Session, path: Path, start: float | None = None, end: float | None = None) -> Project:
+        from dataclasses import replace
+
+        from fsvideo.utils import check_input_file
+        src = check_input_file(path, "video")
+        st = src.stat()
+        ident = (str(src.resolve()), st.st_size, st.st_mtime_ns)
+        opts = replace(self.config.options, start=start, end=end)
+        p = Project(src, opts, self.workdir, sha256=self._sha.get(ident))
+        self._sha[ident] = p.sha256
+        p = self.projects.setdefault(p.key, p)              # two tabs on one video share its inversion
+        p.start_inversion()
+        s.project = p
+        return p
+
+    def edits(self, s: Session, items: list[EditItem]) -> list[tuple[str, str, float]]:
+        """Check the page's edits: only names this studio offers; strengths finite and bounded."""
+        if len(items) > MAX_EDITS:
+            raise InputError(f"{len(items)} edits at once; at most {MAX_EDITS}")
+        offered = self.attributes()
+        out = []
+        for it in items:
+            if not math.isfinite(it.strength) or abs(it.strength) > MAX_STRENGTH:
+                raise InputError(f"strength {it.strength} of {it.attr} must be a number within ±{MAX_STRENGTH:g}")
+            a = it.attr
+            if a in s.uploads:
+                out.append((a, str(s.uploads[a]), it.strength))
+            elif a in offered["released"] or a in offered["fitted"] or re.fullmatch(r"sefa:\d{1,2}", a):
+                out.append((a, a, it.strength))
+            else:
+                raise InputError(f"unknown attribute {a!r}", hint="pick one from the list or upload a .npy direction")
+        return out
+
+    def attributes(self) -> dict:
+        from fsvideo.edits.directions import directions_home
+        from fsvideo.config import resolve_weights
+        released, missing = [], []
+        for name, ref in sorted(self.renderer.cfg.directions.items()):
+            try:
+                resolve_weights(ref)
+                released.append(name)
+            except FsvideoError:
+                missing.append(name)
+        home = directions_home()
+        fitted = sorted(p.stem for p in home.glob("*.npy")) if home.is_dir() else []
+        return dict(released=released, missing=missing, fitted=fitted, sefa=SEFA_COUNT)

@@ -1,0 +1,279 @@
+// fsvideo studio page: one session per tab (the id lives in this page only), a render loop that
+// shows a labelled draft and then the full frame, and polling of inversion / job progress.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const studio = { sid: null, cfg: null, frame: 0, seq: 0, shown: 0, dirty: false, busy: false,
+                 edits: [], state: null, drafts: 0, exportJob: null, clipJob: null, imageUrl: null };
+window.studio = studio;
+
+function showError(msg) { $("error-text").textContent = msg; $("error").hidden = false; }
+$("error-close").onclick = () => { $("error").hidden = true; };
+
+async function call(path, body, raw) {
+  const url = path.startsWith("/") ? path : `/api/s/${studio.sid}/${path}`;
+  const opts = body === undefined ? {} : raw
+    ? { method: "POST", body: raw.body, headers: { "X-Filename": raw.name, "Content-Type": "application/octet-stream" } }
+    : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
+  const r = await fetch(url, opts);
+  if (!r.ok) {
+    let msg = `${r.status} ${r.statusText}`;
+    try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
+    const err = new Error(msg); err.status = r.status; throw err;
+  }
+  return r;
+}
+
+// ------------------------------------------------------------------ edits panel
+function attrOptions() {
+  const a = studio.cfg.attributes, opts = [];
+  a.released.forEach((n) => opts.push([n, n]));
+  a.fitted.forEach((n) => opts.push([n, `${n} (fitted)`]));
+  for (let i = 0; i < a.sefa; i++) opts.push([`sefa:${i}`, `sefa:${i}`]);
+  (studio.uploads || []).forEach((u) => opts.push([u.attr, `${u.name} (uploaded)`]));
+  return opts;
+}
+
+function drawEdits() {
+  const box = $("edits"); box.textContent = "";
+  studio.edits.forEach((e, k) => {
+    const row = document.createElement("div"); row.className = "edit-row";
+    const sel = document.createElement("select"); sel.className = "attr"; sel.setAttribute("aria-label", "attribute");
+    attrOptions().forEach(([v, label]) => { const o = new Option(label, v, false, v === e.attr); sel.add(o); });
+    const del = document.createElement("button"); del.textContent = "×"; del.title = "remove";
+    const slider = document.createElement("input");
+    Object.assign(slider, { type: "range", min: -5, max: 5, step: 0.1, value: e.strength, className: "strength-slider" });
+    slider.setAttribute("aria-label", `strength of ${e.attr}`);
+    const num = document.createElement("input");
+    Object.assign(num, { type: "number", min: -50, max: 50, step: 0.1, value: e.strength, className: "strength" });
+    sel.onchange = () => { e.attr = sel.value; changed(); };
+    slider.oninput = () => { e.strength = parseFloat(slider.value); num.value = slider.value; changed(); };
+    num.onchange = () => { e.strength = parseFloat(num.value) || 0; slider.value = num.value; changed(); };
+    del.onclick = () => { studio.edits.splice(k, 1); drawEdits(); changed(); };
+    row.append(sel, del, slider, num); box.append(row);
+  });
+}
+
+$("add-edit").onclick = () => {
+  const first = attrOptions()[0];
+  if (!first) return showError("no attribute is available: upload a .npy direction");
+  studio.edits.push({ attr: first[0], strength: 0 }); drawEdits(); changed();
+};
+
+$("npy").onchange = async (ev) => {
+  const f = ev.target.files[0]; ev.target.value = "";
+  if (!f) return;
+  try {
+    const u = await (await call("direction", null, { body: f, name: f.name })).json();
+    (studio.uploads = studio.uploads || []).push(u);
+    studio.edits.push({ attr: u.attr, strength: 1 }); drawEdits(); changed();
+  } catch (e) { showError(`direction ${f.name}: ${e.message}`); }
+};
+
+// ------------------------------------------------------------------ rendering
+function request(quality, seq) {
+  const view = inverted(studio.frame) ? document.querySelector("input[name=view]:checked").value : "original";
+  return { frame: studio.frame, edits: studio.edits, face: $("face").value, seq, quality, view, mask: $("mask").checked };
+}
+
+function inverted(i, state = studio.state) {
+  const p = state && state.project;
+  return !!p && (p.status.state === "ready" || i < p.timeline.inverted);
+}
+
+async function renderOnce(quality, seq) {
+  const t0 = performance.now();
+  let r;
+  try { r = await call("render", request(quality, seq)); } catch (e) {
+    if (e.status === 409) { $("note").textContent = e.message; $("note").hidden = false; return false; }
+    showError(e.message); return false;
+  }
+  if (r.status === 204 || seq !== studio.seq) return false;          // superseded by a newer change
+  const blob = await r.blob();
+  if (seq !== studio.seq) return false;
+  if (studio.imageUrl) URL.revokeObjectURL(studio.imageUrl);
+  studio.imageUrl = URL.createObjectURL(blob);
+  const img = $("view");
+  await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = studio.imageUrl; });
+  const q = r.headers.get("X-Quality"), size = r.headers.get("X-Size"), note = r.headers.get("X-Note");
+  img.dataset.quality = q; img.dataset.seq = String(seq); studio.shown = seq;
+  if (q === "draft") studio.drafts += 1;
+  $("badge").hidden = q !== "draft"; $("badge").textContent = `DRAFT ${size} px`;
+  const pending = inverted(studio.frame) ? "" : "original frame: not inverted yet";
+  $("note").hidden = !(note || pending); $("note").textContent = note || pending;
+  $("timing").textContent = `${q} in ${Math.round(performance.now() - t0)} ms (server ${r.headers.get("X-Render-Ms")} ms)`;
+  return true;
+}
+
+async function loop() {
+  if (studio.busy) return;
+  studio.busy = true;
+  try {
+    while (studio.dirty) {
+      studio.dirty = false;
+      const seq = studio.seq;
+      if (!studio.state || !studio.state.project) break;
+      const view = document.querySelector("input[name=view]:checked").value;
+      if (view !== "original" && inverted(studio.frame)) {
+        await renderOnce("draft", seq);
+        if (studio.dirty) continue;
+      }
+      await renderOnce("full", seq);
+    }
+  } finally { studio.busy = false; }
+}
+
+let commandTimer = null;
+function changed() {
+  studio.seq += 1; studio.dirty = true; loop();
+  clearTimeout(commandTimer); commandTimer = setTimeout(updateCommand, 300);
+}
+
+let commandSeq = 0;
+async function updateCommand() {
+  if (!studio.state || !studio.state.project) return;
+  const seq = ++commandSeq;                                // an older answer never overwrites a newer one
+  let text;
+  try {
+    text = (await (await call("command", { edits: studio.edits, face: $("face").value })).json()).command;
+  } catch (e) { text = e.message; }
+  if (seq === commandSeq) $("command").textContent = text;
+}
+$("copy-command").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("command").textContent);
+
+document.querySelectorAll("input[name=view]").forEach((el) => { el.onchange = changed; });
+$("mask").onchange = changed;
+$("face").onchange = changed;
+
+// ------------------------------------------------------------------ timeline
+function setFrame(i) {
+  const n = studio.state && studio.state.project ? studio.state.project.timeline.n_frames : 1;
+  studio.frame = Math.max(0, Math.min(n - 1, i | 0));
+  $("scrub").value = studio.frame; drawTimeline(); changed();
+}
+$("scrub").oninput = () => setFrame(parseInt($("scrub").value, 10));
+$("prev").onclick = () => setFrame(studio.frame - 1);
+$("next").onclick = () => setFrame(studio.frame + 1);
+document.addEventListener("keydown", (e) => {
+  if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName)) return;   // they handle arrows themselves
+  if (e.key === "ArrowLeft") setFrame(studio.frame - 1);
+  if (e.key === "ArrowRight") setFrame(studio.frame + 1);
+});
+$("timeline").onclick = (e) => {
+  const c = $("timeline"), n = studio.state.project.timeline.n_frames;
+  setFrame(Math.floor((e.offsetX / c.clientWidth) * n));
+};
+
+function drawTimeline() {
+  const c = $("timeline"), p = studio.state && studio.state.project;
+  c.width = c.clientWidth;
+  const g = c.getContext("2d"), W = c.width, H = c.height;
+  g.clearRect(0, 0, W, H);
+  if (!p) return;
+  const t = p.timeline, n = t.n_frames, x = (i) => (i / n) * W;
+  g.fillStyle = "#3a3f48"; g.fillRect(x(t.inverted), 0, W - x(t.inverted), H);
+  const rows = Math.max(1, Math.min(4, t.tracks.length)), rh = (H - 10) / rows;
+  t.tracks.forEach((tr, k) => {
+    g.fillStyle = `hsl(${(210 + 67 * k) % 360} 80% 62%)`;
+    tr.runs.forEach(([a, b]) => g.fillRect(x(a), (k % rows) * rh + 1, Math.max(1, x(b + 1) - x(a)), rh - 2));
+  });
+  g.fillStyle = "#d0574f";
+  t.no_face.forEach(([a, b]) => g.fillRect(x(a), H - 8, Math.max(1, x(b + 1) - x(a)), 7));
+  g.fillStyle = "#fff"; g.fillRect(x(studio.frame + 0.5) - 1, 0, 2, H);
+  $("frame-label").textContent = `${studio.frame} / ${n - 1}  ${(p.start + studio.frame / p.fps).toFixed(2)} s`;
+}
+
+function updateFaces(tracks) {
+  const sel = $("face"), want = ["all", ...tracks.map((t) => String(t.id))];
+  const have = Array.from(sel.options).map((o) => o.value);
+  if (want.join() === have.join()) return;
+  const cur = sel.value; sel.textContent = "";
+  sel.add(new Option("all faces", "all"));
+  tracks.forEach((t) => sel.add(new Option(`face ${t.id} (${t.frames} frames)`, String(t.id))));
+  sel.value = want.includes(cur) ? cur : "all";
+}
+
+// ------------------------------------------------------------------ jobs and polling
+function showJob(job, prefix) {
+  const done = job.state === "done";
+  $(`${prefix}-status`).textContent = job.state === "running" ? `${job.done} / ${job.total} frames`
+    : job.error ? `${job.state}: ${job.error}` : `${job.state} in ${job.seconds} s`;
+  if (prefix === "export") {
+    $("export-progress").hidden = !(job.state === "running"); $("export-progress").value = job.done / Math.max(1, job.total);
+    $("export-cancel").hidden = job.state !== "running";
+    if (job.command) $("command").textContent = job.command;
+    $("export-link").hidden = !done;
+    if (done) $("export-link").href = `/api/s/${studio.sid}/file/${job.id}`;
+  } else if (done && $("clip").dataset.job !== job.id) {
+    const v = $("clip"); v.dataset.job = job.id; v.hidden = false;
+    v.src = `/api/s/${studio.sid}/file/${job.id}`; v.play().catch(() => {});
+  }
+}
+
+async function poll() {
+  try {
+    const r = await fetch(`/api/s/${studio.sid}/state`);
+    if (r.status === 404) return showError((await r.json()).error);        // session gone: stop polling
+    const s = await r.json();
+    const before = studio.state;
+    studio.state = s;
+    const p = s.project;
+    if (p) {
+      $("video-name").textContent = p.video;
+      const st = p.status;
+      $("inv-progress").value = st.done / Math.max(1, st.total);
+      $("inv-text").textContent = st.state === "failed" ? `failed: ${st.error}` : `${st.state} ${st.done} / ${st.total}`;
+      $("scrub").max = Math.max(0, p.timeline.n_frames - 1);
+      updateFaces(p.timeline.tracks); drawTimeline();
+      const first = !before || !before.project || before.project.video !== p.video;
+      if (first || (!inverted(studio.frame, before) && inverted(studio.frame))) changed();
+    }
+    for (const j of s.jobs) {
+      if (j.id === studio.exportJob) showJob(j, "export");
+      if (j.id === studio.clipJob) showJob(j, "clip");
+    }
+  } catch (e) { /* the server may be restarting: try again */ }
+  setTimeout(poll, 500);
+}
+
+$("export-btn").onclick = async () => {
+  try {
+    const j = await (await call("export", { edits: studio.edits, face: $("face").value })).json();
+    studio.exportJob = j.id; showJob(j, "export");
+  } catch (e) { showError(`export: ${e.message}`); }
+};
+$("export-cancel").onclick = () => studio.exportJob && call(`cancel/${studio.exportJob}`, {}).catch(() => {});
+$("clip-btn").onclick = async () => {
+  try {
+    const j = await (await call("clip", { edits: studio.edits, face: $("face").value, frame: studio.frame,
+                                          seconds: parseFloat($("clip-seconds").value) || 2 })).json();
+    studio.clipJob = j.id; showJob(j, "clip");
+  } catch (e) { showError(`clip: ${e.message}`); }
+};
+
+// ------------------------------------------------------------------ opening a video
+function opened(info) {
+  studio.frame = 0; studio.shown = 0; studio.state = null; $("scrub").value = 0;
+  $("video-name").textContent = info.video; $("error").hidden = true;
+}
+$("open-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  try { opened(await (await call("open", { path: $("open-path").value })).json()); } catch (e) { showError(e.message); }
+};
+$("upload").onchange = async (ev) => {
+  const f = ev.target.files[0]; ev.target.value = "";
+  if (!f) return;
+  $("inv-text").textContent = `uploading ${f.name}…`;
+  try { opened(await (await call("upload", null, { body: f, name: f.name })).json()); } catch (e) { showError(e.message); }
+};
+
+(async function init() {
+  try {
+    studio.cfg = await (await call("/api/session", {})).json();
+  } catch (e) { return showError(`cannot start a session: ${e.message}`); }
+  studio.sid = studio.cfg.sid;
+  $("open-form").hidden = !studio.cfg.allow_paths;
+  const miss = studio.cfg.attributes.missing;
+  $("missing").textContent = miss.length ? `not downloaded: ${miss.join(", ")} (fsvideo weights download direction-NAME)` : "";
+  if (studio.cfg.video) $("video-name").textContent = studio.cfg.video;
+  poll();
+})();

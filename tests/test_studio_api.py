@@ -1,0 +1,438 @@
+"""`fsvideo studio` API: every endpoint, bad uploads, path traversal, sessions, drafts, export and clips.
+
+Tiny random weights in the official format (as tests/test_edit_pipeline.py) on 1 s of a shared clip.
+"""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fsvideo import RunOptions
+from fsvideo.models.random_init import random_model, save_official_checkpoints
+
+pytest.importorskip("fastapi", reason="fsvideo studio needs fastapi (pip install 'fsvideo[studio]')")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+
+CLIP = "videos/other/liveportrait-d18.mp4"
+SEFA = [{"attr": "sefa:1", "strength": 3.0}]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    model = random_model(64, seed=0)
+    enc, gen = save_official_checkpoints(model, d)
+    direction = np.random.default_rng(1).standard_normal((model.generator.n_latent, 64)).astype(np.float32)
+    np.save(d / "dir.npy", direction / np.linalg.norm(direction))
+    return dict(enc=str(enc), gen=str(gen), dir=d / "dir.npy")
+
+
+@pytest.fixture(scope="module")
+def opts(tiny):
+    return RunOptions(generator=tiny["gen"], encoder=tiny["enc"], detector="dlib", end=1.0)
+
+
+@pytest.fixture(scope="module")
+def renderer(opts):
+    from fsvideo.studio.render import Renderer
+    return Renderer(opts)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("studio")
+
+
+def make_client(opts, renderer, workdir, **kw):
+    from fastapi.testclient import TestClient
+
+    from fsvideo.studio.app import StudioConfig, create_app
+    return TestClient(create_app(StudioConfig(options=opts, workdir=workdir, **kw), renderer),
+                      base_url="http://127.0.0.1")
+
+
+@pytest.fixture
+def client(opts, renderer, workdir):
+    return make_client(opts, renderer, workdir)
+
+
+def wait_ready(c, sid, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        st = c.get(f"/api/s/{sid}/state").json()
+        if st["project"]["status"]["state"] != "inverting":
+            return st
+        time.sleep(0.2)
+    raise AssertionError("inversion did not finish")
+
+
+def opened(c, media_dir):
+    sid = c.post("/api/session").json()["sid"]
+    r = c.post(f"/api/s/{sid}/open", json={"path": str(media_dir / CLIP)})
+    assert r.status_code == 200, r.text
+    st = wait_ready(c, sid)
+    assert st["project"]["status"]["state"] == "ready", st
+    return sid, st
+
+
+def wait_job(c, sid, job_id, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        (job,) = [j for j in c.get(f"/api/s/{sid}/state").json()["jobs"] if j["id"] == job_id]
+        if job["state"] != "running":
+            return job
+        time.sleep(0.2)
+    raise AssertionError("job did not finish")
+
+
+def render(c, sid, **kw):
+    body = dict(frame=5, edits=SEFA, view="composite", quality="full")
+    body.update(kw)
+    return c.post(f"/api/s/{sid}/render", json=body)
+
+
+def pixels(r) -> np.ndarray:
+    assert r.status_code == 200, r.text
+    return np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
+
+
+def test_draft_at_full_size_is_the_generator_forward():
+    """preview.draft_decode mirrors Generator.forward: at the generator's size they agree exactly."""
+    from fsvideo.models.preview import draft_decode, draft_sizes
+    G = random_model(64, seed=0).generator.eval()
+    w = torch.randn(2, G.n_latent, G.style_dim)
+    f = torch.randn(2, *G.feature_shape(5))
+    noise = G.make_noise(3)
+    assert draft_sizes(G) == [16, 32, 64]
+    assert torch.equal(draft_decode(G, w, f, noise, 5, 64), G(w, noise=noise, features_in=f, k=5))
+    small = draft_decode(G, w, f, noise, 5, 32)
+    assert small.shape == (2, 3, 32, 32) and torch.isfinite(small).all()
+    with pytest.raises(ValueError, match="max_res"):
+        draft_decode(G, w, f, noise, 5, 8)
+    from fsvideo.models.preview import synthesize  # the full frame resumes the draft's pass
+    part = synthesize(G, w, f, noise, 5, 16)
+    assert torch.equal(synthesize(G, w, f, noise, 5, 64, start=part).skip, G(w, noise=noise, features_in=f, k=5))
+
+
+def test_full_frame_after_a_draft_is_what_export_generates(client, media_dir, renderer):
+    """The page's full frame (resumed from its draft) equals the pipeline's G(w~, F~) face, bit for bit."""
+    sid, _ = opened(client, media_dir)
+    project = client.app.state.studio.sessions[sid].project
+    edits = [("sefa:1", "sefa:1", 3.0)]
+    renderer.render(project, 4, edits, tracks=None, view="edit", draft=True)
+    got = renderer.render(project, 4, edits, tracks=None, view="edit").image
+    fl = project.latents(4)
+    from fsvideo.edits.eq1 import edit_codes
+    ex, specs = renderer.runner, renderer.specs(edits)
+    w, f = ex.map_codes(lambda w, f: edit_codes(ex.model, w, f, specs, ex.noise), torch.from_numpy(fl.w),
+                        torch.from_numpy(fl.F))
+    want = np.concatenate(list(renderer.runner.generate(w, f)), axis=1)
+    assert np.abs(got.astype(int) - want).max() <= 1           # G^K(w) cached per frame: float rounding only
+    assert np.mean(got != want) < 0.01
+
+
+def test_open_invert_timeline_and_views(client, media_dir, tiny):
+    c = client
+    cfg = c.post("/api/session").json()
+    assert cfg["draft_res"] == 32 and cfg["size"] == 64 and cfg["attributes"]["sefa"] == 10
+    assert cfg["attributes"]["missing"] == ["eyeglasses", "makeup", "smile"]   # registry names, not downloaded
+    sid, st = opened(c, media_dir)
+    tl = st["project"]["timeline"]
+    assert tl["n_frames"] == 30 and tl["inverted"] == 30 and tl["fps"] == 30
+    assert sum(t["frames"] for t in tl["tracks"]) + sum(b - a + 1 for a, b in tl["no_face"]) >= 30
+    shapes = {}
+    for view in ("original", "inversion", "edit", "composite"):
+        for q in ("draft", "full"):
+            r = render(c, sid, view=view, quality=q)
+            shapes[view, q] = pixels(r).shape
+            want = "draft" if q == "draft" and view != "original" else "full"
+            assert r.headers["x-quality"] == want
+    assert shapes["composite", "full"] == shapes["original", "full"] == (480, 480, 3)
+    assert shapes["edit", "full"] == shapes["inversion", "draft"] == (256, 256, 3)      # crop size
+    base = pixels(render(c, sid, edits=[{"attr": "sefa:1", "strength": 0.0}]))
+    edited = pixels(render(c, sid))
+    assert np.abs(base - edited).mean() > 0.5                         # the edit changes the frame
+    assert np.abs(pixels(render(c, sid, mask=True)) - edited).mean() > 0.5
+    draft = pixels(render(c, sid, quality="draft"))
+    assert np.abs(draft - edited).mean() > 0 and np.abs(draft - edited).mean() < 40   # a rough, not a random, picture
+    assert pixels(render(c, sid, face="0")).shape == (480, 480, 3)
+    from fsvideo.edits.directions import directions_home  # a fitted direction is offered
+    directions_home().mkdir(parents=True, exist_ok=True)
+    np.save(directions_home() / "myfit.npy", np.load(tiny["dir"]))
+    assert "myfit" in c.post("/api/session").json()["attributes"]["fitted"]
+    fitted = pixels(render(c, sid, edits=[{"attr": "myfit", "strength": 2.0}]))
+    assert np.abs(fitted - base).mean() > 0.5
+    r = render(c, sid, face="7")
+    assert r.status_code == 200 and r.headers["x-note"] == "no selected face in this frame"
+
+
+def test_bad_requests_are_one_line_errors(client, media_dir):
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    assert c.post(f"/api/s/{sid}/render", json={"frame": 0}).json()["error"].startswith("no video is open")
+    sid, _ = opened(c, media_dir)
+    cases = [dict(edits=[{"attr": "smile", "strength": 1}]),              # offered only when downloaded
+             dict(edits=[{"attr": "/etc/passwd", "strength": 1}]),
+             dict(edits=[{"attr": "../x.npy", "strength": 1}]),
+             dict(edits=[{"attr": "sefa:1", "strength": 1e9}]),
+             dict(frame=9999), dict(view="../../etc"), dict(face="../1")]
+    for kw in cases:
+        r = render(c, sid, **kw)
+        assert r.status_code == 400 and r.json()["error"], kw
+    assert c.post(f"/api/s/{sid}/render", content=b"frame=1",
+                  headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 422
+    assert c.get("/api/s/nope/state").status_code == 404
+    assert render(c, sid).status_code == 200                           # still serving
+
+
+def test_uploads_are_checked(opts, renderer, workdir, media_dir, tiny):
+    c = make_client(opts, renderer, workdir, max_upload_mb=0.05)
+    sid = c.post("/api/session").json()["sid"]
+
+    def up(endpoint, data, name):
+        return c.post(f"/api/s/{sid}/{endpoint}", content=data, headers={"X-Filename": name})
+    assert "not a video" in up("upload", b"#!/bin/sh\n", "evil.sh").json()["error"]
+    assert "empty" in up("upload", b"", "a.mp4").json()["error"]
+    assert "limit" in up("upload", b"\0" * 100_000, "big.mp4").json()["error"]
+    r = up("upload", b"\x00\x00\x00\x18ftypmp42 this is not a video", "../../broken.mp4")
+    assert r.status_code == 400 and "broken.mp4 cannot be opened" in r.json()["error"]
+    assert not list((workdir / "uploads").rglob("broken.mp4")) and not (workdir.parent / "broken.mp4").exists()
+    assert "not a .npy" in up("direction", b"x", "d.txt").json()["error"]
+    assert up("direction", b"garbage", "d.npy").status_code == 400
+    bad = io.BytesIO()
+    np.save(bad, np.ones((3, 3), np.float32))
+    assert up("direction", bad.getvalue(), "wrong_shape.npy").status_code == 400
+    ok = up("direction", tiny["dir"].read_bytes(), "../my dir.npy").json()
+    assert ok["name"] == "my_dir.npy" and ok["attr"].startswith("upload:")
+    # an image upload within the limit opens and inverts like a video
+    img = io.BytesIO()
+    Image.open(media_dir / "images/wild/facerec-obama.jpg").convert("RGB").resize((160, 200)).save(img, "JPEG")
+    r = up("upload", img.getvalue(), "face.jpg")
+    assert r.status_code == 200, r.text
+    st = wait_ready(c, sid)
+    assert st["project"]["is_image"] and st["project"]["status"]["state"] == "ready"
+    used = render(c, sid, frame=0, edits=[{"attr": ok["attr"], "strength": 2.0}])
+    assert used.status_code == 200
+    other = c.post("/api/session").json()["sid"]                      # uploads belong to their session
+    assert c.post(f"/api/s/{other}/command", json={"edits": [{"attr": ok["attr"], "strength": 1}]}).status_code == 400
+
+
+def test_no_path_reaches_the_filesystem(client, opts, renderer, workdir, media_dir):
+    c = client
+    sid, _ = opened(c, media_dir)
+    for url in ("/static/../app.py", "/static/..%2fapp.py", "/static/%2e%2e/%2e%2e/errors.py",
+                f"/api/s/{sid}/file/..%2f..%2fcache", f"/api/s/{sid}/file/../../etc/passwd", "/etc/passwd"):
+        r = c.get(url)
+        assert r.status_code == 404 and b"import" not in r.content, url
+    assert c.get("/static/studio.js").status_code == 200
+    assert c.get("/", headers={"Host": "evil.example:7870"}).status_code == 400     # DNS rebinding
+    remote = make_client(opts, renderer, workdir, host="0.0.0.0")
+    rs = remote.post("/api/session").json()
+    assert rs["allow_paths"] is False
+    r = remote.post(f"/api/s/{rs['sid']}/open", json={"path": str(media_dir / CLIP)})
+    assert r.status_code == 400 and "by path is off" in r.json()["error"]
+    r = c.post(f"/api/s/{sid}/open", json={"path": "/no/such/video.mp4"})
+    assert r.status_code == 400 and "no such file" in r.json()["error"]
+
+
+def test_sessions_are_independent_and_projects_shared(client, opts, renderer, workdir, media_dir):
+    c = client
+    a, _ = opened(c, media_dir)
+    b, _ = opened(c, media_dir)
+    studio = c.app.state.studio
+    assert studio.sessions[a].project is studio.sessions[b].project             # one inversion for both tabs
+    assert render(c, a, seq=5).status_code == 200
+    assert render(c, b, seq=1).status_code == 200                               # b's counter is its own
+    assert render(c, a, seq=3).status_code == 204                               # superseded in a only
+    job = c.post(f"/api/s/{a}/clip", json={"edits": SEFA, "frame": 3, "seconds": 0.5}).json()
+    assert c.get(f"/api/s/{b}/file/{job['id']}").status_code == 404             # not b's job
+    assert c.post(f"/api/s/{b}/cancel/{job['id']}").status_code == 404
+    wait_job(c, a, job["id"])
+    # a new studio on the same workdir reuses the cached latents: ready without inverting again
+    again = make_client(opts, renderer, workdir)
+    sid = again.post("/api/session").json()["sid"]
+    again.post(f"/api/s/{sid}/open", json={"path": str(media_dir / CLIP)})
+    assert again.get(f"/api/s/{sid}/state").json()["project"]["status"]["state"] == "ready"
+    assert again.app.state.studio.sessions[sid].project._thread is None
+
+
+def test_export_clip_and_command(client, media_dir, workdir):
+    from fsvideo.video import VideoReader, probe
+    c = client
+    sid, _ = opened(c, media_dir)
+    assert c.post(f"/api/s/{sid}/export", json={"edits": []}).status_code == 400
+    cmd = c.post(f"/api/s/{sid}/command", json={"edits": SEFA}).json()["command"]
+    assert cmd.startswith("fsvideo edit ") and "--latents" in cmd and "--attr sefa:1 --strength 3" in cmd
+    job = c.post(f"/api/s/{sid}/export", json={"edits": SEFA}).json()
+    done = wait_job(c, sid, job["id"])
+    assert done["state"] == "done", done
+    out = Path(done["command"].split(" -o ")[1])
+    info, src = probe(out), probe(media_dir / CLIP)
+    assert info.n_frames == 30 and info.fps == src.fps and info.has_audio
+    r = c.get(f"/api/s/{sid}/file/{job['id']}")
+    assert r.status_code == 200 and r.content == out.read_bytes()
+    one = c.post(f"/api/s/{sid}/export", json={"edits": SEFA, "face": "0"}).json()   # some faces: own latents
+    assert wait_job(c, sid, one["id"])["state"] == "done"
+    assert "--latents" in one["command"] and Path(one["command"].split(" -o ")[1]).with_suffix(".latents").is_file()
+    clip = c.post(f"/api/s/{sid}/clip", json={"edits": SEFA, "frame": 15, "seconds": 0.5}).json()
+    assert wait_job(c, sid, clip["id"])["state"] == "done"
+    r = c.get(f"/api/s/{sid}/file/{clip['id']}")
+    path = workdir / "got_clip.mp4"
+    path.write_bytes(r.content)
+    ci = probe(path)
+    assert ci.fps == src.fps and ci.has_audio and ci.n_frames == 16
+    first = next(iter(VideoReader(path))).image.astype(int)
+    diff = {i: np.abs(first - pixels(render(c, sid, frame=i))).mean() for i in (3, 7, 11)}
+    assert diff[7] < 6 and diff[7] < min(diff[3], diff[11])    # the clip starts at frame 15 - 8
+    assert c.post(f"/api/s/{sid}/clip", json={"edits": SEFA, "seconds": 60}).status_code == 400
+
+
+def test_cancel_stops_a_job_and_leaves_no_output(tmp_path):
+    from fsvideo.studio.jobs import Job
+    out = tmp_path / "x.mp4"
+    started = []
+
+    def work(progress):
+        from fsvideo.utils import atomic_output
+        with atomic_output(out) as tmp:
+            tmp.write_bytes(b"partial")
+            for i in range(1000):
+                started.append(i)
+                progress(i, 1000)
+                time.sleep(0.01)
+        return out
+    job = Job("export", work, 1000)
+    while not started:
+        time.sleep(0.01)
+    job.cancel()
+    assert job.wait(10) == "cancelled" and not out.exists() and not list(tmp_path.iterdir())
+    assert job.status()["state"] == "cancelled"
+
+
+def test_frames_not_inverted_yet_are_409(opts, renderer, tmp_path, media_dir, monkeypatch):
+    from fsvideo.studio.project import NotReady, Project
+    p = Project(media_dir / CLIP, opts, tmp_path)
+    with pytest.raises(NotReady, match="not inverted yet"):
+        p.latents(3)
+    assert p.frame(3).shape == (480, 480, 3) and p.n_frames == 30
+    monkeypatch.setattr(Project, "start_inversion", lambda self: None)         # inversion "not started yet"
+    c = make_client(opts, renderer, tmp_path / "w")
+    sid = c.post("/api/session").json()["sid"]
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(media_dir / CLIP)}).status_code == 200
+    r = render(c, sid, frame=2)
+    assert r.status_code == 409 and "frame 2 is not inverted yet" in r.json()["error"]
+    assert render(c, sid, frame=2, view="original").status_code == 200         # the source frame is shown
+    r = c.post(f"/api/s/{sid}/export", json={"edits": SEFA})
+    assert r.status_code == 400 and "still being inverted" in r.json()["error"]
+
+
+def test_cli_help_remote_warning_and_busy_port(capsys, media_dir):
+    import socket
+
+    from fsvideo.cli import main as cli_main
+    cli_main(["studio", "--help"])
+    out = capsys.readouterr().out
+    assert "fsvideo studio talk.mp4" in out and "--no-browser" in out and "--host" in out
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            cli_main(["studio", str(media_dir / CLIP), "--host", "0.0.0.0", "--port", str(port), "--no-browser"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "warning" in err and "listening on 0.0.0.0" in err
+    assert f"cannot listen on 0.0.0.0:{port}" in err and "--port" in err
+    with pytest.raises(SystemExit) as e:
+        cli_main(["studio", "/no/such.mp4", "--no-browser"])
+    assert e.value.code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_cli_serves_the_page_on_loopback(tiny, media_dir, tmp_path):
+    """`fsvideo studio VIDEO --no-browser` prints its address, serves the page and answers the API."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "fsvideo", "studio", str(media_dir / CLIP), "--no-browser", "--port", str(port),
+           "--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib", "--end", "0.5",
+           "--workdir", str(tmp_path / "w")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=Path(__file__).resolve().parents[1], env=dict(os.environ, COLUMNS="200"))
+    try:
+        line = proc.stdout.readline()
+        assert f"fsvideo studio at http://127.0.0.1:{port}/" in line, line
+        base = f"http://127.0.0.1:{port}"
+        assert "fsvideo studio" in httpx.get(base + "/").text
+        sid = httpx.post(base + "/api/session").json()["sid"]
+        st = httpx.get(f"{base}/api/s/{sid}/state").json()
+        assert st["project"]["video"] == Path(CLIP).name and st["project"]["status"]["total"] == 15
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_face_picker_edits_only_the_chosen_face(client, media_dir):
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(media_dir / "images/wild/facerec-two_people.jpg")}).is_success
+    st = wait_ready(c, sid)
+    tracks = [t["id"] for t in st["project"]["timeline"]["tracks"]]
+    assert len(tracks) >= 2 and st["project"]["timeline"]["n_frames"] == 1
+    frame = pixels(render(c, sid, frame=0, view="original"))
+    every = pixels(render(c, sid, frame=0)) != frame
+    one = pixels(render(c, sid, frame=0, face=str(tracks[0]))) != frame
+    assert one.any() and every.sum() > one.sum() and not (one & ~every).any()
+    assert render(c, sid, frame=0, view="edit").content != render(c, sid, frame=0, view="edit", face="0").content
+    cmd = c.post(f"/api/s/{sid}/command", json={"edits": SEFA, "face": str(tracks[0])}).json()["command"]
+    assert f".face{tracks[0]}." in cmd and ".latents" in cmd
+
+
+def test_frames_are_usable_while_the_video_inverts(opts, media_dir, tmp_path, monkeypatch):
+    """invert_video(on_latents=...) hands each frame over before the latents file exists; the project serves it."""
+    from dataclasses import replace
+
+    from fsvideo import invert_video
+    from fsvideo.studio import project as project_mod
+    from fsvideo.studio.project import NotReady, Project
+    p = Project(media_dir / CLIP, replace(opts, end=0.2), tmp_path)
+    monkeypatch.setattr(project_mod, "LIVE_FRAMES", 3)
+    seen = []
+
+    def hook(fl):
+        assert not p.latents_path.exists()                   # the file is written only at the end
+        p._add(fl)
+        seen.append(fl)
+        assert p.latents(fl.frame) is fl and p.timeline()["inverted"] == len(seen)
+    invert_video(media_dir / CLIP, tmp_path / "inv.mp4", latents_out=p.latents_path, options=p.options, on_latents=hook)
+    assert [fl.frame for fl in seen] == list(range(6))
+    with pytest.raises(NotReady, match="frame 0 is inverted; it is read back"):
+        p.latents(0)                                          # dropped from memory (LIVE_FRAMES = 3)
+    p._use_file()
+    assert p.state == "ready" and all(np.array_equal(p.latents(fl.frame).F, fl.F) for fl in seen)
+
+
+def test_eq1_with_known_features_of_w_is_eq1():
+    """edit_codes(features_w=G^K(w)) (the studio's per-frame cache) gives Eq. 1's codes."""
+    from fsvideo.edits.eq1 import EditSpec, edit_codes
+    model = random_model(64, seed=0)
+    G = model.generator
+    w = torch.randn(2, G.n_latent, G.style_dim)
+    f = torch.randn(2, *G.feature_shape(5))
+    noise = G.make_noise(0)
+    d = torch.randn(G.n_latent, G.style_dim)
+    edits = [EditSpec("d", d / d.norm(), 1.5)]
+    we, fe = edit_codes(model, w, f, edits, noise)
+    we2, fe2 = edit_codes(model, w, f, edits, noise, features_w=model.features(w, noise=noise))
+    assert torch.equal(we, we2) and torch.allclose(fe, fe2, atol=1e-5) and not torch.allclose(fe, f, atol=1e-3)

@@ -1,0 +1,111 @@
+"""`fsvideo studio` in a real headless Chromium: invert, drag a strength slider, see the frame change, export.
+
+Skipped when Playwright or Debian's chromium is missing (both are installed by .ci/run).
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_studio_api import CLIP, opts, tiny  # noqa: F401 - fixtures
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(opts, media_dir, tmp_path):  # noqa: F811
+    import uvicorn
+
+    from fsvideo.studio.app import StudioConfig, create_app
+    app = create_app(StudioConfig(options=opts, workdir=tmp_path / "work", video=media_dir / CLIP))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/", app
+    srv.should_exit = True
+    th.join(10)
+
+
+def _png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+def _settled(page, timeout=120_000):
+    """Wait until the shown image is the full-quality render of the latest change."""
+    page.wait_for_function("() => studio.shown === studio.seq && !studio.busy && "
+                           "document.getElementById('view').dataset.quality === 'full'", timeout=timeout)
+
+
+def test_studio_in_chromium(server, tmp_path, media_dir):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed")
+    from fsvideo.video import probe
+    url, app = server
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_function("() => /ready/.test(document.getElementById('inv-text').textContent)",
+                                   timeout=300_000)
+            _settled(page)
+            page.click("#add-edit")
+            page.select_option(".edit-row select.attr", "sefa:1")
+            _settled(page)
+            before = _png(page.locator("#view").screenshot())
+            drafts = page.evaluate("studio.drafts")
+            page.locator(".strength-slider").fill("4")              # drag the strength slider
+            _settled(page)
+            after = _png(page.locator("#view").screenshot())
+            assert page.evaluate("studio.drafts") > drafts            # a draft was shown first
+            assert np.abs(after - before).mean() > 0.5                # the frame changed
+            page.wait_for_function("() => document.getElementById('command').textContent"
+                                   ".includes('--attr sefa:1 --strength 4')", timeout=60_000)
+            page.check("input[name=view][value=edit]")
+            _settled(page)
+            page.check("input[name=view][value=composite]")
+            page.check("#mask")
+            _settled(page)
+            page.uncheck("#mask")
+            _settled(page)
+            page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
+
+            page.click("#export-btn")
+            page.wait_for_selector("#export-link:not([hidden])", timeout=300_000)
+            with page.expect_download() as dl:
+                page.click("#export-link")
+            got = tmp_path / "export.mp4"
+            dl.value.save_as(got)
+            info, src = probe(got), probe(media_dir / CLIP)
+            assert info.n_frames == 30 and info.fps == src.fps and info.has_audio
+            assert "fsvideo edit" in page.locator("#command").text_content()
+
+            other = browser.new_page()                                # a second tab: its own session
+            other.goto(url)
+            other.wait_for_function("() => studio.sid && studio.state && studio.state.project")
+            assert other.evaluate("studio.sid") != page.evaluate("studio.sid")
+            assert other.evaluate("studio.edits.length") == 0 and page.evaluate("studio.edits.length") == 1
+            assert not errors, errors
+        finally:
+            browser.close()
