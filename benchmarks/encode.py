@@ -112,7 +112,8 @@ def main() -> None:
         if not args.json:
             for r in rows[-len(args.presets):]:
                 print(f"{r['clip']:24s} {r['size']:>9s} {r['encoder']:10s} {r['preset']:9s} crf {r['crf']:2d}  "
-                      f"{r['fps']:7.1f} frames/s {r['cpu_ms_per_frame']:6.1f} CPU ms/frame  PSNR {r['psnr_db']:6.2f} dB  {r['kbit_per_frame']:8.1f} kbit/frame")
+                      f"{r['fps']:7.1f} frames/s {r['cpu_ms_per_frame']:6.1f} CPU ms/frame  "
+                      f"PSNR {r['psnr_db']:6.2f} dB  {r['kbit_per_frame']:8.1f} kbit/frame")
     if args.json:
         print(json.dumps(rows, indent=1))
 

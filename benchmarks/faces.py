@@ -26,14 +26,20 @@ import sys
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from fsvideo.faces import (DlibDetector, FaceStabilizer, align_face, align_face_fast,  # noqa: E402
-                           align_quad_fast, landmark_mask, paste_back)
+from fsvideo.faces import (  # noqa: E402
+    DlibDetector,
+    FaceStabilizer,
+    align_face,
+    align_face_fast,
+    align_quad_fast,
+    landmark_mask,
+    paste_back,
+)
 from fsvideo.faces.align import quad_size  # noqa: E402
 from fsvideo.faces.jitter import crop_jitter  # noqa: E402
 from fsvideo.faces.stabilize import stabilize_sequence, stabilizer_options  # noqa: E402

@@ -167,8 +167,8 @@ def check_weights() -> tuple[bool, str]:
 
 def check_pipeline(workdir: Path | None = None) -> tuple[bool, str]:
     """Edit the synthetic clip with a tiny random model through the real pipeline."""
-    from fsvideo.models.random_init import random_model, save_official_checkpoints
     from fsvideo import EditRequest, RunOptions, edit_video
+    from fsvideo.models.random_init import random_model, save_official_checkpoints
     from fsvideo.video import probe
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         d = Path(d)

@@ -8,16 +8,16 @@ import time
 
 import numpy as np
 import pytest
+from tiny_weights import make_tiny
 
 from fsvideo.cli import main as cli_main
+from fsvideo.edits.requests import EditRequest
 from fsvideo.errors import InputError
 from fsvideo.pipeline import batch as batch_mod
 from fsvideo.pipeline.batch import BatchJob, expand_inputs, run_batch
-from fsvideo.edits.requests import EditRequest
 from fsvideo.pipeline.edit import RunOptions
 from fsvideo.pipeline.manifest import STATE_DIR, TABLE_NAME
 from fsvideo.video import VideoReader
-from tiny_weights import make_tiny
 
 CLIPS = ["videos/other/pyfeat-single_face.mp4", "videos/other/cremad-1001_DFA_ANG_XX.flv"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from tiny_weights import make_tiny
 
 from fsvideo.pipeline.manifest import STATE_DIR, TABLE_NAME
 from fsvideo.video import VideoReader
-from tiny_weights import make_tiny
 
 pytest.importorskip("torch.distributed")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 
-from conftest import SHARED
 from fsvideo.edits import EditSpec, as_wplus_direction, edit_codes
 from fsvideo.edits.directions import EDIT_STEP
 from fsvideo.models.encoder import downscale_to

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_weights import make_tiny
 
+from fsvideo import EditRequest, RunOptions, edit_video, invert_video
 from fsvideo.cli import main as cli_main
 from fsvideo.errors import InputError, OutputError
-from fsvideo import EditRequest, RunOptions, edit_video, invert_video
 from fsvideo.models.random_init import random_model, save_official_checkpoints
 from fsvideo.video import VideoReader, probe
-from tiny_weights import make_tiny
 
 CLIP = "videos/other/pyfeat-single_face.mp4"
 
@@ -209,8 +209,8 @@ def test_edit_step_of_the_config_scales_eq1(tiny):
     """ModelConfig.edit_step reaches Eq. 1: step 30 with strength 1 is step 15 with strength 2."""
     import torch
 
-    from fsvideo.edits.eq1 import EditSpec, edit_codes
     from fsvideo.edits.directions import load_direction
+    from fsvideo.edits.eq1 import EditSpec, edit_codes
     from fsvideo.models.execution import ModelExecutor
     from fsvideo.models.loading import load_feature_style_model
     from fsvideo.pipeline import Components

@@ -9,8 +9,15 @@ import PIL
 import pytest
 from PIL import Image
 
-from fsvideo.faces import (align_face, align_face_fast, align_quad_fast, ffhq_geometry, ffhq_quad, quad_matrix,
-                           transform_points)
+from fsvideo.faces import (
+    align_face,
+    align_face_fast,
+    align_quad_fast,
+    ffhq_geometry,
+    ffhq_quad,
+    quad_matrix,
+    transform_points,
+)
 from fsvideo.faces import quad_size as qsize_of
 
 REF_PILLOW = "13.0.0"  # the Pillow release the reference crops were made with (expected.json meta)

@@ -5,8 +5,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fsvideo.faces import (FACE_LABELS, DlibDetector, MaskSmoother, align_face, align_face_fast, face_mask,
-                           landmark_mask, parsing_mask, paste_back, warp_to_frame)
+from fsvideo.faces import (
+    FACE_LABELS,
+    DlibDetector,
+    MaskSmoother,
+    align_face,
+    align_face_fast,
+    face_mask,
+    landmark_mask,
+    parsing_mask,
+    paste_back,
+    warp_to_frame,
+)
 
 ROUND_TRIP_PSNR_DB = 33.0  # measured 34-36 dB on facerec-obama.jpg (1024 crop of a ~480 px face)
 

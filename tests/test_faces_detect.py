@@ -158,8 +158,14 @@ def test_fan_heatmap_decoding_finds_the_peaks():
 
 def test_registry_lists_checks_and_orders_auto(no_fan_cache):
     """Names, help, availability and `auto` come from one table; a new entry joins `auto` when asked."""
-    from fsvideo.faces.registry import (DetectorEntry, detector_entries, detector_help, detector_names,
-                                        register_detector, unregister_detector)
+    from fsvideo.faces.registry import (
+        DetectorEntry,
+        detector_entries,
+        detector_help,
+        detector_names,
+        register_detector,
+        unregister_detector,
+    )
     assert detector_names() == ("auto", "fan", "dlib", "dlib-cnn")
     checks = {e.name: e.check() for e in detector_entries()}
     assert checks["dlib"] == (True, "ready") and checks["fan"][0] is False and "fan-2d" in checks["fan"][1]

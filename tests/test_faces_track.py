@@ -36,7 +36,7 @@ def test_missed_detections_keep_the_id():
     for t in range(10):
         tr.update([_face(100 + 3 * t, 100)])
     first = tr.active[0].track_id
-    for t in range(10, 14):  # 4 frames missed while moving on
+    for _ in range(10, 14):  # 4 frames missed while moving on
         tr.update([])
     f = _face(100 + 3 * 14, 100)
     tr.update([f])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_helpers import nets_for, tiny_config
 
 from fsvideo.errors import ConfigError
 from fsvideo.models.encoder import FeatureStyleEncoder
@@ -11,7 +12,6 @@ from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.models.stylegan2 import Generator
 from fsvideo.train.data import make_batch
 from fsvideo.train.trainer import Trainer
-from train_helpers import nets_for, tiny_config
 
 
 @pytest.fixture(scope="module")

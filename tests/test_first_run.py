@@ -8,12 +8,11 @@ import sys
 
 import click
 import pytest
+from test_weights import SMILE_SHA, server, smile_bytes  # noqa: F401  (fixtures)
 
 from fsvideo import weights as W
 from fsvideo.errors import WeightsError
 from fsvideo.weights import Source
-
-from test_weights import SMILE_SHA, server, smile_bytes  # noqa: F401  (fixtures)
 
 MISSING = ("weights `direction-smile` are missing; run `fsvideo weights download direction-smile` "
            "(or `fsvideo weights import direction-smile FILE`)")

@@ -9,8 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fsvideo.metrics.consistency import (ConsistencyAccumulator, id_similarity, identity_consistency,
-                                         similarity_to_reference)
+from fsvideo.metrics.consistency import (
+    ConsistencyAccumulator,
+    id_similarity,
+    identity_consistency,
+    similarity_to_reference,
+)
 
 
 def test_ic_exact_on_constructed_embeddings():

@@ -8,8 +8,15 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from fsvideo.metrics.evaluate import ClipEvaluator, evaluate_clips, pair_metrics
-from fsvideo.metrics.results import (ClipResult, MixedNetworksError, ResultsCache, read_csv, read_json,
-                                     write_csv, write_json)
+from fsvideo.metrics.results import (
+    ClipResult,
+    MixedNetworksError,
+    ResultsCache,
+    read_csv,
+    read_json,
+    write_csv,
+    write_json,
+)
 from fsvideo.metrics.summary import summarize
 
 SINGLE = "videos/other/pyfeat-single_face.mp4"

@@ -1,7 +1,6 @@
 """Identity networks for ID similarity and IC: dlib's descriptor on real faces, ArcFace plumbing, selection."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -9,7 +8,7 @@ from PIL import Image
 
 from fsvideo.errors import InputError, WeightsError
 from fsvideo.metrics.consistency import id_similarity
-from fsvideo.metrics.identity import (ArcFaceIdentity, DlibIdentity, IdentityNetwork, check_crops, load_identity)
+from fsvideo.metrics.identity import ArcFaceIdentity, DlibIdentity, IdentityNetwork, check_crops, load_identity
 
 
 def _aligned_face(image: np.ndarray, size: int = 256):

@@ -206,8 +206,8 @@ def test_low_precision_runs_in_that_dtype_and_stays_close_to_fp32(model, batch, 
 
 def test_resolve_edits_sefa_and_unknown(model):
     from fsvideo.config import ModelConfig
-    from fsvideo.edits.sefa import sefa_directions
     from fsvideo.edits.requests import EditRequest, resolve_edits
+    from fsvideo.edits.sefa import sefa_directions
     specs = resolve_edits([EditRequest("sefa:2", 1.5), EditRequest("sefa:0", -1.0)], ModelConfig(), model)
     ref = sefa_directions(model.generator, k=3)
     assert torch.equal(specs[0].direction, ref[2]) and torch.equal(specs[1].direction, ref[0])

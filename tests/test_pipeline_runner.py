@@ -11,8 +11,19 @@ import numpy as np
 import pytest
 
 from fsvideo.errors import ConfigError, InputError, PipelineError
-from fsvideo.pipeline import (Components, FunctionStage, Stage, build_chain, check_chain, load_chain_spec,
-                              max_in_flight, register_stage, registered_stages, run_chain, run_pipeline)
+from fsvideo.pipeline import (
+    Components,
+    FunctionStage,
+    Stage,
+    build_chain,
+    check_chain,
+    load_chain_spec,
+    max_in_flight,
+    register_stage,
+    registered_stages,
+    run_chain,
+    run_pipeline,
+)
 from fsvideo.pipeline.chain import PIPELINES_DIR
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from fsvideo.edits import EditSpec, as_wplus_direction
-from fsvideo.models.random_init import random_model
-from fsvideo.models.stylegan2 import ModulatedConv2d
 from fsvideo.edits.eq1 import edit_codes
 from fsvideo.models.execution import ModelExecutor, crop_size
+from fsvideo.models.random_init import random_model
+from fsvideo.models.stylegan2 import ModulatedConv2d
 from fsvideo.utils import pick_dtype
 
 CASES = [("cpu", "fp32", torch.float32), ("cpu", "bf16", torch.bfloat16),

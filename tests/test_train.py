@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from train_helpers import image_size, nets_for, small_faces, tiny_config
 
 from fsvideo.errors import ConfigError, InputError, OutputError, WeightsError
 from fsvideo.models.arcface import ArcFace
@@ -18,12 +19,17 @@ from fsvideo.models.bisenet import BiSeNet
 from fsvideo.models.loading import load_encoder_checkpoint, load_generator_checkpoint, read_checkpoint
 from fsvideo.train.config import load_train_config, train_config_from_dict
 from fsvideo.train.data import StepSampler, make_batch
-from fsvideo.train.losses import (IdentityLoss, MultiScaleLPIPS, ParsingLoss, downsample, feature_reconstruction,
-                                  mse_per_sample)
+from fsvideo.train.losses import (
+    IdentityLoss,
+    MultiScaleLPIPS,
+    ParsingLoss,
+    downsample,
+    feature_reconstruction,
+    mse_per_sample,
+)
 from fsvideo.train.nets import build_generator, build_nets, init_encoder_from_arcface
 from fsvideo.train.optim import StepDecay, build_optimizer
 from fsvideo.train.trainer import Trainer, feature_scale_at
-from train_helpers import image_size, nets_for, small_faces, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -382,8 +388,9 @@ def test_face_losses_in_a_run_leave_the_loss_networks_frozen(faces, tmp_path):
 
 
 def test_cli_train_then_resume(faces, tmp_path):
-    from fsvideo.cli import cli
     from train_helpers import TINY, merge
+
+    from fsvideo.cli import cli
     cfg_path = tmp_path / "t.yaml"
     cfg_path.write_text(yaml.safe_dump({"train": merge(TINY, {"data": {"real_dir": str(faces)},
                                                               "schedule": {"epochs": 1, "iters_per_epoch": 3}})}))

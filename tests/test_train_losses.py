@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_helpers import nets_for, tiny_config
 
 from fsvideo.train.data import make_batch
 from fsvideo.train.trainer import Trainer
-from train_helpers import nets_for, tiny_config
 
 PAPER_WEIGHTS = {"mse": 1.0, "lpips": 0.2, "feature": 0.01, "identity": 0.1, "parsing": 0.1}   # Eqs. 5 and 8
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import nets_for, small_faces, tiny_config
 
 from fsvideo.models.loading import load_encoder_checkpoint
 from fsvideo.train import checkpoint as ckpt
 from fsvideo.train.trainer import Trainer
-from train_helpers import nets_for, small_faces, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,6 @@ from fsvideo.utils import atomic_output
 from fsvideo.video import ImageWriter, VideoReader, VideoWriter, probe, write_image
 from fsvideo.video.synth import make_test_clip, pattern
 
-
 # ------------------------------------------------------------------------------------------ helpers
 
 def packets(path, kind: str):

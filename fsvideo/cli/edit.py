@@ -83,8 +83,14 @@ def _progress(quiet: bool, what: str):
         return
     import time
 
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     cols = [TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
             TextColumn("{task.fields[fps]} fps"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     bar = Progress(*cols, console=console)

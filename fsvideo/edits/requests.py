@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from fsvideo.config import ModelConfig
-from fsvideo.weights import resolve as resolve_weights
 from fsvideo.edits.directions import load_direction, user_direction_path
 from fsvideo.edits.eq1 import EditSpec
 from fsvideo.errors import InputError
 from fsvideo.models.fse import FeatureStyleModel
+from fsvideo.weights import resolve as resolve_weights
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,14 @@ import numpy as np
 
 from fsvideo.errors import InputError
 from fsvideo.faces.align import check_landmarks, ffhq_quad
-from fsvideo.faces.smoothing import (DEFAULT_SMOOTHING_S, STABILIZERS, GaussianStage, Item, parse_stabilize,
-                                     stabilizer_options)
+from fsvideo.faces.smoothing import (
+    DEFAULT_SMOOTHING_S,
+    STABILIZERS,
+    GaussianStage,
+    Item,
+    parse_stabilize,
+    stabilizer_options,
+)
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,7 @@ import numpy as np
 
 from fsvideo.faces.align import AlignedFace, align_quad, align_quad_fast
 from fsvideo.faces.detect import Face, FaceDetector, check_image
-from fsvideo.faces.stabilize import (DEFAULT_SMOOTHING_S, MISSING_POLICIES, MultiFaceStabilizer,
-                                     stabilizer_options)
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, MISSING_POLICIES, MultiFaceStabilizer, stabilizer_options
 from fsvideo.faces.track import FaceSelector, FaceTracker
 
 log = logging.getLogger(__name__)

@@ -185,7 +185,7 @@ class FaceTracker:
         """Cost [lost, faces] of reviving each lost track with each face (inf: not allowed)."""
         cost = np.full((len(self.lost), len(faces)), np.inf)
         if self.embedder is not None and image is not None:
-            for j, f in enumerate(faces):
+            for f in faces:
                 f._descriptor = self._descriptor(image, f)  # type: ignore[attr-defined]
             for i, t in enumerate(self.lost):
                 if t.descriptor is None:

@@ -47,7 +47,7 @@ from fsvideo.metrics.inversion import Inverter
 from fsvideo.metrics.perceptual import LPIPS
 from fsvideo.metrics.psnr import mse, psnr
 from fsvideo.metrics.ravdess import parse_ravdess_name
-from fsvideo.metrics.results import (ClipResult, EvalSettings, ResultsCache, sha256_file, skipped)
+from fsvideo.metrics.results import ClipResult, EvalSettings, ResultsCache, sha256_file, skipped
 from fsvideo.metrics.ssim import ssim
 
 log = logging.getLogger(__name__)

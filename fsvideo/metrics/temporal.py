@@ -306,8 +306,8 @@ class TemporalEvaluator:
 
     def _frame(self, done, out_image: np.ndarray, st: _Clip) -> None:
         """One finished frame: background, flicker against the previous frame, crops for identity/jitter."""
-        from fsvideo.faces.align import align_quad_fast, quad_size
         from fsvideo.faces import crop_jitter  # (faces.stabilize here, faces.jitter on newer trees)
+        from fsvideo.faces.align import align_quad_fast, quad_size
         src = done.image
         if out_image.shape != src.shape:
             raise InputError(f"frame {done.index} of the edited video is {out_image.shape[1]}x{out_image.shape[0]}, "

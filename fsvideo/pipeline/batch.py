@@ -32,14 +32,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fsvideo.distributed import ProcessGroup, device_for, env_info, shard
-from fsvideo.errors import FsvideoError, InputError
 from fsvideo.edits.requests import EditRequest
+from fsvideo.errors import FsvideoError, InputError
 from fsvideo.pipeline.edit import edit_video
 from fsvideo.pipeline.invert import invert_video
 from fsvideo.pipeline.jobs import default_output, read_span
+from fsvideo.pipeline.manifest import (
+    TABLE_NAME,
+    Manifest,
+    file_record,
+    input_identity,
+    settings_key,
+    settings_of,
+    write_json,
+)
 from fsvideo.pipeline.options import RunOptions
-from fsvideo.pipeline.manifest import (TABLE_NAME, Manifest, file_record, input_identity, settings_key, settings_of,
-                                       write_json)
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,17 @@ from pathlib import Path
 
 from fsvideo.edits.requests import EditRequest, resolve_edits
 from fsvideo.errors import InputError
-from fsvideo.pipeline.jobs import (ProgressFn, RunSummary, check_output, default_output, is_image_name,
-                                   model_identity, prepare, run_job, summarise)
+from fsvideo.pipeline.jobs import (
+    ProgressFn,
+    RunSummary,
+    check_output,
+    default_output,
+    is_image_name,
+    model_identity,
+    prepare,
+    run_job,
+    summarise,
+)
 from fsvideo.pipeline.options import RunOptions
 from fsvideo.utils import atomic_output, check_input_file
 

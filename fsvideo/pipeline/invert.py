@@ -9,8 +9,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fsvideo.pipeline.jobs import (ProgressFn, RunSummary, check_output, default_output, is_image_name,
-                                   model_identity, prepare, run_job, summarise)
+from fsvideo.pipeline.jobs import (
+    ProgressFn,
+    RunSummary,
+    check_output,
+    default_output,
+    is_image_name,
+    model_identity,
+    prepare,
+    run_job,
+    summarise,
+)
 from fsvideo.pipeline.options import RunOptions
 from fsvideo.utils import atomic_output, check_input_file, check_output_path
 

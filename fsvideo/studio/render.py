@@ -48,8 +48,8 @@ class Renderer:
 
     def __init__(self, options, draft_res: int | None = None, model=None):
         from fsvideo.config import ModelConfig, load_config, resolve_config_path
-        from fsvideo.models.preview import draft_sizes
         from fsvideo.models.execution import ModelExecutor, crop_size
+        from fsvideo.models.preview import draft_sizes
         from fsvideo.pipeline.jobs import face_parser, load_model
         from fsvideo.utils import pick_device, pick_dtype
         self.options = options
@@ -168,7 +168,7 @@ class Renderer:
                 out = paste_back(out, c, fl.matrix[j], m, poisson=self.options.blend == "poisson")
         if mask:
             out = out.copy()
-            for c, m, j in zip(crops, masks, sel):
+            for m, j in zip(masks, sel):
                 warped = warp_to_frame(np.zeros((self.crop, self.crop, 3), np.uint8), fl.matrix[j], m, out.shape)
                 if warped is not None:
                     x0, y0, _, a = warped

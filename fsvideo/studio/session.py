@@ -143,8 +143,8 @@ class Studio:
         return out
 
     def attributes(self) -> dict:
-        from fsvideo.edits.directions import directions_home
         from fsvideo.config import resolve_weights
+        from fsvideo.edits.directions import directions_home
         released, missing = [], []
         for name, ref in sorted(self.renderer.cfg.directions.items()):
             try:

@@ -40,11 +40,19 @@ from fsvideo.errors import ConfigError, OutputError
 from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.train import checkpoint as ckpt
 from fsvideo.train.config import TrainConfig, dump_train_config, load_train_config
-from fsvideo.train.data import (Batch, RealImages, encoder_input, list_images, make_batch, random_noise, real_batches,
-                                step_generator, synthetic_images)
+from fsvideo.train.data import (
+    Batch,
+    RealImages,
+    encoder_input,
+    list_images,
+    make_batch,
+    random_noise,
+    real_batches,
+    step_generator,
+    synthetic_images,
+)
 from fsvideo.train.logs import JsonlLog, TensorBoard, save_grid
-from fsvideo.train.losses import (IdentityLoss, MultiScaleLPIPS, ParsingLoss, feature_reconstruction,
-                                  mse_per_sample)
+from fsvideo.train.losses import IdentityLoss, MultiScaleLPIPS, ParsingLoss, feature_reconstruction, mse_per_sample
 from fsvideo.train.nets import TrainNets, build_nets
 from fsvideo.train.optim import StepDecay, build_optimizer
 from fsvideo.utils import pick_device

@@ -8,8 +8,7 @@
 * :mod:`.images`   still images (a one-frame video) read and written with Pillow
 * :mod:`.synth`    synthetic test clips
 """
-from fsvideo.video.encoders import (DEFAULT_PRESET, PRESETS, VIDEO_CODECS, VIDEO_EXTENSIONS, codec_report,
-                                    nvenc_usable)
+from fsvideo.video.encoders import DEFAULT_PRESET, PRESETS, VIDEO_CODECS, VIDEO_EXTENSIONS, codec_report, nvenc_usable
 from fsvideo.video.images import IMAGE_EXTENSIONS, ImageWriter, read_image, write_image
 from fsvideo.video.probe import VIDEO_INPUT_EXTENSIONS, VideoInfo, probe
 from fsvideo.video.reader import Frame, VideoReader, upright

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from collections.abc import Iterator
 
 import av
 import av.error

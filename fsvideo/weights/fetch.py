@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import html
-import importlib
 import http.client
 import http.cookiejar
+import importlib
 import logging
 import os
 import re
