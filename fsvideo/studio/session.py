@@ -143,7 +143,7 @@ class Studio:
         return out
 
     def attributes(self) -> dict:
-        from fsvideo.config import resolve_weights
+        from fsvideo.weights import resolve as resolve_weights
         from fsvideo.edits.directions import directions_home
         released, missing = [], []
         for name, ref in sorted(self.renderer.cfg.directions.items()):
