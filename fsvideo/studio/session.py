@@ -143,8 +143,8 @@ class Studio:
         return out
 
     def attributes(self) -> dict:
-        from fsvideo.weights import resolve as resolve_weights
         from fsvideo.edits.directions import directions_home
+        from fsvideo.weights import resolve as resolve_weights
         released, missing = [], []
         for name, ref in sorted(self.renderer.cfg.directions.items()):
             try:
