@@ -47,8 +47,8 @@ import numpy as np  # noqa: E402
 
 from fsvideo.faces import (DlibDetector, Face, FaceStabilizer, align_face, align_face_fast,  # noqa: E402
                            align_quad_fast, landmark_mask, paste_back)
-from fsvideo.faces.align import ffhq_quad, quad_size  # noqa: E402
-from fsvideo.faces.jitter import crop_jitter  # noqa: E402
+from fsvideo.faces.align import quad_size  # noqa: E402
+from fsvideo.faces.jitter import crop_jitter, landmark_distance, track_jitter  # noqa: E402
 from fsvideo.faces.keyframes import DEFAULT_DETECT_EVERY, KeyframeDetector, ShotCuts, keyframe_interval  # noqa: E402
 from fsvideo.faces.registry import DEFAULT_DETECT_SIDE  # noqa: E402
 from fsvideo.faces.stream import FaceAligner  # noqa: E402
@@ -221,31 +221,11 @@ def _aligned(frames, faces, fps, stabilize):
     return [(ff.index, ff.faces[0] if ff.faces else None) for ff in done]
 
 
-def _lm_distance(lm, refs) -> float | None:
-    """Mean distance (px at 256) of landmarks [68, 2] to the nearest of ``refs`` (per-frame faces)."""
-    if lm is None or not refs:
-        return None
-    ref = min((f.landmarks for f in refs), key=lambda r: float(np.linalg.norm(r.mean(0) - lm.mean(0))))
-    return float(np.linalg.norm(lm - ref, axis=1).mean()) * 256.0 / ffhq_quad(ref)[1]
-
-
 def _quality(out, per_frame, cuts) -> tuple[float, float, int]:
     """(jitter, distance to per-frame detection, frames with a face) of one aligned run."""
-    runs, prev = [], None                       # runs of consecutive frames of one track, split at cuts
-    for i, f in out:
-        if f is None:
-            prev = None
-            continue
-        if prev is None or f.track_id != prev or i in cuts:
-            runs.append([])
-        runs[-1].append(f.aligned)
-        prev = f.track_id
-    runs = [r for r in runs if len(r) > 1]
-    jit = [(crop_jitter([a.image for a in r], [a.landmarks for a in r]), len(r) - 1) for r in runs]
-    jitter = float(np.average([j for j, _ in jit], weights=[n for _, n in jit])) if jit else float("nan")
     dist = [d for i, f in out if f is not None
-            for d in [_lm_distance(f.landmarks, per_frame[i])] if d is not None]
-    return jitter, float(np.mean(dist)) if dist else float("nan"), sum(f is not None for _, f in out)
+            for d in [landmark_distance(f.landmarks, [p.landmarks for p in per_frame[i]])] if d is not None]
+    return track_jitter(out, cuts), float(np.mean(dist)) if dist else float("nan"), sum(f is not None for _, f in out)
 
 
 def _tracking(media: Path, clips, n: int, detect_every) -> None:
@@ -262,7 +242,7 @@ def _tracking(media: Path, clips, n: int, detect_every) -> None:
         keyed, fps_kf = _timed(kd, frames)
         sc = ShotCuts()
         cuts = {i for i, im in enumerate(frames) if sc.push(im) and i}
-        rep = [_lm_distance(f[0].landmarks + [3, 5], per_frame[i])
+        rep = [landmark_distance(f[0].landmarks + [3, 5], [p.landmarks for p in per_frame[i]])
                for i in range(0, len(frames), 4) for f in [det.detect(frames[i][5:, 3:])] if f]
         rep = [d for d in rep if d is not None]
         q = {}

@@ -8,9 +8,16 @@ search; the 68-point fit in a known box costs about 1 ms.  :class:`KeyframeDetec
 
 1. **Keyframes** run the wrapped detector unchanged (their faces *are* the per-frame detection):
    the first frame, every ``every`` frames, a shot cut, and any frame where tracking is unsure.
-2. **Other frames** move each face's box from the previous frame with pyramidal Lucas-Kanade
-   optical flow of its brow, eye and nose landmarks (forward and backward, inside the face's region
-   only), then fit the 68 landmarks in the moved box.
+2. **Other frames** move each face's previous landmarks into this frame with pyramidal Lucas-Kanade
+   optical flow of its brow, eye and nose points (forward and backward, on the face's region shrunk
+   to a ~40 px eye distance; a least-squares similarity of the followed points), place a box on them
+   the way the detector places its boxes on landmarks (the mean over all keyframe detections so far
+   of the box's centre offset and size in units of the landmarks' RMS radius: a box drawn from the
+   detector's average, not from one keyframe's quantised HOG box), and fit the 68 landmarks in it,
+   averaged over that box and two copies shifted by ``fit_shift`` (the fit depends on its box;
+   averaging brings it nearer the per-frame detections, with less jitter).  The faces are marked
+   :attr:`~fsvideo.faces.detect.Face.tracked`, so the stabiliser does not run its own flow
+   refinement on them a second time (measured: that doubled the distance to per-frame detection).
 3. **Tracking confidence** is checked on every tracked face; any failure makes the frame a keyframe:
    too few landmarks followed with a small forward-backward error (``max_fb_error`` eye distances),
    a scale step out of ``max_scale_step``, the fitted landmarks far from the flow-moved ones
