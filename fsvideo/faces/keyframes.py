@@ -193,6 +193,9 @@ class KeyframeDetector(FaceDetector):
             two copies shifted by this fraction of its size (0: one fit).
     """
 
+    #: Keeps state from frame to frame: a pipeline must run it in one worker, frames in order.
+    stateful = True
+
     def __init__(self, detector: FaceDetector, every: int = 30, *, cuts: bool = True,
                  max_fb_error: float = 0.05, min_followed: float = 0.6, max_scale_step: float = 1.15,
                  max_fit_error: float = 0.12, min_inside: float = 0.7, fit_shift: float = 0.03):
