@@ -17,6 +17,19 @@ For each clip (first N frames of ../shared/media/videos/other/<clip>; lt-FP00654
     pixels (how far the crop trails or undershoots a moving head).
 
 ``--only stabilise`` skips the timings.
+
+``--only tracking`` compares per-frame detection with keyframe detection + tracking
+(:class:`~fsvideo.faces.keyframes.KeyframeDetector`, ``--detect-every``) on the first ``--frames``
+(default 300) frames of the issue-11 clips, and prints a markdown table:
+
+* detect-stage frames/s of each (the wrapped dlib HOG on a 640 px copy, as ``edit`` runs it), and
+  their ratio, measured in the same run (the machine's load average is printed);
+* jitter (``crop_jitter`` at 256 px, over runs of one track, split at shot cuts) of the stabilised
+  crops (as ``edit`` aligns them) and of the raw ones;
+* the mean landmark distance (px at 256) of the stabilised landmarks to the raw per-frame
+  detection, with, for scale, the per-frame detector's own repeatability: the same detector on the
+  frame shifted by (3, 5) px (every 4th frame);
+* frames with a face, and the full detections the keyframe mode ran (with why).
 """
 from __future__ import annotations
 
@@ -31,19 +44,21 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from fsvideo.faces import (  # noqa: E402
-    DlibDetector,
-    FaceStabilizer,
-    align_face,
-    align_face_fast,
-    align_quad_fast,
-    landmark_mask,
-    paste_back,
-)
+from fsvideo.faces import DlibDetector, Face, FaceStabilizer, align_face, align_face_fast, align_quad_fast, landmark_mask, paste_back  # noqa: E402
 from fsvideo.faces.align import quad_size  # noqa: E402
-from fsvideo.faces.jitter import crop_jitter  # noqa: E402
+from fsvideo.faces.jitter import crop_jitter, landmark_distance, track_jitter  # noqa: E402
+from fsvideo.faces.keyframes import DEFAULT_DETECT_EVERY, KeyframeDetector, ShotCuts, keyframe_interval  # noqa: E402
+from fsvideo.faces.registry import DEFAULT_DETECT_SIDE  # noqa: E402
 from fsvideo.faces.stabilize import stabilize_sequence, stabilizer_options  # noqa: E402
+from fsvideo.faces.stream import FaceAligner  # noqa: E402
 from fsvideo.video import VideoReader  # noqa: E402
+
+DEFAULT_CLIPS = ["pyfeat-single_face.mp4", "liveportrait-d18.mp4",
+                 "styleganex-pexels-anthony-shkraba-production-8136210.mp4", "cremad-1001_DFA_ANG_XX.flv",
+                 "lt-FP006542HD02.mp4"]
+#: Clips of ``--only tracking``: 480p, 1080p, multi-shot, occluded, face leaving and coming back.
+TRACKING_CLIPS = ["liveportrait-d18.mp4", "lt-FP006542HD02.mp4", "facerec-short_hamilton_clip.mp4",
+                  "pyfeat-WolfgangLanger_Pexels.mp4", "pyfeat-face_noface.mov"]
 
 
 def _ms(fn, items, repeat: int = 1) -> float:
@@ -80,11 +95,11 @@ def _frames(path: Path, n: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=60)
-    ap.add_argument("--clips", nargs="+", default=["pyfeat-single_face.mp4", "liveportrait-d18.mp4",
-                                                    "styleganex-pexels-anthony-shkraba-production-8136210.mp4",
-                                                    "cremad-1001_DFA_ANG_XX.flv", "lt-FP006542HD02.mp4"])
-    ap.add_argument("--only", choices=["stabilise"], default=None, help="run only this part")
+    ap.add_argument("--frames", type=int, default=None, help="frames per clip (60; 300 with --only tracking)")
+    ap.add_argument("--clips", nargs="+", default=None, help="clip names in ../shared/media/videos/other")
+    ap.add_argument("--only", choices=["stabilise", "tracking"], default=None, help="run only this part")
+    ap.add_argument("--detect-every", default=DEFAULT_DETECT_EVERY,
+                    help="keyframe interval of --only tracking (seconds, or 12f frames)")
     ap.add_argument("--shared", default=os.environ.get("FSVIDEO_SHARED", str(REPO.parent / "shared")))
     args = ap.parse_args()
     try:
@@ -95,6 +110,11 @@ def main() -> None:
     import cv2
     cv2.setNumThreads(1)
     media = Path(args.shared) / "media" / "videos" / "other"
+    if args.only == "tracking":
+        _tracking(media, args.clips or TRACKING_CLIPS, args.frames or 300, args.detect_every)
+        return
+    args.clips = args.clips or DEFAULT_CLIPS
+    args.frames = args.frames or 60
     print(f"CPU threads: 1 (cv2, torch); first {args.frames} frames of each clip")
     for clip in args.clips:
         frames, fps = _frames(media / clip, args.frames)
@@ -176,6 +196,73 @@ def _stabilisers(frames, lms, ok, fps) -> None:
     print(f"  stabilisers over {run_end} frames (jitter: px at 256; lag: frames; offset: px at 256):")
     for name, j, lag, off in rows:
         print(f"    {name:44s} jitter {j:6.3f} ({j / rows[0][1]:4.0%})  lag {lag:+5.2f}  offset {off:5.2f}")
+
+def _copy(faces):
+    return [Face(box=f.box.copy(), score=f.score, landmarks=f.landmarks.copy(), tracked=f.tracked) for f in faces]
+
+
+def _timed(det, frames):
+    """Each frame's faces and the detector's frames/s over ``frames``."""
+    t = time.perf_counter()
+    out = [det.detect(im) for im in frames]
+    return out, len(frames) / (time.perf_counter() - t)
+
+
+def _aligned(frames, faces, fps, stabilize):
+    """FaceAligner (policy largest, 256 px crops) on precomputed faces: [(index, TrackedFace | None)]."""
+    fa = FaceAligner(None, fps, output_size=256, stabilize=stabilize)
+    done = []
+    for i, (im, fs) in enumerate(zip(frames, faces)):
+        done += fa.push(i, im, _copy(fs))
+    done += fa.flush()
+    return [(ff.index, ff.faces[0] if ff.faces else None) for ff in done]
+
+
+def _quality(out, per_frame, cuts) -> tuple[float, float, int]:
+    """(jitter, distance to per-frame detection, frames with a face) of one aligned run."""
+    dist = [d for i, f in out if f is not None
+            for d in [landmark_distance(f.landmarks, [p.landmarks for p in per_frame[i]])] if d is not None]
+    return track_jitter(out, cuts), float(np.mean(dist)) if dist else float("nan"), sum(f is not None for _, f in out)
+
+
+def _tracking(media: Path, clips, n: int, detect_every) -> None:
+    """Per-frame detection vs keyframes + tracking: speed, jitter, distance (see the docstring)."""
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    rows = []
+    for clip in clips:
+        frames, fps = _frames(media / clip, n)
+        h, w = frames[0].shape[:2]
+        det = DlibDetector(max_side=DEFAULT_DETECT_SIDE)
+        every = keyframe_interval(detect_every, fps)
+        per_frame, fps_pf = _timed(det, frames)
+        kd = KeyframeDetector(det, every)
+        keyed, fps_kf = _timed(kd, frames)
+        sc = ShotCuts()
+        cuts = {i for i, im in enumerate(frames) if sc.push(im) and i}
+        rep = [landmark_distance(f[0].landmarks + [3, 5], [p.landmarks for p in per_frame[i]])
+               for i in range(0, len(frames), 4) for f in [det.detect(frames[i][5:, 3:])] if f]
+        rep = [d for d in rep if d is not None]
+        q = {}
+        for name, faces in (("pf", per_frame), ("kf", keyed)):
+            for stab in (True, False):
+                q[name + ("+stab" if stab else "")] = _quality(_aligned(frames, faces, fps, stab), per_frame, cuts)
+        rows.append((clip, f"{w}x{h}", len(frames), every, fps_pf, fps_kf, q, float(np.mean(rep)) if rep else
+                     float("nan"), sum(bool(f) for f in per_frame), kd.stats))
+        print(f"  {clip}: per-frame {fps_pf:.1f} frames/s, keyframes {fps_kf:.1f} frames/s; {kd.stats}", flush=True)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"\nDetect stage (dlib HOG at {DEFAULT_DETECT_SIDE} px + 68 landmarks), --detect-every {detect_every}; "
+          "jitter: crop px at 256 (stabilised / raw); distance: mean landmark px at 256 to per-frame "
+          "detection (stabilised); repeat: per-frame detector vs itself on the frame shifted 3, 5 px\n")
+    print("| clip | size | frames | per-frame fps | keyframe fps | ratio | jitter per-frame | jitter keyframe "
+          "| distance per-frame | distance keyframe | repeat | frames with face (pf / kf) | full detections |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for clip, size, nf, _every, fpf, fkf, q, rep, _found, st in rows:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(st.reasons.items()))
+        print(f"| {clip} | {size} | {nf} | {fpf:.1f} | {fkf:.1f} | {fkf / fpf:.1f}x "
+              f"| {q['pf+stab'][0]:.3f} / {q['pf'][0]:.3f} | {q['kf+stab'][0]:.3f} / {q['kf'][0]:.3f} "
+              f"| {q['pf+stab'][1]:.2f} | {q['kf+stab'][1]:.2f} | {rep:.2f} "
+              f"| {q['pf+stab'][2]} / {q['kf+stab'][2]} | {st.keyframes} ({why}) |")
+
 
 if __name__ == "__main__":
     main()

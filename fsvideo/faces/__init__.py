@@ -3,7 +3,9 @@
 Modules: ``registry`` (the detectors by name: add one there), ``detect`` (dlib / FAN backends,
 68 landmarks), ``align`` (FFHQ alignment, exact and fast,
 with the exact transform), ``track`` (track ids, face selection), ``stabilize`` (streaming temporal
-stabiliser), ``smoothing`` (the temporal filters, named stabilisers), ``jitter`` (crop jitter measure),
+stabiliser), ``keyframes`` (full detection on keyframes and shot cuts, optical-flow tracking in
+between: :class:`KeyframeDetector`, ``--detect-every``), ``smoothing`` (the temporal filters, named
+stabilisers), ``jitter`` (crop jitter measure),
 ``blend`` (masks, paste-back), ``stream`` (:class:`FaceAligner`: all of it on a stream),
 ``frontend`` (the one front end of ``edit`` / ``invert``, ``align`` and ``metrics``: frame sampling,
 :class:`VideoFaces`, :func:`photo_faces`).
@@ -47,14 +49,7 @@ from fsvideo.faces.blend import (
 from fsvideo.faces.detect import DlibDetector, Face, FaceDetector, FanDetector, fan_available, fan_weight_paths
 from fsvideo.faces.frontend import VideoFaces, photo_faces, sample_frames, sampled_count
 from fsvideo.faces.jitter import crop_jitter
-from fsvideo.faces.registry import (
-                                 DEFAULT_DETECT_SIDE,
-                                 DetectorEntry,
-                                 detector_entries,
-                                 detector_names,
-                                 make_detector,
-                                 register_detector,
-)
+from fsvideo.faces.keyframes import DEFAULT_DETECT_EVERY, KeyframeDetector, KeyframeStats, ShotCuts, keyframe_interval, with_keyframes
 from fsvideo.faces.stabilize import (
                                  DEFAULT_SMOOTHING_S,
                                  MISSING_POLICIES,
@@ -77,6 +72,7 @@ __all__ = [
     "VideoFaces", "photo_faces", "sample_frames", "sampled_count",
     "DEFAULT_DETECT_SIDE", "DetectorEntry", "detector_entries", "detector_names", "make_detector",
     "register_detector",
+    "DEFAULT_DETECT_EVERY", "KeyframeDetector", "KeyframeStats", "ShotCuts", "keyframe_interval", "with_keyframes",
     "DEFAULT_SMOOTHING_S", "MISSING_POLICIES", "STABILIZERS", "FaceStabilizer", "MultiFaceStabilizer",
     "StabilizedFrame", "crop_jitter", "parse_stabilize", "stabilize_sequence", "stabilizer_options",
     "AlignStats", "FaceAligner", "FrameFaces", "TrackedFace",

@@ -54,12 +54,16 @@ class Face:
         score: detector confidence (backend specific scale; higher is surer).
         landmarks: float64 [68, 2] ``(x, y)`` iBUG 68-point landmarks in image pixels, or None.
         track_id: identity through a clip, set by :class:`fsvideo.faces.track.FaceTracker`.
+        tracked: True when the landmarks were fitted in a box followed by optical flow from the
+            previous frame (:class:`~fsvideo.faces.keyframes.KeyframeDetector`) rather than found by
+            a full detection; the stabiliser then skips its own flow refinement (already done).
     """
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray | None = None
     track_id: int | None = None
+    tracked: bool = False
 
     @property
     def area(self) -> float:
@@ -92,6 +96,13 @@ class FaceDetector(abc.ABC):
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """:meth:`detect` on each image (backends that can batch override this)."""
         return [self.detect(im) for im in images]
+
+    def landmarks_in_boxes(self, image: np.ndarray, boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """float64 [68, 2] landmarks of the face in each float [4] ``(x0, y0, x1, y1)`` box of
+        ``image``, without searching for faces: the cheap half of :meth:`detect` that
+        :class:`~fsvideo.faces.keyframes.KeyframeDetector` runs on tracked boxes between keyframes.
+        Backends without it raise NotImplementedError (they then detect on every frame)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot fit landmarks in given boxes")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -140,6 +151,21 @@ def _dlib_cnn():
     return dlib.cnn_face_detection_model_v1(str(dlib_model_path("mmod_human_face_detector.dat")))
 
 
+#: Margin (fraction of the box size) of the crop :meth:`DlibDetector.landmarks_in_boxes` fits in:
+#: wide enough that the 68-point model's pixel samples (around the mean shape) all fall inside it.
+_FIT_MARGIN = 0.25
+
+
+def dlib_grey(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W] grey of uint8 [H, W, 3] ``image`` by dlib's rule, ``(r + g + b) // 3`` (the
+    68-point model fitted on it gives exactly the landmarks of the RGB image)."""
+    import cv2
+    # floor(s / 3) == round(s / 3 - 1 / 3) for integer s: cv2.transform rounds, with an offset column.
+    m = np.array([[1 / 3, 1 / 3, 1 / 3, -1 / 3]], dtype=np.float32)
+    out = cv2.transform(np.ascontiguousarray(image), m)
+    return out.reshape(image.shape[:2])
+
+
 class DlibDetector(FaceDetector):
     """dlib HOG (or MMOD CNN) face detector + dlib's 68-point shape predictor.
 
@@ -168,11 +194,30 @@ class DlibDetector(FaceDetector):
         self._det = _dlib_cnn() if cnn else dlib.get_frontal_face_detector()
         self._sp = _dlib_shape_predictor()
 
-    def _landmarks(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def _landmarks(self, image: np.ndarray, box: np.ndarray, origin=(0, 0)) -> np.ndarray:
         import dlib
-        r = dlib.rectangle(int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
+        ox, oy = origin
+        r = dlib.rectangle(int(round(box[0])) - ox, int(round(box[1])) - oy, int(round(box[2])) - ox,
+                           int(round(box[3])) - oy)
         s = self._sp(image, r)
-        return np.array([[s.part(i).x, s.part(i).y] for i in range(68)], dtype=np.float64)
+        return np.array([[s.part(i).x + ox, s.part(i).y + oy] for i in range(68)], dtype=np.float64)
+
+    def landmarks_in_boxes(self, image: np.ndarray, boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The 68-point fit in each box, on a grey crop around the boxes made with dlib's own
+        RGB-to-grey rule (``(r + g + b) // 3``): the same landmarks as on the full RGB frame (tested),
+        about 40 % faster, because dlib then reads one channel per sampled pixel."""
+        image = check_image(image)
+        if not len(boxes):
+            return []
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        m = _FIT_MARGIN * float(np.max(b[:, 2:] - b[:, :2]))
+        h, w = image.shape[:2]
+        x0, y0 = int(max(0, np.floor(b[:, 0].min() - m))), int(max(0, np.floor(b[:, 1].min() - m)))
+        x1, y1 = int(min(w, np.ceil(b[:, 2].max() + m))), int(min(h, np.ceil(b[:, 3].max() + m)))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return [self._landmarks(np.ascontiguousarray(image), box) for box in b]
+        grey = dlib_grey(image[y0:y1, x0:x1])
+        return [self._landmarks(grey, box, (x0, y0)) for box in b]
 
     def _faces(self, image: np.ndarray, boxes: list[tuple[np.ndarray, float]]) -> list[Face]:
         return _sorted([Face(box=b, score=float(sc), landmarks=self._landmarks(image, b))
@@ -345,6 +390,10 @@ class FanDetector(FaceDetector):
 
     def detect(self, image: np.ndarray) -> list[Face]:
         return self.detect_batch([image])[0]
+
+    def landmarks_in_boxes(self, image: np.ndarray, boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        image = np.ascontiguousarray(check_image(image))
+        return self._landmarks([(image, np.asarray(b, dtype=np.float64)) for b in boxes])
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Boxes per image, then one batched FAN pass over every face of every image."""

@@ -88,7 +88,9 @@ class VideoFaces:
         every, max_frames: frame sampling (:func:`sample_frames`).
         detect_batch: frames per detector call (batching detectors such as FAN use it).
         **aligner: :class:`~fsvideo.faces.stream.FaceAligner` options (``policy``, ``stabilize``,
-            ``sigma_s``, ``on_missing``, ``method``...); the defaults are ``invert``'s.
+            ``sigma_s``, ``on_missing``, ``method``, ``detect_every``...); the defaults are
+            ``invert``'s.  ``detect_every`` (e.g. ``"1s"``) detects on keyframes and tracks between
+            them (:mod:`fsvideo.faces.keyframes`).
 
     Iterating decodes the file once (streamed; memory bounded by the stabiliser's look-ahead) and
     yields :class:`~fsvideo.faces.stream.FrameFaces` with ``time`` set; :attr:`stats` counts them.

@@ -42,3 +42,38 @@ def crop_jitter(crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray], po
             motions.append(float(np.linalg.norm((q - p).reshape(-1, 2)[ok], axis=1).mean()))
         prev = nxt
     return float(np.mean(motions)) if motions else float("nan")
+
+
+def track_jitter(faces, cuts=()) -> float:
+    """:func:`crop_jitter` over a clip's aligned faces, averaged over its runs (weighted by pairs).
+
+    ``faces``: one entry per frame in order, ``(index, face)`` with ``face`` a
+    :class:`~fsvideo.faces.stream.TrackedFace` or None.  A run is consecutive frames of one track id;
+    it also ends at the frame indices in ``cuts`` (flow across a shot cut measures nothing).
+    NaN when no run has two frames.
+    """
+    runs, prev = [], None
+    for i, f in faces:
+        if f is None:
+            prev = None
+            continue
+        if prev is None or f.track_id != prev or i in cuts:
+            runs.append([])
+        runs[-1].append(f.aligned)
+        prev = f.track_id
+    runs = [r for r in runs if len(r) > 1]
+    if not runs:
+        return float("nan")
+    return float(np.average([crop_jitter([a.image for a in r], [a.landmarks for a in r]) for r in runs],
+                            weights=[len(r) - 1 for r in runs]))
+
+
+def landmark_distance(landmarks: np.ndarray, references: Sequence[np.ndarray], size: int = 256) -> float | None:
+    """Mean distance of float [68, 2] ``landmarks`` to the nearest of ``references`` (each [68, 2],
+    e.g. a frame's per-frame detections), in pixels of a ``size`` crop of that reference (its FFHQ
+    quad side maps to ``size``); None without references."""
+    from fsvideo.faces.align import ffhq_quad
+    if landmarks is None or not len(references):
+        return None
+    ref = min(references, key=lambda r: float(np.linalg.norm(r.mean(0) - landmarks.mean(0))))
+    return float(np.linalg.norm(landmarks - ref, axis=1).mean()) * size / ffhq_quad(ref)[1]

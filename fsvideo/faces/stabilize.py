@@ -185,15 +185,16 @@ class FaceStabilizer:
 
     # ------------------------------------------------------------------------------------- stage A
 
-    def _refine(self, image: np.ndarray | None, lm: np.ndarray) -> np.ndarray:
-        """Lucas-Kanade refinement of detected ``lm`` from the previous frame's landmarks."""
+    def _refine(self, image: np.ndarray | None, lm: np.ndarray, apply: bool = True) -> np.ndarray:
+        """Lucas-Kanade refinement of detected ``lm`` from the previous frame's landmarks
+        (``apply=False``: only keep this frame for the next one's refinement)."""
         if not self.optical_flow or image is None:
             return lm
         import cv2
         gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
         prev_gray, prev_lm = self._prev_gray, self._prev_lm
         self._prev_gray = gray
-        if prev_gray is None or prev_lm is None or prev_gray.shape != gray.shape:
+        if not apply or prev_gray is None or prev_lm is None or prev_gray.shape != gray.shape:
             return lm
         eye = max(_eye_distance(prev_lm), 1.0)
         s = max(5, int(eye / 4))
@@ -220,7 +221,7 @@ class FaceStabilizer:
             out.append(Item(i, None, "missing", -1))
         return out
 
-    def _stage_a(self, index: int, image, landmarks) -> list[Item]:
+    def _stage_a(self, index: int, image, landmarks, refine: bool = True) -> list[Item]:
         """Flow refinement and gap decisions; returns items in order."""
         if landmarks is None:
             if self.optical_flow and image is not None:
@@ -239,7 +240,7 @@ class FaceStabilizer:
         cut = self._is_cut(lm)
         if cut:
             self._prev_lm = None
-        lm = self._refine(image, lm)
+        lm = self._refine(image, lm, refine)
         self._prev_lm = lm
         out: list[Item] = []
         if self._gap:
@@ -290,14 +291,16 @@ class FaceStabilizer:
             return StabilizedFrame(s.index, self._held.landmarks, self._held.quad, "held")
         return StabilizedFrame(s.index, None, None, "missing")
 
-    def push(self, index: int, image: np.ndarray | None, landmarks) -> list[StabilizedFrame]:
+    def push(self, index: int, image: np.ndarray | None, landmarks, *, refine: bool = True) -> list[StabilizedFrame]:
         """Add frame ``index`` (uint8 [H, W, 3] RGB ``image``, needed for the optical flow; its
-        [68, 2] ``landmarks`` or None when no face was detected); return the frames now finished."""
+        [68, 2] ``landmarks`` or None when no face was detected); return the frames now finished.
+        ``refine=False`` skips the flow refinement of this frame's landmarks (they were tracked by
+        flow already: :attr:`~fsvideo.faces.detect.Face.tracked`)."""
         index = int(index)
         if self._last_index is not None and index <= self._last_index:
             raise ValueError(f"frame index {index} after {self._last_index}: indices must increase")
         self._last_index = index
-        return self._stage_bc(self._stage_a(index, image, landmarks), final=False)
+        return self._stage_bc(self._stage_a(index, image, landmarks, refine), final=False)
 
     def flush(self) -> list[StabilizedFrame]:
         """Finish every remaining frame (call at the end of the stream)."""
@@ -381,12 +384,14 @@ class MultiFaceStabilizer:
     def push(self, index: int, image: np.ndarray | None,
              faces) -> list[tuple[int, list[tuple[int, StabilizedFrame]]]]:
         """Add one frame's faces (each with ``track_id`` and ``landmarks``); return finished frames."""
-        by_id = {}
+        by_id, tracked = {}, set()
         for f in faces:
             if f.track_id is None:
                 raise ValueError("MultiFaceStabilizer needs faces with track_id set (use FaceTracker.update)")
             if f.landmarks is not None:
                 by_id[int(f.track_id)] = f.landmarks
+                if getattr(f, "tracked", False):
+                    tracked.add(int(f.track_id))
         for tid in by_id:
             if tid not in self.stabs:
                 self.stabs[tid] = FaceStabilizer(self.fps, **self.kwargs)
@@ -395,7 +400,7 @@ class MultiFaceStabilizer:
         for tid in list(self.stabs):
             st = self.stabs[tid]
             lm = by_id.get(tid)
-            self._collect(tid, st.push(index, image, lm))
+            self._collect(tid, st.push(index, image, lm, refine=tid not in tracked))
             self.absent[tid] = 0 if lm is not None else self.absent.get(tid, 0) + 1
             if self.on_missing != "hold" and self.absent[tid] > max(self.retire, st.max_gap):
                 self._collect(tid, st.flush())

@@ -10,7 +10,7 @@ A long video edited on several processes (``torchrun ... fsvideo edit long.mp4 -
 3. :func:`join_segments` copies the packets of the span files one after the other into the final
    file, moving each span's timestamps by where it starts.  No frame is decoded or re-encoded, and
    the audio packets (each span file holds the source audio packets that start inside its span,
-   copied as is by :class:`~fsvideo.video.io.VideoWriter`) come back exactly as a single run copies
+   copied as is by :class:`~fsvideo.video.VideoWriter`) come back exactly as a single run copies
    them: together the spans hold every packet once.
 
 The span files must come from the same encoder settings (same codec parameters); the join checks
@@ -69,7 +69,7 @@ class SpanWriter:
     """Passes to ``writer`` only the frames whose time is in ``[start, end)``; the rest was context.
 
     Args:
-        writer: a :class:`~fsvideo.video.io.VideoWriter` made with the same ``start`` / ``end``.
+        writer: a :class:`~fsvideo.video.VideoWriter` made with the same ``start`` / ``end``.
         info: the source's VideoInfo (time base and start time turn ``pts`` into seconds).
         start, end: the span (seconds, player clock; None: open).
 
@@ -108,7 +108,7 @@ class SpanWriter:
 
 
 def _clock_ticks(seconds: float, tb: Fraction) -> int:
-    """Where a :class:`~fsvideo.video.io.VideoWriter` with ``start`` puts its t=0, in ticks of ``tb``.
+    """Where a :class:`~fsvideo.video.VideoWriter` with ``start`` puts its t=0, in ticks of ``tb``.
 
     The writer subtracts ``floor(offset_s / tb + 1e-9)`` from every source timestamp (video and
     copied audio alike).

@@ -2,7 +2,7 @@
 
 A run's stages are busiest at the end of a video (the last batches go through the networks, the
 blender and the encoder) while its decoder is already done.  :class:`PrefetchReader` wraps a
-:class:`~fsvideo.video.io.VideoReader` and, once :meth:`start` is called (a batch calls it when the
+:class:`~fsvideo.video.VideoReader` and, once :meth:`start` is called (a batch calls it when the
 current video's decoder runs dry), decodes up to ``depth`` frames into a bounded queue; the run of
 that video then takes its first frames from the queue and the rest as they are decoded.
 
