@@ -26,6 +26,8 @@ class RunOptions:
         batch_size: faces per network call.
         detector: ``auto`` or a registered detector name (:mod:`fsvideo.faces.registry`).
         detect_batch: frames per detector call (FAN batches the faces of all of them in one pass).
+        detect_every: full face detection every N seconds (``1``, ``"0.5s"``) or frames (``"12f"``) and
+            on shot cuts, optical-flow tracking in between; ``0`` (default): detect on every frame.
         face: ``largest``, a track id, or ``all``.
         on_missing: frames without a face: ``passthrough`` (kept unedited), ``hold`` (last face
             kept), ``error``.
@@ -56,6 +58,7 @@ class RunOptions:
     batch_size: int = 4
     detector: str = "auto"
     detect_batch: int = 1
+    detect_every: float | str = 0
     face: str = "largest"
     on_missing: str = "passthrough"
     stabilize: float | str = DEFAULT_SMOOTHING_S
@@ -86,7 +89,7 @@ def stage_options(opts: RunOptions) -> dict[str, dict[str, Any]]:
     """
     nets = {"batch_size": opts.batch_size}
     return {
-        "detect": {"batch_size": opts.detect_batch},
+        "detect": {"batch_size": opts.detect_batch, "detect_every": opts.detect_every},
         "track_align": {"face": opts.face, "stabilize": opts.stabilize, "on_missing": opts.on_missing,
                         "method": opts.align_method},
         "encode": nets,
