@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from fsvideo.cli._face_options import STABILIZE_HELP, StabilizeValue, detector_o
 from fsvideo.errors import InputError, OutputError
 from fsvideo.faces.registry import DEFAULT_DETECT_SIDE
 from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S
+from fsvideo.utils import atomic_dir
 
 JSON_NAME = "alignment.json"
 
@@ -35,44 +34,25 @@ def _ranges(indices: list[int], step: int = 1) -> list[list[int]]:
     return out
 
 
-class _OutDir:
-    """A folder written under a temporary name beside ``out`` and renamed into place at the end."""
-
-    def __init__(self, out: Path, overwrite: bool):
-        self.out = out
-        self.overwrite = overwrite
-        if out.exists():
-            if not out.is_dir():
-                raise OutputError(f"{out} exists and is not a folder", hint="choose another --out")
-            if any(out.iterdir()):
-                if not overwrite:
-                    raise OutputError(f"{out} already exists and is not empty",
-                                      hint="pass --overwrite to replace it, or choose another --out")
-                others = sorted(p.name for p in out.iterdir()
-                                if not (p.is_file() and (p.suffix == ".png" or p.name == JSON_NAME)))
-                if others:
-                    raise OutputError(f"{out} holds files fsvideo align did not write "
-                                      f"({', '.join(others[:3])}...)",
-                                      hint="choose another --out; --overwrite only replaces an align output")
-        parent = out.parent if str(out.parent) else Path(".")
-        if not parent.is_dir():
-            raise OutputError(f"output folder {parent} does not exist",
-                              hint="create it first or choose another --out")
-        if not os.access(parent, os.W_OK):
-            raise OutputError(f"output folder {parent} is not writable", hint="choose another --out")
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
-
-    def commit(self) -> None:
-        trash = None
-        if self.out.exists():
-            trash = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, trash)
-        os.replace(self.tmp, self.out)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """``--out`` may be new, or (with ``--overwrite``) a folder that holds only an earlier align output."""
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"{out} exists and is not a folder", hint="choose another --out")
+        if any(out.iterdir()):
+            if not overwrite:
+                raise OutputError(f"{out} already exists and is not empty",
+                                  hint="pass --overwrite to replace it, or choose another --out")
+            others = sorted(p.name for p in out.iterdir()
+                            if not (p.is_file() and (p.suffix == ".png" or p.name == JSON_NAME)))
+            if others:
+                raise OutputError(f"{out} holds files fsvideo align did not write ({', '.join(others[:3])}...)",
+                                  hint="choose another --out; --overwrite only replaces an align output")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist", hint="create it first or choose another --out")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable", hint="choose another --out")
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -162,22 +142,18 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
     method = method if method != "auto" else ("fast" if kind == "video" else "exact")
     det = make_detector(detector, device, max_side=detect_size or None)
     err_console.print(f"face detector: [bold]{det.name}[/]", highlight=False)
-    od = _OutDir(out, overwrite)
+    _check_out_dir(out, overwrite)
     t0 = time.perf_counter()
-    try:
+    with atomic_dir(out, overwrite=True) as tmp:     # an existing `out` was checked above
         if kind == "video":
-            doc = _align_video(input_path, od.tmp, det, size, policy, 0.0 if no_stabilize else stabilize, method,
+            doc = _align_video(input_path, tmp, det, size, policy, 0.0 if no_stabilize else stabilize, method,
                                on_missing, every, max_frames)
         else:
-            doc = _align_images(files, od.tmp, det, size, policy, method)
+            doc = _align_images(files, tmp, det, size, policy, method)
         doc.update(input=str(input_path), kind=kind, output_size=size, method=method, detector=det.name,
                    face=str(policy))
         doc["summary"]["seconds"] = round(time.perf_counter() - t0, 2)
-        (od.tmp / JSON_NAME).write_text(json.dumps(doc, indent=1))
-        od.commit()
-    except BaseException:
-        od.abort()
-        raise
+        (tmp / JSON_NAME).write_text(json.dumps(doc, indent=1))
     s = doc["summary"]
     console.print(f"[green]aligned[/] {s['faces_written']} face(s) from {s['frames']} "
                   f"{'frame' if kind == 'video' else 'image'}(s) -> {out}  "

@@ -25,42 +25,20 @@ A video (bounded look-ahead, see :mod:`fsvideo.faces.stream`)::
         for done in fa.push(frame.index, frame.image):
             ...   # done.faces: [TrackedFace(track_id, status, aligned, landmarks, detection)]
 """
-from fsvideo.faces.align import (
-                                 AlignedFace,
-                                 align_face,
-                                 align_face_fast,
-                                 align_quad,
-                                 align_quad_fast,
-                                 ffhq_geometry,
-                                 ffhq_quad,
-                                 quad_matrix,
-                                 quad_size,
-                                 transform_points,
-)
-from fsvideo.faces.blend import (
-                                 FACE_LABELS,
-                                 MaskSmoother,
-                                 face_mask,
-                                 landmark_mask,
-                                 parsing_mask,
-                                 paste_back,
-                                 warp_to_frame,
-)
+from fsvideo.faces.align import (AlignedFace, align_face, align_face_fast, align_quad, align_quad_fast,
+                                 ffhq_geometry, ffhq_quad, quad_matrix, quad_size, transform_points)
+from fsvideo.faces.blend import (FACE_LABELS, MaskSmoother, face_mask, landmark_mask, parsing_mask, paste_back,
+                                 warp_to_frame)
 from fsvideo.faces.detect import DlibDetector, Face, FaceDetector, FanDetector, fan_available, fan_weight_paths
 from fsvideo.faces.frontend import VideoFaces, photo_faces, sample_frames, sampled_count
 from fsvideo.faces.jitter import crop_jitter
-from fsvideo.faces.keyframes import DEFAULT_DETECT_EVERY, KeyframeDetector, KeyframeStats, ShotCuts, keyframe_interval, with_keyframes
-from fsvideo.faces.stabilize import (
-                                 DEFAULT_SMOOTHING_S,
-                                 MISSING_POLICIES,
-                                 STABILIZERS,
-                                 FaceStabilizer,
-                                 MultiFaceStabilizer,
-                                 StabilizedFrame,
-                                 parse_stabilize,
-                                 stabilize_sequence,
-                                 stabilizer_options,
-)
+from fsvideo.faces.keyframes import (DEFAULT_DETECT_EVERY, KeyframeDetector, KeyframeStats, ShotCuts,
+                                     keyframe_interval, with_keyframes)
+from fsvideo.faces.registry import (DEFAULT_DETECT_SIDE, DetectorEntry, detector_entries, detector_names,
+                                    make_detector, register_detector)
+from fsvideo.faces.stabilize import (DEFAULT_SMOOTHING_S, MISSING_POLICIES, STABILIZERS, FaceStabilizer,
+                                     MultiFaceStabilizer, StabilizedFrame, parse_stabilize, stabilize_sequence,
+                                     stabilizer_options)
 from fsvideo.faces.stream import AlignStats, FaceAligner, FrameFaces, TrackedFace
 from fsvideo.faces.track import DlibFaceEmbedder, FaceSelector, FaceTracker, box_iou, parse_policy, select_faces
 

@@ -19,12 +19,12 @@ import importlib.util
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from fsvideo.errors import InputError, WeightsError
+from fsvideo.utils import atomic_output
 from fsvideo.weights.registry import REGISTRY, Source, WeightsEntry, entry
 
 log = logging.getLogger(__name__)
@@ -75,16 +75,8 @@ def read_manifest() -> dict:
 
 
 def _write_manifest(files: Mapping[str, Any]) -> None:
-    h = home(create=True)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=h)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": 1, "files": dict(files)}, f, indent=2, sort_keys=True)
-        os.replace(tmp, h / MANIFEST)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_output(home(create=True) / MANIFEST, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"version": 1, "files": dict(files)}, indent=2, sort_keys=True))
 
 
 def record(name: str, file: Path, sha: str, *, source: str, verified: bool, converted: bool = False,
