@@ -11,7 +11,7 @@ from PIL import Image
 
 from fsvideo.errors import InputError, WeightsError
 from fsvideo.faces import DlibDetector, Face, FanDetector, make_detector
-from fsvideo.faces.detect import fan_weight_paths
+from fsvideo.faces.fan import fan_weight_paths
 
 
 def _img(path) -> np.ndarray:
@@ -143,7 +143,7 @@ def test_fan_backend_runs_from_cached_weights(no_fan_cache, media_dir):
 
 def test_fan_heatmap_decoding_finds_the_peaks():
     """Heatmap peaks placed at known image points decode back to them (within a heatmap pixel)."""
-    from fsvideo.faces.detect import _decode_heatmaps
+    from fsvideo.faces.fan import _decode_heatmaps
     rng = np.random.default_rng(1)
     center, scale = np.array([320.0, 240.0]), 1.5  # 300 image px onto 64 heatmap px
     side = 200.0 * scale

@@ -107,7 +107,7 @@ def test_arcface_and_bisenet(evil):
 
 def test_fan_and_s3fd(evil):
     pytest.importorskip("face_alignment")
-    from fsvideo.faces.detect import FanDetector
+    from fsvideo.faces.fan import FanDetector
     from fsvideo.models.checkpoints import load_fan, load_s3fd, s3fd_detector
     f, marker = evil
     _refused(lambda: load_fan(f), marker)

@@ -1,8 +1,8 @@
 """Faces: detection with 68 landmarks, tracking, FFHQ alignment, temporal stabilisation and paste-back.
 
-Modules: ``registry`` (the detectors by name: add one there), ``detect`` (dlib / FAN backends,
-68 landmarks), ``align`` (FFHQ alignment, exact and fast,
-with the exact transform), ``track`` (track ids, face selection), ``stabilize`` (streaming temporal
+Modules: ``registry`` (the detectors by name: add one there), ``detect`` (the detector interface with
+68 landmarks, and dlib), ``fan`` (face-alignment's FAN), ``align`` (FFHQ alignment, exact and fast, with
+the exact transform), ``track`` (track ids, face selection), ``stabilize`` (streaming temporal
 stabiliser), ``keyframes`` (full detection on keyframes and shot cuts, optical-flow tracking in
 between: :class:`KeyframeDetector`, ``--detect-every``), ``smoothing`` (the temporal filters, named
 stabilisers), ``jitter`` (crop jitter measure),
@@ -29,7 +29,8 @@ from fsvideo.faces.align import (AlignedFace, align_face, align_face_fast, align
                                  ffhq_geometry, ffhq_quad, quad_matrix, quad_size, transform_points)
 from fsvideo.faces.blend import (FACE_LABELS, MaskSmoother, face_mask, landmark_mask, parsing_mask, paste_back,
                                  warp_to_frame)
-from fsvideo.faces.detect import DlibDetector, Face, FaceDetector, FanDetector, fan_available, fan_weight_paths
+from fsvideo.faces.detect import DlibDetector, Face, FaceDetector
+from fsvideo.faces.fan import FanDetector, fan_available, fan_weight_paths
 from fsvideo.faces.frontend import VideoFaces, photo_faces, sample_frames, sampled_count
 from fsvideo.faces.jitter import crop_jitter
 from fsvideo.faces.keyframes import (DEFAULT_DETECT_EVERY, KeyframeDetector, KeyframeStats, ShotCuts,

@@ -85,9 +85,9 @@ class DetectorEntry:
 
 
 _BUILTIN = (
-    DetectorEntry("fan", "fsvideo.faces.detect:FanDetector",
+    DetectorEntry("fan", "fsvideo.faces.fan:FanDetector",
                   "2D-FAN-4 landmarks (face_alignment) on S3FD boxes; needs `fsvideo weights download fan-2d`",
-                  available="fsvideo.faces.detect:fan_status", auto=True),
+                  available="fsvideo.faces.fan:fan_status", auto=True),
     DetectorEntry("dlib", "fsvideo.faces.detect:dlib_hog",
                   "dlib HOG boxes + dlib 68-point shape predictor (CPU, nothing to download)",
                   available="fsvideo.faces.detect:dlib_status", auto=True),
