@@ -1,4 +1,4 @@
-"""Temporal quality of ``fsvideo edit`` outputs: stabilisation off / default / strong, alpha vs Poisson blending.
+"""Temporal quality of ``fsvideo edit`` outputs: stabilisers, alpha vs Poisson blending, keyframe tracking.
 
 Run:  python benchmarks/temporal.py [--seconds 1] [--clips pyfeat-single_face.mp4 cremad-1001_DFA_ANG_XX.flv]
 
@@ -37,12 +37,14 @@ from fsvideo.models.random_init import random_model, save_official_checkpoints  
 
 
 def _settings():
-    """(label, RunOptions overrides): stabilisation strengths with alpha blending, then Poisson."""
+    """(label, RunOptions overrides): stabilisers with alpha blending, Poisson, keyframe tracking."""
     default = fsvideo.RunOptions().stabilize
     return [("stabilise off", {"stabilize": 0.0}),
             (f"stabilise default ({default:g} s)", {}),
-            ("stabilise strong (0.1 s, official)", {"stabilize": 0.1}),
-            ("Poisson blending (default stabilise)", {"blend": "poisson"})]
+            ("stabilise strong (0.1 s)", {"stabilize": 0.1}),
+            ("official filter (--stabilize official)", {"stabilize": "official"}),
+            ("Poisson blending (default stabilise)", {"blend": "poisson"}),
+            ("keyframe tracking (--detect-every 1)", {"detect_every": 1})]
 
 
 def _tiny(folder: Path) -> tuple[str, str, str]:
