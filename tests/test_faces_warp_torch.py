@@ -113,8 +113,9 @@ def test_several_faces_paste_in_order(hd):
     ga, gb = 255 - a.image, a.image[::-1].copy()
     ma, mb = landmark_mask(a.landmarks, 256), landmark_mask(b.landmarks, 256)
     want = paste_back(paste_back(frame, ga, a.matrix, ma), gb, b.matrix, mb)
-    got = paste_back_torch(frame, [ga, torch.from_numpy(gb)], [a.matrix, b.matrix], [ma, mb],
-                           frame_tensor=frame_to_tensor(frame))
+    ft = frame_to_tensor(frame)
+    got = paste_back_torch(frame, [ga, torch.from_numpy(gb)], [a.matrix, b.matrix], [ma, mb], frame_tensor=ft)
+    assert torch.equal(ft, frame_to_tensor(frame))                     # the caller's upload is not written into
     reach = _reach(ga, a.matrix, ma, frame.shape) | _reach(gb, b.matrix, mb, frame.shape)
     d = np.abs(got.astype(int) - want)
     assert d[reach].mean() < 1.0, d[reach].mean()

@@ -140,7 +140,8 @@ def paste_back_torch(frame: np.ndarray, faces, matrices, masks, *, device: torch
             jobs.append((face, m, mask, box))
     if not jobs:
         return out
-    if frame_tensor is None:
+    owned = frame_tensor is None          # a caller's tensor is not written into (copied on the first face)
+    if owned:
         frame_tensor = frame_to_tensor(frame, device or "cpu")
     dev = frame_tensor.device
     canvas = frame_tensor
@@ -162,7 +163,7 @@ def paste_back_torch(frame: np.ndarray, faces, matrices, masks, *, device: torch
         alpha = _sample(msk, roi_to_src, wh, "bilinear", "zeros").clamp_(0, 1)
         r = canvas[:, :, y0:y1, x0:x1]
         blended = (r + alpha * (face_roi - r)).round().clamp_(0, 255)
-        if canvas is frame_tensor:     # the first face: from now on paste onto a copy
+        if canvas is frame_tensor and not owned:
             canvas = frame_tensor.clone()
         canvas[:, :, y0:y1, x0:x1] = blended
     for _, _, _, (x0, y0, x1, y1) in jobs:
