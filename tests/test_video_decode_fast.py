@@ -16,5 +16,6 @@ def test_reader_pixels_equal_to_ndarray(media_dir, name):
                 for f, _ in zip(c.decode(video=0), range(4))]
     got = [f.image for f, _ in zip(VideoReader(path), range(4))]
     assert len(got) == len(want) == 4
+    assert not np.array_equal(got[0], got[-1])           # frames kept alive are not one reused buffer
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
