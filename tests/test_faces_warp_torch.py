@@ -136,3 +136,19 @@ def test_bad_arguments(hd):
         paste_back_torch(frame, [a.image], [a.matrix], [np.ones((32, 32))])
     with pytest.raises(ValueError, match="affine"):
         paste_back_torch(frame, [a.image], [np.eye(3) * [1, 1, 0]], [np.ones((64, 64))])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_cuda_matches_the_cv2_path(hd):
+    """The same checks on the GPU the pipeline uses them on."""
+    frame, lm = hd
+    a = align_face_fast(frame, lm, 1024)
+    ft = frame_to_tensor(frame, "cuda")
+    crop = align_crops_torch(ft, [a.matrix], 1024)[0].cpu().numpy()
+    assert np.abs(crop.astype(int) - a.image).mean() < 0.25
+    gen, mask = 255 - a.image, landmark_mask(a.landmarks, 1024)
+    got = paste_back_torch(frame, [gen], [a.matrix], [mask], frame_tensor=ft)
+    want = paste_back(frame, gen, a.matrix, mask)
+    reach = _reach(gen, a.matrix, mask, frame.shape)
+    assert np.abs(got.astype(int) - want)[reach].mean() < 1.0
+    np.testing.assert_array_equal(got[~reach], frame[~reach])
