@@ -240,7 +240,6 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.frames < 1:
         ap.error("--frames must be at least 1")
-    torch.set_grad_enabled(False)
     results = []
     with tempfile.TemporaryDirectory(prefix="fsvideo-frontend-") as td:
         tmp = Path(td)

@@ -37,3 +37,11 @@ def test_benchmark_runs_the_chain(capsys, shared_dir):
         assert list(r[run]["stages"]) == ["decode", "detect", "track_align", "encode", "edit", "generate",
                                           "blend", "encode_video"]
     assert r["encoder_alone"]["frames"] == 3
+
+
+def test_benchmark_leaves_autograd_alone(shared_dir):
+    """Running the benchmark in-process must not switch autograd off for what runs after it."""
+    import torch
+    F = _load()
+    F.main(["--clips", "480p", "--frames", "1", "--size", "32", "--detector", "replay", "--json"])
+    assert torch.is_grad_enabled()
