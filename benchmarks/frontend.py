@@ -143,7 +143,7 @@ def record_detections(clip: Path, frames: int, info) -> ReplayDetector:
 
 
 def run_once(clip: Path, info, frames: int, detector, size: int, device: str, threads: bool, workers: int,
-             out_dir: Path) -> dict:
+             out_dir: Path, run_options: dict | None = None) -> dict:
     """One run of pipelines/edit.yaml with the stand-in: per-stage busy time, wall time, CPU time."""
     from fsvideo.pipeline.budget import core_budget
     from fsvideo.pipeline.chain import build_chain
@@ -159,7 +159,7 @@ def run_once(clip: Path, info, frames: int, detector, size: int, device: str, th
                        source=clip.name)
     with VideoWriter(dst, info, codec="libx264", audio_from=info.path if info.has_audio else None, end=end) as w, \
             budget.applied():
-        stages = build_chain("edit", comps.with_(writer=w))
+        stages = build_chain("edit", comps.with_(writer=w), run_options)
         c0, t0 = time.process_time(), time.perf_counter()
         st = run_chain(stages, threads=threads, workers=budget.workers, total=len(reader))
         w.close()                                    # the encoder's tail counts
@@ -196,8 +196,9 @@ def bench_clip(label: str, clip: Path, a, tmp: Path) -> dict:
         det = record_detections(clip, frames, info)
     else:
         det = make_detector(a.detector, max_side=DEFAULT_DETECT_SIDE)
-    seq = run_once(clip, info, frames, det, a.size, a.device, False, 1, tmp)
-    par = run_once(clip, info, frames, det, a.size, a.device, True, a.workers, tmp)
+    opts = {"detect": {"detect_every": a.detect_every}} if a.detect_every is not None else None
+    seq = run_once(clip, info, frames, det, a.size, a.device, False, 1, tmp, opts)
+    par = run_once(clip, info, frames, det, a.size, a.device, True, a.workers, tmp, opts)
     return dict(clip=label, file=clip.name, width=info.width, height=info.height, frames=frames,
                 detector=a.detector, size=a.size, sequential=seq, chain=par,
                 encoder_alone=encoder_alone(clip, info, frames, tmp))
@@ -233,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clips", nargs="+", default=list(CLIPS), help="480p, 720p, 1080p or video paths")
     ap.add_argument("--frames", type=int, default=48, help="frames per clip (from the start)")
     ap.add_argument("--detector", default="dlib", help="a registered detector, or `replay` (dlib, recorded first)")
+    ap.add_argument("--detect-every", default=None,
+                    help="the detect stage's keyframe interval (seconds, or e.g. 12f), where the chain has it")
     ap.add_argument("--size", type=int, default=1024, help="aligned crop side (1024: the released generator)")
     ap.add_argument("--device", default="cpu", help="what the stand-in reports as the networks' device")
     ap.add_argument("--workers", type=int, default=None, help="per-frame stage workers (default: cores - 1)")
