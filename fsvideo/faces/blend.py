@@ -50,9 +50,15 @@ def _feather(binary: np.ndarray, feather_px: float) -> np.ndarray:
     # Distance to the nearest outside pixel; pad so the crop border does not count as outside.
     pad = int(math.ceil(feather_px)) + 1
     bp = cv2.copyMakeBorder(b[y0:y1, x0:x1], pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    dist = cv2.distanceTransform(bp, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[pad:-pad, pad:-pad]
-    t = np.clip(dist / float(feather_px), 0.0, 1.0)
-    out[y0:y1, x0:x1] = t * t * (3.0 - 2.0 * t)  # smoothstep
+    t = np.ascontiguousarray(cv2.distanceTransform(bp, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[pad:-pad, pad:-pad])
+    # smoothstep of clip(dist / feather, 0, 1), in place (distances are >= 0; same operations and
+    # order as t * t * (3 - 2 t), so the same bits, without five box-sized temporaries)
+    np.divide(t, float(feather_px), out=t)
+    np.minimum(t, 1.0, out=t)
+    s = np.multiply(t, 2.0)
+    np.subtract(3.0, s, out=s)
+    np.multiply(t, t, out=t)
+    np.multiply(t, s, out=out[y0:y1, x0:x1])
     return out
 
 
@@ -158,17 +164,14 @@ def _check_matrix(matrix) -> np.ndarray:
     return m
 
 
-def warp_to_frame(face: np.ndarray, matrix, mask: np.ndarray, frame_shape, *,
-                  interpolation: int | None = None):
-    """Inverse-warp ``face`` and ``mask`` into the frame.
+def paste_region(matrix, mask: np.ndarray, frame_shape) -> tuple[int, int, int, int] | None:
+    """The frame box ``(x0, y0, x1, y1)`` (end exclusive) that a face's mask reaches through
+    ``matrix`` (crop pixels -> frame pixels), with a pixel of margin; None when it reaches no frame pixel.
 
-    Returns ``(x0, y0, face_roi uint8 [h, w, 3], alpha_roi float32 [h, w])`` for the frame box
-    ``[y0:y0+h, x0:x0+w]`` that the mask reaches, or None when it reaches no frame pixel.
+    :func:`warp_to_frame` and the GPU paste-back (:mod:`fsvideo.faces.warp_torch`) both work in it.
     """
     import cv2
-    interpolation = cv2.INTER_CUBIC if interpolation is None else interpolation
     m = _check_matrix(matrix)
-    size = face.shape[0]
     H, W = frame_shape[:2]
     bx, by, bw, bh = cv2.boundingRect((np.asarray(mask) > 0).astype(np.uint8))
     if bw == 0 or bh == 0:
@@ -182,13 +185,36 @@ def warp_to_frame(face: np.ndarray, matrix, mask: np.ndarray, frame_shape, *,
     y1 = min(H, int(math.ceil(corners[:, 1].max())) + 2)
     if x1 <= x0 or y1 <= y0:
         return None
-    inv = np.linalg.inv(m)
-    # Face pixels per frame pixel: pre-shrink a face that is much larger than its place in the frame
-    # (box filter), so the bilinear warp does not alias.
+    return x0, y0, x1, y1
+
+
+def preshrink_size(inv: np.ndarray, size: int) -> int | None:
+    """Side to box-filter an O x O face to before the inverse warp ``inv`` (frame -> crop pixels),
+    or None: a face much larger than its place in the frame (over 1.5 face pixels per frame pixel)
+    is shrunk first, so the warp does not alias."""
     scale = math.sqrt(abs(np.linalg.det(inv[:2, :2])))
+    return max(8, int(round(size / scale))) if scale > 1.5 else None
+
+
+def warp_to_frame(face: np.ndarray, matrix, mask: np.ndarray, frame_shape, *,
+                  interpolation: int | None = None):
+    """Inverse-warp ``face`` and ``mask`` into the frame.
+
+    Returns ``(x0, y0, face_roi uint8 [h, w, 3], alpha_roi float32 [h, w])`` for the frame box
+    ``[y0:y0+h, x0:x0+w]`` that the mask reaches, or None when it reaches no frame pixel.
+    """
+    import cv2
+    interpolation = cv2.INTER_CUBIC if interpolation is None else interpolation
+    m = _check_matrix(matrix)
+    size = face.shape[0]
+    box = paste_region(m, mask, frame_shape)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    inv = np.linalg.inv(m)
     src, msk = face, np.asarray(mask, dtype=np.float32)
-    if scale > 1.5:
-        small = max(8, int(round(size / scale)))
+    small = preshrink_size(inv, size)
+    if small is not None:
         k = size / small
         src = cv2.resize(face, (small, small), interpolation=cv2.INTER_AREA)
         msk = cv2.resize(msk, (small, small), interpolation=cv2.INTER_AREA)
@@ -207,6 +233,21 @@ def warp_to_frame(face: np.ndarray, matrix, mask: np.ndarray, frame_shape, *,
         alpha = cv2.warpPerspective(msk, inv, size_wh, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return x0, y0, face_roi, np.clip(alpha, 0.0, 1.0)
+
+
+def check_paste_args(frame: np.ndarray, face: np.ndarray, mask) -> np.ndarray:
+    """Checks :func:`paste_back`'s arguments (ValueError naming the bad one); the mask as float32 [O, O]."""
+    check_image(frame, "frame")
+    check_image(face, "face")
+    size = face.shape[0]
+    if face.shape[1] != size:
+        raise ValueError(f"face must be square [O, O, 3], got {face.shape}")
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.shape != (size, size):
+        raise ValueError(f"mask must be float [{size}, {size}] like the face, got shape {mask.shape}")
+    if not np.all(np.isfinite(mask)) or mask.min() < 0 or mask.max() > 1:
+        raise ValueError("mask values must be finite and in [0, 1]")
+    return mask
 
 
 def paste_back(frame: np.ndarray, face: np.ndarray, matrix, mask: np.ndarray, poisson: bool = False, *,
@@ -232,16 +273,7 @@ def paste_back(frame: np.ndarray, face: np.ndarray, matrix, mask: np.ndarray, po
 
         out = paste_back(frame, generated, aligned.matrix, face_mask(generated, aligned.landmarks))
     """
-    check_image(frame, "frame")
-    check_image(face, "face")
-    size = face.shape[0]
-    if face.shape[1] != size:
-        raise ValueError(f"face must be square [O, O, 3], got {face.shape}")
-    mask = np.asarray(mask, dtype=np.float32)
-    if mask.shape != (size, size):
-        raise ValueError(f"mask must be float [{size}, {size}] like the face, got shape {mask.shape}")
-    if not np.all(np.isfinite(mask)) or mask.min() < 0 or mask.max() > 1:
-        raise ValueError("mask values must be finite and in [0, 1]")
+    mask = check_paste_args(frame, face, mask)
     out = frame if inplace else frame.copy()
     warped = warp_to_frame(face, matrix, mask, frame.shape, interpolation=interpolation)
     if warped is None:
@@ -252,11 +284,15 @@ def paste_back(frame: np.ndarray, face: np.ndarray, matrix, mask: np.ndarray, po
     if poisson:
         face_roi = _seamless(face_roi, roi, alpha)
     # Dense over the face's box (no boolean gathers): where alpha is 0 the sum is exactly the frame.
+    # In place, one float buffer: r + alpha (f - r) lies between r and f (alpha in [0, 1]), so after
+    # rounding it is already in [0, 255] and casts to uint8 exactly.
     r = roi.astype(np.float32)
-    blended = r + alpha[..., None] * (face_roi.astype(np.float32) - r)
+    blended = face_roi.astype(np.float32)
+    np.subtract(blended, r, out=blended)
+    np.multiply(blended, alpha[..., None], out=blended)
+    np.add(blended, r, out=blended)
     np.rint(blended, out=blended)
-    np.clip(blended, 0, 255, out=blended)
-    roi[...] = blended.astype(np.uint8)
+    np.copyto(roi, blended, casting="unsafe")
     return out
 
 

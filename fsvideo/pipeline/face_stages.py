@@ -15,6 +15,11 @@ crops with their exact transforms: it is a look-ahead stage that holds at most `
 Components used: ``detector``, ``fps``, ``resolution``, ``source``, ``parser`` (optional),
 ``frame_sink`` (see :class:`~fsvideo.pipeline.components.Components`).
 
+Where the warps run: on the CPU with cv2 (the reference), unless the networks run on CUDA
+(``components.executor.device``): then ``track_align`` cuts its fast crops and ``blend`` pastes the
+faces back with the PyTorch twins in :mod:`fsvideo.faces.warp_torch` on that GPU (see
+:func:`warp_device`; Poisson blending and the exact FFHQ alignment stay on the CPU).
+
 Run counts reported: ``track_align``: ``aligned_frames``, ``aligned_faces``,
 ``aligned_frames_without_face``, ``interpolated_faces``, ``held_faces``, ``stabilizer_delay_frames``;
 ``blend``: ``faces_edited``, ``frames_without_face``.
@@ -22,7 +27,9 @@ Run counts reported: ``track_align``: ``aligned_frames``, ``aligned_faces``,
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from fsvideo.faces.align import AlignedFace, quad_matrix, transform_points
 from fsvideo.faces.blend import MaskSmoother, face_mask, paste_back
 from fsvideo.faces.stabilize import parse_stabilize
 from fsvideo.faces.stream import FaceAligner
@@ -30,6 +37,35 @@ from fsvideo.pipeline.chain import register_stage
 from fsvideo.pipeline.components import Components
 from fsvideo.pipeline.options import DEFAULTS
 from fsvideo.pipeline.stage import FunctionStage, Packet, SinkStage, Stage
+
+
+def warp_device(components: Components) -> torch.device | None:
+    """The device the align and paste-back warps run on: the networks' when it is a CUDA GPU, else
+    None (cv2 on the CPU, the reference path; a CPU run gains nothing from the torch twins)."""
+    ex = components.executor
+    dev = getattr(ex, "device", None)
+    return torch.device(dev) if dev is not None and torch.device(dev).type == "cuda" else None
+
+
+class DeviceFaceAligner(FaceAligner):
+    """A :class:`~fsvideo.faces.stream.FaceAligner` whose fast crops are cut on ``device``
+    (:func:`~fsvideo.faces.warp_torch.align_crops_torch`): each frame is uploaded once, for all its faces."""
+
+    def __init__(self, *args, device: torch.device | str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.device = torch.device(device)
+        self._uploaded: tuple[np.ndarray | None, torch.Tensor | None] = (None, None)
+
+    def _align(self, image: np.ndarray, quad: np.ndarray, landmarks: np.ndarray) -> AlignedFace:
+        if self.method != "fast":
+            return super()._align(image, quad, landmarks)
+        from fsvideo.faces.warp_torch import align_crops_torch, frame_to_tensor
+        if self._uploaded[0] is not image:
+            self._uploaded = (image, frame_to_tensor(image, self.device))
+        m = quad_matrix(quad, self.output_size)
+        crop = align_crops_torch(self._uploaded[1], [m], self.output_size)[0].cpu().numpy()
+        lm = None if landmarks is None else transform_points(np.linalg.inv(m), landmarks)
+        return AlignedFace(crop, np.asarray(quad, np.float64).copy(), m, lm, self.output_size)
 
 
 class TrackAlignStage(Stage):
@@ -79,16 +115,25 @@ class BlendStage(Stage):
     adds = ("output",)
 
     def __init__(self, fps: float, parser=None, poisson: bool = False, compare: bool = False,
-                 mask_tau_s: float = 0.08):
+                 mask_tau_s: float = 0.08, device: torch.device | str | None = None):
         self.fps, self.parser, self.poisson, self.compare = fps, parser, poisson, compare
         self.mask_tau_s = mask_tau_s
+        # Poisson blending (cv2.seamlessClone) has no GPU twin: it keeps the CPU path.
+        self.device = None if device is None or poisson else torch.device(device)
         self.needs = ("image", "faces", "generated") + (("reconstructed",) if compare else ())
         self._smoothers: dict[int, MaskSmoother] = {}
 
     def _paste(self, frame: np.ndarray, faces, crops: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-        out = frame
+        """The frame with every face pasted back: a new array when there is a face (one copy, however
+        many faces), ``frame`` itself when there is none."""
+        if not len(faces):
+            return frame
+        if self.device is not None:
+            from fsvideo.faces.warp_torch import paste_back_torch
+            return paste_back_torch(frame, crops, [f.aligned.matrix for f in faces], masks, device=self.device)
+        out = frame.copy()
         for face, crop, mask in zip(faces, crops, masks):
-            out = paste_back(out, crop, face.aligned.matrix, mask, poisson=self.poisson)
+            paste_back(out, crop, face.aligned.matrix, mask, poisson=self.poisson, inplace=True)
         return out
 
     def process(self, packets: list[Packet]) -> list[Packet]:
@@ -143,9 +188,11 @@ def make_track_align(components: Components, *, face: str | int = DEFAULTS.face,
     """Track, select (``face``), stabilise (``stabilize``: seconds of smoothing, 0 off, or a stabiliser
     name such as ``official``) and align: adds ``faces`` and ``aligned``."""
     stabilizer, sigma_s = parse_stabilize(stabilize)
-    aligner = FaceAligner(None, components.fps, output_size=components.need("resolution", "track_align"),
-                          policy=face, stabilize=stabilizer, sigma_s=sigma_s, on_missing=on_missing,
-                          method=method, source=components.source)
+    device = warp_device(components)
+    cls, extra = (FaceAligner, {}) if device is None else (DeviceFaceAligner, {"device": device})
+    aligner = cls(None, components.fps, output_size=components.need("resolution", "track_align"),
+                  policy=face, stabilize=stabilizer, sigma_s=sigma_s, on_missing=on_missing,
+                  method=method, source=components.source, **extra)
     return TrackAlignStage(aligner)
 
 
@@ -172,4 +219,5 @@ def make_write_aligned(components: Components) -> Stage:
 def make_blend(components: Components, *, poisson: bool = DEFAULTS.blend == "poisson",
                compare: bool = DEFAULTS.compare) -> Stage:
     """Un-crop and blend into the frame: adds ``output`` (with ``compare``: source | reconstruction | edit)."""
-    return BlendStage(components.fps, parser=components.parser, poisson=bool(poisson), compare=bool(compare))
+    return BlendStage(components.fps, parser=components.parser, poisson=bool(poisson), compare=bool(compare),
+                      device=warp_device(components))
