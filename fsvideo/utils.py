@@ -7,9 +7,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 
 from fsvideo.errors import FsvideoError, InputError, OutputError
 
@@ -149,6 +151,7 @@ def _rename_in_error(e: FsvideoError, old: str, new: str) -> None:
 
 def pick_device(name: str | None = "auto") -> torch.device:
     """``auto`` picks CUDA when available, then MPS, then CPU."""
+    import torch  # here, not at module level: the CLI's --help and the video modules stay light
     if name in (None, "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -167,6 +170,7 @@ def pick_device(name: str | None = "auto") -> torch.device:
 
 def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """float32 on CPU; float16 on CUDA unless ``precision`` says otherwise (fp32, fp16, bf16)."""
+    import torch
     table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
              "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if precision == "auto":
