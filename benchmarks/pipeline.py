@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/pipeline.py                        # 256 px generator (released architecture,
                                                          # random weights), liveportrait-d18.mp4
-    python benchmarks/pipeline.py --clip talk.mp4 --seconds 1 --size 256 --batch-size 4
+    python benchmarks/pipeline.py --clip talk.mp4 --seconds 1 --size 256 --batch-size 4   # 0: auto
 
 Prints:
 
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--clip", default=str(DEFAULT_CLIP))
     ap.add_argument("--seconds", type=float, default=1.0, help="length of the short run (the long one is 4x)")
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=0, help="streaming run's batch (0: the product default)")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -102,7 +102,7 @@ def main() -> None:
             print(f"{name:<32}{fps:>10.2f}")
         print(f"\n{'run':<32}{'frames/s':>10}{'seconds':>10}")
         print(f"{'sequential (batch 1, no overlap)':<32}{seq['fps']:>10.3f}{seq['pipeline_seconds']:>10.1f}")
-        print(f"{'streaming (batch %d, threads)' % a.batch_size:<32}{par['fps']:>10.3f}{par['pipeline_seconds']:>10.1f}")
+        print(f"{'streaming (batch %s, threads)' % (a.batch_size or 'auto'):<32}{par['fps']:>10.3f}{par['pipeline_seconds']:>10.1f}")
         print(f"{'speed-up':<32}{par['fps'] / seq['fps']:>9.2f}x   (target >= 1.3x)")
         if a.skip_memory:
             return

@@ -28,7 +28,9 @@ def run_options(f):
         click.option("--device", default=D.device, show_default=True, help="auto, cpu, cuda, cuda:N."),
         click.option("--precision", default=D.precision, show_default=True,
                      help="auto (fp16 on GPU), fp32, fp16, bf16."),
-        click.option("--batch-size", default=D.batch_size, show_default=True, type=int, help="Faces per network call."),
+        click.option("--batch-size", default=D.batch_size, type=int,
+                     help="Faces per network call [default: 0 = auto: 4 on a GPU, 1 on a CPU, where larger "
+                          "batches measured slower]."),
         detector_option("Face detector."),
         click.option("--detect-batch", default=D.detect_batch, show_default=True, type=int,
                      help="Frames per detector call (FAN runs the faces of all of them in one batch)."),

@@ -131,14 +131,14 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
     device = pick_device(opts.device)
     dtype = pick_dtype(device, opts.precision)
     for name in ("batch_size", "detect_batch"):
-        if getattr(opts, name) < 1:
+        if getattr(opts, name) < (0 if name == "batch_size" else 1):
             flag = "--" + name.replace("_", "-")
             raise InputError(f"{flag} {getattr(opts, name)} must be at least 1", hint=f"use e.g. {flag} 4")
     if model is None:
         model = load_model(cfg, generator=opts.generator, encoder=opts.encoder, device=device)
     if reader is None:
         reader = VideoReader(src, *read_span(opts.start, opts.end, context_s), info=info)
-    executor = ModelExecutor(model, device, dtype, opts.batch_size, noise_seed=seed)
+    executor = ModelExecutor(model, device, dtype, opts.batch_size or 1, noise_seed=seed)
     det = None
     if need_detector:
         det = detector if detector is not None else make_detector(opts.detector, device, max_side=640)

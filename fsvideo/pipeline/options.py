@@ -7,7 +7,7 @@ against each stage factory's signature: an option no stage takes is a ConfigErro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fsvideo.faces.smoothing import DEFAULT_SMOOTHING_S
@@ -23,7 +23,8 @@ class RunOptions:
         generator, encoder: weights files or registry names overriding the config.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
         precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16``, ``bf16``.
-        batch_size: faces per network call.
+        batch_size: faces per network call; 0 (default): 4 on a GPU, 1 on a CPU (measured on a 2-core
+            CPU, `benchmarks/pipeline.py`: a streaming run did 1.42 frames/s with 1, 1.01 with 4).
         detector: ``auto`` or a registered detector name (:mod:`fsvideo.faces.registry`).
         detect_batch: frames per detector call (FAN batches the faces of all of them in one pass).
         detect_every: full face detection every N seconds (``1``, ``"0.5s"``) or frames (``"12f"``) and
@@ -55,7 +56,7 @@ class RunOptions:
     encoder: str | None = None
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 4
+    batch_size: int = 0
     detector: str = "auto"
     detect_batch: int = 1
     detect_every: float | str = 0
@@ -79,6 +80,14 @@ class RunOptions:
 
 
 DEFAULTS = RunOptions()
+
+
+def resolve_batch_size(opts: RunOptions) -> RunOptions:
+    """``opts`` with ``batch_size`` 0 (auto) made concrete for the device the run will use."""
+    if opts.batch_size:
+        return opts
+    from fsvideo.utils import pick_device
+    return replace(opts, batch_size=4 if pick_device(opts.device).type == "cuda" else 1)
 
 
 def stage_options(opts: RunOptions) -> dict[str, dict[str, Any]]:
