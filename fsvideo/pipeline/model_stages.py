@@ -74,14 +74,15 @@ def generate_packets(executor: ModelExecutor, packets: list[Packet], *, key_w: s
 
 # ------------------------------------------------------------------------------------ chain stages
 # Registered for pipelines/*.yaml.  Components: ``executor``, ``edits``, ``edit_step``, ``latents``,
-# ``latents_writer``, ``resolution`` (see fsvideo.pipeline.components.Components).
+# ``latents_writer``, ``resolution`` (see fsvideo.pipeline.components.Components).  A batch_size of 0
+# (auto) takes the executor's.
 
 @register_stage("encode")
 def make_encode(components: Components, *, batch_size: int = DEFAULTS.batch_size) -> Stage:
     """Feature-Style encoding of every aligned face: adds ``w``, ``F``."""
     ex = components.need("executor", "encode")
     return FunctionStage("encode", lambda ps: encode_packets(ex, ps), needs=("aligned",), adds=("w", "F"),
-                         batch_size=int(batch_size))
+                         batch_size=int(batch_size) or ex.batch_size)
 
 
 @register_stage("edit")
@@ -89,7 +90,7 @@ def make_edit(components: Components, *, batch_size: int = DEFAULTS.batch_size) 
     """Eq. 1 with ``components.edits`` scaled by ``components.edit_step``: adds ``w_edit``, ``F_edit``."""
     ex, edits, step = components.need("executor", "edit"), components.edits, float(components.edit_step)
     return FunctionStage("edit", lambda ps: edit_packets(ex, ps, edits, step), needs=("w", "F"),
-                         adds=("w_edit", "F_edit"), batch_size=int(batch_size))
+                         adds=("w_edit", "F_edit"), batch_size=int(batch_size) or ex.batch_size)
 
 
 @register_stage("generate")
@@ -111,7 +112,7 @@ def make_generate(components: Components, *, latent: str = "edit", batch_size: i
             generate_packets(ex, ps, key_w="w", key_f="F", out_key="reconstructed")
         return ps
     adds = ("generated", "reconstructed") if compare else ("generated",)
-    return FunctionStage("generate", run, needs=(kw, kf), adds=adds, batch_size=int(batch_size))
+    return FunctionStage("generate", run, needs=(kw, kf), adds=adds, batch_size=int(batch_size) or ex.batch_size)
 
 
 @register_stage("write_latents")

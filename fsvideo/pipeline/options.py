@@ -94,9 +94,9 @@ def stage_options(opts: RunOptions) -> dict[str, dict[str, Any]]:
     """The typed keyword arguments each stage gets from the run options (the only mapping there is).
 
     A stage that is not in the chain being built ignores its entry; a key its factory does not
-    take is a ConfigError at build time.
+    take is a ConfigError at build time.  A batch size of 0 (auto) is made concrete here.
     """
-    nets = {"batch_size": opts.batch_size}
+    nets = {"batch_size": resolve_batch_size(opts).batch_size}
     return {
         "detect": {"batch_size": opts.detect_batch, "detect_every": opts.detect_every},
         "track_align": {"face": opts.face, "stabilize": opts.stabilize, "on_missing": opts.on_missing,
