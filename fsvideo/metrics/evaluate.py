@@ -49,11 +49,9 @@ from fsvideo.metrics.psnr import mse, psnr
 from fsvideo.metrics.ravdess import parse_ravdess_name
 from fsvideo.metrics.results import ClipResult, EvalSettings, ResultsCache, sha256_file, skipped
 from fsvideo.metrics.ssim import ssim
+from fsvideo.video.probe import VIDEO_INPUT_EXTENSIONS as VIDEO_EXTENSIONS  # picked up in folders; re-exported
 
 log = logging.getLogger(__name__)
-
-#: Extensions picked up when a folder is given.
-from fsvideo.video.probe import VIDEO_INPUT_EXTENSIONS as VIDEO_EXTENSIONS  # noqa: E402  (re-exported)
 
 #: ``progress(clip_name, frames_done)`` while a clip is measured.
 FrameProgress = Callable[[str, int], None]

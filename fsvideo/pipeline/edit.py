@@ -29,7 +29,7 @@ from fsvideo.pipeline.jobs import (
     run_job,
     summarise,
 )
-from fsvideo.pipeline.options import RunOptions, resolve_batch_size
+from fsvideo.pipeline.options import RunOptions
 from fsvideo.utils import atomic_output, check_input_file
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
             that the stabiliser's look-behind and look-ahead see the same frames as in a run over
             the whole video; only the span is written (how a video is split across ranks).
     """
-    opts = resolve_batch_size(options or RunOptions())
+    opts = options or RunOptions()
     if not edits:
         raise InputError("no edit given", hint="pass --attr NAME --strength S (or --direction FILE.npy)")
     t0 = time.perf_counter()

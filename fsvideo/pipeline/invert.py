@@ -20,7 +20,7 @@ from fsvideo.pipeline.jobs import (
     run_job,
     summarise,
 )
-from fsvideo.pipeline.options import RunOptions, resolve_batch_size
+from fsvideo.pipeline.options import RunOptions
 from fsvideo.utils import atomic_output, check_input_file, check_output_path
 
 
@@ -37,7 +37,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
     """
     from fsvideo.latents import LatentsWriter
     from fsvideo.weights import sha256_file
-    opts = resolve_batch_size(options or RunOptions())
+    opts = options or RunOptions()
     t0 = time.perf_counter()
     src = check_input_file(input_path, "video or image")
     out = Path(output) if output else default_output(src, [], ".png" if is_image_name(src) else None)

@@ -138,14 +138,15 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
         model = load_model(cfg, generator=opts.generator, encoder=opts.encoder, device=device)
     if reader is None:
         reader = VideoReader(src, *read_span(opts.start, opts.end, context_s), info=info)
-    executor = ModelExecutor(model, device, dtype, opts.batch_size or 1, noise_seed=seed)
+    batch = opts.batch_size or (4 if device.type == "cuda" else 1)   # auto: see RunOptions.batch_size
+    executor = ModelExecutor(model, device, dtype, batch, noise_seed=seed)
     det = None
     if need_detector:
         det = detector if detector is not None else make_detector(opts.detector, device, max_side=640)
     comps = Components(executor=executor, reader=reader,
                        fps=float(info.fps or 25), resolution=executor.crop_size, source=src.name,
                        parser=face_parser(cfg, opts.mask, device), detector=det, edit_step=cfg.edit_step)
-    log.info("device %s (%s), generator %d px, batch %d", device, dtype, model.resolution, opts.batch_size)
+    log.info("device %s (%s), generator %d px, batch %d", device, dtype, model.resolution, batch)
     return Job(info, cfg, device, comps)
 
 

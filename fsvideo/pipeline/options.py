@@ -7,7 +7,7 @@ against each stage factory's signature: an option no stage takes is a ConfigErro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from fsvideo.faces.smoothing import DEFAULT_SMOOTHING_S
@@ -82,21 +82,14 @@ class RunOptions:
 DEFAULTS = RunOptions()
 
 
-def resolve_batch_size(opts: RunOptions) -> RunOptions:
-    """``opts`` with ``batch_size`` 0 (auto) made concrete for the device the run will use."""
-    if opts.batch_size:
-        return opts
-    from fsvideo.utils import pick_device
-    return replace(opts, batch_size=4 if pick_device(opts.device).type == "cuda" else 1)
-
-
 def stage_options(opts: RunOptions) -> dict[str, dict[str, Any]]:
     """The typed keyword arguments each stage gets from the run options (the only mapping there is).
 
     A stage that is not in the chain being built ignores its entry; a key its factory does not
-    take is a ConfigError at build time.  A batch size of 0 (auto) is made concrete here.
+    take is a ConfigError at build time.  A batch size of 0 (auto) leaves the model stages the
+    executor's (``jobs.prepare`` picks it for the device).
     """
-    nets = {"batch_size": resolve_batch_size(opts).batch_size}
+    nets = {"batch_size": opts.batch_size}
     return {
         "detect": {"batch_size": opts.detect_batch, "detect_every": opts.detect_every},
         "track_align": {"face": opts.face, "stabilize": opts.stabilize, "on_missing": opts.on_missing,
