@@ -25,6 +25,11 @@ For each clip it prints:
   with the stand-in, all of it is outside the networks;
 * the H.264 writer alone on frames decoded beforehand (wall frames/s and CPU ms per frame).
 
+``--device-ms T`` makes the stand-in wait T ms per face in ``generate`` without using the CPU (a
+sleep releases the GIL), as networks on a GPU would: the sequential run then pays detection,
+alignment, blending, encoding *and* the device time one after the other, while the chain overlaps
+them, which is what streaming is for (issue 11 point 9).
+
 ``--detector replay`` runs dlib once beforehand and replays its detections (keyed by the frame's
 pixels), so the rest of the chain is measured without the detector's cost.
 
@@ -64,8 +69,9 @@ class PassThroughExecutor:
     what the pipeline reads to choose where the warps run.
     """
 
-    def __init__(self, crop_size: int, device: str = "cpu", batch_size: int = 4):
+    def __init__(self, crop_size: int, device: str = "cpu", batch_size: int = 4, device_s: float = 0.0):
         self.crop_size = int(crop_size)
+        self.device_s = float(device_s)
         self.device = torch.device(device)
         self.dtype = torch.float32
         self.batch_size = batch_size
@@ -90,6 +96,8 @@ class PassThroughExecutor:
     def generate(self, w, f) -> np.ndarray:
         S = self.crop_size
         crops = [self._filed.pop(int(i)) for i in w[:, 0]]
+        if self.device_s:
+            time.sleep(self.device_s * len(crops))       # the device's time, the CPU left free
         return np.stack(crops) if crops else np.zeros((0, S, S, 3), np.uint8)
 
 
@@ -143,7 +151,7 @@ def record_detections(clip: Path, frames: int, info) -> ReplayDetector:
 
 
 def run_once(clip: Path, info, frames: int, detector, size: int, device: str, threads: bool, workers: int,
-             out_dir: Path, run_options: dict | None = None) -> dict:
+             out_dir: Path, run_options: dict | None = None, device_s: float = 0.0) -> dict:
     """One run of pipelines/edit.yaml with the stand-in: per-stage busy time, wall time, CPU time."""
     from fsvideo.pipeline.budget import core_budget
     from fsvideo.pipeline.chain import build_chain
@@ -152,7 +160,7 @@ def run_once(clip: Path, info, frames: int, detector, size: int, device: str, th
     from fsvideo.video import VideoReader, VideoWriter
     end = frames / float(info.fps)
     reader = VideoReader(clip, end=end, info=info)
-    ex = PassThroughExecutor(size, device)
+    ex = PassThroughExecutor(size, device, device_s=device_s)
     dst = out_dir / f"{clip.stem}.{'threads' if threads else 'seq'}.mp4"
     budget = core_budget(device_type="cuda", threads=threads, workers=workers)
     comps = Components(reader=reader, executor=ex, detector=detector, fps=float(info.fps or 25), resolution=size,
@@ -197,10 +205,10 @@ def bench_clip(label: str, clip: Path, a, tmp: Path) -> dict:
     else:
         det = make_detector(a.detector, max_side=DEFAULT_DETECT_SIDE)
     opts = {"detect": {"detect_every": a.detect_every}} if a.detect_every is not None else None
-    seq = run_once(clip, info, frames, det, a.size, a.device, False, 1, tmp, opts)
-    par = run_once(clip, info, frames, det, a.size, a.device, True, a.workers, tmp, opts)
+    seq = run_once(clip, info, frames, det, a.size, a.device, False, 1, tmp, opts, a.device_ms / 1000)
+    par = run_once(clip, info, frames, det, a.size, a.device, True, a.workers, tmp, opts, a.device_ms / 1000)
     return dict(clip=label, file=clip.name, width=info.width, height=info.height, frames=frames,
-                detector=a.detector, size=a.size, sequential=seq, chain=par,
+                detector=a.detector, size=a.size, device_ms=a.device_ms, sequential=seq, chain=par,
                 encoder_alone=encoder_alone(clip, info, frames, tmp))
 
 
@@ -218,12 +226,14 @@ def print_table(results: list[dict], load: tuple[float, float, float]) -> None:
     rows = [("H.264 writer alone, wall", lambda r: r["encoder_alone"]["fps"]),
             ("sequential frames/s", lambda r: r["sequential"]["fps"]),
             ("chain frames/s (threads)", lambda r: r["chain"]["fps"]),
+            ("chain / sequential", lambda r: r["chain"]["fps"] / r["sequential"]["fps"]),
             ("CPU ms/frame, sequential", lambda r: r["sequential"]["cpu_ms_per_frame"]),
             ("CPU ms/frame, chain", lambda r: r["chain"]["cpu_ms_per_frame"]),
             ("CPU ms/frame, H.264 alone", lambda r: r["encoder_alone"]["cpu_ms_per_frame"])]
     for label, fn in rows:
         print(f"{label:<28}" + "".join(f"{fn(r):>10.1f}" for r in results))
-    print(f"\nframes: {', '.join(str(r['frames']) for r in results)}; chain budget: {results[0]['chain']['budget']}")
+    print(f"\nframes: {', '.join(str(r['frames']) for r in results)}; chain budget: {results[0]['chain']['budget']}; "
+          f"device time per face (stand-in): {results[0]['device_ms']:g} ms")
     print(f"load average (1, 5, 15 min) at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"on {os.cpu_count()} cores (a shared machine: numbers move with the load)")
     print("targets: stages >= 60 frames/s at 1080p (H.264 >= 40); chain >= 25 frames/s at 1080p, >= 60 at 480p")
@@ -238,11 +248,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="the detect stage's keyframe interval (seconds, or e.g. 12f), where the chain has it")
     ap.add_argument("--size", type=int, default=1024, help="aligned crop side (1024: the released generator)")
     ap.add_argument("--device", default="cpu", help="what the stand-in reports as the networks' device")
+    ap.add_argument("--device-ms", type=float, default=0.0,
+                    help="ms per face the stand-in waits without using the CPU, like networks on a GPU")
     ap.add_argument("--workers", type=int, default=None, help="per-frame stage workers (default: cores - 1)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     a = ap.parse_args(argv)
     if a.frames < 1:
         ap.error("--frames must be at least 1")
+    if a.device_ms < 0:
+        ap.error("--device-ms must be >= 0")
     results = []
     with tempfile.TemporaryDirectory(prefix="fsvideo-frontend-") as td:
         tmp = Path(td)

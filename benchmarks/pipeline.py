@@ -12,10 +12,15 @@ Prints:
 * frames/s of the streaming pipeline (threads + bounded queues, batched encoder/generator) and of
   a sequential run (batch 1, one frame through every stage before the next: how the official
   scripts work), measured in the same process, and their ratio;
+* the upper bound of any overlap on this machine (``--bound``): the sequential run again in a fresh
+  process pinned to one core gives the core-seconds a frame needs, C; no schedule of the same work on
+  N cores can beat N / C frames/s, so ``N x (one-core frames/s) / (sequential frames/s)`` is the
+  largest speed-up streaming could show here.  When the networks already keep every core busy in a
+  sequential run, that bound is small;
 * peak RSS of a short clip and of a 4x longer one, each in a fresh process.
 
-Targets (2-core CPU, 256 px generator): streaming >= 1.3x sequential; long-clip peak memory within
-10 % of the short clip's.
+Targets (2-core CPU, 256 px generator): streaming >= 1.3x sequential (where ``--bound`` allows it);
+long-clip peak memory within 10 % of the short clip's.
 """
 from __future__ import annotations
 
@@ -70,6 +75,13 @@ def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threa
                 peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
 
 
+def child_run(args: dict) -> dict:
+    """:func:`one_run` in a fresh process (``one_core``: pinned to one core)."""
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    return json.loads(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clip", default=str(DEFAULT_CLIP))
@@ -77,10 +89,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=0, help="streaming run's batch (0: the product default)")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--bound", action="store_true", help="also measure the bound of any overlap (a one-core run)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.child:                                   # a fresh process for one memory measurement
+    if a.child:                                   # a fresh process for one memory or one-core measurement
         args = json.loads(a.child)
+        if args.pop("one_core", False):
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})   # the core budget reads the affinity
+            one_run(**dict(args, seconds=0.2))                          # warm-up, as in the parent
         print(json.dumps(one_run(**args)))
         return
     with tempfile.TemporaryDirectory() as d:
@@ -104,15 +120,18 @@ def main() -> None:
         print(f"{'sequential (batch 1, no overlap)':<32}{seq['fps']:>10.3f}{seq['pipeline_seconds']:>10.1f}")
         print(f"{'streaming (batch %s, threads)' % (a.batch_size or 'auto'):<32}{par['fps']:>10.3f}{par['pipeline_seconds']:>10.1f}")
         print(f"{'speed-up':<32}{par['fps'] / seq['fps']:>9.2f}x   (target >= 1.3x)")
+        if a.bound:
+            one = child_run(dict(common, seconds=a.seconds, threads=False, one_core=True))
+            cores = len(os.sched_getaffinity(0))
+            best = cores * one["fps"]
+            print(f"{'sequential on one core':<32}{one['fps']:>10.3f}{one['pipeline_seconds']:>10.1f}")
+            print(f"{'bound of any overlap':<32}{best:>10.3f}{'':>10}  ({cores} x one core: "
+                  f"{best / seq['fps']:.2f}x of sequential; streaming reaches {par['fps'] / best:.0%} of it)")
         if a.skip_memory:
             return
         rss = {}
         for label, secs in (("short", a.seconds), ("long (4x)", 4 * a.seconds)):
-            child = json.dumps(dict(common, seconds=secs, threads=True))
-            out = subprocess.run([sys.executable, __file__, "--child", child], capture_output=True, text=True,
-                                 check=True).stdout.strip().splitlines()[-1]
-            r = json.loads(out)
-            rss[label] = r
+            r = rss[label] = child_run(dict(common, seconds=secs, threads=True))
             print(f"peak RSS, {label:<10} {r['frames']:>5} frames: {r['peak_rss_mib']:>8.1f} MiB")
         ratio = rss["long (4x)"]["peak_rss_mib"] / rss["short"]["peak_rss_mib"]
         print(f"long / short peak memory: {ratio:.3f}   (target <= 1.10)")

@@ -45,3 +45,23 @@ def test_benchmark_leaves_autograd_alone(shared_dir):
     F = _load()
     F.main(["--clips", "480p", "--frames", "1", "--size", "32", "--detector", "replay", "--json"])
     assert torch.is_grad_enabled()
+
+
+def test_device_time_waits_without_using_the_cpu():
+    """--device-ms: the stand-in's generate takes the device time per face, and the CPU stays free."""
+    import time
+    F = _load()
+    ex = F.PassThroughExecutor(8, device_s=0.05)
+    w, f = ex.encode(np.zeros((2, 8, 8, 3), np.uint8))
+    c0, t0 = time.process_time(), time.perf_counter()
+    ex.generate(w, f)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert wall >= 0.1 and cpu < 0.05
+
+
+def test_benchmark_reports_the_device_time(capsys, shared_dir):
+    F = _load()
+    F.main(["--clips", "480p", "--frames", "2", "--size", "32", "--detector", "replay", "--device-ms", "40", "--json"])
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert r["device_ms"] == 40
+    assert r["sequential"]["stages"]["generate"]["busy_s"] >= 2 * 0.04

@@ -83,12 +83,13 @@ def face_parser(cfg: ModelConfig, mask: str, device: torch.device):
 
 
 def model_identity(cfg: ModelConfig, opts: RunOptions) -> dict:
-    """Names and sha256 of the generator and encoder a run uses (recorded in / checked against latents)."""
-    from fsvideo.weights import sha256_file
+    """Names and sha256 of the generator and encoder a run uses (recorded in / checked against latents;
+    known digests are not recomputed: :mod:`fsvideo.weights.digests`)."""
+    from fsvideo.weights import known_sha256
     out = {}
     for role, ref in (("generator", opts.generator or cfg.generator), ("encoder", opts.encoder or cfg.encoder)):
         out[role] = str(ref)
-        out[f"{role}_sha256"] = sha256_file(resolve_weights(ref))
+        out[f"{role}_sha256"] = known_sha256(resolve_weights(ref))
     return out
 
 

@@ -22,10 +22,12 @@ Public API::
     download(name, progress=cb)   fetch (resume, sha256, atomic rename)
     import_file(name, file)       adopt a file the user got elsewhere (converted if needed, test-loaded)
     verify(names)                 re-hash and test-load cached files
+    known_sha256(path)            a file's sha256, from the manifest / digest cache when they know it
     entries_status()              what `fsvideo weights list` shows
 """
 from __future__ import annotations
 
+from fsvideo.weights.digests import known_sha256
 from fsvideo.weights.fetch import GDRIVE_URL, MIRROR_ENV, download
 from fsvideo.weights.manage import EntryStatus, ImportResult, VerifyResult, entries_status, import_file, verify
 from fsvideo.weights.registry import (
@@ -56,6 +58,7 @@ from fsvideo.weights.store import (
 
 __all__ = ["FAN_2D_URL", "FAN_S3FD_URL", "GDRIVE_URL", "MIRROR_ENV", "REGISTRY", "EntryStatus", "ImportResult",
            "Source", "VerifyResult", "WeightsEntry", "download", "entries_status", "entry",
-           "first_run_downloads", "human_size", "import_file", "is_path_ref", "known_checksum", "manifest_record",
+           "first_run_downloads", "human_size", "import_file", "is_path_ref", "known_checksum", "known_sha256",
+           "manifest_record",
            "offline", "path_of", "replace_sources", "require", "require_all", "resolve", "sha256_file", "size_text",
            "test_load", "verify", "weights_home"]
