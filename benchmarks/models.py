@@ -9,6 +9,9 @@ Prints one row per (network, size, batch) with images/s, and the speed-up of bat
 one Eq. 1 edit per frame as fsvideo runs it (G^K(w), G^K(w~) up to 16 px, then one full G(w~, F~))
 against the official scripts' way (three full-resolution passes).  Weights are random (the
 released architecture): speed does not depend on the values.
+
+``--compile`` adds the encoder and generator through ``torch.compile`` (what ``fsvideo edit
+--compile`` runs), each with the seconds its first call took to compile.
 """
 from __future__ import annotations
 
@@ -25,9 +28,11 @@ from fsvideo.utils import pick_device, pick_dtype
 
 
 def timeit(fn, repeats: int, device) -> float:
-    fn()  # warm-up
+    t = time.perf_counter()
+    fn()  # warm-up (a compiled function compiles here)
     if device.type == "cuda":
         torch.cuda.synchronize()
+    timeit.first = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(repeats):
         fn()
@@ -44,6 +49,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd encoder and generator")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -74,14 +80,20 @@ def main() -> None:
                 "edit, official (3 x G)": lambda: [G(w, noise=noise), G(w, noise=noise),
                                                    G(w, noise=noise, features_in=f)],
             }
+            if a.compile:
+                ce = torch.compile(enc, dynamic=False)
+                cg = torch.compile(lambda w, f: G(w, noise=noise, features_in=f), dynamic=False)
+                jobs["encoder, torch.compile"] = lambda: ce(x)
+                jobs["G(w, F), torch.compile"] = lambda: cg(w, f)
             for label, fn in jobs.items():
                 with torch.no_grad(), ac:
                     s = timeit(fn, a.repeats, device)
                 rows.setdefault(label, {})[b] = s
                 base = rows[label].get(a.batches[0])
                 speed = (base / a.batches[0] * b / s) if base and b != a.batches[0] else None
+                compiled = f"   (compile {timeit.first:.0f} s)" if "compile" in label else ""
                 print(f"{label:<28}{size:>6}{b:>7}{s:>10.3f}{b / s:>9.2f}"
-                      f"{(f'{speed:.2f}x' if speed else ''):>16}", flush=True)
+                      f"{(f'{speed:.2f}x' if speed else ''):>16}{compiled}", flush=True)
 
 
 if __name__ == "__main__":

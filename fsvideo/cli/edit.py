@@ -31,6 +31,9 @@ def run_options(f):
         click.option("--batch-size", default=D.batch_size, type=int,
                      help="Faces per network call [default: 0 = auto: 4 on a GPU, 1 on a CPU, where larger "
                           "batches measured slower]."),
+        click.option("--compile", is_flag=True, default=D.compile,
+                     help="torch.compile the encoder and generator: a one-time compile (minutes on a CPU), then "
+                          "faster frames (README: benchmarks/models.py --compile); for long videos."),
         detector_option("Face detector."),
         click.option("--detect-batch", default=D.detect_batch, show_default=True, type=int,
                      help="Frames per detector call (FAN runs the faces of all of them in one batch)."),

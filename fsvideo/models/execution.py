@@ -12,6 +12,12 @@ Shapes at the boundary (S = :func:`crop_size`):
 * :meth:`ModelExecutor.encode`: uint8 [N, S, S, 3] -> (w [N, n_latent, 512], F [N, C, h, w]) float32, CPU
 * :meth:`ModelExecutor.map_codes`: (w, F) -> fn(w, F) per chunk on the device -> float32, CPU
 * :meth:`ModelExecutor.generate`: (w, F or None) -> uint8 [N, S, S, 3]
+
+``compile=True`` runs the encoder and the generator through ``torch.compile`` (Inductor fuses the
+generator's many element-wise ops: modulation, demodulation, noise, bias + leaky ReLU).  Each is
+compiled on its first call, for one batch shape: chunks shorter than the batch are padded with
+copies of their last face and the extra outputs dropped, so a video's tail does not compile again.
+The eager pure-PyTorch path stays the reference (``tests/test_compile.py`` compares them).
 """
 from __future__ import annotations
 
@@ -45,10 +51,12 @@ class ModelExecutor:
             batching there gains little (about 1.1x at 1024 px, README) while its activations grow with
             the batch (`fsvideo edit` at 1024 px peaked at 5.0 GB of RAM with 4 faces per call, 2.7 GB with 1).
         noise_seed: seed of the generator noise, fixed for every call.
+        compile: run the encoder and generator through ``torch.compile`` (see the module docstring).
     """
 
     def __init__(self, model: FeatureStyleModel, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, batch_size: int = 4, noise_seed: int = 0):
+                 dtype: torch.dtype = torch.float32, batch_size: int = 4, noise_seed: int = 0,
+                 compile: bool = False):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.dtype = dtype
@@ -57,6 +65,23 @@ class ModelExecutor:
         self.generate_batch = 1 if cpu_large else self.batch_size
         self.noise_seed = int(noise_seed)
         self.noise = model.generator.make_noise(noise_seed, device=self.device)
+        self.compiled = bool(compile)
+        self._encode_fn, self._decode_fn = model.encode, self._decode
+        if self.compiled:
+            self._encode_fn = torch.compile(model.encode, dynamic=False)
+            self._decode_fn = torch.compile(self._decode, dynamic=False)
+
+    def _decode(self, w: Tensor, f: Tensor | None) -> Tensor:
+        return self.model.decode(w, f, self.noise)
+
+    def _padded(self, fn, size: int, *xs: Tensor | None):
+        """``fn(*xs)`` with the batch padded to ``size`` when compiled (one shape: no recompiles)."""
+        n = len(xs[0])
+        if not self.compiled or n == size:
+            return fn(*xs)
+        pad = [None if x is None else torch.cat([x, x[-1:].expand(size - n, *x.shape[1:])]) for x in xs]
+        out = fn(*pad)
+        return tuple(o[:n] for o in out) if isinstance(out, tuple) else out[:n]
 
     @property
     def crop_size(self) -> int:
@@ -87,7 +112,7 @@ class ModelExecutor:
         for sl in self._chunks(len(crops)):
             x = to_model_input(torch.from_numpy(np.ascontiguousarray(crops[sl])).to(self.device))
             with self.autocast():
-                w, f = self.model.encode(x)
+                w, f = self._padded(self._encode_fn, self.batch_size, x)
             ws.append(w.float().cpu())
             fs.append(f.float().cpu())
         if not ws:
@@ -117,8 +142,8 @@ class ModelExecutor:
         out = []
         for sl in self._chunks(len(w), self.generate_batch):
             with self.autocast():
-                img = self.model.decode(w[sl].to(self.device), None if f is None else f[sl].to(self.device),
-                                        self.noise)
+                img = self._padded(self._decode_fn, self.generate_batch, w[sl].to(self.device),
+                                   None if f is None else f[sl].to(self.device))
             if img.shape[-1] != S:
                 img = torch.nn.functional.interpolate(img.float(), size=(S, S), mode="bicubic", align_corners=False)
             out.append(to_uint8(img).cpu().numpy())

@@ -140,14 +140,15 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
     if reader is None:
         reader = VideoReader(src, *read_span(opts.start, opts.end, context_s), info=info)
     batch = opts.batch_size or (4 if device.type == "cuda" else 1)   # auto: see RunOptions.batch_size
-    executor = ModelExecutor(model, device, dtype, batch, noise_seed=seed)
+    executor = ModelExecutor(model, device, dtype, batch, noise_seed=seed, compile=opts.compile)
     det = None
     if need_detector:
         det = detector if detector is not None else make_detector(opts.detector, device, max_side=640)
     comps = Components(executor=executor, reader=reader,
                        fps=float(info.fps or 25), resolution=executor.crop_size, source=src.name,
                        parser=face_parser(cfg, opts.mask, device), detector=det, edit_step=cfg.edit_step)
-    log.info("device %s (%s), generator %d px, batch %d", device, dtype, model.resolution, batch)
+    log.info("device %s (%s), generator %d px, batch %d%s", device, dtype, model.resolution, batch,
+             ", torch.compile" if opts.compile else "")
     return Job(info, cfg, device, comps)
 
 

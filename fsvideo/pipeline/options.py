@@ -25,6 +25,8 @@ class RunOptions:
         precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16``, ``bf16``.
         batch_size: faces per network call; 0 (default): 4 on a GPU, 1 on a CPU (measured on a 2-core
             CPU, `benchmarks/pipeline.py`: a streaming run did 1.42 frames/s with 1, 1.01 with 4).
+        compile: run the encoder and generator through ``torch.compile`` (a one-time compile, then
+            faster frames; :class:`~fsvideo.models.execution.ModelExecutor`).
         detector: ``auto`` or a registered detector name (:mod:`fsvideo.faces.registry`).
         detect_batch: frames per detector call (FAN batches the faces of all of them in one pass).
         detect_every: full face detection every N seconds (``1``, ``"0.5s"``) or frames (``"12f"``) and
@@ -57,6 +59,7 @@ class RunOptions:
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 0
+    compile: bool = False
     detector: str = "auto"
     detect_batch: int = 1
     detect_every: float | str = 0
