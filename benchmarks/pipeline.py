@@ -51,7 +51,7 @@ def build_model(size: int, out: Path) -> tuple[str, str]:
 
 
 def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threads: bool, batch: int,
-            out_dir: str) -> dict:
+            out_dir: str, compile: bool = False) -> dict:
     """Edit ``seconds`` of ``clip``; returns fps, per-stage stats and peak RSS of this process."""
     import fsvideo.pipeline.edit as E
     from fsvideo import EditRequest, RunOptions
@@ -63,7 +63,7 @@ def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threa
         return stats_box["stats"]
     E.run_job = spy
     opts = RunOptions(generator=gen, encoder=enc, detector="dlib", end=seconds, threads=threads,
-                      batch_size=batch if threads else 1, mask="hull", overwrite=True)
+                      batch_size=batch if threads else 1, mask="hull", overwrite=True, compile=compile)
     t = time.perf_counter()
     s = E.edit_video(clip, Path(out_dir) / f"out_{threads}_{seconds}.mp4", edits=[EditRequest(direction, 1.0)],
                      options=opts)
@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=0, help="streaming run's batch (0: the product default)")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the networks (fsvideo edit --compile)")
     ap.add_argument("--bound", action="store_true", help="also measure the bound of any overlap (a one-core run)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -103,12 +104,14 @@ def main() -> None:
         dp = Path(d)
         enc, gen = build_model(a.size, dp)
         direction = str(dp / "dir.npy")
-        common = dict(clip=a.clip, enc=enc, gen=gen, direction=direction, batch=a.batch_size, out_dir=d)
+        common = dict(clip=a.clip, enc=enc, gen=gen, direction=direction, batch=a.batch_size, out_dir=d,
+                      compile=a.compile)
         one_run(**common, seconds=0.2, threads=True)                       # warm-up (imports, caches)
         seq = one_run(**common, seconds=a.seconds, threads=False)
         par = one_run(**common, seconds=a.seconds, threads=True)
         from fsvideo.pipeline.budget import core_budget
         print(f"clip {Path(a.clip).name}, {seq['frames']} frames, generator {a.size} px, "
+              f"{'torch.compile, ' if a.compile else ''}"
               f"OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS', 'unset')}")
         print(f"core budget, sequential: {core_budget(device_type='cpu', threads=False).describe()}")
         print(f"core budget, streaming:  {core_budget(device_type='cpu', threads=True).describe()}")
