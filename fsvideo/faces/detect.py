@@ -99,7 +99,7 @@ class FaceDetector(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot fit landmarks in given boxes")
 
     def boxes_near(self, image: np.ndarray, boxes: Sequence[np.ndarray],
-                   margin: float = 0.3) -> list[list[tuple[np.ndarray, float]]]:
+                   margin: float = 0.4) -> list[list[tuple[np.ndarray, float]]]:
         """For each float [4] ``(x0, y0, x1, y1)`` box of ``image``, the ``(box, score)`` pairs (image
         pixels) the detector's own box search finds in a region around it (the box grown by
         ``margin`` of its side each way): the search :meth:`detect` runs on the whole image, limited
@@ -232,7 +232,7 @@ class DlibDetector(FaceDetector):
         return [self._landmarks(grey, box, (x0, y0)) for box in b]
 
     def boxes_near(self, image: np.ndarray, boxes: Sequence[np.ndarray],
-                   margin: float = 0.3) -> list[list[tuple[np.ndarray, float]]]:
+                   margin: float = 0.4) -> list[list[tuple[np.ndarray, float]]]:
         """HOG's search in a region around each box (see :meth:`FaceDetector.boxes_near`).
 
         The region is resampled to the level of the full search's pyramid (the ``max_side`` copy,

@@ -1,4 +1,8 @@
-"""Detect faces on keyframes and track them in between: the fast detect stage of a video.
+"""Detect faces on keyframes and track them in between by optical flow (``--track flow``).
+
+The structure (keyframes, shot cuts, ``--detect-every``, stats) is shared with the region mode,
+``--track roi`` (:class:`~fsvideo.faces.roi.RoiDetector`, a subclass that replaces the optical flow
+by the detector's own search in a region around each face); :func:`with_keyframes` builds either.
 
 A full detection (dlib HOG on a 640 px copy + 68 landmarks) costs about 115 ms a frame on one CPU
 core and capped ``fsvideo edit`` at about 8.5 frames/s (issue 11).  Most of that is the box
@@ -42,8 +46,8 @@ Example::
         faces = det.detect(image)             # list[Face], largest first, 68 landmarks each
     print(det.stats)                          # keyframes by reason
 
-``with_keyframes(detector, detect_every, fps)`` builds one from a ``--detect-every`` value (and
-returns ``detector`` itself for ``0``: every frame).
+``with_keyframes(detector, detect_every, fps, track)`` builds one from a ``--detect-every`` value
+and a ``--track`` mode (and returns ``detector`` itself for ``0``: every frame).
 """
 from __future__ import annotations
 
@@ -383,7 +387,7 @@ def with_keyframes(detector: FaceDetector | None, detect_every=DEFAULT_DETECT_EV
         return detector
     needs = ["landmarks_in_boxes"] + (["boxes_near"] if track == "roi" else [])
     for method in needs:
-        if getattr(type(detector), method) is getattr(FaceDetector, method):
+        if getattr(type(detector), method, None) in (None, getattr(FaceDetector, method)):
             log.info("detector %s cannot track (%s) between keyframes: detecting on every frame", detector.name,
                      track)
             return detector
