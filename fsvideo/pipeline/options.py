@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fsvideo.faces.keyframes import DEFAULT_TRACK
+from fsvideo.faces.keyframes import DEFAULT_DETECT_EVERY, DEFAULT_TRACK
 from fsvideo.faces.smoothing import DEFAULT_SMOOTHING_S
 from fsvideo.video.encoders import DEFAULT_PRESET
 
@@ -28,11 +28,13 @@ class RunOptions:
             CPU, `benchmarks/pipeline.py`: a streaming run did 1.42 frames/s with 1, 1.01 with 4).
         detector: ``auto`` or a registered detector name (:mod:`fsvideo.faces.registry`).
         detect_batch: frames per detector call (FAN batches the faces of all of them in one pass).
-        detect_every: full face detection every N seconds (``1``, ``"0.5s"``) or frames (``"12f"``) and
-            on shot cuts, faces followed by ``track`` in between; ``0`` (default): detect on every frame.
-        track: how faces are followed between full detections: ``roi`` (the detector's own search in
-            a region around each face, :mod:`fsvideo.faces.roi`) or ``flow`` (optical flow,
-            :mod:`fsvideo.faces.keyframes`).
+        detect_every: full face detection every N seconds (``1``, ``"1s"``: default, ``"0.5s"``) or
+            frames (``"12f"``) and on shot cuts, faces followed by ``track`` in between; ``0``: a full
+            detection on every frame.
+        track: how faces are followed between full detections: ``roi`` (default: the detector's own
+            search in a region around each face, :mod:`fsvideo.faces.roi`; as close to per-frame
+            detection as that is to itself, 9x faster at 1080p) or ``flow`` (optical flow,
+            :mod:`fsvideo.faces.keyframes`; further from per-frame detection on some clips).
         face: ``largest``, a track id, or ``all``.
         on_missing: frames without a face: ``passthrough`` (kept unedited), ``hold`` (last face
             kept), ``error``.
@@ -63,7 +65,7 @@ class RunOptions:
     batch_size: int = 0
     detector: str = "auto"
     detect_batch: int = 1
-    detect_every: float | str = 0
+    detect_every: float | str = DEFAULT_DETECT_EVERY
     track: str = DEFAULT_TRACK
     face: str = "largest"
     on_missing: str = "passthrough"
