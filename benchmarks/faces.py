@@ -18,18 +18,20 @@ For each clip (first N frames of ../shared/media/videos/other/<clip>; lt-FP00654
 
 ``--only stabilise`` skips the timings.
 
-``--only tracking`` compares per-frame detection with keyframe detection + tracking
-(:class:`~fsvideo.faces.keyframes.KeyframeDetector`, ``--detect-every``) on the first ``--frames``
-(default 300) frames of the issue-11 clips, and prints a markdown table:
+``--only tracking`` compares per-frame detection with the two ways of following faces between full
+detections (``--detect-every``, default 1 s): ``--track flow`` (optical flow,
+:class:`~fsvideo.faces.keyframes.KeyframeDetector`) and ``--track roi`` (the detector's own search in a
+region around each face, :class:`~fsvideo.faces.roi.RoiDetector`), on the first ``--frames`` (default
+300) frames of the issue-11 clips, and prints a markdown table:
 
 * detect-stage frames/s of each (the wrapped dlib HOG on a 640 px copy, as ``edit`` runs it), and
-  their ratio, measured in the same run (the machine's load average is printed);
-* jitter (``crop_jitter`` at 256 px, over runs of one track, split at shot cuts) of the stabilised
-  crops (as ``edit`` aligns them) and of the raw ones;
-* the mean landmark distance (px at 256) of the stabilised landmarks to the raw per-frame
-  detection, with, for scale, the per-frame detector's own repeatability: the same detector on the
-  frame shifted by (3, 5) px (every 4th frame);
-* frames with a face, and the full detections the keyframe mode ran (with why).
+  their ratio to per-frame detection, measured in the same run (the load average is printed);
+* jitter (``crop_jitter`` at 256, over runs of one track, split at shot cuts) of the stabilised
+  crops (as ``edit`` aligns them) and, in brackets, of the raw ones;
+* the mean landmark distance (px at 256) to the raw per-frame detection, stabilised (raw);
+* the same for per-frame detection on every frame shifted by (3, 5) px (``shift``): the detector
+  against itself, the noise any other sampling of it shows (the scale for the other columns);
+* frames with a face, and the full detections each mode ran (with why).
 """
 from __future__ import annotations
 
