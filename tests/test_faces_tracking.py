@@ -113,6 +113,8 @@ def test_with_keyframes_wraps_only_detectors_that_can_fit_in_boxes():
 
     fits = FitsOnly()
     assert with_keyframes(fits, "1s", 30, track="roi") is fits      # never traded for the flow tracker
+    cnn = DlibDetector(cnn=True)                                    # refuses region searches: every frame
+    assert with_keyframes(cnn, "1s", 30, track="roi") is cnn
     assert type(with_keyframes(fits, "1s", 30, track="flow")) is KeyframeDetector
     with pytest.raises(InputError, match="--track"):
         with_keyframes(det, "1s", 30, track="optical")

@@ -372,6 +372,19 @@ class KeyframeDetector(FaceDetector):
         return [np.mean(lms[i * k:(i + 1) * k], axis=0) for i in range(len(boxes))]
 
 
+def _can(detector, method: str) -> bool:
+    """Whether ``detector`` overrides :class:`FaceDetector`'s ``method``; ``boxes_near`` is also
+    called on no boxes, since a backend may refuse it by configuration (dlib's CNN)."""
+    if getattr(type(detector), method, None) in (None, getattr(FaceDetector, method)):
+        return False
+    if method == "boxes_near":
+        try:
+            detector.boxes_near(np.zeros((8, 8, 3), np.uint8), [])
+        except NotImplementedError:
+            return False
+    return True
+
+
 def with_keyframes(detector: FaceDetector | None, detect_every=DEFAULT_DETECT_EVERY, fps: float | None = None,
                    track: str = DEFAULT_TRACK, **kwargs) -> FaceDetector | None:
     """``detector`` wrapped for a ``--detect-every`` value (see :func:`keyframe_interval`) and a
@@ -385,12 +398,9 @@ def with_keyframes(detector: FaceDetector | None, detect_every=DEFAULT_DETECT_EV
     every = keyframe_interval(detect_every, fps)
     if detector is None or every <= 1 or isinstance(detector, KeyframeDetector):
         return detector
-    needs = ["landmarks_in_boxes"] + (["boxes_near"] if track == "roi" else [])
-    for method in needs:
-        if getattr(type(detector), method, None) in (None, getattr(FaceDetector, method)):
-            log.info("detector %s cannot track (%s) between keyframes: detecting on every frame", detector.name,
-                     track)
-            return detector
+    if not _can(detector, "landmarks_in_boxes") or (track == "roi" and not _can(detector, "boxes_near")):
+        log.info("detector %s cannot track (%s) between keyframes: detecting on every frame", detector.name, track)
+        return detector
     if track == "roi":
         from fsvideo.faces.roi import RoiDetector
         return RoiDetector(detector, every, **kwargs)
