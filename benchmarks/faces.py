@@ -18,18 +18,20 @@ For each clip (first N frames of ../shared/media/videos/other/<clip>; lt-FP00654
 
 ``--only stabilise`` skips the timings.
 
-``--only tracking`` compares per-frame detection with keyframe detection + tracking
-(:class:`~fsvideo.faces.keyframes.KeyframeDetector`, ``--detect-every``) on the first ``--frames``
-(default 300) frames of the issue-11 clips, and prints a markdown table:
+``--only tracking`` compares per-frame detection with the two ways of following faces between full
+detections (``--detect-every``, default 1 s): ``--track flow`` (optical flow,
+:class:`~fsvideo.faces.keyframes.KeyframeDetector`) and ``--track roi`` (the detector's own search in a
+region around each face, :class:`~fsvideo.faces.roi.RoiDetector`), on the first ``--frames`` (default
+300) frames of the issue-11 clips, and prints a markdown table:
 
 * detect-stage frames/s of each (the wrapped dlib HOG on a 640 px copy, as ``edit`` runs it), and
-  their ratio, measured in the same run (the machine's load average is printed);
-* jitter (``crop_jitter`` at 256 px, over runs of one track, split at shot cuts) of the stabilised
-  crops (as ``edit`` aligns them) and of the raw ones;
-* the mean landmark distance (px at 256) of the stabilised landmarks to the raw per-frame
-  detection, with, for scale, the per-frame detector's own repeatability: the same detector on the
-  frame shifted by (3, 5) px (every 4th frame);
-* frames with a face, and the full detections the keyframe mode ran (with why).
+  their ratio to per-frame detection, measured in the same run (the load average is printed);
+* jitter (``crop_jitter`` at 256, over runs of one track, split at shot cuts) of the stabilised
+  crops (as ``edit`` aligns them) and, in brackets, of the raw ones;
+* the mean landmark distance (px at 256) to the raw per-frame detection, stabilised (raw);
+* the same for per-frame detection on every frame shifted by (3, 5) px (``shift``): the detector
+  against itself, the noise any other sampling of it shows (the scale for the other columns);
+* frames with a face, and the full detections each mode ran (with why).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ import numpy as np  # noqa: E402
 from fsvideo.faces import DlibDetector, Face, FaceStabilizer, align_face, align_face_fast, align_quad_fast, landmark_mask, paste_back  # noqa: E402
 from fsvideo.faces.align import quad_size  # noqa: E402
 from fsvideo.faces.jitter import crop_jitter, landmark_distance, track_jitter  # noqa: E402
-from fsvideo.faces.keyframes import DEFAULT_DETECT_EVERY, KeyframeDetector, ShotCuts, keyframe_interval  # noqa: E402
+from fsvideo.faces.keyframes import DEFAULT_DETECT_EVERY, TRACK_MODES, ShotCuts, with_keyframes  # noqa: E402
 from fsvideo.faces.registry import DEFAULT_DETECT_SIDE  # noqa: E402
 from fsvideo.faces.stabilize import stabilize_sequence, stabilizer_options  # noqa: E402
 from fsvideo.faces.stream import FaceAligner  # noqa: E402
@@ -226,43 +228,49 @@ def _quality(out, per_frame, cuts) -> tuple[float, float, int]:
 
 
 def _tracking(media: Path, clips, n: int, detect_every) -> None:
-    """Per-frame detection vs keyframes + tracking: speed, jitter, distance (see the docstring)."""
+    """Per-frame detection vs keyframes + flow / region tracking: speed, jitter, distance (see the docstring)."""
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     rows = []
     for clip in clips:
         frames, fps = _frames(media / clip, n)
         h, w = frames[0].shape[:2]
         det = DlibDetector(max_side=DEFAULT_DETECT_SIDE)
-        every = keyframe_interval(detect_every, fps)
-        per_frame, fps_pf = _timed(det, frames)
-        kd = KeyframeDetector(det, every)
-        keyed, fps_kf = _timed(kd, frames)
+        runs = {"pf": _timed(det, frames)}
+        per_frame = runs["pf"][0]
+        wrapped = {m: with_keyframes(det, detect_every, fps, track=m) for m in TRACK_MODES}
+        for m, d in wrapped.items():
+            runs[m] = _timed(d, frames)
+        # The per-frame detector again on the frames shifted by (3, 5) px, landmarks shifted back:
+        # how far it disagrees with itself (its own noise, the scale the other columns compare to).
+        shifted = [[Face(f.box + [3, 5, 3, 5], f.score, f.landmarks + [3, 5]) for f in det.detect(im[5:, 3:])]
+                   for im in frames]
         sc = ShotCuts()
         cuts = {i for i, im in enumerate(frames) if sc.push(im) and i}
-        rep = [landmark_distance(f[0].landmarks + [3, 5], [p.landmarks for p in per_frame[i]])
-               for i in range(0, len(frames), 4) for f in [det.detect(frames[i][5:, 3:])] if f]
-        rep = [d for d in rep if d is not None]
         q = {}
-        for name, faces in (("pf", per_frame), ("kf", keyed)):
+        for name, faces in [(m, r[0]) for m, r in runs.items()] + [("shift", shifted)]:
             for stab in (True, False):
                 q[name + ("+stab" if stab else "")] = _quality(_aligned(frames, faces, fps, stab), per_frame, cuts)
-        rows.append((clip, f"{w}x{h}", len(frames), every, fps_pf, fps_kf, q, float(np.mean(rep)) if rep else
-                     float("nan"), sum(bool(f) for f in per_frame), kd.stats))
-        print(f"  {clip}: per-frame {fps_pf:.1f} frames/s, keyframes {fps_kf:.1f} frames/s; {kd.stats}", flush=True)
+        fps_ = {m: r[1] for m, r in runs.items()}
+        rows.append((clip, f"{w}x{h}", len(frames), fps_, q, {m: d.stats for m, d in wrapped.items()}))
+        print(f"  {clip}: " + ", ".join(f"{m} {v:.1f} frames/s" for m, v in fps_.items())
+              + "; " + "; ".join(f"{m}: {d.stats}" for m, d in wrapped.items()), flush=True)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\nDetect stage (dlib HOG at {DEFAULT_DETECT_SIDE} px + 68 landmarks), --detect-every {detect_every}; "
-          "jitter: crop px at 256 (stabilised / raw); distance: mean landmark px at 256 to per-frame "
-          "detection (stabilised); repeat: per-frame detector vs itself on the frame shifted 3, 5 px\n")
-    print("| clip | size | frames | per-frame fps | keyframe fps | ratio | jitter per-frame | jitter keyframe "
-          "| distance per-frame | distance keyframe | repeat | frames with face (pf / kf) | full detections |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for clip, size, nf, _every, fpf, fkf, q, rep, _found, st in rows:
-        why = ", ".join(f"{k} {v}" for k, v in sorted(st.reasons.items()))
-        print(f"| {clip} | {size} | {nf} | {fpf:.1f} | {fkf:.1f} | {fkf / fpf:.1f}x "
-              f"| {q['pf+stab'][0]:.3f} / {q['pf'][0]:.3f} | {q['kf+stab'][0]:.3f} / {q['kf'][0]:.3f} "
-              f"| {q['pf+stab'][1]:.2f} | {q['kf+stab'][1]:.2f} | {rep:.2f} "
-              f"| {q['pf+stab'][2]} / {q['kf+stab'][2]} | {st.keyframes} ({why}) |")
-
+          "pf: per-frame detection, shift: per-frame on the frame shifted 3, 5 px (its own noise), flow / roi: "
+          "--track flow / roi. jitter: crop px at 256, stabilised (raw); distance: mean landmark px at 256 to the raw "
+          "per-frame detection, stabilised (raw)\n")
+    cols = ("pf", "shift", "flow", "roi")
+    print("| clip | size | frames | fps pf / flow / roi | " + " | ".join(f"jitter {c}" for c in cols) + " | "
+          + " | ".join(f"distance {c}" for c in cols) + " | frames with face pf / flow / roi "
+          "| full detections flow | full detections roi |")
+    print("|---" * (4 + 2 * len(cols) + 3) + "|")
+    for clip, size, nf, f, q, st in rows:
+        why = {m: f"{s.keyframes} ({', '.join(f'{k} {v}' for k, v in sorted(s.reasons.items()))})" for m, s in st.items()}
+        print(f"| {clip} | {size} | {nf} | {f['pf']:.1f} / {f['flow']:.1f} / {f['roi']:.1f} "
+              f"({f['flow'] / f['pf']:.1f}x / {f['roi'] / f['pf']:.1f}x) | "
+              + " | ".join(f"{q[c + '+stab'][0]:.3f} ({q[c][0]:.3f})" for c in cols) + " | "
+              + " | ".join(f"{q[c + '+stab'][1]:.2f} ({q[c][1]:.2f})" for c in cols)
+              + f" | {q['pf'][2]} / {q['flow'][2]} / {q['roi'][2]} | {why['flow']} | {why['roi']} |")
 
 if __name__ == "__main__":
     main()

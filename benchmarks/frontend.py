@@ -204,7 +204,7 @@ def bench_clip(label: str, clip: Path, a, tmp: Path) -> dict:
         det = record_detections(clip, frames, info)
     else:
         det = make_detector(a.detector, max_side=DEFAULT_DETECT_SIDE)
-    opts = {"detect": {"detect_every": a.detect_every}} if a.detect_every is not None else None
+    opts = {"detect": {k: v for k, v in (("detect_every", a.detect_every), ("track", a.track)) if v is not None}}
     seq = run_once(clip, info, frames, det, a.size, a.device, False, 1, tmp, opts, a.device_ms / 1000)
     par = run_once(clip, info, frames, det, a.size, a.device, True, a.workers, tmp, opts, a.device_ms / 1000)
     return dict(clip=label, file=clip.name, width=info.width, height=info.height, frames=frames,
@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--detector", default="dlib", help="a registered detector, or `replay` (dlib, recorded first)")
     ap.add_argument("--detect-every", default=None,
                     help="the detect stage's keyframe interval (seconds, or e.g. 12f), where the chain has it")
+    ap.add_argument("--track", default=None, choices=["roi", "flow"],
+                    help="how the detect stage follows faces between full detections (default: the product's)")
     ap.add_argument("--size", type=int, default=1024, help="aligned crop side (1024: the released generator)")
     ap.add_argument("--device", default="cpu", help="what the stand-in reports as the networks' device")
     ap.add_argument("--device-ms", type=float, default=0.0,

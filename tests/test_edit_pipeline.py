@@ -257,25 +257,34 @@ def test_run_options_reach_the_stages_with_one_default():
     assert {p.name for p in edit_cmd.params} >= {"detect_batch", "align_method", "workers"}
 
 
-def test_detect_every_tracks_between_keyframes_through_the_edit(tiny, media_dir, tmp_path):
-    """`--detect-every`: the detect stage wraps the detector in a KeyframeDetector (one worker, frames
-    in order), every frame still gets its face, and the output stays close to per-frame detection."""
+@pytest.mark.parametrize("track", ["flow", "roi"])
+def test_detect_every_tracks_between_keyframes_through_the_edit(tiny, media_dir, tmp_path, track):
+    """`--detect-every` / `--track`: the detect stage wraps the detector in a KeyframeDetector or its
+    region subclass (one worker, frames in order), every frame still gets its face, and the output
+    stays close to per-frame detection (`--detect-every 0`).  The default is region detection
+    every second (measured as close to per-frame detection as that is to itself, README)."""
+    from fsvideo.faces.keyframes import KeyframeDetector, with_keyframes
     from fsvideo.faces.registry import make_detector
+    from fsvideo.faces.roi import RoiDetector
     from fsvideo.pipeline.components import Components
     from fsvideo.pipeline.face_stages import make_detect
+    assert (RunOptions().detect_every, RunOptions().track) == ("1s", "roi")
     comps = Components(detector=make_detector("dlib"), fps=30.0)
-    tracked, plain = make_detect(comps, detect_every="0.5"), make_detect(comps)
-    assert not tracked.per_frame and plain.per_frame
+    tracked, plain = make_detect(comps, detect_every="0.5", track=track), make_detect(comps, detect_every=0)
+    assert not tracked.per_frame and plain.per_frame and not make_detect(comps).per_frame
+    wrapped = with_keyframes(comps.detector, "0.5", 30.0, track)
+    assert type(wrapped) is (RoiDetector if track == "roi" else KeyframeDetector)
     src = media_dir / CLIP
     every = edit_video(src, tmp_path / "k.mp4", edits=[EditRequest(tiny["dir"], 1.5)],
-                       options=_opts(tiny, end=0.6, detect_every="0.5"))
-    per_frame = edit_video(src, tmp_path / "p.mp4", edits=[EditRequest(tiny["dir"], 1.5)], options=_opts(tiny, end=0.6))
+                       options=_opts(tiny, end=0.6, detect_every="0.5", track=track))
+    per_frame = edit_video(src, tmp_path / "p.mp4", edits=[EditRequest(tiny["dir"], 1.5)],
+                           options=_opts(tiny, end=0.6, detect_every=0))
     assert every.frames == per_frame.frames and every.faces_edited == per_frame.faces_edited == per_frame.frames
     diffs = [np.abs(a.astype(int) - b.astype(int)).mean()
              for a, b in zip(_frames(tmp_path / "k.mp4"), _frames(tmp_path / "p.mp4"))]
     print("keyframe vs per-frame detection, mean |diff| per frame:", np.round(diffs, 2))
     assert max(diffs) < 2.0       # tracked landmarks stay close to per-frame detection (stabilised)
     assert cli_main(["edit", str(src), "--generator", tiny["gen"], "--encoder", tiny["enc"], "--direction",
-                     tiny["dir"], "--detector", "dlib", "--detect-every", "12f", "--end", "0.3", "-o",
+                     tiny["dir"], "--detector", "dlib", "--detect-every", "12f", "--track", track, "--end", "0.3", "-o",
                      str(tmp_path / "c.mp4"), "--quiet"]) in (0, None)
     assert (tmp_path / "c.mp4").is_file()

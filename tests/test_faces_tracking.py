@@ -1,5 +1,7 @@
-"""Keyframe detection + tracking (fsvideo.faces.keyframes): cuts, faces entering and leaving, ids,
-keyframes equal to per-frame detection, and the jitter / distance bound on a real clip."""
+"""Keyframe detection + tracking (fsvideo.faces.keyframes, both ``--track`` modes: ``flow`` and
+``roi``, fsvideo.faces.roi): cuts, faces entering and leaving, ids, keyframes equal to per-frame
+detection, the jitter / distance bound on a real clip, and the region mode finding the faces
+per-frame detection finds on real clips."""
 from __future__ import annotations
 
 import cv2
@@ -9,7 +11,9 @@ import pytest
 from fsvideo.errors import InputError
 from fsvideo.faces import DlibDetector, Face, FaceAligner, FaceDetector, FaceStabilizer
 from fsvideo.faces.jitter import landmark_distance, track_jitter
-from fsvideo.faces.keyframes import KeyframeDetector, ShotCuts, keyframe_interval, with_keyframes
+from fsvideo.faces.track import box_iou
+from fsvideo.faces.keyframes import TRACK_MODES, KeyframeDetector, ShotCuts, keyframe_interval, with_keyframes
+from fsvideo.faces.roi import RoiDetector
 
 A, B = "liveportrait-d18.mp4", "pyfeat-single_face.mp4"
 
@@ -47,6 +51,14 @@ class Recording(FaceDetector):
 
     def landmarks_in_boxes(self, image, boxes):
         return self.det.landmarks_in_boxes(image, boxes)
+
+    def boxes_near(self, image, boxes, margin=0.4):
+        return self.det.boxes_near(image, boxes, margin)
+
+
+def _make(track, every, **kw):
+    """The ``track`` mode's detector around a :class:`Recording` dlib."""
+    return (RoiDetector if track == "roi" else KeyframeDetector)(Recording(), every, **kw)
 
 
 def _run(kd: KeyframeDetector, frames):
@@ -92,6 +104,20 @@ def test_with_keyframes_wraps_only_detectors_that_can_fit_in_boxes():
     kd = with_keyframes(det, "0.5s", 30)
     assert isinstance(kd, KeyframeDetector) and kd.every == 15 and kd.detector is det
     assert FaceAligner(det, 30, output_size=32).detector is det     # default: every frame, as before
+    assert isinstance(with_keyframes(det, "1s", 30, track="roi"), RoiDetector)
+    assert type(with_keyframes(det, "1s", 30, track="flow")) is KeyframeDetector
+
+    class FitsOnly(BoxesOnly):                                      # can fit, cannot search a region
+        def landmarks_in_boxes(self, image, boxes):
+            return []
+
+    fits = FitsOnly()
+    assert with_keyframes(fits, "1s", 30, track="roi") is fits      # never traded for the flow tracker
+    cnn = DlibDetector(cnn=True)                                    # refuses region searches: every frame
+    assert with_keyframes(cnn, "1s", 30, track="roi") is cnn
+    assert type(with_keyframes(fits, "1s", 30, track="flow")) is KeyframeDetector
+    with pytest.raises(InputError, match="--track"):
+        with_keyframes(det, "1s", 30, track="optical")
 
 
 def test_dlib_fit_on_grey_crop_equals_fit_on_rgb_frame(clip_a):
@@ -105,11 +131,12 @@ def test_dlib_fit_on_grey_crop_equals_fit_on_rgb_frame(clip_a):
             np.testing.assert_array_equal(g, w)
 
 
-def test_shot_cut_triggers_detection_and_keyframes_equal_per_frame_detection(clip_a, clip_b):
+@pytest.mark.parametrize("track", TRACK_MODES)
+def test_shot_cut_triggers_detection_and_keyframes_equal_per_frame_detection(clip_a, clip_b, track):
     frames = clip_a[:8] + clip_b[:8]
     cuts = ShotCuts()
     assert [i for i, im in enumerate(frames) if cuts.push(im)] == [8]
-    kd = KeyframeDetector(Recording(), every=1000)
+    kd = _make(track, every=1000)
     out = _run(kd, frames)
     assert kd.detector.detected == [0, 8] and dict(kd.stats.reasons) == {"first": 1, "cut": 1}
     det = DlibDetector()
@@ -121,7 +148,7 @@ def test_shot_cut_triggers_detection_and_keyframes_equal_per_frame_detection(cli
             np.testing.assert_array_equal(faces[0].box, want[0].box)
             assert not faces[0].tracked
         else:                                             # tracked: near it (same person, same shot)
-            assert faces[0].tracked
+            assert faces[0].tracked == (track == "flow")  # roi: a detection, refined by the stabiliser
             eye = np.linalg.norm(want[0].landmarks[42:48].mean(0) - want[0].landmarks[36:42].mean(0))
             assert np.linalg.norm(faces[0].landmarks - want[0].landmarks, axis=1).mean() < 0.15 * eye
 
@@ -130,13 +157,14 @@ def _side_by_side(left, right):
     return [np.ascontiguousarray(np.concatenate([a, b], axis=1)) for a, b in zip(left, right)]
 
 
-def test_face_entering_is_found_at_the_next_keyframe(clip_a, clip_b):
+@pytest.mark.parametrize("track", TRACK_MODES)
+def test_face_entering_is_found_at_the_next_keyframe(clip_a, clip_b, track):
     grey = np.full_like(clip_b[0], 128)
     enters = 3
     frames = _side_by_side(clip_a, [grey] * enters + clip_b[:12 - enters])
     assert len(DlibDetector().detect(frames[enters])) == 2          # per-frame detection finds it at once
     every = 5
-    kd = KeyframeDetector(Recording(), every=every, cuts=False)     # cuts off: found by the interval
+    kd = _make(track, every=every, cuts=False)                      # cuts off: found by the interval
     counts = [len(f) for f in _run(kd, frames)]
     first_two = counts.index(2)
     assert enters <= first_two <= enters + every
@@ -155,16 +183,18 @@ def _face_leaves(clip_a):
     return frames
 
 
-@pytest.mark.parametrize("policy", ["passthrough", "hold", "error"])
-def test_face_leaving_triggers_detection_and_the_no_face_policy(clip_a, policy):
+@pytest.mark.parametrize("track,policy", [(t, p) for t in TRACK_MODES for p in ("passthrough", "hold", "error")])
+def test_face_leaving_triggers_detection_and_the_no_face_policy(clip_a, track, policy):
     frames = _face_leaves(clip_a)
-    kd = KeyframeDetector(Recording(), every=1000)
+    kd = _make(track, every=1000)
     out = _run(kd, frames)
     assert all(len(f) == 1 for f in out[:8]) and not any(out[8:])
     assert 8 in kd.detector.detected and (kd.stats.reasons["lost"] or kd.stats.reasons["cut"])
+    if track == "roi":                   # no face to search around: the whole picture, every frame
+        assert kd.detector.detected[-4:] == list(range(8, 12))[-4:] and kd.stats.reasons["empty"] >= 3
 
-    fa = FaceAligner(DlibDetector(), 30, output_size=32, on_missing=policy, detect_every="1000f")
-    assert isinstance(fa.detector, KeyframeDetector)
+    fa = FaceAligner(DlibDetector(), 30, output_size=32, on_missing=policy, detect_every="1000f", track=track)
+    assert isinstance(fa.detector, RoiDetector if track == "roi" else KeyframeDetector)
     done = []
     if policy == "error":
         with pytest.raises(InputError, match="no face"):
@@ -183,9 +213,10 @@ def test_face_leaving_triggers_detection_and_the_no_face_policy(clip_a, policy):
         assert all(d.faces and d.faces[0].status == "held" for d in done[9:])
 
 
-def test_track_ids_survive_keyframe_gaps(clip_a, clip_b):
+@pytest.mark.parametrize("track", TRACK_MODES)
+def test_track_ids_survive_keyframe_gaps(clip_a, clip_b, track):
     frames = _side_by_side(clip_a, clip_b)
-    fa = FaceAligner(DlibDetector(), 30, output_size=32, policy="all", detect_every="4f")
+    fa = FaceAligner(DlibDetector(), 30, output_size=32, policy="all", detect_every="4f", track=track)
     done = []
     for i, im in enumerate(frames):
         done += fa.push(i, im)
@@ -243,3 +274,77 @@ def test_jitter_and_distance_to_per_frame_detection_on_a_real_clip(media_dir, ca
     # Measured: jitter 0.200 vs 0.168 px (whole clip 0.256 vs 0.248), distance 0.84 vs 0.92 px.
     assert res["keyframes"][0] <= 1.25 * res["per-frame"][0]
     assert res["keyframes"][1] <= res["per-frame"][1]
+
+
+# ------------------------------------------------------------------------------ region mode (roi)
+
+def _clip(media_dir, clip, start, n):
+    """Frames ``start`` .. ``start + n`` of a shared clip at full size (a negative ``n``: reversed)."""
+    from fsvideo.video import VideoReader
+    frames = [fr.image for fr in VideoReader(media_dir / "videos" / "other" / clip)
+              if start <= fr.index < start + abs(n)]
+    return frames[::-1] if n < 0 else frames
+
+
+@pytest.mark.parametrize("clip,start,n", [
+    ("pyfeat-face_noface.mov", 50, 40),            # the face leaves (a cut), then no face
+    ("pyfeat-face_noface.mov", 50, -40),           # reversed: the face comes in
+    ("facerec-short_hamilton_clip.mp4", 205, 45),  # a cut, a weak face per-frame detection finds on and off
+    ("lt-FP006542HD02.mp4", 0, 16),                # 1080p
+])
+def test_roi_finds_the_faces_per_frame_detection_finds(media_dir, capsys, clip, start, n):
+    """On real clips the region mode returns, on every frame, as many faces as per-frame detection,
+    each with a box and landmarks close to the per-frame one (the detector's own noise: its
+    search sampled at another grid offset)."""
+    frames = _clip(media_dir, clip, start, n)
+    det = DlibDetector(max_side=640)
+    per_frame = [det.detect(im) for im in frames]
+    rd = RoiDetector(det, every=30)
+    out = [rd.detect(im) for im in frames]
+    assert [len(f) for f in out] == [len(f) for f in per_frame]
+    assert any(per_frame) and not all(per_frame) or clip.startswith("lt-")
+    dist, ious = [], []
+    for want, got in zip(per_frame, out):
+        for f in got:
+            dist.append(landmark_distance(f.landmarks, [w.landmarks for w in want]))
+            ious.append(float(np.max([box_iou(f.box, w.box) for w in want])))
+    with capsys.disabled():
+        print(f"\n{clip} {start}+{n}: {rd.stats}; landmark distance to per-frame mean {np.mean(dist):.2f} max "
+              f"{np.max(dist):.2f} px at 256; box IoU min {np.min(ious):.2f}")
+    assert rd.stats.tracked_faces > 0
+    assert np.mean(dist) < 2.0 and np.max(dist) < 5.0 and np.min(ious) > 0.5
+
+
+def test_roi_falls_back_to_a_full_detection_when_the_face_jumps_out_of_its_region(clip_a):
+    """A face moved further than the region's margin in one frame is found by a full detection of
+    that same frame (no frame without its face), then followed in its new region."""
+    jump = 6
+    frames = []
+    for i, im in enumerate(clip_a):
+        canvas = np.full((240, 480, 3), 128, np.uint8)
+        x = 0 if i < jump else 200                     # the face moves by 200 px, nearly twice its width
+        canvas[:, x:x + 240] = im
+        frames.append(canvas)
+    kd = _make("roi", every=1000, cuts=False)
+    out = _run(kd, frames)
+    assert all(len(f) == 1 for f in out)
+    assert kd.detector.detected == [0, jump] and dict(kd.stats.reasons) == {"first": 1, "lost": 1}
+    assert out[jump][0].box[0] - out[jump - 1][0].box[0] > 80
+
+
+def test_roi_unsure_faces_and_empty_pictures_are_left_to_the_full_search(clip_a):
+    """A region face scoring under ``sure_score`` is checked by a full detection (then the frame is
+    exactly per-frame detection), and a face appearing in an empty picture is found on its first
+    frame, without a cut or an interval."""
+    det = DlibDetector()
+    kd = RoiDetector(Recording(), every=1000, sure_score=1e9)
+    out = _run(kd, clip_a[:6])
+    assert kd.detector.detected == list(range(6)) and kd.stats.reasons["weak"] == 5
+    for im, faces in zip(clip_a, out):
+        np.testing.assert_array_equal(faces[0].landmarks, det.detect(im)[0].landmarks)
+
+    grey = np.full_like(clip_a[0], 128)
+    kd = _make("roi", every=1000, cuts=False)
+    out = _run(kd, [grey] * 3 + clip_a[:5])
+    assert [len(f) for f in out] == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert kd.detector.detected == [0, 1, 2, 3] and kd.stats.reasons["empty"] == 3

@@ -16,6 +16,7 @@ from fsvideo.errors import InputError
 
 def run_options(f):
     """Options shared by edit and invert (models, device, faces, output); defaults from RunOptions."""
+    from fsvideo.faces.keyframes import TRACK_MODES
     from fsvideo.pipeline.options import DEFAULTS as D
     from fsvideo.video.encoders import PRESETS, VIDEO_CODECS
     opts = [
@@ -39,7 +40,10 @@ def run_options(f):
                      help="Frames per detector call (FAN runs the faces of all of them in one batch)."),
         click.option("--detect-every", default=str(D.detect_every), show_default=True, type=str,
                      help="Full face detection every N seconds (1, 0.5s) or frames (12f) and on shot cuts, "
-                          "optical-flow tracking in between (5-13x faster detection); 0: every frame."),
+                          "faces followed by --track in between; 0: every frame."),
+        click.option("--track", default=D.track, show_default=True, type=click.Choice(TRACK_MODES),
+                     help="Between full detections: roi (the detector's own search around each face, "
+                          "the same quality) or flow (optical flow, faster, less close to per-frame detection)."),
         click.option("--face", default=D.face, show_default=True, help="Which faces: largest, all, or a track id."),
         click.option("--on-missing-face", "on_missing", default=D.on_missing, show_default=True,
                      type=click.Choice(["passthrough", "hold", "error"]),

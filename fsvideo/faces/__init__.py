@@ -4,7 +4,8 @@ Modules: ``registry`` (the detectors by name: add one there), ``detect`` (the de
 68 landmarks, and dlib), ``fan`` (face-alignment's FAN), ``align`` (FFHQ alignment, exact and fast, with
 the exact transform), ``track`` (track ids, face selection), ``stabilize`` (streaming temporal
 stabiliser), ``keyframes`` (full detection on keyframes and shot cuts, optical-flow tracking in
-between: :class:`KeyframeDetector`, ``--detect-every``), ``smoothing`` (the temporal filters, named
+between: :class:`KeyframeDetector`, ``--detect-every``), ``roi`` (the detector's own search in a
+region around each face between keyframes: :class:`RoiDetector`, ``--track roi``), ``smoothing`` (the temporal filters, named
 stabilisers), ``jitter`` (crop jitter measure),
 ``blend`` (masks, paste-back), ``stream`` (:class:`FaceAligner`: all of it on a stream),
 ``frontend`` (the one front end of ``edit`` / ``invert``, ``align`` and ``metrics``: frame sampling,
@@ -33,8 +34,9 @@ from fsvideo.faces.detect import DlibDetector, Face, FaceDetector
 from fsvideo.faces.fan import FanDetector, fan_available, fan_weight_paths
 from fsvideo.faces.frontend import VideoFaces, photo_faces, sample_frames, sampled_count
 from fsvideo.faces.jitter import crop_jitter
-from fsvideo.faces.keyframes import (DEFAULT_DETECT_EVERY, KeyframeDetector, KeyframeStats, ShotCuts,
-                                     keyframe_interval, with_keyframes)
+from fsvideo.faces.keyframes import (DEFAULT_DETECT_EVERY, DEFAULT_TRACK, TRACK_MODES, KeyframeDetector, KeyframeStats,
+                                     ShotCuts, keyframe_interval, with_keyframes)
+from fsvideo.faces.roi import RoiDetector
 from fsvideo.faces.registry import (DEFAULT_DETECT_SIDE, DetectorEntry, detector_entries, detector_names,
                                     make_detector, register_detector)
 from fsvideo.faces.stabilize import (DEFAULT_SMOOTHING_S, MISSING_POLICIES, STABILIZERS, FaceStabilizer,
@@ -51,7 +53,8 @@ __all__ = [
     "VideoFaces", "photo_faces", "sample_frames", "sampled_count",
     "DEFAULT_DETECT_SIDE", "DetectorEntry", "detector_entries", "detector_names", "make_detector",
     "register_detector",
-    "DEFAULT_DETECT_EVERY", "KeyframeDetector", "KeyframeStats", "ShotCuts", "keyframe_interval", "with_keyframes",
+    "DEFAULT_DETECT_EVERY", "DEFAULT_TRACK", "TRACK_MODES", "KeyframeDetector", "KeyframeStats", "RoiDetector",
+    "ShotCuts", "keyframe_interval", "with_keyframes",
     "DEFAULT_SMOOTHING_S", "MISSING_POLICIES", "STABILIZERS", "FaceStabilizer", "MultiFaceStabilizer",
     "StabilizedFrame", "crop_jitter", "parse_stabilize", "stabilize_sequence", "stabilizer_options",
     "AlignStats", "FaceAligner", "FrameFaces", "TrackedFace",

@@ -1,4 +1,8 @@
-"""Detect faces on keyframes and track them in between: the fast detect stage of a video.
+"""Detect faces on keyframes and track them in between by optical flow (``--track flow``).
+
+The structure (keyframes, shot cuts, ``--detect-every``, stats) is shared with the region mode,
+``--track roi`` (:class:`~fsvideo.faces.roi.RoiDetector`, a subclass that replaces the optical flow
+by the detector's own search in a region around each face); :func:`with_keyframes` builds either.
 
 A full detection (dlib HOG on a 640 px copy + 68 landmarks) costs about 115 ms a frame on one CPU
 core and capped ``fsvideo edit`` at about 8.5 frames/s (issue 11).  Most of that is the box
@@ -42,8 +46,8 @@ Example::
         faces = det.detect(image)             # list[Face], largest first, 68 landmarks each
     print(det.stats)                          # keyframes by reason
 
-``with_keyframes(detector, detect_every, fps)`` builds one from a ``--detect-every`` value (and
-returns ``detector`` itself for ``0``: every frame).
+``with_keyframes(detector, detect_every, fps, track)`` builds one from a ``--detect-every`` value
+and a ``--track`` mode (and returns ``detector`` itself for ``0``: every frame).
 """
 from __future__ import annotations
 
@@ -65,6 +69,9 @@ _FLOW_EYE = 40.0
 
 #: Default ``--detect-every``: a full detection at least every this many seconds ("0": every frame).
 DEFAULT_DETECT_EVERY = "1s"
+#: ``--track``: how faces are followed between full detections (:func:`with_keyframes`).
+TRACK_MODES = ("roi", "flow")
+DEFAULT_TRACK = "roi"
 
 
 def keyframe_interval(detect_every, fps: float | None) -> int:
@@ -195,6 +202,8 @@ class KeyframeDetector(FaceDetector):
 
     #: Keeps state from frame to frame: a pipeline must run it in one worker, frames in order.
     stateful = True
+    #: The optical flow between keyframes reads the previous frame's grey picture.
+    _uses_gray = True
 
     def __init__(self, detector: FaceDetector, every: int = 30, *, cuts: bool = True,
                  max_fb_error: float = 0.05, min_followed: float = 0.6, max_scale_step: float = 1.15,
@@ -217,6 +226,7 @@ class KeyframeDetector(FaceDetector):
         """Forget the tracked faces (the next frame is a keyframe)."""
         self._tracks: list[_Track] = []
         self._prev_gray: np.ndarray | None = None
+        self._shape: tuple | None = None
         self._since = 0               # frames since the last keyframe
         self._rel_sum = np.zeros(4)   # detector box in landmark frames (centre dx, dy, w, h / radius), summed
         self._rel_n = 0
@@ -228,12 +238,13 @@ class KeyframeDetector(FaceDetector):
         """Faces of the next frame of the stream (uint8 [H, W, 3] RGB), largest first."""
         import cv2
         image = np.ascontiguousarray(check_image(image))
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if self._uses_gray else None
         prev, self._prev_gray = self._prev_gray, gray
+        shape, self._shape = self._shape, image.shape
         cut = self.cuts.push(image) if self.cuts is not None else False
         self.stats.frames += 1
         self._since += 1
-        if prev is None or prev.shape != gray.shape:
+        if shape != image.shape:
             reason = "first"
         elif cut:
             reason = "cut"
@@ -241,10 +252,10 @@ class KeyframeDetector(FaceDetector):
             reason = "interval"
         else:
             faces = self._follow(prev, gray, image)
-            if faces is not None:
+            if not isinstance(faces, str):
                 self.stats.tracked_faces += len(faces)
                 return faces
-            reason = "lost"
+            reason = faces
         return self._keyframe(image, reason)
 
     # ------------------------------------------------------------------------------------- steps
@@ -321,29 +332,30 @@ class KeyframeDetector(FaceDetector):
         ih = max(0.0, min(box[3], h) - max(box[1], 0))
         return iw * ih / area
 
-    def _follow(self, prev: np.ndarray, gray: np.ndarray, image: np.ndarray) -> list[Face] | None:
-        """Tracked faces of this frame, or None when any face's tracking is unsure."""
+    def _follow(self, prev: np.ndarray, gray: np.ndarray, image: np.ndarray) -> list[Face] | str:
+        """Tracked faces of this frame, or why a full detection must run (``"lost"``: a face's
+        tracking is unsure)."""
         if not self._tracks:
             return []
         moved = []
         for t in self._tracks:
             m = self._flow(prev, gray, t)
             if m is None or self._inside(m[0], image.shape) < self.min_inside:
-                return None
+                return "lost"
             moved.append(m)
         try:
             fitted = self._fit(image, [m[0] for m in moved])
         except NotImplementedError:
-            return None
+            return "lost"
         tracks = []
         for t, (box, lm_flow), lm in zip(self._tracks, moved, fitted):
             eye = _eye_distance(t.landmarks)
             ratio = _eye_distance(lm) / max(eye, 1e-6)
             if not (1 / self.max_scale_step <= ratio <= self.max_scale_step):
-                return None
+                return "lost"
             err = float(np.linalg.norm(lm[RIGID_LANDMARKS] - lm_flow[RIGID_LANDMARKS], axis=1).mean())
             if err > self.max_fit_error * eye:
-                return None
+                return "lost"
             tracks.append(_Track(box, lm, t.score))
         self._tracks = tracks
         return _sorted([Face(box=t.box.copy(), score=t.score, landmarks=t.landmarks.copy(), tracked=True)
@@ -360,19 +372,40 @@ class KeyframeDetector(FaceDetector):
         return [np.mean(lms[i * k:(i + 1) * k], axis=0) for i in range(len(boxes))]
 
 
+def _can(detector, method: str) -> bool:
+    """Whether ``detector`` overrides :class:`FaceDetector`'s ``method``; ``boxes_near`` is also
+    called on no boxes, since a backend may refuse it by configuration (dlib's CNN)."""
+    if getattr(type(detector), method, None) in (None, getattr(FaceDetector, method)):
+        return False
+    if method == "boxes_near":
+        try:
+            detector.boxes_near(np.zeros((8, 8, 3), np.uint8), [])
+        except NotImplementedError:
+            return False
+    return True
+
+
 def with_keyframes(detector: FaceDetector | None, detect_every=DEFAULT_DETECT_EVERY, fps: float | None = None,
-                   **kwargs) -> FaceDetector | None:
-    """``detector`` wrapped in a :class:`KeyframeDetector` for a ``--detect-every`` value (see
-    :func:`keyframe_interval`), or ``detector`` itself when that means every frame, when it is None,
-    or when it cannot fit landmarks in given boxes (then every frame is detected, with a log line)."""
+                   track: str = DEFAULT_TRACK, **kwargs) -> FaceDetector | None:
+    """``detector`` wrapped for a ``--detect-every`` value (see :func:`keyframe_interval`) and a
+    ``--track`` mode: ``roi`` (:class:`~fsvideo.faces.roi.RoiDetector`, the detector's own search
+    in a region around each face) or ``flow`` (:class:`KeyframeDetector`, optical flow).  Returns
+    ``detector`` itself when that means every frame, when it is None, or when it cannot run the
+    mode (then every frame is detected, with a log line: a FAN detector, say, is never silently
+    traded for a less accurate tracker).  ``kwargs`` go to the class."""
+    if track not in TRACK_MODES:
+        raise InputError(f"--track {track!r} is not a tracking mode", hint=f"use one of {', '.join(TRACK_MODES)}")
     every = keyframe_interval(detect_every, fps)
     if detector is None or every <= 1 or isinstance(detector, KeyframeDetector):
         return detector
-    if type(detector).landmarks_in_boxes is FaceDetector.landmarks_in_boxes:
-        log.info("detector %s cannot track between keyframes: detecting on every frame", detector.name)
+    if not _can(detector, "landmarks_in_boxes") or (track == "roi" and not _can(detector, "boxes_near")):
+        log.info("detector %s cannot track (%s) between keyframes: detecting on every frame", detector.name, track)
         return detector
+    if track == "roi":
+        from fsvideo.faces.roi import RoiDetector
+        return RoiDetector(detector, every, **kwargs)
     return KeyframeDetector(detector, every, **kwargs)
 
 
-__all__ = ["DEFAULT_DETECT_EVERY", "KeyframeDetector", "KeyframeStats", "ShotCuts", "keyframe_interval",
-           "with_keyframes"]
+__all__ = ["DEFAULT_DETECT_EVERY", "DEFAULT_TRACK", "TRACK_MODES", "KeyframeDetector", "KeyframeStats", "ShotCuts",
+           "keyframe_interval", "with_keyframes"]

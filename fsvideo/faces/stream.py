@@ -26,7 +26,7 @@ import numpy as np
 
 from fsvideo.faces.align import AlignedFace, align_quad, align_quad_fast
 from fsvideo.faces.detect import Face, FaceDetector, check_image
-from fsvideo.faces.keyframes import KeyframeStats, with_keyframes
+from fsvideo.faces.keyframes import DEFAULT_TRACK, KeyframeStats, with_keyframes
 from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, MISSING_POLICIES, MultiFaceStabilizer, stabilizer_options
 from fsvideo.faces.track import FaceSelector, FaceTracker
 
@@ -98,20 +98,21 @@ class FaceAligner:
             seconds as a number or ``"1s"``, frames as ``"12f"``, ``0`` every frame): the detector is
             wrapped in a :class:`~fsvideo.faces.keyframes.KeyframeDetector` (see
             :func:`~fsvideo.faces.keyframes.with_keyframes`); :attr:`keyframes` is its stats.
+        track: how faces are followed between full detections, ``roi`` or ``flow`` (``--track``).
         **stab_kwargs: more :class:`~fsvideo.faces.stabilize.FaceStabilizer` options.
     """
 
     def __init__(self, detector: FaceDetector | None, fps: float, *, output_size: int = 1024,
                  policy: str | int = "largest", stabilize: bool | str = True, sigma_s: float = DEFAULT_SMOOTHING_S,
                  on_missing: str = "passthrough", method: str = "fast", tracker: FaceTracker | None = None,
-                 source: str = "the video", detect_every=0, **stab_kwargs):
+                 source: str = "the video", detect_every=0, track: str = DEFAULT_TRACK, **stab_kwargs):
         if method not in ("fast", "exact"):
             raise ValueError(f"method must be 'fast' or 'exact', got {method!r}")
         if on_missing not in MISSING_POLICIES:
             from fsvideo.errors import InputError
             raise InputError(f"unknown missing-face policy {on_missing!r}",
                              hint=f"use one of {', '.join(MISSING_POLICIES)}")
-        self.detector = with_keyframes(detector, detect_every, fps)
+        self.detector = with_keyframes(detector, detect_every, fps, track)
         self.output_size = int(output_size)
         self.method = method
         self.tracker = tracker or FaceTracker()

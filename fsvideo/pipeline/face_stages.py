@@ -161,17 +161,18 @@ class BlendStage(Stage):
 
 @register_stage("detect")
 def make_detect(components: Components, *, batch_size: int = DEFAULTS.detect_batch,
-                detect_every: float | str = DEFAULTS.detect_every) -> Stage:
+                detect_every: float | str = DEFAULTS.detect_every, track: str = DEFAULTS.track) -> Stage:
     """Faces and 68 landmarks of every frame (``components.detector``): adds ``detections``.
 
     ``batch_size`` frames go to the detector at once (FAN batches all their faces in one pass).
     ``detect_every`` (seconds, ``"12f"`` frames, 0: every frame): full detection on keyframes and
-    shot cuts only, landmarks tracked by optical flow in between
-    (:class:`~fsvideo.faces.keyframes.KeyframeDetector`).  Per-frame detection depends on the frame
+    shot cuts only, faces followed in between by ``track``: ``roi`` (the detector's search in a
+    region around each face, :class:`~fsvideo.faces.roi.RoiDetector`) or ``flow`` (optical flow,
+    :class:`~fsvideo.faces.keyframes.KeyframeDetector`).  Per-frame detection depends on the frame
     alone, so the runner may run it in several workers; tracking needs the frames in order, in one.
     """
     from fsvideo.faces.keyframes import KeyframeDetector, with_keyframes
-    det = with_keyframes(components.need("detector", "detect"), detect_every, components.fps)
+    det = with_keyframes(components.need("detector", "detect"), detect_every, components.fps, track)
 
     def run(ps):
         for p, faces in zip(ps, det.detect_batch([p["image"] for p in ps])):
