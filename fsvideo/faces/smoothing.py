@@ -156,7 +156,7 @@ def stabilizer_options(name: str = "fsvideo", fps: float = 30.0,
         return {"sigma_s": float(sigma_s), "optical_flow": True}
     if name == "official":
         return {"sigma_s": 3.0 / fps, "quad_sigma_s": 6.0 / fps, "truncate": 4.0, "fit": "mean",
-                "flow_px": 10.0, "optical_flow": True}
+                "flow_px": 10.0, "optical_flow": True, "follow_motion": False}
     raise InputError(f"unknown stabiliser {name!r}", hint=f"use one of {', '.join(STABILIZERS)}")
 
 

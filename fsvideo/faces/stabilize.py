@@ -72,6 +72,7 @@ import numpy as np
 
 from fsvideo.errors import InputError
 from fsvideo.faces.align import check_landmarks, ffhq_quad
+from fsvideo.faces.landmark_flow import LandmarkFlow
 from fsvideo.faces.smoothing import (
     DEFAULT_SMOOTHING_S,
     STABILIZERS,
@@ -109,10 +110,6 @@ class StabilizedFrame:
         return self.quad is not None
 
 
-def _eye_distance(lm: np.ndarray) -> float:
-    return float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0)))
-
-
 class FaceStabilizer:
     """Streaming stabiliser of one face track's landmarks and crop quads (see the module docstring).
 
@@ -141,7 +138,7 @@ class FaceStabilizer:
                  truncate: float = 2.0, optical_flow: bool = True, flow_scale: float = 0.1,
                  flow_px: float | None = None, fit: str = "linear", max_gap_s: float = 0.2,
                  on_missing: str = "passthrough", cut_threshold: float = 0.3,
-                 source: str = "the video"):
+                 follow_motion: bool = True, source: str = "the video"):
         if not fps or fps <= 0 or not math.isfinite(fps):
             raise ValueError(f"fps must be a positive number, got {fps}")
         if sigma_s < 0 or (quad_sigma_s is not None and quad_sigma_s < 0):
@@ -162,11 +159,16 @@ class FaceStabilizer:
         self.source = source
         self._lm_stage = GaussianStage(self.sigma_s * self.fps, truncate, fit)
         self._quad_stage = GaussianStage(self.quad_sigma_s * self.fps, truncate, fit)
-        self._prev_gray = None
-        self._prev_lm: np.ndarray | None = None  # refined landmarks of the previous frame (if it had a face)
+        self.follow_motion = bool(follow_motion)
+        self._flow = LandmarkFlow()
+        self._path = np.zeros(2)  # the face's summed flow motion in this run: smoothing is relative to it
+        self._cut_pending = False  # a shot cut was reported since the last detection
+        self.n_followed = 0  # frames whose motion the flow measured
         self._last_raw: np.ndarray | None = None  # last detected-and-refined landmarks (before a gap)
         self._last_index: int | None = None
         self._gap: list[int] = []  # indices of frames without a detection, not yet decided
+        self._gap_path: list[np.ndarray] = []  # the flow's path at each of them
+        self._last_path = self._path  # the path at _last_raw
         self._segment = 0
         self._held: StabilizedFrame | None = None
         self.n_missing = 0
@@ -185,30 +187,6 @@ class FaceStabilizer:
 
     # ------------------------------------------------------------------------------------- stage A
 
-    def _refine(self, image: np.ndarray | None, lm: np.ndarray, apply: bool = True) -> np.ndarray:
-        """Lucas-Kanade refinement of detected ``lm`` from the previous frame's landmarks
-        (``apply=False``: only keep this frame for the next one's refinement)."""
-        if not self.optical_flow or image is None:
-            return lm
-        import cv2
-        gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-        prev_gray, prev_lm = self._prev_gray, self._prev_lm
-        self._prev_gray = gray
-        if not apply or prev_gray is None or prev_lm is None or prev_gray.shape != gray.shape:
-            return lm
-        eye = max(_eye_distance(prev_lm), 1.0)
-        s = max(5, int(eye / 4))
-        tracked, status, _ = cv2.calcOpticalFlowPyrLK(
-            prev_gray, gray, prev_lm.astype(np.float32).reshape(-1, 1, 2), None, winSize=(s, s), maxLevel=5,
-            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03))
-        tracked = tracked.reshape(-1, 2).astype(np.float64)
-        d = np.linalg.norm(prev_lm - lm, axis=1)
-        alpha = np.exp(-(d / (self.flow_px if self.flow_px else self.flow_scale * eye)) ** 2)
-        alpha[status.ravel() == 0] = 0.0
-        alpha[~np.all(np.isfinite(tracked), axis=1)] = 0.0
-        tracked = np.where(np.isfinite(tracked), tracked, lm)
-        return (1.0 - alpha[:, None]) * lm + alpha[:, None] * tracked
-
     def _is_cut(self, lm: np.ndarray) -> bool:
         if self._last_raw is None:
             return False
@@ -221,43 +199,62 @@ class FaceStabilizer:
             out.append(Item(i, None, "missing", -1))
         return out
 
-    def _stage_a(self, index: int, image, landmarks, refine: bool = True) -> list[Item]:
-        """Flow refinement and gap decisions; returns items in order."""
+    def _follow(self) -> bool:
+        return self.follow_motion and self.optical_flow
+
+    def _stage_a(self, index: int, image, landmarks, refine: bool = True, cut: bool = False) -> list[Item]:
+        """Flow refinement, motion and gap decisions; returns items in order."""
+        self._cut_pending |= cut
         if landmarks is None:
-            if self.optical_flow and image is not None:
-                import cv2
-                self._prev_gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-            self._prev_lm = None
             self._gap.append(index)
             if self._last_raw is None or len(self._gap) > self.max_gap:
                 # Cannot be bridged (no face before it, or the gap is too long): release as missing.
                 out = self._missing_items(self._gap)
-                self._gap = []
+                self._gap, self._gap_path = [], []
                 self._last_raw = None
+                self._flow.remember(None)
                 return out
+            # Inside a gap the flow keeps following the face (rigidly), so the bridge follows its motion.
+            moved = None
+            if self._follow() and not self._cut_pending:
+                self._flow.track(image)
+                if self._flow.motion is not None:
+                    self._path = self._path + self._flow.motion
+                    moved = self._flow.followed + self._flow.motion
+            self._flow.remember(moved)
+            self._gap_path.append(self._path)
             return []
         lm = check_landmarks(landmarks)
-        cut = self._is_cut(lm)
-        if cut:
-            self._prev_lm = None
-        lm = self._refine(image, lm, refine)
-        self._prev_lm = lm
+        cut = self._cut_pending or self._is_cut(lm)
+        self._cut_pending = False
+        if self.optical_flow:
+            self._flow.track(image, follow=not cut)
+            if refine and not self._gap:
+                lm = self._flow.refine(lm, self.flow_scale, self.flow_px)
+            self._flow.remember(lm)
+        new_run = cut or self._last_raw is None
+        if new_run:
+            self._path = np.zeros(2)
+        elif self._follow() and self._flow.motion is not None:
+            self._path = self._path + self._flow.motion
+            self.n_followed += 1
         out: list[Item] = []
         if self._gap:
-            if cut or self._last_raw is None:
+            if new_run:
                 out += self._missing_items(self._gap)
             else:
+                # Linear interpolation of the landmarks relative to the flow's path.
+                r0, r1 = self._last_raw - self._last_path, lm - self._path
                 n = len(self._gap) + 1
-                for k, gi in enumerate(self._gap, start=1):
-                    t = k / n
-                    v = ((1 - t) * self._last_raw + t * lm).ravel()
-                    out.append(Item(gi, v, "interpolated", self._segment))
+                for k, (gi, path) in enumerate(zip(self._gap, self._gap_path), start=1):
+                    v = (1 - k / n) * r0 + k / n * r1
+                    out.append(Item(gi, v.ravel(), "interpolated", self._segment, path))
                 self.n_interpolated += len(self._gap)
-            self._gap = []
-        if cut or self._last_raw is None:
+            self._gap, self._gap_path = [], []
+        if new_run:
             self._segment += 1
-        out.append(Item(index, lm.ravel(), "detected", self._segment))
-        self._last_raw = lm
+        out.append(Item(index, (lm - self._path).ravel(), "detected", self._segment, self._path))
+        self._last_raw, self._last_path = lm, self._path
         return out
 
     # ------------------------------------------------------------------------------------- output
@@ -270,8 +267,9 @@ class FaceStabilizer:
                 if s.value is None:
                     quad_in.append(s)
                 else:
-                    lm = s.value.reshape(68, 2)
-                    quad_in.append(Item(s.index, ffhq_quad(lm)[0].ravel(), s.status, s.segment, lm))
+                    lm = s.value.reshape(68, 2) + s.extra  # back from the flow's moving frame
+                    quad = ffhq_quad(lm)[0] - s.extra
+                    quad_in.append(Item(s.index, quad.ravel(), s.status, s.segment, (lm, s.extra)))
         out: list[StabilizedFrame] = []
         for it in quad_in + [None] if final else quad_in:
             for s in self._quad_stage.push(it, final=final and it is None):
@@ -280,7 +278,8 @@ class FaceStabilizer:
 
     def _finish(self, s: Item) -> StabilizedFrame:
         if s.value is not None:
-            f = StabilizedFrame(s.index, np.asarray(s.extra, dtype=np.float64), s.value.reshape(4, 2), s.status)
+            lm, path = s.extra
+            f = StabilizedFrame(s.index, np.asarray(lm, dtype=np.float64), s.value.reshape(4, 2) + path, s.status)
             self._held = f
             return f
         self.n_missing += 1
@@ -291,21 +290,24 @@ class FaceStabilizer:
             return StabilizedFrame(s.index, self._held.landmarks, self._held.quad, "held")
         return StabilizedFrame(s.index, None, None, "missing")
 
-    def push(self, index: int, image: np.ndarray | None, landmarks, *, refine: bool = True) -> list[StabilizedFrame]:
+    def push(self, index: int, image: np.ndarray | None, landmarks, *, refine: bool = True,
+             cut: bool = False) -> list[StabilizedFrame]:
         """Add frame ``index`` (uint8 [H, W, 3] RGB ``image``, needed for the optical flow; its
         [68, 2] ``landmarks`` or None when no face was detected); return the frames now finished.
         ``refine=False`` skips the flow refinement of this frame's landmarks (they were tracked by
-        flow already: :attr:`~fsvideo.faces.detect.Face.tracked`)."""
+        flow already: :attr:`~fsvideo.faces.detect.Face.tracked`).  ``cut=True``: a shot cut starts
+        at this frame (:class:`~fsvideo.faces.keyframes.ShotCuts`): nothing is smoothed, bridged or
+        followed by flow across it."""
         index = int(index)
         if self._last_index is not None and index <= self._last_index:
             raise ValueError(f"frame index {index} after {self._last_index}: indices must increase")
         self._last_index = index
-        return self._stage_bc(self._stage_a(index, image, landmarks, refine), final=False)
+        return self._stage_bc(self._stage_a(index, image, landmarks, refine, cut), final=False)
 
     def flush(self) -> list[StabilizedFrame]:
         """Finish every remaining frame (call at the end of the stream)."""
         items = self._missing_items(self._gap)
-        self._gap = []
+        self._gap, self._gap_path = [], []
         return self._stage_bc(items, final=True)
 
 
