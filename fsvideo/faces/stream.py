@@ -27,7 +27,8 @@ import numpy as np
 from fsvideo.faces.align import AlignedFace, align_quad, align_quad_fast
 from fsvideo.faces.detect import Face, FaceDetector, check_image
 from fsvideo.faces.keyframes import KeyframeStats, with_keyframes
-from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, MISSING_POLICIES, MultiFaceStabilizer, stabilizer_options
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, MISSING_POLICIES, stabilizer_options
+from fsvideo.faces.stabilize_tracks import MultiFaceStabilizer
 from fsvideo.faces.track import FaceSelector, FaceTracker
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class FaceAligner:
         if stabilize:
             kw = stabilizer_options("fsvideo" if stabilize is True else stabilize, fps, sigma_s)
         else:
-            kw = dict(sigma_s=0.0, quad_sigma_s=0.0, optical_flow=False, max_gap_s=0.0)
+            kw = dict(sigma_s=0.0, quad_sigma_s=0.0, optical_flow=False, max_gap_s=0.0, shot_cuts=False)
         kw.update(stab_kwargs)
         self.stabilizer = MultiFaceStabilizer(fps, on_missing=on_missing, source=source, **kw)
         self._frames: dict[int, tuple[np.ndarray, dict[int, Face]]] = {}
