@@ -4,9 +4,9 @@ Modules: ``registry`` (the detectors by name: add one there), ``detect`` (the de
 68 landmarks, and dlib), ``fan`` (face-alignment's FAN), ``align`` (FFHQ alignment, exact and fast, with
 the exact transform), ``track`` (track ids, face selection), ``stabilize`` (streaming temporal
 stabiliser of one track), ``landmark_flow`` (its optical flow: refinement and the face's motion),
-``stabilize_tracks`` (one stabiliser per track, shot cuts), ``keyframes`` (full detection on keyframes and shot cuts, optical-flow tracking in
-between: :class:`KeyframeDetector`, ``--detect-every``), ``smoothing`` (the temporal filters, named
-stabilisers), ``jitter`` (crop jitter measure),
+``stabilize_tracks`` (one stabiliser per track, shot cuts), ``keyframes`` (full detection on keyframes
+and shot cuts, optical-flow tracking in between: :class:`KeyframeDetector`, ``--detect-every``),
+``smoothing`` (the temporal filters, named stabilisers), ``jitter`` (crop jitter measure),
 ``blend`` (masks, paste-back), ``stream`` (:class:`FaceAligner`: all of it on a stream),
 ``frontend`` (the one front end of ``edit`` / ``invert``, ``align`` and ``metrics``: frame sampling,
 :class:`VideoFaces`, :func:`photo_faces`).

@@ -9,20 +9,34 @@ stream, and by default runs them *differently from the official code* (see the t
    with pyramidal Lucas-Kanade (``cv2.calcOpticalFlowPyrLK``, window ``eye_distance / 4``,
    ``maxLevel=5``, criteria (COUNT|EPS, 10, 0.03)), and each landmark becomes
    ``(1 - a) * detected + a * tracked`` with ``a = exp(-(d / (flow_scale * eye_distance))**2)``,
-   d the distance between the previous landmark and the detected one.
-2. **Gap bridging** (not in the official code): up to ``max_gap_s`` seconds of frames without a
-   detection between two detected frames are filled by linear interpolation; longer gaps are
-   frames without a face.
-3. **Gaussian smoothing over time** of the landmarks (sigma ``sigma_s`` seconds), then of the quads
+   d the distance between the previous landmark and the detected one
+   (:class:`~fsvideo.faces.landmark_flow.LandmarkFlow`).
+2. **Motion following** (not in the official code; ``follow_motion``): the same flow gives the
+   face's translation from frame to frame (the median motion of its brow, eye and nose points,
+   when they agree), summed into a path ``P``.  The filters of step 4 smooth ``landmarks - P`` and
+   ``quad - P`` and add ``P`` back, so real motion, however fast or jerky, is followed as the flow
+   measures it and only the detector's noise is smoothed.  Without it a line fit through +-2
+   frames cuts through a hand-held shake: on ``facerec-short_hamilton_clip.mp4`` (24 fps film at
+   29.97 fps, every 5th frame repeated, a ~90 px face moving 5-10 px a frame) the crops shook 2.3x
+   *more* than unstabilised ones (3.89 vs 1.71 px at 256); following the motion, 0.65x (1.11 px).
+   Where the flow cannot measure the motion (no previous face, LK's points disagree) that step
+   adds nothing to ``P``, i.e. plain smoothing.
+3. **Gap bridging** (not in the official code): up to ``max_gap_s`` seconds of frames without a
+   detection between two detected frames are filled by linear interpolation of ``landmarks - P``,
+   the flow following the face through the gap; longer gaps are frames without a face.
+4. **Gaussian smoothing over time** of the landmarks (sigma ``sigma_s`` seconds), then of the quads
    computed from them (sigma ``quad_sigma_s``, twice as long by default, the official ratio), with
-   the fit of :mod:`fsvideo.faces.smoothing`.  Smoothing never crosses a frame without a face or a
-   detected cut (a jump of the face by more than ``cut_threshold`` of its size).
+   the fit of :mod:`fsvideo.faces.smoothing`.  Smoothing, flow and bridging never cross a frame
+   without a face, a detected jump of the face by more than ``cut_threshold`` of its size, or a
+   shot cut reported with ``push(cut=True)`` (:class:`~fsvideo.faces.stabilize_tracks.MultiFaceStabilizer`
+   runs :class:`~fsvideo.faces.keyframes.ShotCuts` on every frame).
 
 =====================  ==============================================  ==============================
                        default (``--stabilize 0.03``)                  ``--stabilize official``
 =====================  ==============================================  ==============================
 flow weight distance   ``0.1 * eye distance`` (= the official 10 px    10 px, ``exp(-d**2 / 100)``
                        only at a 100 px eye distance)
+motion following       yes (smoothing relative to the flow's path)     no (as the official code)
 landmark filter        Gaussian-weighted local *linear* fit, sigma     ``gaussian_filter1d``, sigma
                        0.03 s (~1 frame at 30 fps), cut at 2 sigmas    3 frames, cut at 4 sigmas
 quad filter            the same, sigma 0.06 s (~2 frames)              sigma 6 frames
@@ -31,20 +45,23 @@ look-ahead at 30 fps   2 + 4 + 6 (gap) = 12 frames                     12 + 24 +
 =====================  ==============================================  ==============================
 
 So the default is a much *lighter* filter than the official one, not the same strength.  Measured
-by ``python benchmarks/faces.py --only stabilise --frames 90`` on four talking clips of
-``../shared/media`` (crop jitter: frame-to-frame motion of the face inside 256 px crops; none =
-each frame aligned alone), the default removes 35-71 % of the jitter, the official filter 7-64 %:
-the optical flow removes most of it, and long sigmas then smooth away real head motion, so the face
-moves inside the crop again (the crop does not lag: the filters are symmetric, the measured shift
-is within 0.4 frame, but it sits 0.3-0.55 px at 256 off the detected face instead of 0.25 px).
-``stabilizer_options("official", fps)`` (``--stabilize official``) runs the official filter
-(equal to ``scipy.ndimage.gaussian_filter1d`` on a clip with a face in every frame; tested).
+by ``python benchmarks/faces.py --only stabilise --frames 90`` on five talking clips of
+``../shared/media`` and 90 frames of the hamilton clip's second shot (crop jitter: frame-to-frame
+motion of the face inside 256 px crops; none = each frame aligned alone), the default removes
+35-79 % of the jitter (before it followed the motion: 35-74 % on the five, and it *added* 128 % on
+hamilton), the official filter 7-69 % (it adds 254 % on hamilton): the optical flow removes most of it, and long sigmas then smooth
+away real head motion, so the face moves inside the crop again (the crop does not lag: the filters
+are symmetric, the measured shift is within 0.4 frame, but it sits 0.3-0.55 px at 256 off the
+detected face instead of 0.25 px).  ``stabilizer_options("official", fps)`` (``--stabilize
+official``) runs the official filter (equal to ``scipy.ndimage.gaussian_filter1d`` on a clip with a
+face in every frame; tested).
 
 The default's sigmas are in seconds and converted with ``fps``, so a 25 and a 50 fps clip of the
 same scene are smoothed alike (the official sigmas are in frames).  The look-ahead is bounded: a
 frame comes out at most :attr:`FaceStabilizer.delay` frames after it went in
 (``max_gap + ceil(truncate * sigma) + ceil(truncate * quad_sigma)``), and the stabiliser keeps
-only that many frames' landmarks (and one grey frame for the flow).
+only that many frames' landmarks (and one grey frame for the flow).  The flow costs one LK pass
+of 68 points a frame, as before motion following (its median needs no second pass).
 
 Frames without a face follow ``on_missing``: ``"passthrough"`` (the default: returned with
 ``status="missing"`` and no quad, so the caller keeps the frame unedited), ``"hold"`` (the last
@@ -127,6 +144,8 @@ class FaceStabilizer:
         on_missing: ``"passthrough"``, ``"hold"`` or ``"error"`` for frames without a face.
         cut_threshold: a jump of the landmarks' mean position by more than this fraction of the quad
             size between consecutive detections starts a new run (no smoothing across it).
+        follow_motion: smooth relative to the face's motion measured by the optical flow (step 2;
+            needs ``optical_flow``); False in the official filter.
         source: a name for error messages (e.g. the video file).
 
     ``push(index, image, landmarks)`` returns the frames finished so far (a list, in order) and
