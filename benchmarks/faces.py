@@ -208,7 +208,8 @@ def _stabilisers(frames, lms, ok, fps) -> None:
         print(f"    {name:44s} jitter {j:6.3f} ({j / rows[0][1]:4.0%})  lag {lag:+5.2f}  offset {off:5.2f}")
 
 def _copy(faces):
-    return [Face(box=f.box.copy(), score=f.score, landmarks=f.landmarks.copy(), tracked=f.tracked) for f in faces]
+    return [Face(box=f.box.copy(), score=f.score, landmarks=f.landmarks.copy(), tracked=f.tracked, motion=f.motion)
+            for f in faces]
 
 
 def _timed(det, frames):

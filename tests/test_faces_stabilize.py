@@ -243,27 +243,29 @@ def test_frame_sampling_is_one_helper():
 
 def _shaky_clip(n: int, shared_dir, seed: int = 0, image=None):
     """A photo moved by a fast hand-held shake, as 24 fps film at 30 fps (every 5th frame repeated):
-    uint8 [240, 320, 3] frames and their detections (true landmarks + 0.4 px noise)."""
+    uint8 [240, 320, 3] frames, their detections (true landmarks + 0.4 px noise) and the true
+    landmarks."""
     import cv2
     ref = shared_dir / "reference" / "ffhq-align"
     photo = cv2.cvtColor(cv2.imread(str(ref / "input_pexels_andrea.png")), cv2.COLOR_BGR2RGB) if image is None else image
     lm0 = np.array(json.loads((ref / "landmarks.json").read_text())["cases"]["pexels_andrea"]["landmarks_xy"], float)
     rng = np.random.default_rng(seed)
-    frames, lms = [], []
+    frames, lms, offs = [], [], []
     for t in range(n):
         c = (t * 4) // 5                                  # film frame shown at video frame t
         off = np.array([6 * np.sin(2 * np.pi * c / 6) - 100, 4 * np.cos(2 * np.pi * c / 5) - 20])
         m = np.array([[0.3, 0, off[0]], [0, 0.3, off[1]]])
         frames.append(cv2.warpAffine(photo, m, (320, 240), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
         lms.append(lm0 * 0.3 + off + rng.normal(0, 0.4, lm0.shape))
-    return frames, lms
+        offs.append(lm0 * 0.3 + off)
+    return frames, lms, offs
 
 
 def test_fast_jerky_motion_is_followed_not_smoothed(shared_dir):
     """A face shaken by 5-6 px a frame (eye distance ~30 px), with repeated frames: the stabilised
     crops must shake less than the raw ones.  The smoothing runs relative to the face's optical-flow
     motion; the old fit of a line through +-2 frames cut through the shake (15x the raw jitter)."""
-    frames, lms = _shaky_clip(45, shared_dir)
+    frames, lms, truth = _shaky_clip(45, shared_dir)
     raw = [align_face_fast(im, x, 256) for im, x in zip(frames, lms)]
     stab = FaceStabilizer(30.0)
     st = [o for i, (im, x) in enumerate(zip(frames, lms)) for o in stab.push(i, im, x)] + stab.flush()
@@ -275,12 +277,23 @@ def test_fast_jerky_motion_is_followed_not_smoothed(shared_dir):
     # The official filter reproduces the official code: it does not follow the flow.
     from fsvideo.faces.stabilize import stabilizer_options
     assert FaceStabilizer(30.0, **stabilizer_options("official", 30.0)).describe()["follow_motion"] is False
+    # A caller's own motion measure (a tracked face's Face.motion) is followed the same way, no flow run.
+    raw_err = np.mean([np.linalg.norm(x - t, axis=1).mean() for x, t in zip(lms, truth)])
+    for given, most in ((True, 0.75 * raw_err), (False, None)):   # measured 0.29 and 1.60 vs raw 0.50
+        stab = FaceStabilizer(30.0)
+        st = [o for i, x in enumerate(lms) for o in stab.push(
+            i, None, x, refine=False, motion=(truth[i] - truth[i - 1]).mean(0) if given and i else None)]
+        err = np.mean([np.linalg.norm(o.landmarks - truth[o.index], axis=1).mean() for o in st + stab.flush()])
+        if given:
+            assert err < most and stab.n_followed == 44, err
+        else:
+            assert err > 1.0 and stab.n_followed == 0, err     # without it the line fit cuts through the shake
 
 
 def test_a_bridged_gap_follows_the_flow(shared_dir):
     """Frames without a detection inside a fast motion are bridged along the flow's motion, not by a
     straight line between the detections around the gap."""
-    frames, lms = _shaky_clip(30, shared_dir)
+    frames, lms, _ = _shaky_clip(30, shared_dir)
     gap = range(12, 16)
     out = stabilize_sequence([None if i in gap else x for i, x in enumerate(lms)], 30.0, images=frames)
     assert [o.status for o in out[12:16]] == ["interpolated"] * 4
@@ -293,8 +306,8 @@ def test_shot_cut_resets_filter_and_flow(shared_dir):
     smoothing (both ways, the look-ahead included) nor the flow; both shots come out exactly as a
     fresh stabiliser gives them alone."""
     from fsvideo.faces.stabilize_tracks import MultiFaceStabilizer
-    a, lm_a = _shaky_clip(20, shared_dir, seed=1)
-    b, lm_b = _shaky_clip(20, shared_dir, seed=2, image=np.ascontiguousarray(
+    a, lm_a, _ = _shaky_clip(20, shared_dir, seed=1)
+    b, lm_b, _ = _shaky_clip(20, shared_dir, seed=2, image=np.ascontiguousarray(
         np.flipud(a[0]).repeat(4, 0).repeat(4, 1)))             # another picture, the landmarks where they were
     frames, lms = a + b, lm_a + lm_b
     ms = MultiFaceStabilizer(30.0)

@@ -17,7 +17,9 @@ search; the 68-point fit in a known box costs about 1 ms.  :class:`KeyframeDetec
    averaged over that box and two copies shifted by ``fit_shift`` (the fit depends on its box;
    averaging brings it nearer the per-frame detections, with less jitter).  The faces are marked
    :attr:`~fsvideo.faces.detect.Face.tracked`, so the stabiliser does not run its own flow
-   refinement on them a second time (measured: that doubled the distance to per-frame detection).
+   refinement on them a second time (measured: that doubled the distance to per-frame detection),
+   and carry the flow's translation (:attr:`~fsvideo.faces.detect.Face.motion`), which the
+   stabiliser follows instead of measuring it again.
 3. **Tracking confidence** is checked on every tracked face; any failure makes the frame a keyframe:
    too few landmarks followed with a small forward-backward error (``max_fb_error`` eye distances),
    a scale step out of ``max_scale_step``, the fitted landmarks far from the flow-moved ones
@@ -172,6 +174,7 @@ class _Track:
     box: np.ndarray        # float [4] box the landmarks were fitted in
     landmarks: np.ndarray  # float64 [68, 2]
     score: float           # score of its last full detection
+    motion: np.ndarray | None = None  # float64 [2] flow translation of its rigid landmarks since the last frame
 
 
 class KeyframeDetector(FaceDetector):
@@ -344,10 +347,11 @@ class KeyframeDetector(FaceDetector):
             err = float(np.linalg.norm(lm[RIGID_LANDMARKS] - lm_flow[RIGID_LANDMARKS], axis=1).mean())
             if err > self.max_fit_error * eye:
                 return None
-            tracks.append(_Track(box, lm, t.score))
+            motion = np.median(lm_flow[RIGID_LANDMARKS] - t.landmarks[RIGID_LANDMARKS], axis=0)
+            tracks.append(_Track(box, lm, t.score, motion))
         self._tracks = tracks
-        return _sorted([Face(box=t.box.copy(), score=t.score, landmarks=t.landmarks.copy(), tracked=True)
-                        for t in tracks])
+        return _sorted([Face(box=t.box.copy(), score=t.score, landmarks=t.landmarks.copy(), tracked=True,
+                             motion=t.motion.copy()) for t in tracks])
 
     def _fit(self, image: np.ndarray, boxes: list[np.ndarray]) -> list[np.ndarray]:
         """Landmarks fitted in each box, averaged over the box and two copies shifted diagonally by

@@ -57,7 +57,8 @@ class LandmarkFlow:
 
     def track(self, image: np.ndarray | None, follow: bool = True) -> None:
         """Follow the remembered landmarks into ``image``; sets :attr:`tracked`, :attr:`valid`,
-        :attr:`motion` (None where nothing could be followed)."""
+        :attr:`motion` (None where nothing could be followed).  ``follow=False``: only keep
+        ``image`` for the next frame."""
         import cv2
         self.tracked = self.valid = self.motion = self.followed = None
         if image is None:

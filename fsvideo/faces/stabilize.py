@@ -220,7 +220,8 @@ class FaceStabilizer:
     def _follow(self) -> bool:
         return self.follow_motion and self.optical_flow
 
-    def _stage_a(self, index: int, image, landmarks, refine: bool = True, cut: bool = False) -> list[Item]:
+    def _stage_a(self, index: int, image, landmarks, refine: bool = True, cut: bool = False,
+                 motion: np.ndarray | None = None) -> list[Item]:
         """Flow refinement, motion and gap decisions; returns items in order."""
         self._cut_pending |= cut
         if landmarks is None:
@@ -245,16 +246,20 @@ class FaceStabilizer:
         lm = check_landmarks(landmarks)
         cut = self._cut_pending or self._is_cut(lm)
         self._cut_pending = False
+        if motion is None or cut or self._gap:
+            motion = None
         if self.optical_flow:
-            self._flow.track(image, follow=not cut)
+            # LK only where needed: a tracked face with its motion given needs neither refinement nor flow.
+            self._flow.track(image, follow=not cut and (refine or (self._follow() and motion is None)))
             if refine and not self._gap:
                 lm = self._flow.refine(lm, self.flow_scale, self.flow_px)
             self._flow.remember(lm)
+            motion = self._flow.motion if motion is None else np.asarray(motion, dtype=np.float64).reshape(2)
         new_run = cut or self._last_raw is None
         if new_run:
             self._path = np.zeros(2)
-        elif self._follow() and self._flow.motion is not None:
-            self._path = self._path + self._flow.motion
+        elif self._follow() and motion is not None:
+            self._path = self._path + motion
             self.n_followed += 1
         out: list[Item] = []
         if self._gap:
@@ -309,18 +314,20 @@ class FaceStabilizer:
         return StabilizedFrame(s.index, None, None, "missing")
 
     def push(self, index: int, image: np.ndarray | None, landmarks, *, refine: bool = True,
-             cut: bool = False) -> list[StabilizedFrame]:
+             cut: bool = False, motion: np.ndarray | None = None) -> list[StabilizedFrame]:
         """Add frame ``index`` (uint8 [H, W, 3] RGB ``image``, needed for the optical flow; its
         [68, 2] ``landmarks`` or None when no face was detected); return the frames now finished.
         ``refine=False`` skips the flow refinement of this frame's landmarks (they were tracked by
         flow already: :attr:`~fsvideo.faces.detect.Face.tracked`).  ``cut=True``: a shot cut starts
         at this frame (:class:`~fsvideo.faces.keyframes.ShotCuts`): nothing is smoothed, bridged or
-        followed by flow across it."""
+        followed by flow across it.  ``motion``: the face's translation (float [2], pixels) since the
+        previous frame when the caller measured it (:attr:`~fsvideo.faces.detect.Face.motion`);
+        the stabiliser then follows it instead of running its own flow."""
         index = int(index)
         if self._last_index is not None and index <= self._last_index:
             raise ValueError(f"frame index {index} after {self._last_index}: indices must increase")
         self._last_index = index
-        return self._stage_bc(self._stage_a(index, image, landmarks, refine, cut), final=False)
+        return self._stage_bc(self._stage_a(index, image, landmarks, refine, cut, motion), final=False)
 
     def flush(self) -> list[StabilizedFrame]:
         """Finish every remaining frame (call at the end of the stream)."""

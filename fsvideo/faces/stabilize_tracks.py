@@ -87,7 +87,7 @@ class MultiFaceStabilizer:
     def push(self, index: int, image: np.ndarray | None,
              faces) -> list[tuple[int, list[tuple[int, StabilizedFrame]]]]:
         """Add one frame's faces (each with ``track_id`` and ``landmarks``); return finished frames."""
-        by_id, tracked = {}, set()
+        by_id, tracked, motions = {}, set(), {}
         for f in faces:
             if f.track_id is None:
                 raise ValueError("MultiFaceStabilizer needs faces with track_id set (use FaceTracker.update)")
@@ -95,6 +95,7 @@ class MultiFaceStabilizer:
                 by_id[int(f.track_id)] = f.landmarks
                 if getattr(f, "tracked", False):
                     tracked.add(int(f.track_id))
+                motions[int(f.track_id)] = getattr(f, "motion", None)
         for tid in by_id:
             if tid not in self.stabs:
                 self.stabs[tid] = FaceStabilizer(self.fps, **self.kwargs)
@@ -105,7 +106,7 @@ class MultiFaceStabilizer:
         for tid in list(self.stabs):
             st = self.stabs[tid]
             lm = by_id.get(tid)
-            self._collect(tid, st.push(index, image, lm, refine=tid not in tracked, cut=cut))
+            self._collect(tid, st.push(index, image, lm, refine=tid not in tracked, cut=cut, motion=motions.get(tid)))
             self.absent[tid] = 0 if lm is not None else self.absent.get(tid, 0) + 1
             if self.on_missing != "hold" and self.absent[tid] > max(self.retire, st.max_gap):
                 self._collect(tid, st.flush())
