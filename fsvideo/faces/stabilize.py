@@ -49,12 +49,12 @@ by ``python benchmarks/faces.py --only stabilise --frames 90`` on five talking c
 ``../shared/media`` and 90 frames of the hamilton clip's second shot (crop jitter: frame-to-frame
 motion of the face inside 256 px crops; none = each frame aligned alone), the default removes
 35-79 % of the jitter (before it followed the motion: 35-74 % on the five, and it *added* 128 % on
-hamilton), the official filter 7-69 % (it adds 254 % on hamilton): the optical flow removes most of it, and long sigmas then smooth
-away real head motion, so the face moves inside the crop again (the crop does not lag: the filters
-are symmetric, the measured shift is within 0.4 frame, but it sits 0.3-0.55 px at 256 off the
-detected face instead of 0.25 px).  ``stabilizer_options("official", fps)`` (``--stabilize
-official``) runs the official filter (equal to ``scipy.ndimage.gaussian_filter1d`` on a clip with a
-face in every frame; tested).
+hamilton), the official filter 7-69 % (it adds 254 % on hamilton): the optical flow removes most of
+it, and long sigmas then smooth away real head motion, so the face moves inside the crop again (the
+crop does not lag: the filters are symmetric, the measured shift is within 0.4 frame, but it sits
+0.3-0.55 px at 256 off the detected face, 7 px on hamilton, instead of the default's 0.2-0.56 px).
+``stabilizer_options("official", fps)`` (``--stabilize official``) runs the official filter (equal
+to ``scipy.ndimage.gaussian_filter1d`` on a clip with a face in every frame; tested).
 
 The default's sigmas are in seconds and converted with ``fps``, so a 25 and a 50 fps clip of the
 same scene are smoothed alike (the official sigmas are in frames).  The look-ahead is bounded: a
