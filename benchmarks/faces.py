@@ -203,7 +203,8 @@ def _stabilisers(frames, lms, ok, fps) -> None:
         off = float(np.linalg.norm(c - raw_c[[s.index for s in st]], axis=1).mean() * scale)
         rows.append((name, crop_jitter([x.image for x in al], [x.landmarks for x in al]),
                      _lag(raw_c[[s.index for s in st]], c), off))
-    print(f"  stabilisers over {run_end} frames from frame {run[0]} (jitter: px at 256; lag: frames; offset: px at 256):")
+    print(f"  stabilisers over {run_end} frames from frame {run[0]} of those read (jitter: px at 256; lag: frames; "
+          "offset: px at 256):")
     for name, j, lag, off in rows:
         print(f"    {name:44s} jitter {j:6.3f} ({j / rows[0][1]:4.0%})  lag {lag:+5.2f}  offset {off:5.2f}")
 

@@ -246,8 +246,8 @@ class FaceStabilizer:
         lm = check_landmarks(landmarks)
         cut = self._cut_pending or self._is_cut(lm)
         self._cut_pending = False
-        if motion is None or cut or self._gap:
-            motion = None
+        if cut or self._gap:
+            motion = None  # a caller's motion is from the previous frame, which is not this run's
         if self.optical_flow:
             # LK only where needed: a tracked face with its motion given needs neither refinement nor flow.
             self._flow.track(image, follow=not cut and (refine or (self._follow() and motion is None)))
