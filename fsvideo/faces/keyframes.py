@@ -59,6 +59,7 @@ import numpy as np
 from fsvideo.errors import InputError
 from fsvideo.faces.detect import Face, FaceDetector, _sorted, check_image
 from fsvideo.faces.jitter import RIGID_LANDMARKS
+from fsvideo.faces.landmark_flow import eye_distance
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +143,6 @@ class KeyframeStats:
         why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
         return (f"{self.keyframes} full detections in {self.frames} frames ({why}); "
                 f"{self.tracked_faces} faces tracked between them")
-
-
-def _eye_distance(lm: np.ndarray) -> float:
-    return float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0)))
 
 
 def _frame(lm: np.ndarray) -> tuple[np.ndarray, float]:
@@ -283,7 +280,7 @@ class KeyframeDetector(FaceDetector):
         rx1, ry1 = int(min(w, math.ceil(x1 + m))), int(min(h, math.ceil(y1 + m)))
         if rx1 - rx0 < 16 or ry1 - ry0 < 16:
             return None
-        eye = max(_eye_distance(t.landmarks), 1.0)
+        eye = max(eye_distance(t.landmarks), 1.0)
         # The flow only moves the box: run it on the region shrunk to an eye distance of about
         # _FLOW_EYE px (a 1080p close-up costs a tenth), in region pixels scaled back after.
         k = min(1.0, _FLOW_EYE / eye)
@@ -340,8 +337,8 @@ class KeyframeDetector(FaceDetector):
             return None
         tracks = []
         for t, (box, lm_flow), lm in zip(self._tracks, moved, fitted):
-            eye = _eye_distance(t.landmarks)
-            ratio = _eye_distance(lm) / max(eye, 1e-6)
+            eye = eye_distance(t.landmarks)
+            ratio = eye_distance(lm) / max(eye, 1e-6)
             if not (1 / self.max_scale_step <= ratio <= self.max_scale_step):
                 return None
             err = float(np.linalg.norm(lm[RIGID_LANDMARKS] - lm_flow[RIGID_LANDMARKS], axis=1).mean())

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Landmarks that move with the head, not with speech: brows, nose, eyes (iBUG 17-47).
-RIGID = slice(17, 48)
+from fsvideo.faces.jitter import RIGID_LANDMARKS as RIGID  # brows, nose, eyes (iBUG 17-47)
+
 
 _CRITERIA = (3, 10, 0.03)  # cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10 iterations, eps 0.03
 
