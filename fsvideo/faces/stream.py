@@ -88,8 +88,10 @@ class FaceAligner:
         output_size: side of the aligned crops.
         policy: ``"largest"`` (one person, kept while tracked), a track id, or ``"all"``.
         stabilize: temporal stabilisation: True or ``"fsvideo"`` (optical flow + local linear
-            smoothing, ``sigma_s``), ``"official"`` (the official pipeline's filter, see
-            :func:`~fsvideo.faces.stabilize.stabilizer_options`), or False (each frame alone).
+            smoothing, ``sigma_s``, relative to the face's flow-measured motion), ``"official"`` (the
+            official pipeline's filter, see :func:`~fsvideo.faces.stabilize.stabilizer_options`), or
+            False (each frame alone).  Both reset at shot cuts
+            (:class:`~fsvideo.faces.stabilize_tracks.MultiFaceStabilizer`).
         sigma_s: landmark smoothing sigma in seconds of the ``fsvideo`` stabiliser (quads get twice that).
         on_missing: ``"passthrough"``, ``"hold"`` or ``"error"`` for frames without a face.
         method: ``"fast"`` (cv2 warp, the video path) or ``"exact"`` (FFHQ procedure, ~0.5 s a face).
