@@ -2,13 +2,15 @@
 
 Run:  python benchmarks/faces.py [--frames 60] [--clips pyfeat-single_face.mp4 liveportrait-d18.mp4]
 
-For each clip (first N frames of ../shared/media/videos/other/<clip>; lt-FP006542HD02.mp4 is 1080p):
+For each clip (first N frames of ../shared/media/videos/other/<clip>, or N frames from frame S for
+``<clip>:S``; lt-FP006542HD02.mp4 is 1080p; the hamilton clip from frame 120, inside its second shot):
 
 * detection (dlib HOG + 68 landmarks) at full size and on a 320 / 640 px copy,
 * alignment to 1024: the exact FFHQ procedure and the fast cv2 path,
 * stabilisation (FaceStabilizer with optical flow, default strength) per frame,
 * the landmark blend mask and the paste-back of a 1024 crop (alpha blend; Poisson; fastest of 7),
-* stabilisers (``--stabilize`` values), on the frames with a face:
+* stabilisers (``--stabilize`` values, and the default without following the flow's motion, as it
+  was before), on the longest run of frames with a face:
   - jitter: ``crop_jitter`` (mean frame-to-frame motion of brow/eye/nose landmarks inside 256 px
     crops, followed by optical flow), lower is steadier;
   - lag: the time shift (frames, cross-correlation of the face centre's velocity, sub-frame) of
@@ -57,7 +59,7 @@ from fsvideo.video import VideoReader  # noqa: E402
 
 DEFAULT_CLIPS = ["pyfeat-single_face.mp4", "liveportrait-d18.mp4",
                  "styleganex-pexels-anthony-shkraba-production-8136210.mp4", "cremad-1001_DFA_ANG_XX.flv",
-                 "lt-FP006542HD02.mp4"]
+                 "lt-FP006542HD02.mp4", "facerec-short_hamilton_clip.mp4:120"]
 #: Clips of ``--only tracking``: 480p, 1080p, multi-shot, occluded, face leaving and coming back.
 TRACKING_CLIPS = ["liveportrait-d18.mp4", "lt-FP006542HD02.mp4", "facerec-short_hamilton_clip.mp4",
                   "pyfeat-WolfgangLanger_Pexels.mp4", "pyfeat-face_noface.mov"]
@@ -86,12 +88,16 @@ def _row(label: str, value: float, unit: str) -> None:
 
 
 def _frames(path: Path, n: int):
-    r = VideoReader(path)
+    """``n`` frames of ``path`` (``clip.mp4:S``: from frame S) and the frame rate."""
+    name, _, start = path.name.partition(":")
+    start = int(start or 0)
+    r = VideoReader(path.with_name(name))
     frames = []
     for fr in r:
-        if fr.index >= n:
+        if fr.index >= start + n:
             break
-        frames.append(fr.image)
+        if fr.index >= start:
+            frames.append(fr.image)
     return frames, float(r.info.fps)
 
 
@@ -175,15 +181,19 @@ def _lag(raw: np.ndarray, smooth: np.ndarray, max_lag: int = 8) -> float:
 
 
 def _stabilisers(frames, lms, ok, fps) -> None:
-    """Jitter, lag and offset of each stabiliser on the first run of frames with a face."""
-    run_end = next((k for k, i in enumerate(ok) if i != k), len(ok))
-    fr, lm = frames[:run_end], lms[:run_end]
+    """Jitter, lag and offset of each stabiliser on the longest run of frames with a face."""
+    runs = np.split(np.asarray(ok), np.flatnonzero(np.diff(ok) != 1) + 1)
+    run = max(runs, key=len)
+    fr, lm = [frames[i] for i in run], [lms[i] for i in run]
+    run_end = len(run)
     raw = [align_face_fast(im, x, 256) for im, x in zip(fr, lm)]
     raw_c = np.stack([x[17:48].mean(0) for x in lm])
     scale = 256.0 / np.mean([quad_size(a.quad) for a in raw])       # frame px -> 256 crop px
     rows = [("none (each frame aligned alone)", crop_jitter([x.image for x in raw], [x.landmarks for x in raw]),
              0.0, 0.0)]
     variants = [("fsvideo 0.03 s (default)", stabilizer_options("fsvideo", fps)),
+                ("default, not following the motion (before)", dict(stabilizer_options("fsvideo", fps),
+                                                                     follow_motion=False)),
                 ("fsvideo 0.1 s (official sigma at 30 fps)", stabilizer_options("fsvideo", fps, 0.1)),
                 ("official (flow px, gaussian 3 / 6 frames)", stabilizer_options("official", fps)),
                 ("optical flow only", {"sigma_s": 0.0}),
@@ -195,12 +205,14 @@ def _stabilisers(frames, lms, ok, fps) -> None:
         off = float(np.linalg.norm(c - raw_c[[s.index for s in st]], axis=1).mean() * scale)
         rows.append((name, crop_jitter([x.image for x in al], [x.landmarks for x in al]),
                      _lag(raw_c[[s.index for s in st]], c), off))
-    print(f"  stabilisers over {run_end} frames (jitter: px at 256; lag: frames; offset: px at 256):")
+    print(f"  stabilisers over {run_end} frames from frame {run[0]} of those read (jitter: px at 256; lag: frames; "
+          "offset: px at 256):")
     for name, j, lag, off in rows:
         print(f"    {name:44s} jitter {j:6.3f} ({j / rows[0][1]:4.0%})  lag {lag:+5.2f}  offset {off:5.2f}")
 
 def _copy(faces):
-    return [Face(box=f.box.copy(), score=f.score, landmarks=f.landmarks.copy(), tracked=f.tracked) for f in faces]
+    return [Face(box=f.box.copy(), score=f.score, landmarks=f.landmarks.copy(), tracked=f.tracked, motion=f.motion)
+            for f in faces]
 
 
 def _timed(det, frames):
@@ -220,11 +232,13 @@ def _aligned(frames, faces, fps, stabilize):
     return [(ff.index, ff.faces[0] if ff.faces else None) for ff in done]
 
 
-def _quality(out, per_frame, cuts) -> tuple[float, float, int]:
-    """(jitter, distance to per-frame detection, frames with a face) of one aligned run."""
+def _quality(out, per_frame, cuts, frames=None) -> tuple[float, float, int, float]:
+    """(jitter on ``frames``, distance to per-frame detection, frames with a face, jitter on every
+    frame with a face) of one aligned run."""
     dist = [d for i, f in out if f is not None
             for d in [landmark_distance(f.landmarks, [p.landmarks for p in per_frame[i]])] if d is not None]
-    return track_jitter(out, cuts), float(np.mean(dist)) if dist else float("nan"), sum(f is not None for _, f in out)
+    return (track_jitter(out, cuts, frames), float(np.mean(dist)) if dist else float("nan"),
+            sum(f is not None for _, f in out), track_jitter(out, cuts))
 
 
 def _tracking(media: Path, clips, n: int, detect_every) -> None:
@@ -248,8 +262,11 @@ def _tracking(media: Path, clips, n: int, detect_every) -> None:
         cuts = {i for i, im in enumerate(frames) if sc.push(im) and i}
         q = {}
         for name, faces in [(m, r[0]) for m, r in runs.items()] + [("shift", shifted)]:
-            for stab in (True, False):
-                q[name + ("+stab" if stab else "")] = _quality(_aligned(frames, faces, fps, stab), per_frame, cuts)
+            raw = _aligned(frames, faces, fps, False)
+            q[name] = _quality(raw, per_frame, cuts)
+            # stabilised jitter on the raw run's frames (like with like); bridged frames counted apart
+            q[name + "+stab"] = _quality(_aligned(frames, faces, fps, True), per_frame, cuts,
+                                         {i for i, f in raw if f is not None})
         fps_ = {m: r[1] for m, r in runs.items()}
         rows.append((clip, f"{w}x{h}", len(frames), fps_, q, {m: d.stats for m, d in wrapped.items()}))
         print(f"  {clip}: " + ", ".join(f"{m} {v:.1f} frames/s" for m, v in fps_.items())
@@ -257,7 +274,8 @@ def _tracking(media: Path, clips, n: int, detect_every) -> None:
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\nDetect stage (dlib HOG at {DEFAULT_DETECT_SIDE} px + 68 landmarks), --detect-every {detect_every}; "
           "pf: per-frame detection, shift: per-frame on the frame shifted 3, 5 px (its own noise), flow / roi: "
-          "--track flow / roi. jitter: crop px at 256, stabilised (raw); distance: mean landmark px at 256 to the raw "
+          "--track flow / roi. jitter: crop px at 256, stabilised (raw), on the frames the raw run has a face; "
+          "distance: mean landmark px at 256 to the raw "
           "per-frame detection, stabilised (raw)\n")
     cols = ("pf", "shift", "flow", "roi")
     print("| clip | size | frames | fps pf / flow / roi | " + " | ".join(f"jitter {c}" for c in cols) + " | "

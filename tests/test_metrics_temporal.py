@@ -146,6 +146,23 @@ def test_static_clip_sits_at_the_floor(static, fast_eval):
     assert m["tl_id"] == pytest.approx(1.0) and m["tg_id"] == pytest.approx(1.0)
 
 
+def test_flicker_and_jitter_do_not_pair_frames_across_a_shot_cut(frame, media_dir, fast_eval, tmp_path):
+    """Two still shots of two faces: nothing moves within a shot, so flicker and jitter are 0 unless
+    a pair straddles the cut (before: the cut pair made both non-zero)."""
+    import cv2
+
+    from fsvideo.video import VideoReader
+    other = next(iter(VideoReader(media_dir / "videos" / "other" / "cremad-1001_DFA_ANG_XX.flv"))).image
+    other = cv2.resize(other, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_AREA)
+    clip = write_clip(tmp_path / "two_shots.mkv", [frame] * 4 + [other] * 4)
+    r = fast_eval.evaluate(clip, clip)
+    assert r.ok and r.frames_used == 8
+    assert [f.get("cut", False) for f in r.frames] == [False] * 4 + [True] + [False] * 3
+    assert "jitter" not in r.frames[4] and "warp_face" not in r.frames[4]
+    m = r.metrics
+    assert m["warp_face_source"] == pytest.approx(0.0, abs=1e-6) and m["jitter"] == pytest.approx(0.0, abs=1e-3)
+
+
 def test_subpixel_shifts_raise_flicker_and_jitter_by_the_expected_amount(frame, static, geometry, fast_eval,
                                                                        tmp_path):
     mask, quad = geometry

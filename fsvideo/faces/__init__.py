@@ -3,10 +3,12 @@
 Modules: ``registry`` (the detectors by name: add one there), ``detect`` (the detector interface with
 68 landmarks, and dlib), ``fan`` (face-alignment's FAN), ``align`` (FFHQ alignment, exact and fast, with
 the exact transform), ``track`` (track ids, face selection), ``stabilize`` (streaming temporal
-stabiliser), ``keyframes`` (full detection on keyframes and shot cuts, optical-flow tracking in
-between: :class:`KeyframeDetector`, ``--detect-every``), ``roi`` (the detector's own search in a
-region around each face between keyframes: :class:`RoiDetector`, ``--track roi``), ``smoothing`` (the temporal filters, named
-stabilisers), ``jitter`` (crop jitter measure),
+stabiliser of one track), ``landmark_flow`` (its optical flow: refinement and the face's motion),
+``stabilize_tracks`` (one stabiliser per track, shot cuts), ``keyframes`` (full detection on keyframes
+and shot cuts, optical-flow tracking in between: :class:`KeyframeDetector`, ``--detect-every``),
+``roi`` (the detector's own search in a region around each face between keyframes:
+:class:`RoiDetector`, ``--track roi``), ``smoothing`` (the temporal filters, named stabilisers),
+``jitter`` (crop jitter measure),
 ``blend`` (masks, paste-back), ``stream`` (:class:`FaceAligner`: all of it on a stream),
 ``frontend`` (the one front end of ``edit`` / ``invert``, ``align`` and ``metrics``: frame sampling,
 :class:`VideoFaces`, :func:`photo_faces`).
@@ -40,8 +42,8 @@ from fsvideo.faces.roi import RoiDetector
 from fsvideo.faces.registry import (DEFAULT_DETECT_SIDE, DetectorEntry, detector_entries, detector_names,
                                     make_detector, register_detector)
 from fsvideo.faces.stabilize import (DEFAULT_SMOOTHING_S, MISSING_POLICIES, STABILIZERS, FaceStabilizer,
-                                     MultiFaceStabilizer, StabilizedFrame, parse_stabilize, stabilize_sequence,
-                                     stabilizer_options)
+                                     StabilizedFrame, parse_stabilize, stabilize_sequence, stabilizer_options)
+from fsvideo.faces.stabilize_tracks import MultiFaceStabilizer
 from fsvideo.faces.stream import AlignStats, FaceAligner, FrameFaces, TrackedFace
 from fsvideo.faces.track import DlibFaceEmbedder, FaceSelector, FaceTracker, box_iou, parse_policy, select_faces
 

@@ -51,6 +51,8 @@ class Face:
         tracked: True when the landmarks were fitted in a box followed by optical flow from the
             previous frame (:class:`~fsvideo.faces.keyframes.KeyframeDetector`) rather than found by
             a full detection; the stabiliser then skips its own flow refinement (already done).
+        motion: float64 [2], a tracked face's translation since the previous frame as that flow
+            measured it (the stabiliser follows it instead of running its own flow), else None.
     """
 
     box: np.ndarray
@@ -58,6 +60,7 @@ class Face:
     landmarks: np.ndarray | None = None
     track_id: int | None = None
     tracked: bool = False
+    motion: np.ndarray | None = None
 
     @property
     def area(self) -> float:

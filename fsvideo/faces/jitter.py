@@ -44,17 +44,20 @@ def crop_jitter(crops: Sequence[np.ndarray], landmarks: Sequence[np.ndarray], po
     return float(np.mean(motions)) if motions else float("nan")
 
 
-def track_jitter(faces, cuts=()) -> float:
+def track_jitter(faces, cuts=(), frames=None) -> float:
     """:func:`crop_jitter` over a clip's aligned faces, averaged over its runs (weighted by pairs).
 
     ``faces``: one entry per frame in order, ``(index, face)`` with ``face`` a
     :class:`~fsvideo.faces.stream.TrackedFace` or None.  A run is consecutive frames of one track id;
     it also ends at the frame indices in ``cuts`` (flow across a shot cut measures nothing).
+    ``frames``: if given, only these frame indices count (the others end runs), so that two runs
+    of a clip are compared on the same frame pairs: a stabilised run also has the frames it bridged
+    over missed detections, which an unstabilised run leaves without a face.
     NaN when no run has two frames.
     """
     runs, prev = [], None
     for i, f in faces:
-        if f is None:
+        if f is None or (frames is not None and i not in frames):
             prev = None
             continue
         if prev is None or f.track_id != prev or i in cuts:

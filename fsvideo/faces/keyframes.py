@@ -21,7 +21,9 @@ search; the 68-point fit in a known box costs about 1 ms.  :class:`KeyframeDetec
    averaged over that box and two copies shifted by ``fit_shift`` (the fit depends on its box;
    averaging brings it nearer the per-frame detections, with less jitter).  The faces are marked
    :attr:`~fsvideo.faces.detect.Face.tracked`, so the stabiliser does not run its own flow
-   refinement on them a second time (measured: that doubled the distance to per-frame detection).
+   refinement on them a second time (measured: that doubled the distance to per-frame detection),
+   and carry the flow's translation (:attr:`~fsvideo.faces.detect.Face.motion`), which the
+   stabiliser follows instead of measuring it again.
 3. **Tracking confidence** is checked on every tracked face; any failure makes the frame a keyframe:
    too few landmarks followed with a small forward-backward error (``max_fb_error`` eye distances),
    a scale step out of ``max_scale_step``, the fitted landmarks far from the flow-moved ones
@@ -61,6 +63,7 @@ import numpy as np
 from fsvideo.errors import InputError
 from fsvideo.faces.detect import Face, FaceDetector, _sorted, check_image
 from fsvideo.faces.jitter import RIGID_LANDMARKS
+from fsvideo.faces.landmark_flow import eye_distance
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +152,6 @@ class KeyframeStats:
                 f"{self.tracked_faces} faces tracked between them")
 
 
-def _eye_distance(lm: np.ndarray) -> float:
-    return float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0)))
-
-
 def _frame(lm: np.ndarray) -> tuple[np.ndarray, float]:
     """Centre and RMS radius of landmarks [68, 2]: the frame boxes are expressed in."""
     c = lm.mean(0)
@@ -179,6 +178,7 @@ class _Track:
     box: np.ndarray        # float [4] box the landmarks were fitted in
     landmarks: np.ndarray  # float64 [68, 2]
     score: float           # score of its last full detection
+    motion: np.ndarray | None = None  # float64 [2] flow translation of its rigid landmarks since the last frame
 
 
 class KeyframeDetector(FaceDetector):
@@ -291,7 +291,7 @@ class KeyframeDetector(FaceDetector):
         rx1, ry1 = int(min(w, math.ceil(x1 + m))), int(min(h, math.ceil(y1 + m)))
         if rx1 - rx0 < 16 or ry1 - ry0 < 16:
             return None
-        eye = max(_eye_distance(t.landmarks), 1.0)
+        eye = max(eye_distance(t.landmarks), 1.0)
         # The flow only moves the box: run it on the region shrunk to an eye distance of about
         # _FLOW_EYE px (a 1080p close-up costs a tenth), in region pixels scaled back after.
         k = min(1.0, _FLOW_EYE / eye)
@@ -349,17 +349,18 @@ class KeyframeDetector(FaceDetector):
             return "lost"
         tracks = []
         for t, (box, lm_flow), lm in zip(self._tracks, moved, fitted):
-            eye = _eye_distance(t.landmarks)
-            ratio = _eye_distance(lm) / max(eye, 1e-6)
+            eye = eye_distance(t.landmarks)
+            ratio = eye_distance(lm) / max(eye, 1e-6)
             if not (1 / self.max_scale_step <= ratio <= self.max_scale_step):
                 return "lost"
             err = float(np.linalg.norm(lm[RIGID_LANDMARKS] - lm_flow[RIGID_LANDMARKS], axis=1).mean())
             if err > self.max_fit_error * eye:
                 return "lost"
-            tracks.append(_Track(box, lm, t.score))
+            motion = np.median(lm_flow[RIGID_LANDMARKS] - t.landmarks[RIGID_LANDMARKS], axis=0)
+            tracks.append(_Track(box, lm, t.score, motion))
         self._tracks = tracks
-        return _sorted([Face(box=t.box.copy(), score=t.score, landmarks=t.landmarks.copy(), tracked=True)
-                        for t in tracks])
+        return _sorted([Face(box=t.box.copy(), score=t.score, landmarks=t.landmarks.copy(), tracked=True,
+                             motion=t.motion.copy()) for t in tracks])
 
     def _fit(self, image: np.ndarray, boxes: list[np.ndarray]) -> list[np.ndarray]:
         """Landmarks fitted in each box, averaged over the box and two copies shifted diagonally by

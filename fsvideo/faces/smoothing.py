@@ -146,17 +146,19 @@ def stabilizer_options(name: str = "fsvideo", fps: float = 30.0,
     """:class:`FaceStabilizer` keyword arguments of a named stabiliser.
 
     ``"fsvideo"``: optical flow (distance scale in eye distances) + Gaussian-weighted local linear
-    fits, landmark sigma ``sigma_s`` seconds, quads twice that, truncated at 2 sigmas.
+    fits relative to the face's flow-measured motion (``follow_motion``), landmark sigma ``sigma_s``
+    seconds, quads twice that, truncated at 2 sigmas.
     ``"official"``: the official video pipeline's filter (spec section 4): flow blend
     ``exp(-d**2 / 100)`` in pixels, ``gaussian_filter1d`` (reflect) with sigma 3 frames on the
     landmarks and 6 frames on the quads, whatever the frame rate, truncated at 4 sigmas (a
-    look-ahead of 36 frames plus the gap bridge).  Both bridge short gaps and stop at cuts.
+    look-ahead of 36 frames plus the gap bridge), not following the motion.  Both bridge short
+    gaps and stop at cuts.
     """
     if name == "fsvideo":
         return {"sigma_s": float(sigma_s), "optical_flow": True}
     if name == "official":
         return {"sigma_s": 3.0 / fps, "quad_sigma_s": 6.0 / fps, "truncate": 4.0, "fit": "mean",
-                "flow_px": 10.0, "optical_flow": True}
+                "flow_px": 10.0, "optical_flow": True, "follow_motion": False}
     raise InputError(f"unknown stabiliser {name!r}", hint=f"use one of {', '.join(STABILIZERS)}")
 
 

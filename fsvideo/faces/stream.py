@@ -27,7 +27,8 @@ import numpy as np
 from fsvideo.faces.align import AlignedFace, align_quad, align_quad_fast
 from fsvideo.faces.detect import Face, FaceDetector, check_image
 from fsvideo.faces.keyframes import DEFAULT_TRACK, KeyframeStats, with_keyframes
-from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, MISSING_POLICIES, MultiFaceStabilizer, stabilizer_options
+from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, MISSING_POLICIES, stabilizer_options
+from fsvideo.faces.stabilize_tracks import MultiFaceStabilizer
 from fsvideo.faces.track import FaceSelector, FaceTracker
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,10 @@ class FaceAligner:
         output_size: side of the aligned crops.
         policy: ``"largest"`` (one person, kept while tracked), a track id, or ``"all"``.
         stabilize: temporal stabilisation: True or ``"fsvideo"`` (optical flow + local linear
-            smoothing, ``sigma_s``), ``"official"`` (the official pipeline's filter, see
-            :func:`~fsvideo.faces.stabilize.stabilizer_options`), or False (each frame alone).
+            smoothing, ``sigma_s``, relative to the face's flow-measured motion), ``"official"`` (the
+            official pipeline's filter, see :func:`~fsvideo.faces.stabilize.stabilizer_options`), or
+            False (each frame alone).  Both reset at shot cuts
+            (:class:`~fsvideo.faces.stabilize_tracks.MultiFaceStabilizer`).
         sigma_s: landmark smoothing sigma in seconds of the ``fsvideo`` stabiliser (quads get twice that).
         on_missing: ``"passthrough"``, ``"hold"`` or ``"error"`` for frames without a face.
         method: ``"fast"`` (cv2 warp, the video path) or ``"exact"`` (FFHQ procedure, ~0.5 s a face).
@@ -120,7 +123,7 @@ class FaceAligner:
         if stabilize:
             kw = stabilizer_options("fsvideo" if stabilize is True else stabilize, fps, sigma_s)
         else:
-            kw = dict(sigma_s=0.0, quad_sigma_s=0.0, optical_flow=False, max_gap_s=0.0)
+            kw = dict(sigma_s=0.0, quad_sigma_s=0.0, optical_flow=False, max_gap_s=0.0, shot_cuts=False)
         kw.update(stab_kwargs)
         self.stabilizer = MultiFaceStabilizer(fps, on_missing=on_missing, source=source, **kw)
         self._frames: dict[int, tuple[np.ndarray, dict[int, Face]]] = {}

@@ -26,8 +26,9 @@ from typing import Any, Iterable, Sequence
 from fsvideo.errors import InputError
 from fsvideo.weights import sha256_file  # noqa: F401  (re-exported: the clip part of the cache key)
 
-#: Bump when a change to the metrics code changes numbers: old cache entries are then not reused.
-METRICS_VERSION = 1
+#: Bump when a change to the metrics code changes numbers: old cache entries are then not reused
+#: (2: the face stabiliser follows the optical-flow motion and resets at shot cuts).
+METRICS_VERSION = 2
 
 #: Per-clip metrics, in table order, with the direction that is better.
 METRICS: dict[str, str] = {

@@ -26,6 +26,10 @@ frame) and measures, per clip:
   landmarks between consecutive aligned crops, LK flow on the crop pixels; the measure of
   ``benchmarks/faces.py``) of the edited crops, against the same figure of the source crops.
 
+Flicker and jitter pair consecutive frames of one shot only (a shot cut, found by
+:class:`fsvideo.faces.keyframes.ShotCuts` on the source, starts a new run; flow across it measures
+nothing), and jitter only those of one face track (not two people one after the other).
+
 Faces come from the face front end the pipeline uses (:class:`fsvideo.faces.stream.FaceAligner`:
 detection, tracking of the largest face, stabilisation, FFHQ alignment) run on the *source*
 frames; the edited frame is cut with the same quad, so both crops show the same place.
@@ -57,8 +61,9 @@ from fsvideo.metrics.results import ClipResult, sha256_file
 
 log = logging.getLogger(__name__)
 
-#: Bump when a change here changes numbers (old cache entries are then not reused).
-TEMPORAL_VERSION = 1
+#: Bump when a change here changes numbers (old cache entries are then not reused; 2: pairs stop
+#: at shot cuts and track changes, and the stabiliser follows the flow's motion).
+TEMPORAL_VERSION = 2
 
 #: Per-clip temporal metrics, in table order, with the direction that is better.
 TEMPORAL_METRICS: dict[str, str] = {
@@ -191,6 +196,8 @@ class _Clip:
         self.batch: list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]] = []
         self.prev: dict | None = None
         self.rows: list[dict] = []
+        from fsvideo.faces.keyframes import ShotCuts
+        self.cuts = ShotCuts()
 
 
 class TemporalEvaluator:
@@ -322,7 +329,10 @@ class TemporalEvaluator:
         bg = st.bg.add(src, out_image, mask)
         row["bg_psnr"], row["bg_max_abs"] = bg["psnr"], bg["max_abs"]
         prev = st.prev
-        consecutive = prev is not None and prev["index"] == done.index - 1
+        cut = st.cuts.push(src)
+        if cut:
+            row["cut"] = True
+        consecutive = prev is not None and prev["index"] == done.index - 1 and not cut
         if consecutive:
             w = self.warp.pair(prev["src"], src, prev["out"], out_image, mask)
             row.update(warp_face=w["face"], warp_face_source=w["face_source"], warp_bg=w["background"],
@@ -332,7 +342,7 @@ class TemporalEvaluator:
             a = face.aligned
             crop = (a.image, align_quad_fast(out_image, a.quad, self.size, landmarks=face.landmarks).image,
                     a.landmarks)
-            if consecutive and prev["crop"] is not None:
+            if consecutive and prev["crop"] is not None and prev["track"] == face.track_id:
                 (ps, po, plm), (cs, co, _) = prev["crop"], crop
                 row["jitter"] = crop_jitter([po, co], [plm, plm])
                 row["jitter_source"] = crop_jitter([ps, cs], [plm, plm])
@@ -341,7 +351,8 @@ class TemporalEvaluator:
             if len(st.batch) >= self.batch_size:
                 self._embed(st)
         st.rows.append(row)
-        st.prev = {"index": int(done.index), "src": src, "out": out_image, "crop": crop}
+        st.prev = {"index": int(done.index), "src": src, "out": out_image, "crop": crop,
+                   "track": None if face is None else face.track_id}
 
     def _embed(self, st: _Clip) -> None:
         if not st.batch:
