@@ -137,8 +137,12 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument("--shared", type=Path, default=Path(os.environ.get("FSVIDEO_SHARED", REPO.parent / "shared")))
         HERE.mkdir(exist_ok=True)
         return prepare(HERE, ap.parse_args(rest).shared)
+    import atexit
+
     import recorded_faces
-    recorded_faces.register(FACES, as_dlib=True)
+    rec = recorded_faces.register(FACES, as_dlib=True)
+    atexit.register(lambda: rec.near and print(f"recorded faces: {rec.near} frames matched by their thumbnail "
+                                               "(pixels decoded differently here)", file=sys.stderr))
     if cmd == "pytest":
         import pytest
         sys.exit(pytest.main(rest))
