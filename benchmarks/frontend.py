@@ -31,7 +31,9 @@ alignment, blending, encoding *and* the device time one after the other, while t
 them, which is what streaming is for (issue 11 point 9).
 
 ``--detector replay`` runs dlib once beforehand and replays its detections (keyed by the frame's
-pixels), so the rest of the chain is measured without the detector's cost.
+pixels), so the rest of the chain is measured without the detector's cost; ``--detector recorded``
+replays faces recorded earlier (``benchmarks/device_run.py``, for the GPU machine, which has no dlib).
+The clips are read from ``$FSVIDEO_SHARED`` (default ``../shared``).
 
 Targets (issue 11 point 6, 2-core CPU): every stage outside the networks >= 60 frames/s alone at
 1080p, H.264 >= 40; the chain >= 25 frames/s at 1080p and >= 60 at 480p.  The machine's load
@@ -40,7 +42,6 @@ average is printed: on a shared machine the numbers move with it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -50,11 +51,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from recorded_faces import RecordedDetector, record  # noqa: E402
 
-MEDIA = REPO.parent / "shared" / "media" / "videos" / "other"
+MEDIA = Path(os.environ.get("FSVIDEO_SHARED", REPO.parent / "shared")) / "media" / "videos" / "other"
 CLIPS = {"480p": MEDIA / "liveportrait-d18.mp4", "720p": None, "1080p": MEDIA / "lt-FP006542HD02.mp4"}
 STAND_IN = ("encode", "edit", "generate")
 
@@ -101,26 +104,6 @@ class PassThroughExecutor:
         return np.stack(crops) if crops else np.zeros((0, S, S, 3), np.uint8)
 
 
-class ReplayDetector:
-    """Replays detections recorded beforehand, looked up by a digest of the frame's pixels."""
-
-    name = "replay"
-
-    def __init__(self, table: dict[bytes, list]):
-        self.table = table
-
-    @staticmethod
-    def key(image: np.ndarray) -> bytes:
-        return hashlib.blake2b(np.ascontiguousarray(image[::7, ::7]).tobytes(), digest_size=16).digest()
-
-    def detect(self, image: np.ndarray) -> list:
-        import copy
-        return copy.deepcopy(self.table[self.key(image)])   # the tracker writes track ids into them
-
-    def detect_batch(self, images) -> list[list]:
-        return [self.detect(im) for im in images]
-
-
 def make_720p(src: Path, dst: Path, frames: int) -> Path:
     """The first ``frames`` frames of ``src`` resized to 1280x720 (H.264 crf 12, no audio)."""
     import av
@@ -140,14 +123,12 @@ def make_720p(src: Path, dst: Path, frames: int) -> Path:
     return dst
 
 
-def record_detections(clip: Path, frames: int, info) -> ReplayDetector:
+def record_detections(clip: Path, frames: int, info) -> RecordedDetector:
+    """dlib's faces on the first ``frames`` frames of ``clip``, to replay."""
     from fsvideo.faces.registry import DEFAULT_DETECT_SIDE, make_detector
     from fsvideo.video import VideoReader
     det = make_detector("dlib", max_side=DEFAULT_DETECT_SIDE)
-    table = {}
-    for f in VideoReader(clip, end=frames / float(info.fps), info=info):
-        table[ReplayDetector.key(f.image)] = det.detect(f.image)
-    return ReplayDetector(table)
+    return record(det, (f.image for f in VideoReader(clip, end=frames / float(info.fps), info=info)))
 
 
 def run_once(clip: Path, info, frames: int, detector, size: int, device: str, threads: bool, workers: int,

@@ -51,7 +51,7 @@ def build_model(size: int, out: Path) -> tuple[str, str]:
 
 
 def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threads: bool, batch: int,
-            out_dir: str, compile: bool = False) -> dict:
+            out_dir: str, compile: bool = False, detector: str = "dlib", precision: str = "auto") -> dict:
     """Edit ``seconds`` of ``clip``; returns fps, per-stage stats and peak RSS of this process."""
     import fsvideo.pipeline.edit as E
     from fsvideo import EditRequest, RunOptions
@@ -62,15 +62,16 @@ def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threa
         stats_box["stats"] = orig(*a, **k)
         return stats_box["stats"]
     E.run_job = spy
-    opts = RunOptions(generator=gen, encoder=enc, detector="dlib", end=seconds, threads=threads,
-                      batch_size=batch if threads else 1, mask="hull", overwrite=True, compile=compile)
+    opts = RunOptions(generator=gen, encoder=enc, detector=detector, end=seconds, threads=threads,
+                      batch_size=batch if threads else 1, mask="hull", overwrite=True, compile=compile,
+                      precision=precision)
     t = time.perf_counter()
     s = E.edit_video(clip, Path(out_dir) / f"out_{threads}_{seconds}.mp4", edits=[EditRequest(direction, 1.0)],
                      options=opts)
     dt = time.perf_counter() - t
     st = stats_box["stats"]
     stages = {x.name: dict(packets=x.packets, busy=round(x.busy_s, 3)) for x in st.stages}
-    return dict(frames=s.frames, seconds=round(dt, 3), pipeline_seconds=round(st.seconds, 3),
+    return dict(frames=s.frames, seconds=round(dt, 3), device=s.device, video_encoder=s.encoder, pipeline_seconds=round(st.seconds, 3),
                 fps=round(s.frames / st.seconds, 3), stages=stages,
                 peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
 
@@ -82,7 +83,38 @@ def child_run(args: dict) -> dict:
     return json.loads(out)
 
 
-def main() -> None:
+class GpuSampler:
+    """``nvidia-smi`` sampling utilisation and memory every ``ms`` ms into ``path`` (CSV) while in the ``with``."""
+
+    def __init__(self, path: str | None, ms: int = 200):
+        self.path, self.ms, self.proc = path, ms, None
+
+    def __enter__(self):
+        import shutil
+        if self.path and shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,memory.used",
+                                          "--format=csv,noheader,nounits", "-lms", str(self.ms), "-f", self.path])
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+
+    def summary(self) -> str:
+        """Mean and peak utilisation (%) and peak memory (MiB) of the samples, or why there are none."""
+        if not self.proc:
+            return "not sampled (no --gpu-log, or no nvidia-smi)"
+        rows = [r.split(",") for r in Path(self.path).read_text().splitlines() if r.count(",") == 2]
+        util = [float(r[1]) for r in rows if r[1].strip().replace(".", "").isdigit()]
+        mem = [float(r[2]) for r in rows if r[2].strip().replace(".", "").isdigit()]
+        if not util:
+            return f"no samples in {self.path}"
+        return (f"mean {sum(util) / len(util):.0f}%, max {max(util):.0f}% over {len(util)} samples "
+                f"({self.ms} ms); memory up to {max(mem):.0f} MiB")
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clip", default=str(DEFAULT_CLIP))
     ap.add_argument("--seconds", type=float, default=1.0, help="length of the short run (the long one is 4x)")
@@ -91,8 +123,12 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks (fsvideo edit --compile)")
     ap.add_argument("--bound", action="store_true", help="also measure the bound of any overlap (a one-core run)")
+    ap.add_argument("--detector", default="dlib",
+                    help="a registered detector (device runs: `recorded`, see benchmarks/device_run.py)")
+    ap.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+    ap.add_argument("--gpu-log", help="sample nvidia-smi (utilisation, memory) into this CSV during the streaming run")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.child:                                   # a fresh process for one memory or one-core measurement
         args = json.loads(a.child)
         if args.pop("one_core", False):
@@ -105,16 +141,19 @@ def main() -> None:
         enc, gen = build_model(a.size, dp)
         direction = str(dp / "dir.npy")
         common = dict(clip=a.clip, enc=enc, gen=gen, direction=direction, batch=a.batch_size, out_dir=d,
-                      compile=a.compile)
+                      compile=a.compile, detector=a.detector, precision=a.precision)
         one_run(**common, seconds=0.2, threads=True)                       # warm-up (imports, caches)
         seq = one_run(**common, seconds=a.seconds, threads=False)
-        par = one_run(**common, seconds=a.seconds, threads=True)
+        with GpuSampler(a.gpu_log) as gpu:
+            par = one_run(**common, seconds=a.seconds, threads=True)
         from fsvideo.pipeline.budget import core_budget
+        kind = seq["device"].split(":")[0] or "cpu"
         print(f"clip {Path(a.clip).name}, {seq['frames']} frames, generator {a.size} px, "
-              f"{'torch.compile, ' if a.compile else ''}"
+              f"{'torch.compile, ' if a.compile else ''}device {seq['device']}, precision {a.precision}, "
+              f"detector {a.detector}, video encoder {par['video_encoder']}, "
               f"OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS', 'unset')}")
-        print(f"core budget, sequential: {core_budget(device_type='cpu', threads=False).describe()}")
-        print(f"core budget, streaming:  {core_budget(device_type='cpu', threads=True).describe()}")
+        print(f"core budget, sequential: {core_budget(device_type=kind, threads=False).describe()}")
+        print(f"core budget, streaming:  {core_budget(device_type=kind, threads=True).describe()}")
         print(f"\n{'stage (alone, sequential run)':<32}{'frames/s':>10}")
         for name, v in seq["stages"].items():
             fps = v["packets"] / v["busy"] if v["busy"] > 0 else float("inf")
@@ -123,6 +162,9 @@ def main() -> None:
         print(f"{'sequential (batch 1, no overlap)':<32}{seq['fps']:>10.3f}{seq['pipeline_seconds']:>10.1f}")
         print(f"{'streaming (batch %s, threads)' % (a.batch_size or 'auto'):<32}{par['fps']:>10.3f}{par['pipeline_seconds']:>10.1f}")
         print(f"{'speed-up':<32}{par['fps'] / seq['fps']:>9.2f}x   (target >= 1.3x)")
+        busiest = max(par["stages"], key=lambda n: par["stages"][n]["busy"])
+        print(f"busiest stage (streaming): {busiest}, busy {par['stages'][busiest]['busy']:.2f} s "
+              f"of {par['pipeline_seconds']:.2f} s; GPU utilisation (streaming): {gpu.summary()}")
         if a.bound:
             one = child_run(dict(common, seconds=a.seconds, threads=False, one_core=True))
             cores = len(os.sched_getaffinity(0))

@@ -27,8 +27,7 @@ from fsvideo.latents import FrameLatents
 from fsvideo.models.encoder import FeatureStyleEncoder
 from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.models.stylegan2 import Generator
-from fsvideo.studio.app import _jpeg
-from fsvideo.studio.render import Renderer
+from fsvideo.studio.render import Renderer, jpeg_bytes
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared/media/images/wild/facerec-obama.jpg"
 
@@ -38,12 +37,12 @@ class PhotoProject:
 
     key = "photo"
 
-    def __init__(self, photo: Path, G: Generator, crop: int):
+    def __init__(self, photo: Path, G: Generator, crop: int, detector: str = "dlib"):
         from fsvideo.faces.align import align_face_fast
         from fsvideo.faces.detect import make_detector
         from fsvideo.video import VideoReader
         self.image = next(iter(VideoReader(photo))).image
-        (face,) = make_detector("dlib").detect(self.image)[:1]
+        (face,) = make_detector(detector).detect(self.image)[:1]
         al = align_face_fast(self.image, face.landmarks, crop)
         g = torch.Generator().manual_seed(0)
         self.fl = FrameLatents(0, np.zeros(1, np.int64), torch.randn(1, G.n_latent, 512, generator=g).numpy() * 0.5,
@@ -80,6 +79,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--photo", type=Path, default=PHOTO)
     ap.add_argument("--size", type=int, default=1024, help="generator size (1024: the released architecture)")
+    ap.add_argument("--detector", default="dlib",
+                    help="a registered detector (device runs: `recorded`, see benchmarks/device_run.py)")
     a = ap.parse_args()
     torch.manual_seed(0)
     G = Generator(a.size).eval()
@@ -91,7 +92,7 @@ def main() -> None:
     dev = r.runner.device
     name = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
     print(f"device: {name}, dtype: {r.runner.dtype}, torch {torch.__version__}, frame {a.photo.name}")
-    project = PhotoProject(a.photo, G, r.crop)
+    project = PhotoProject(a.photo, G, r.crop, a.detector)
     w = torch.from_numpy(project.fl.w).to(dev)
     f = torch.from_numpy(project.fl.F).to(dev)
 
@@ -107,16 +108,16 @@ def main() -> None:
         return [("sefa:1", "sefa:1", float(next(strengths)))]
     for res in a.drafts:
         r.draft_res = res
-        t = timed(lambda: _jpeg(r.render(project, 0, edits(), tracks=None, draft=True).image), a.repeats, dev)
+        t = timed(lambda: jpeg_bytes(r.render(project, 0, edits(), tracks=None, draft=True).image), a.repeats, dev)
         print(f"{f'draft {res} px (Eq. 1 + G to {res} + paste + JPEG)':<44}{t:>9.3f}{t / t_pass:>13.0%}")
-    t = timed(lambda: _jpeg(r.render(project, 0, edits(), tracks=None).image), a.repeats, dev)
+    t = timed(lambda: jpeg_bytes(r.render(project, 0, edits(), tracks=None).image), a.repeats, dev)
     print(f"{'full frame (Eq. 1 + G + paste + JPEG)':<44}{t:>9.3f}{t / t_pass:>13.0%}")
     r.draft_res = default.draft_res
 
     def change():                   # what the page does after a slider change: draft, then the full frame
         e = edits()
-        _jpeg(r.render(project, 0, e, tracks=None, draft=True).image)
-        _jpeg(r.render(project, 0, e, tracks=None).image)
+        jpeg_bytes(r.render(project, 0, e, tracks=None, draft=True).image)
+        jpeg_bytes(r.render(project, 0, e, tracks=None).image)
     t = timed(change, a.repeats, dev)
     label = f"change: draft {r.draft_res} px, then full (resumed)"
     print(f"{label:<44}{t:>9.3f}{t / t_pass:>13.0%}")

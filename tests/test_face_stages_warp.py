@@ -40,11 +40,11 @@ def _run(aligner_cls, device, frames, dets, size):
 def test_torch_stages_match_the_cv2_stages(media_dir):
     """track_align + blend with the torch warps (forced onto the CPU) against the cv2 stages: same
     quads and matrices, crops and outputs within a grey level on average, frames without a face untouched."""
-    from fsvideo.faces import DlibDetector
+    from fsvideo.faces import make_detector
     from fsvideo.video import VideoReader
     frames = [f.image for f, _ in zip(VideoReader(media_dir / "videos" / "other" / "liveportrait-d18.mp4"), range(3))]
     frames.append(frames[-1].copy())
-    det = DlibDetector(max_side=640)
+    det = make_detector("dlib", max_side=640)   # the registry: a device run replays recorded faces
     dets = [det.detect(im) for im in frames[:3]] + [[]]
     ref = _run(FaceAligner, None, frames, [list(d) for d in dets], 256)
     got = _run(DeviceFaceAligner, "cpu", frames, [list(d) for d in dets], 256)

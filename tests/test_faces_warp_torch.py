@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from fsvideo.faces import DlibDetector, align_face_fast, align_quad_fast, landmark_mask, paste_back, warp_to_frame
+from fsvideo.faces import align_face_fast, align_quad_fast, landmark_mask, make_detector, paste_back, warp_to_frame
 from fsvideo.faces.align import quad_matrix
 from fsvideo.faces.warp_torch import align_crops_torch, frame_to_tensor, paste_back_torch
 
 
 @pytest.fixture(scope="module")
 def hd(media_dir):
-    """A 1080p frame, its face's landmarks, and a second face's worth of landmarks (shifted copy)."""
+    """A 1080p frame and its face's landmarks (dlib through the registry, which a device run
+    replaces with dlib's recorded faces: benchmarks/recorded_faces.py)."""
     from fsvideo.video import VideoReader
     frame = next(iter(VideoReader(media_dir / "videos" / "other" / "lt-FP006542HD02.mp4"))).image
-    return frame, DlibDetector(max_side=640).detect(frame)[0].landmarks
+    return frame, make_detector("dlib", max_side=640).detect(frame)[0].landmarks
 
 
 def _reach(face, matrix, mask, shape) -> np.ndarray:

@@ -37,7 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from fsvideo.errors import FsvideoError, InputError
 from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
 from fsvideo.studio.project import NotReady, Project
-from fsvideo.studio.render import VIEWS, Renderer
+from fsvideo.studio.render import VIEWS, Renderer, jpeg_bytes
 from fsvideo.studio.session import LOOPBACK, ClipBody, EditsBody, OpenBody, RenderBody, Session, Studio, StudioConfig
 
 log = logging.getLogger(__name__)
@@ -87,15 +87,6 @@ async def _receive(request: Request, dest: Path, limit_bytes: int) -> None:
     if n == 0:
         dest.unlink(missing_ok=True)
         raise InputError("the upload is empty", hint="choose a file")
-
-
-def _jpeg(image) -> bytes:
-    import io
-
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAPI:
@@ -211,7 +202,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             out = r.render(p, body.frame, edits, tracks=tracks, view=body.view, draft=body.quality == "draft",
                            mask=body.mask)
             ms = (time.perf_counter() - t0) * 1000
-        return Response(_jpeg(out.image), media_type="image/jpeg", headers={
+        return Response(jpeg_bytes(out.image), media_type="image/jpeg", headers={
             "X-Quality": out.quality, "X-Size": str(out.size), "X-Faces": str(out.faces),
             "X-Render-Ms": f"{ms:.0f}", "X-Note": out.note, "Cache-Control": "no-store"})
 

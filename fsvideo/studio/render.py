@@ -182,3 +182,14 @@ def _tint(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Overlay the blend mask in red at 45% of its weight."""
     a = 0.45 * alpha[..., None]
     return np.clip(image * (1 - a) + MASK_TINT * a, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(image: np.ndarray) -> bytes:
+    """uint8 [H, W, 3] RGB ``image`` as the JPEG (quality 90) the page shows (here, away from the web
+    app, so that benchmarks/studio.py times it without FastAPI installed)."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
