@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -190,30 +191,53 @@ def test_generator_keeps_no_earlier_activation_while_the_last_layer_runs():
 
 # ------------------------------------------------------------------------------------------- malloc
 _MALLOC_CHILD = r"""
-import ctypes, json, sys
+import json, sys
 import numpy as np
-class MI2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) * 1024
+big = np.ones(30 * 2**20, np.uint8); del big       # glibc's dynamic threshold rises to ~30 MiB
+import ctypes
 libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MI2
-big = np.ones(30 * 2**20, np.uint8); del big       # raises glibc's dynamic threshold to ~30 MiB
-if sys.argv[1] == "fixed":
-    from fsvideo.pipeline.memory import configure_malloc
-    assert configure_malloc() and configure_malloc()
-blocks = [np.ones(6 * 2**20, np.uint8) for _ in range(10)]
-print(json.dumps({"mmapped": libc.mallinfo2().hblkhd}))
+libc.malloc.restype = ctypes.c_void_p
+blocks, pins = [], []
+for _ in range(10):                                # now from the heap, not mmapped, each one followed
+    blocks.append(np.ones(6 * 2**20, np.uint8))    # by a block still in use: free() cannot trim them
+    pins.append(libc.malloc(2**20))
+del blocks
+before = rss()
+released = False
+if sys.argv[1] == "release":
+    from fsvideo.pipeline.memory import release_free_memory
+    released = release_free_memory()
+print(json.dumps({"freed": before - rss(), "released": released}))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
-def test_configure_malloc_gives_blocks_from_4_mib_their_own_mapping():
-    """6 MiB blocks come from the heap under glibc's dynamic threshold (kept when freed), from their
-    own mappings (returned when freed) once the threshold is fixed."""
-    def mmapped(mode):
-        env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MALLOC_")}
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
+def test_release_free_memory_returns_what_malloc_keeps():
+    """60 MiB freed into the heap stay resident under glibc's defaults and go back to the system
+    with release_free_memory."""
+    def child(mode):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
         out = subprocess.run([sys.executable, "-c", _MALLOC_CHILD, mode], cwd=REPO, env=env, check=True,
                              capture_output=True, text=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])["mmapped"]
-    assert mmapped("default") < 20 * MiB
-    assert mmapped("fixed") >= 60 * MiB
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    assert child("keep")["freed"] < 10 * MiB
+    r = child("release")
+    assert r["released"] and r["freed"] > 40 * MiB
+
+
+def test_model_stages_release_memory_only_for_networks_on_the_cpu(monkeypatch):
+    import fsvideo.pipeline.model_stages as MS
+    from fsvideo.models.execution import ModelExecutor
+    calls = []
+    monkeypatch.setattr(MS, "release_free_memory", lambda: calls.append(1))
+    cpu = ModelExecutor.__new__(ModelExecutor)
+    cpu.device = torch.device("cpu")
+    MS._releasing(cpu, lambda ps: ps)([])
+    assert calls == [1]
+    gpu = ModelExecutor.__new__(ModelExecutor)
+    gpu.device = torch.device("cuda")
+    MS._releasing(gpu, lambda ps: ps)([])
+    MS._releasing(object(), lambda ps: ps)([])        # a stand-in executor (no network)
+    assert calls == [1]

@@ -124,11 +124,9 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
     """
     from fsvideo.faces.detect import make_detector
     from fsvideo.models.execution import ModelExecutor
-    from fsvideo.pipeline.memory import configure_malloc
     from fsvideo.utils import pick_device, pick_dtype
     from fsvideo.video import VideoReader, probe
     info = probe(src)                                    # bad input fails here, before models load
-    configure_malloc()                                   # before the models load (fsvideo.pipeline.memory)
     cfg = load_config(resolve_config_path(opts.config), ModelConfig, section="model")
     device = pick_device(opts.device)
     dtype = pick_dtype(device, opts.precision)

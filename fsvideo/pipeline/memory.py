@@ -1,56 +1,61 @@
-"""The one process-wide memory setting of a run: glibc malloc's mmap threshold (issue 11, point 8).
+"""The one process-wide memory action of a run: giving malloc's free memory back (issue 11, point 8).
 
 Why: glibc serves a request below its *mmap threshold* from a heap (an arena; a streaming run has
-several, one per busy thread) and keeps what is freed there for reuse instead of giving it back.
-The threshold starts at 128 KiB and rises, up to 32 MiB, every time a block above it is freed.  A
-run frees tensors of 1-32 MiB all the time (the encoder's and the generator's middle layers at
-128-256 px, 1024 px crops), so after a few frames the arenas held about 360 MiB that nothing was
-using (``fordblks`` of ``mallinfo2``), and the peak RSS of ``fsvideo edit`` with the released
-1024 px architecture on the CPU was that much higher.  A fixed threshold of
-:data:`MMAP_THRESHOLD` gives every block from 4 MiB up its own mapping, returned to the system when
-it is freed (fixing it also stops the rise).
+several, one per busy thread) and keeps what is freed there for reuse instead of returning it.  The
+threshold starts at 128 KiB and rises, up to 32 MiB, every time a larger block is freed.  The
+networks on the CPU allocate and free tensors of 1-32 MiB all the time (the encoder's layers, the
+generator's 64-256 px layers), each thread in its own arena, so during ``fsvideo edit`` with the
+released 1024 px architecture the arenas held up to 360 MiB that nothing used (``fordblks`` of
+``mallinfo2``): the encoder thread's free memory sat there while the generator thread peaked.
 
-Measured (``python benchmarks/memory.py --edit``, 0.4 s of ``liveportrait-d18.mp4``, CPU, one face
-per generator call): free memory held by malloc 360 -> 84 MiB at most, peak RSS 2343 -> 2006 MiB; the
-cost is page faults on those blocks (see the README, "Loading memory", for the time measured).
+:func:`release_free_memory` (``malloc_trim(0)``: every arena's free pages go back to the system)
+runs after each network call of the model stages when the networks are on the CPU
+(:mod:`fsvideo.pipeline.model_stages`).  Measured on 0.4 s of ``liveportrait-d18.mp4`` (12 frames,
+1024 px, CPU, a 2-core machine under load; ``/proc/self/status`` sampled every 50 ms):
 
-Only glibc has ``mallopt``; elsewhere, or when the user set ``MALLOC_MMAP_THRESHOLD_`` in the
-environment (glibc reads it at start-up and it wins), nothing is changed.
+=================================================  ============  ===================================
+malloc                                             peak RSS MiB  page faults per call (encode / G)
+=================================================  ============  ===================================
+glibc default                                      2343          13 k / 585 k
+mmap threshold fixed at 16 MiB                     2221          35 k / 690 k
+mmap threshold fixed at 4 MiB                      2006          105 k / 818 k
+default + ``malloc_trim(0)`` after each call       2122          25 k / 670 k
+=================================================  ============  ===================================
+
+The trim keeps most of the gain of a low fixed threshold at a fraction of its page faults (each
+freshly mapped 4 KiB page is a fault: a fixed 4 MiB threshold re-maps every encoder activation on
+every call).  Only glibc has ``malloc_trim``; elsewhere nothing is done.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import logging
-import os
-import threading
 
 log = logging.getLogger(__name__)
 
-MMAP_THRESHOLD = 4 * 2**20   #: bytes; blocks this size and larger get their own mapping
-_M_MMAP_THRESHOLD = -3       # mallopt parameter number (glibc malloc.h)
-_lock = threading.Lock()
-_done: bool | None = None    # None: not tried yet; True: set; False: left alone
+_trim = None          # libc's malloc_trim, once looked up; False where there is none
 
 
-def configure_malloc(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Fix glibc's mmap threshold at ``threshold`` bytes for this process (once; later calls do
-    nothing).  Returns True when the setting is in force (set now or before), False when left alone."""
-    global _done
-    with _lock:
-        if _done is not None:
-            return _done
-        _done = False
-        if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-            log.debug("MALLOC_MMAP_THRESHOLD_ is set in the environment: malloc left as it is")
-            return _done
+def _malloc_trim():
+    global _trim
+    if _trim is None:
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = libc.mallopt
+            fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+            _trim = fn
         except (OSError, AttributeError):
-            log.debug("no glibc mallopt: malloc left as it is")
-            return _done
-        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        _done = bool(mallopt(_M_MMAP_THRESHOLD, int(threshold)))
-        log.debug("malloc mmap threshold %s at %d bytes", "fixed" if _done else "NOT fixed", threshold)
-        return _done
+            log.debug("no glibc malloc_trim: free memory is left to malloc")
+            _trim = False
+    return _trim
+
+
+def release_free_memory() -> bool:
+    """Return the free memory of every malloc arena to the system (glibc ``malloc_trim(0)``).
+
+    Safe from any thread at any time (glibc locks each arena in turn); costs the page faults of
+    touching that memory again.  Returns True when memory was given back, False otherwise (nothing
+    to give, or not glibc).
+    """
+    fn = _malloc_trim()
+    return bool(fn(0)) if fn else False
