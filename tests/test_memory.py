@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from fsvideo.models.ops import fused_leaky_relu, make_kernel, upfirdn2d
 from fsvideo.models.stylegan2 import Generator
-from fsvideo.pipeline import FunctionStage, max_in_flight, run_pipeline
 from fsvideo.pipeline.stage_calls import Link, packet_nbytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,36 +78,6 @@ def test_link_takes_min_items_whatever_their_size():
     for i in range(3):
         link.put(_packet(i, 2 * MiB))       # a batch of 3 always fits
     assert len(link.items) == 3
-
-
-def test_queue_bytes_bounds_the_packets_in_flight():
-    """With 1 MiB packets and 2.5 MiB per queue each queue holds 2 packets instead of 8."""
-    def run(queue_bytes):
-        in_flight = peak = 0
-        lock = threading.Lock()
-
-        def src(n):
-            nonlocal in_flight, peak
-            for i in range(n):
-                with lock:
-                    in_flight += 1
-                    peak = max(peak, in_flight)
-                yield _packet(i, MiB)
-
-        def slow_sink(p):
-            nonlocal in_flight
-            time.sleep(0.003)
-            with lock:
-                in_flight -= 1
-        stages = [FunctionStage(f"s{k}", lambda ps: ps, needs=("data",)) for k in range(3)]
-        run_pipeline(src(120), stages, slow_sink, queue_size=8, queue_bytes=queue_bytes)
-        return peak, stages
-
-    peak_packets, stages = run(None)
-    peak_bytes, _ = run(int(2.5 * MiB))
-    bound_bytes = max_in_flight(stages, 2)           # each queue: at most 2 packets of 1 MiB
-    assert peak_bytes <= bound_bytes < max_in_flight(stages, 8)
-    assert peak_packets > bound_bytes               # without the byte bound the queues fill to 8
 
 
 # ------------------------------------------------------------------------------- generator in place
