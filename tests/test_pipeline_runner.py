@@ -175,34 +175,51 @@ def test_a_stage_that_does_not_add_its_keys_is_an_error():
         run_collect(3, [bad])
 
 
-def test_bounded_queues_slow_sink_fast_source():
-    in_flight = 0
-    peak = 0
-    lock = threading.Lock()
+class InFlight:
+    """A source and a slow sink that count the packets between them (``peak``: the most at once)."""
 
-    def counting_source(n):
-        nonlocal in_flight, peak
+    def __init__(self, make=lambda i: {"index": i, "x": i}, sink_delay: float = 0.002):
+        self.make, self.sink_delay = make, sink_delay
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def source(self, n: int):
         for i in range(n):
-            with lock:
-                in_flight += 1
-                peak = max(peak, in_flight)
-            yield {"index": i, "x": i}
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            yield self.make(i)
 
-    def slow_sink(p):
-        nonlocal in_flight
-        time.sleep(0.002)
-        with lock:
-            in_flight -= 1
+    def sink(self, p) -> None:
+        time.sleep(self.sink_delay)
+        with self.lock:
+            self.now -= 1
 
+
+def test_bounded_queues_slow_sink_fast_source():
     stages = [Jitter("a", "y", lambda x: x, batch_size=2, max_delay=0),
               Jitter("b", "z", lambda x: x, batch_size=5, max_delay=0), LookAhead(window=3)]
     q = 3
     bound = max_in_flight(stages, q)
     n = 300
-    run_pipeline(counting_source(n), stages, slow_sink, queue_size=q)
-    assert in_flight == 0
-    assert peak <= bound < n
-    assert peak >= bound - 4  # the queues really filled up: the sink was the bottleneck
+    fl = InFlight()
+    run_pipeline(fl.source(n), stages, fl.sink, queue_size=q)
+    assert fl.now == 0
+    assert fl.peak <= bound < n
+    assert fl.peak >= bound - 4  # the queues really filled up: the sink was the bottleneck
+
+
+def test_queue_bytes_bounds_the_packets_in_flight():
+    """With 1 MiB packets and 2.5 MiB per queue each queue holds 2 packets instead of 8."""
+    def peak(queue_bytes):
+        fl = InFlight(lambda i: {"index": i, "data": np.zeros(2**20, np.uint8)}, sink_delay=0.003)
+        run_pipeline(fl.source(120), stages, fl.sink, queue_size=8, queue_bytes=queue_bytes)
+        return fl.peak
+
+    stages = [FunctionStage(f"s{k}", lambda ps: ps, needs=("data",)) for k in range(3)]
+    bound = max_in_flight(stages, 2)                  # each queue: at most 2 packets of 1 MiB
+    assert peak(int(2.5 * 2**20)) <= bound < max_in_flight(stages, 8)
+    assert peak(None) > bound                         # without the byte bound the queues fill to 8
 
 
 def test_exception_in_a_middle_stage_stops_everything_promptly():

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsvideo.models.ops import fused_leaky_relu, make_kernel, upfirdn2d
+from fsvideo.models.ops import fused_leaky_relu, make_kernel, no_graph, upfirdn2d
 
 # rosinality's channel table; the multiplier scales 64 px and above.
 _BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
@@ -136,10 +136,13 @@ class NoiseInjection(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, noise: Tensor | None = None, inplace: bool = False) -> Tensor:
+        """``x + weight * noise``; ``inplace`` adds into ``x`` (a temporary the caller owns, no graph)."""
         if noise is None:
             n, _, h, w = x.shape
             noise = x.new_empty(n, 1, h, w).normal_()
+        if inplace:
+            return x.add_(self.weight.to(x.dtype) * noise.to(x.dtype))
         return x + self.weight.to(x.dtype) * noise.to(x.dtype)
 
 
@@ -157,12 +160,17 @@ class FusedLeakyReLU(nn.Module):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channel))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return fused_leaky_relu(x, self.bias)
+    def forward(self, x: Tensor, inplace: bool = False) -> Tensor:
+        return fused_leaky_relu(x, self.bias, inplace=inplace)
 
 
 class StyledConv(nn.Module):
-    """Modulated conv -> ``+ noise.weight * noise`` -> ``leaky_relu(+ bias) * sqrt(2)``."""
+    """Modulated conv -> ``+ noise.weight * noise`` -> ``leaky_relu(+ bias) * sqrt(2)``.
+
+    Without an autograd graph (:func:`~fsvideo.models.ops.no_graph`) the noise and activation steps
+    overwrite the convolution's output in place: the same values, without three full-size temporaries
+    (at 1024 px each is 128 MiB per face).
+    """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, upsample: bool = False,
                  blur_kernel: Sequence[int] = (1, 3, 3, 1)):
@@ -173,7 +181,9 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch)
 
     def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+        out = self.conv(x, style)                  # a fresh tensor: only this call holds it
+        inplace = no_graph(out, self.noise.weight, self.activate.bias) and (noise is None or no_graph(noise))
+        return self.activate(self.noise(out, noise, inplace=inplace), inplace=inplace)
 
 
 class ToRGB(nn.Module):
@@ -185,9 +195,13 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: Tensor, style: Tensor, skip: Tensor | None = None) -> Tensor:
-        out = self.conv(x, style) + self.bias.to(x.dtype)
+        out = self.conv(x, style)
+        inplace = no_graph(out, self.bias) and (skip is None or no_graph(skip))
+        bias = self.bias.to(x.dtype)
+        out = out.add_(bias) if inplace else out + bias
         if skip is not None:
-            out = out + self.upsample(skip)
+            up = self.upsample(skip)
+            out = out.add_(up) if inplace else out + up
         return out
 
 
@@ -338,11 +352,17 @@ class Generator(nn.Module):
             want = (n, *self.feature_shape(k))
             if tuple(features_in.shape) != want:
                 raise ValueError(f"features_in must be {list(want)}, got {list(features_in.shape)}")
+        # Activations are kept only for ``return_features``: holding every layer's would keep about
+        # 500 MiB per face alive at 1024 px until the last layer is done.
         outs: list[Tensor] = []
+        n_out = 0
 
         def record(x: Tensor) -> Tensor | None:
-            outs.append(x)
-            return x if stop_at is not None and len(outs) - 1 == stop_at else None
+            nonlocal n_out
+            if return_features:
+                outs.append(x)
+            n_out += 1
+            return x if stop_at is not None and n_out - 1 == stop_at else None
 
         def inject(x: Tensor, idx: int) -> Tensor:
             if features_in is not None and idx == k:
@@ -372,7 +392,7 @@ class Generator(nn.Module):
             x = inject(x, 2 * j + 3)
             i += 2
         if stop_at is not None:
-            raise ValueError(f"stop_at must be in 0..{len(outs) - 1}, got {stop_at}")
+            raise ValueError(f"stop_at must be in 0..{n_out - 1}, got {stop_at}")
         return (skip, outs) if return_features else skip
 
     def features(self, w: Tensor, noise: Sequence[Tensor | None] | None = None, k: int = 5) -> Tensor:

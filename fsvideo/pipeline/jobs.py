@@ -185,7 +185,9 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
         writer = SpanWriter(writer, info, opts.start, opts.end)
     with writer, budget.applied():
         stages = build_chain(pipeline, job.components.with_(writer=writer), stage_options(opts))
-        stats = run_chain(stages, queue_size=opts.queue_size, threads=opts.threads, workers=budget.workers,
+        queue_bytes = None if opts.queue_mib is None else max(1, int(opts.queue_mib * 2**20))
+        stats = run_chain(stages, queue_size=opts.queue_size, queue_bytes=queue_bytes, threads=opts.threads,
+                          workers=budget.workers,
                           progress=progress, total=len(job.components.reader))
     if isinstance(writer, SpanWriter):
         stats.packets = writer.kept           # frames of the span (faces edited still count the context)

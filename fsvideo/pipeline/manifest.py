@@ -31,7 +31,7 @@ STATE_DIR = ".fsvideo-batch"
 TABLE_NAME = "fsvideo-batch.json"
 
 # RunOptions fields that change how fast a run is, not what it writes.
-_NOT_SETTINGS = frozenset({"device", "batch_size", "compile", "overwrite", "queue_size", "threads"})
+_NOT_SETTINGS = frozenset({"device", "batch_size", "compile", "overwrite", "queue_size", "queue_mib", "threads"})
 
 
 def settings_of(kind: str, options, edits=(), extra: dict | None = None) -> dict:

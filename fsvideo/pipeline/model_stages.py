@@ -14,7 +14,9 @@ stage          reads                                       adds (per frame, one 
 
 Latents travel on the CPU in float32; the networks run on ``device`` with ``dtype`` (autocast for
 half precision) through :class:`~fsvideo.models.execution.ModelExecutor`.  The generator noise is
-fixed for the whole video (``noise_seed``).
+fixed for the whole video (``noise_seed``).  When they run on the CPU, each stage gives malloc's free
+memory back after its call (:func:`~fsvideo.pipeline.memory.release_free_memory`: the temporaries
+one thread freed would otherwise stay resident while another thread's network peaks).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from fsvideo.errors import ConfigError
 from fsvideo.models.execution import ModelExecutor
 from fsvideo.pipeline.chain import register_stage
 from fsvideo.pipeline.components import Components
+from fsvideo.pipeline.memory import release_free_memory
 from fsvideo.pipeline.options import DEFAULTS
 from fsvideo.pipeline.stage import FunctionStage, Packet, Stage
 
@@ -77,11 +80,24 @@ def generate_packets(executor: ModelExecutor, packets: list[Packet], *, key_w: s
 # ``latents_writer``, ``resolution`` (see fsvideo.pipeline.components.Components).  A batch_size of 0
 # (auto) takes the executor's.
 
+def _releasing(ex: ModelExecutor, fn):
+    """``fn(packets)``, then, when the networks run on the CPU, malloc's free memory given back (a
+    stand-in executor, e.g. ``benchmarks/frontend.py``'s, runs no network and frees nothing)."""
+    if not isinstance(ex, ModelExecutor) or ex.device.type != "cpu":
+        return fn
+
+    def run(ps):
+        out = fn(ps)
+        release_free_memory()
+        return out
+    return run
+
+
 @register_stage("encode")
 def make_encode(components: Components, *, batch_size: int = DEFAULTS.batch_size) -> Stage:
     """Feature-Style encoding of every aligned face: adds ``w``, ``F``."""
     ex = components.need("executor", "encode")
-    return FunctionStage("encode", lambda ps: encode_packets(ex, ps), needs=("aligned",), adds=("w", "F"),
+    return FunctionStage("encode", _releasing(ex, lambda ps: encode_packets(ex, ps)), needs=("aligned",), adds=("w", "F"),
                          batch_size=int(batch_size) or ex.batch_size)
 
 
@@ -89,7 +105,7 @@ def make_encode(components: Components, *, batch_size: int = DEFAULTS.batch_size
 def make_edit(components: Components, *, batch_size: int = DEFAULTS.batch_size) -> Stage:
     """Eq. 1 with ``components.edits`` scaled by ``components.edit_step``: adds ``w_edit``, ``F_edit``."""
     ex, edits, step = components.need("executor", "edit"), components.edits, float(components.edit_step)
-    return FunctionStage("edit", lambda ps: edit_packets(ex, ps, edits, step), needs=("w", "F"),
+    return FunctionStage("edit", _releasing(ex, lambda ps: edit_packets(ex, ps, edits, step)), needs=("w", "F"),
                          adds=("w_edit", "F_edit"), batch_size=int(batch_size) or ex.batch_size)
 
 
@@ -112,7 +128,8 @@ def make_generate(components: Components, *, latent: str = "edit", batch_size: i
             generate_packets(ex, ps, key_w="w", key_f="F", out_key="reconstructed")
         return ps
     adds = ("generated", "reconstructed") if compare else ("generated",)
-    return FunctionStage("generate", run, needs=(kw, kf), adds=adds, batch_size=int(batch_size) or ex.batch_size)
+    return FunctionStage("generate", _releasing(ex, run), needs=(kw, kf), adds=adds,
+                         batch_size=int(batch_size) or ex.batch_size)
 
 
 @register_stage("write_latents")

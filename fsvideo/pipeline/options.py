@@ -54,6 +54,10 @@ class RunOptions:
         compare: write original | reconstruction | edit side by side.
         overwrite: replace an existing output.
         queue_size: packets each queue between stage threads holds.
+        queue_mib: and the most MiB of packets it holds (None: no byte bound), but always a batch of
+            the stages on either side: with 1024 px crops (about 7 MiB a frame) the queues behind the
+            slow generator would otherwise hold about 20 more frames than a short clip ever has
+            (`benchmarks/memory.py --edit`).
         threads: stream through threads (False: frame by frame in one thread, the baseline).
         workers: threads each per-frame stage may use (None: from the run's core budget,
             :func:`fsvideo.pipeline.budget.core_budget`).
@@ -85,6 +89,7 @@ class RunOptions:
     compare: bool = False
     overwrite: bool = False
     queue_size: int = 8
+    queue_mib: float | None = 16
     threads: bool = True
     workers: int | None = None
 

@@ -8,7 +8,9 @@
 Guarantees:
 
 * a full queue blocks its producer, so at most :func:`~fsvideo.pipeline.stage.max_in_flight`
-  packets exist at once, whatever the video's length (memory is bounded);
+  packets exist at once, whatever the video's length (memory is bounded); with ``queue_bytes`` a
+  queue is also full once it holds that many bytes of packets (but always takes a batch), so chains
+  of large packets (1024 px crops) hold fewer of them;
 * no packet is dropped or reordered (the runner counts packets in and out of every stage and
   checks that ``index`` keeps increasing);
 * batching stages get exactly ``batch_size`` packets per call (fewer only at the end of the
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
 
 
 def run_pipeline(source: Iterable[Packet], stages: Sequence[Stage], sink: Callable[[Packet], None], *,
-                 queue_size: int = 8, progress: ProgressFn | None = None, threads: bool = True,
+                 queue_size: int = 8, queue_bytes: int | None = None, progress: ProgressFn | None = None,
+                 threads: bool = True,
                  workers: int = 1, total: int | None = None, source_keys: Iterable[str] | None = None,
                  source_name: str = "source", sink_name: str = "sink", join_timeout: float = 60.0) -> RunStats:
     """Stream ``source`` packets through ``stages`` into ``sink``.
@@ -60,6 +63,8 @@ def run_pipeline(source: Iterable[Packet], stages: Sequence[Stage], sink: Callab
         stages: the chain (see :class:`~fsvideo.pipeline.stage.Stage`); each runs in its own thread.
         sink: called with every output packet, in order, in the caller's thread.
         queue_size: capacity of each queue between threads (packets).
+        queue_bytes: also the most bytes of packets each queue holds (None: no byte bound); a queue
+            always takes a batch of the stage on either side (:class:`~fsvideo.pipeline.stage_calls.Link`).
         progress: ``progress(done, total)`` after every packet the sink took.
         threads: False runs the chain frame by frame in the caller's thread (batch 1, no overlap).
         workers: threads each ``per_frame`` stage may use at once (threaded runs only).
@@ -80,6 +85,8 @@ def run_pipeline(source: Iterable[Packet], stages: Sequence[Stage], sink: Callab
     """
     if not isinstance(queue_size, int) or queue_size < 1:
         raise ConfigError(f"queue_size {queue_size!r} must be an integer >= 1")
+    if queue_bytes is not None and (not isinstance(queue_bytes, int) or queue_bytes < 1):
+        raise ConfigError(f"queue_bytes {queue_bytes!r} must be None or an integer >= 1")
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers {workers!r} must be an integer >= 1")
     stages = list(stages)
@@ -90,7 +97,7 @@ def run_pipeline(source: Iterable[Packet], stages: Sequence[Stage], sink: Callab
     snk = Sink(sink, sink_name, failure, progress, total)
     t0 = time.perf_counter()
     if threads:
-        _threaded(src, calls, snk, failure, queue_size, join_timeout)
+        _threaded(src, calls, snk, failure, queue_size, queue_bytes, join_timeout)
     else:
         _sequential(src, calls, snk, failure)
     failure.raise_if_any()
@@ -141,9 +148,11 @@ def _run_stage(sc: StageCall, inq: Link, outq: Link) -> None:
 
 
 def _threaded(src: Source, calls: list[StageCall], snk: Sink, failure: Failure, queue_size: int,
-              join_timeout: float) -> None:
+              queue_bytes: int | None, join_timeout: float) -> None:
     stop = threading.Event()
-    links = [Link(queue_size, stop) for _ in range(len(calls) + 1)]
+    batches = [1] + [c.batch_size for c in calls] + [1]          # link i: batches[i] -> batches[i + 1]
+    links = [Link(queue_size, stop, queue_bytes, min_items=max(batches[i], batches[i + 1]))
+             for i in range(len(calls) + 1)]
 
     def source_worker() -> None:
         try:

@@ -4,18 +4,23 @@
   each call, checks the packets that come back (declared keys, order, none lost or added) and
   records the first failure of the run with the stage's name and the frame;
 * :class:`Source` pulls packets from the source iterable, :class:`Sink` hands them to the sink;
-* :class:`Link` is a bounded queue between threads that gives up when the run is stopped.
+* :class:`Link` is a bounded queue between threads (packets, and optionally bytes:
+  :func:`packet_nbytes`) that gives up when the run is stopped.
 
 Every failure goes through :meth:`Failure.guard`, which records it and raises :class:`Stopped`.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
-import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
 
 from fsvideo.errors import FsvideoError, PipelineError
 from fsvideo.pipeline.stage import Packet, Stage, StageStats, batch_size_of
@@ -212,28 +217,80 @@ class Sink:
             self.progress(self.stats.packets, self.total)
 
 
-class Link:
-    """A bounded queue whose blocking put/get give up when the run is stopped."""
+def packet_nbytes(item: Any, _depth: int = 0, _seen: set | None = None) -> int:
+    """Bytes of the arrays and tensors a packet carries (frames, crops, codes), counted once each.
 
-    def __init__(self, maxsize: int, stop: threading.Event):
-        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+    Looks into lists, tuples, dicts and dataclasses (an ``AlignedFace``'s crop, a ``TrackedFace``'s
+    landmarks) three levels down; a view counts its own elements, so a batch split into per-frame
+    views is not counted once per frame.  Anything else counts 0: this sizes queues, it is no audit.
+    """
+    seen = set() if _seen is None else _seen
+    if id(item) in seen or _depth > 3:
+        return 0
+    seen.add(id(item))
+    if isinstance(item, np.ndarray):
+        return int(item.nbytes)
+    torch = sys.modules.get("torch")   # not imported: no tensor can exist (and this module stays light)
+    if torch is not None and isinstance(item, torch.Tensor):
+        return int(item.numel() * item.element_size())
+    if isinstance(item, dict):
+        values = item.values()
+    elif isinstance(item, (list, tuple)):
+        values = item
+    elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+        values = [getattr(item, f.name) for f in dataclasses.fields(item)]
+    else:
+        return 0
+    return sum(packet_nbytes(v, _depth + 1, seen) for v in values)
+
+
+class Link:
+    """A bounded queue whose blocking put/get give up when the run is stopped.
+
+    It holds at most ``maxsize`` items and, when ``max_bytes`` is given, at most that many bytes of
+    packets (:func:`packet_nbytes`) -- except that ``min_items`` are always let in (at least one, so
+    an oversized packet still passes and the chain cannot stall).  A byte bound keeps large packets
+    (a 1024 px crop and its generated face: about 7 MiB a frame) from filling every queue of a chain
+    whose last stages are slow, which would make peak memory grow with the video up to the packet bound.
+    """
+
+    def __init__(self, maxsize: int, stop: threading.Event, max_bytes: int | None = None, min_items: int = 1):
+        self.maxsize, self.max_bytes, self.min_items = int(maxsize), max_bytes, max(1, int(min_items))
         self.stop = stop
+        self.items: collections.deque = collections.deque()
+        self.bytes = 0                  # bytes of the packets held now
+        self.peak_bytes = 0             # the most held at once (tests, statistics)
+        self.cond = threading.Condition()
+
+    def _fits(self, size: int) -> bool:
+        n = len(self.items)
+        if n >= self.maxsize:
+            return False
+        return n < self.min_items or self.max_bytes is None or self.bytes + size <= self.max_bytes
 
     def put(self, item: Any) -> None:
-        while True:
-            if self.stop.is_set():
-                raise Stopped
-            try:
-                self.q.put(item, timeout=POLL_S)
-                return
-            except queue.Full:
-                continue
+        size = packet_nbytes(item) if self.max_bytes is not None and item is not END else 0
+        with self.cond:
+            while True:
+                if self.stop.is_set():
+                    raise Stopped
+                if self._fits(size):
+                    break
+                self.cond.wait(POLL_S)
+            self.items.append((item, size))
+            self.bytes += size
+            self.peak_bytes = max(self.peak_bytes, self.bytes)
+            self.cond.notify_all()
 
     def get(self) -> Any:
-        while True:
-            if self.stop.is_set():
-                raise Stopped
-            try:
-                return self.q.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
+        with self.cond:
+            while True:
+                if self.stop.is_set():
+                    raise Stopped
+                if self.items:
+                    break
+                self.cond.wait(POLL_S)
+            item, size = self.items.popleft()
+            self.bytes -= size
+            self.cond.notify_all()
+            return item
