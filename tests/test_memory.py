@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fsvideo.models.ops import fused_leaky_relu, make_kernel, upfirdn2d
+from fsvideo.models.random_init import random_model
 from fsvideo.models.stylegan2 import Generator
 from fsvideo.pipeline.stage_calls import Link, packet_nbytes
 
@@ -196,17 +197,18 @@ def test_release_free_memory_returns_what_malloc_keeps():
     assert r["released"] and r["freed"] > 40 * MiB
 
 
-def test_model_stages_release_memory_only_for_networks_on_the_cpu(monkeypatch):
+def test_model_stages_release_memory_only_for_large_generators_on_the_cpu(monkeypatch):
     import fsvideo.pipeline.model_stages as MS
     from fsvideo.models.execution import ModelExecutor
     calls = []
     monkeypatch.setattr(MS, "release_free_memory", lambda: calls.append(1))
-    cpu = ModelExecutor.__new__(ModelExecutor)
-    cpu.device = torch.device("cpu")
-    MS._releasing(cpu, lambda ps: ps)([])
+    large = ModelExecutor(random_model(512, channel_max=8, style_dim=8, n_mlp=1), device="cpu")
+    assert large.large_on_cpu
+    MS._releasing(large, lambda ps: ps)([])
     assert calls == [1]
+    small = ModelExecutor(random_model(64), device="cpu")           # 256 px and below: memory is no issue
     gpu = ModelExecutor.__new__(ModelExecutor)
-    gpu.device = torch.device("cuda")
-    MS._releasing(gpu, lambda ps: ps)([])
-    MS._releasing(object(), lambda ps: ps)([])        # a stand-in executor (no network)
+    gpu.large_on_cpu = False                                         # what a CUDA device gives
+    for ex in (small, gpu, object()):                                # object(): a stand-in (no network)
+        MS._releasing(ex, lambda ps: ps)([])
     assert calls == [1]

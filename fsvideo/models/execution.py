@@ -50,6 +50,8 @@ class ModelExecutor:
         batch_size: faces per network call.  On a CPU a generator above 256 px takes one face per call:
             batching there gains little (about 1.1x at 1024 px, README) while its activations grow with
             the batch (`fsvideo edit` at 1024 px peaked at 5.0 GB of RAM with 4 faces per call, 2.7 GB with 1).
+            Such a run is :attr:`large_on_cpu`: the model stages also give malloc's free memory back
+            after each call there (:mod:`fsvideo.pipeline.memory`).
         noise_seed: seed of the generator noise, fixed for every call.
         compile: run the encoder and generator through ``torch.compile`` (see the module docstring).
     """
@@ -61,8 +63,8 @@ class ModelExecutor:
         self.model = model.to(self.device).eval()
         self.dtype = dtype
         self.batch_size = max(1, int(batch_size))
-        cpu_large = self.device.type != "cuda" and model.generator.size > 256
-        self.generate_batch = 1 if cpu_large else self.batch_size
+        self.large_on_cpu = self.device.type != "cuda" and model.generator.size > 256
+        self.generate_batch = 1 if self.large_on_cpu else self.batch_size
         self.noise_seed = int(noise_seed)
         self.noise = model.generator.make_noise(noise_seed, device=self.device)
         self.compiled = bool(compile)

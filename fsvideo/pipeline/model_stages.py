@@ -81,9 +81,11 @@ def generate_packets(executor: ModelExecutor, packets: list[Packet], *, key_w: s
 # (auto) takes the executor's.
 
 def _releasing(ex: ModelExecutor, fn):
-    """``fn(packets)``, then, when the networks run on the CPU, malloc's free memory given back (a
-    stand-in executor, e.g. ``benchmarks/frontend.py``'s, runs no network and frees nothing)."""
-    if not isinstance(ex, ModelExecutor) or ex.device.type != "cpu":
+    """``fn(packets)``, then, when a generator above 256 px runs on the CPU, malloc's free memory given
+    back.  Not below: at 256 px the trim cost 23 % of a sequential run's speed (1.46 vs 1.80 frames/s,
+    `benchmarks/pipeline.py`, idle) for memory nobody is short of.  A stand-in executor (e.g.
+    ``benchmarks/frontend.py``'s) runs no network and frees nothing."""
+    if not getattr(ex, "large_on_cpu", False):
         return fn
 
     def run(ps):
