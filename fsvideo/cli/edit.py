@@ -33,8 +33,8 @@ def run_options(f):
                      help="Faces per network call [default: 0 = auto: 4 on a GPU, 1 on a CPU, where larger "
                           "batches measured slower]."),
         click.option("--compile", is_flag=True, default=D.compile,
-                     help="torch.compile the encoder and generator: a one-time compile (minutes on a CPU), then "
-                          "faster frames (README: benchmarks/models.py --compile); for long videos."),
+                     help="torch.compile the encoder and generator: a one-time compile (a minute or more), then "
+                          "faster frames (1.2x on a 2-core CPU, README); for long videos."),
         detector_option("Face detector."),
         click.option("--detect-batch", default=D.detect_batch, show_default=True, type=int,
                      help="Frames per detector call (FAN runs the faces of all of them in one batch)."),
