@@ -92,13 +92,15 @@ def test_a_video_split_in_time_joins_into_the_single_run(tiny, media_dir, tmp_pa
     single = tmp_path / "single.mp4"
     env = _env(tmp_path / "home")                # one torch thread in both runs: the same float sums
     common = [*_model_args(tiny), "--end", "2.0", "--crf", "0"]
-    _run(["edit", str(src), "-o", str(single), *common, "-q"], env, tmp_path)
+    s = _run(["edit", str(src), "-o", str(single), *common, "--json"], env, tmp_path)
+    single_faces = json.loads(s.stdout[s.stdout.index("{"):])["faces_edited"]
     out = tmp_path / "split"
     args = ["edit", str(src), "--out-dir", str(out), "--split-time", "--split-context", "0.5", *common, "--json"]
     p = _run(args, env, tmp_path, nproc=2)
     row = json.loads(p.stdout[p.stdout.index("{"):])["inputs"][0]
     joined = out / "pyfeat-single_face.dir+2.mp4"
-    assert row["status"] == "done" and row["frames"] == 60 and row["faces_edited"] is None
+    # faces are counted in the spans' frames only, not in the context decoded around them
+    assert row["status"] == "done" and row["frames"] == 60 and row["faces_edited"] == single_faces == 60
     assert not list((out / STATE_DIR / "parts").iterdir())                  # span files removed after the join
     # timing and audio: identical packets (no re-encode); each span began with a key frame
     assert _packets(joined, "video") == _packets(single, "video")

@@ -75,7 +75,7 @@ class BatchRow:
     input: str
     output: str | None = None
     frames: int = 0
-    faces_edited: int | None = 0     # None for a video split in time (spans count their context)
+    faces_edited: int | None = 0     # faces in the output's frames (a split video: its spans, context left out)
     seconds: float = 0.0
     status: str = "pending"          # done (made now), skipped (finished before), failed
     error: str | None = None

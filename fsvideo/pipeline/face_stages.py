@@ -109,18 +109,25 @@ class TrackAlignStage(Stage):
 
 
 class BlendStage(Stage):
-    """Pastes the generated faces back with feathered, temporally smoothed masks."""
+    """Pastes the generated faces back with feathered, temporally smoothed masks.
+
+    ``counted(pts) -> bool`` (the span writer's :meth:`~fsvideo.video.join.SpanWriter.inside` when a
+    video is split in time) says which frames the run's counts cover: frames decoded only as the
+    stabiliser's context are blended (their masks smooth the next ones) but not written or counted.
+    """
 
     name = "blend"
     adds = ("output",)
 
     def __init__(self, fps: float, parser=None, poisson: bool = False, compare: bool = False,
-                 mask_tau_s: float = 0.08, device: torch.device | str | None = None):
+                 mask_tau_s: float = 0.08, device: torch.device | str | None = None, counted=None):
         self.fps, self.parser, self.poisson, self.compare = fps, parser, poisson, compare
+        self.counted = counted
         self.mask_tau_s = mask_tau_s
         # Poisson blending (cv2.seamlessClone) has no GPU twin: it keeps the CPU path.
         self.device = None if device is None or poisson else torch.device(device)
-        self.needs = ("image", "faces", "generated") + (("reconstructed",) if compare else ())
+        self.needs = ("image", "faces", "generated") + (("reconstructed",) if compare else ()) \
+            + (("pts",) if counted is not None else ())
         self._smoothers: dict[int, MaskSmoother] = {}
 
     def _paste(self, frame: np.ndarray, faces, crops: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
@@ -139,8 +146,9 @@ class BlendStage(Stage):
     def process(self, packets: list[Packet]) -> list[Packet]:
         for p in packets:
             faces = p["faces"]
-            self.count("faces_edited", len(faces))
-            self.count("frames_without_face", not faces)
+            if self.counted is None or self.counted(p["pts"]):
+                self.count("faces_edited", len(faces))
+                self.count("frames_without_face", not faces)
             seen = set()
             masks = []
             for face, crop in zip(faces, p["generated"]):
@@ -221,4 +229,4 @@ def make_blend(components: Components, *, poisson: bool = DEFAULTS.blend == "poi
                compare: bool = DEFAULTS.compare) -> Stage:
     """Un-crop and blend into the frame: adds ``output`` (with ``compare``: source | reconstruction | edit)."""
     return BlendStage(components.fps, parser=components.parser, poisson=bool(poisson), compare=bool(compare),
-                      device=warp_device(components))
+                      device=warp_device(components), counted=getattr(components.writer, "inside", None))

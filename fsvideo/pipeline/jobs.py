@@ -190,7 +190,7 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
                           workers=budget.workers,
                           progress=progress, total=len(job.components.reader))
     if isinstance(writer, SpanWriter):
-        stats.packets = writer.kept           # frames of the span (faces edited still count the context)
+        stats.packets = writer.kept           # frames of the span (the blend stage counts faces there only)
     return stats
 
 

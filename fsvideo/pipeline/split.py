@@ -94,7 +94,8 @@ def _join(worker: BatchWorker, u: Unit, ident: dict, spans, parts: list[BatchRow
     from fsvideo.video import probe
     from fsvideo.video.join import join_segments
     final = worker.out_dir / u.name
-    row = BatchRow(str(u.src), str(final), frames=sum(p.frames for p in parts), faces_edited=None, rank=0)
+    row = BatchRow(str(u.src), str(final), frames=sum(p.frames for p in parts),
+                   faces_edited=sum(p.faces_edited or 0 for p in parts), rank=0)
     failed = [p for p in parts if p.status == "failed"]
     if failed or len(parts) != len(spans):
         row.status, row.error = "failed", (failed[0].error if failed else "a rank did not report its span")

@@ -82,7 +82,8 @@ class SpanWriter:
         self.start, self.end = start, end
         self.kept = 0
 
-    def _inside(self, pts: int | None) -> bool:
+    def inside(self, pts: int | None) -> bool:
+        """True when the frame at ``pts`` is in the span (written), False when it is context."""
         if pts is None:
             raise PipelineError("a frame without a timestamp reached a span writer",
                                 hint="split only videos whose frames carry timestamps")
@@ -90,7 +91,7 @@ class SpanWriter:
         return (self.start is None or t >= self.start - _EPS) and (self.end is None or t < self.end - _EPS)
 
     def write(self, image, pts: int | None = None, *, time: float | None = None, duration: int | None = None):
-        if self._inside(pts):
+        if self.inside(pts):
             self.writer.write(image, pts=pts, duration=duration)
             self.kept += 1
 
