@@ -204,3 +204,26 @@ def test_unwritable_output_fails_even_as_root(tiny, face_clip, tmp_path, where, 
     code, text = cli_edit(capsys, tiny, face_clip, out)
     assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
     assert str(out).rsplit("/", 1)[0] in text
+
+
+def test_face_parser_is_loaded_once_per_file_version(tiny, monkeypatch):
+    """A batch of videos shares one loaded parser; a rewritten weights file is loaded again."""
+    import os
+    from pathlib import Path
+
+    import fsvideo.models.bisenet as B
+    from fsvideo.config import ModelConfig, load_config
+    from fsvideo.pipeline import jobs
+    loads = []
+    real = B.load_bisenet
+    monkeypatch.setattr(B, "load_bisenet", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    jobs._bisenet.cache_clear()
+    cfg = load_config(Path(tiny["parsing_config"]), ModelConfig, section="model")
+    first = jobs.face_parser(cfg, "parsing", torch.device("cpu"))
+    jobs.face_parser(cfg, "parsing", torch.device("cpu"))
+    assert len(loads) == 1 and first is not None
+    w = Path(cfg.face_parser)
+    os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 10**9))
+    jobs.face_parser(cfg, "parsing", torch.device("cpu"))
+    assert len(loads) == 2
+    jobs._bisenet.cache_clear()

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -77,9 +78,18 @@ def face_parser(cfg: ModelConfig, mask: str, device: torch.device):
     if p is None:
         log.info("face parser %s not present: blend masks from the landmark hull", cfg.face_parser)
         return None
-    from fsvideo.models.bisenet import load_bisenet, parse
-    net = load_bisenet(p, device=device)
+    from fsvideo.models.bisenet import parse
+    st = Path(p).stat()
+    net = _bisenet(str(Path(p).resolve()), st.st_size, st.st_mtime_ns, str(device))
     return lambda face: parse(net, face)
+
+
+@functools.lru_cache(maxsize=2)
+def _bisenet(path: str, size: int, mtime_ns: int, device: str):
+    """The face parser loaded once per file version and device: the videos of a batch share it
+    (inference only); a file rewritten in place has a new modification time and is loaded again."""
+    from fsvideo.models.bisenet import load_bisenet
+    return load_bisenet(path, device=torch.device(device))
 
 
 def model_identity(cfg: ModelConfig, opts: RunOptions) -> dict:
