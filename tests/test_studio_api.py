@@ -436,3 +436,16 @@ def test_eq1_with_known_features_of_w_is_eq1():
     we, fe = edit_codes(model, w, f, edits, noise)
     we2, fe2 = edit_codes(model, w, f, edits, noise, features_w=model.features(w, noise=noise))
     assert torch.equal(we, we2) and torch.allclose(fe, fe2, atol=1e-5) and not torch.allclose(fe, f, atol=1e-3)
+
+
+def test_preview_clips_do_not_pile_up(tmp_path):
+    """Clips of an earlier run are deleted at start, and only the newest MAX_CLIPS stay; uploads stay."""
+    from fsvideo.studio.session import MAX_CLIPS, Studio, StudioConfig
+    earlier = tmp_path / "clips" / "earlier"
+    earlier.mkdir(parents=True)
+    upload = tmp_path / "uploads" / "u"
+    upload.mkdir(parents=True)
+    st = Studio(StudioConfig(options=None, workdir=tmp_path), renderer=object())
+    assert not earlier.exists() and upload.exists()
+    made = [st.new_clip_folder() for _ in range(MAX_CLIPS + 3)]
+    assert sorted(st.clips_dir.iterdir()) == made[-MAX_CLIPS:]

@@ -235,8 +235,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             raise InputError("an image has no clip to play", hint="use the frame view")
         if not 0.2 <= body.seconds <= 10:
             raise InputError("a clip lasts between 0.2 and 10 seconds")
-        folder = studio.workdir / "clips" / secrets.token_hex(8)
-        folder.mkdir(parents=True)
+        folder = studio.new_clip_folder()
         job = start_clip(p, studio.edits(s, body.edits), _tracks(body.face), body.frame, body.seconds,
                          folder / f"clip{p.source.suffix if p.source.suffix.lower() in VIDEO_TYPES else '.mp4'}",
                          studio.renderer.size)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import shutil
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from fsvideo.studio.project import Project
 from fsvideo.studio.render import Renderer
 
 MAX_SESSIONS, MAX_EDITS, MAX_STRENGTH, SEFA_COUNT = 32, 16, 50.0, 10
+MAX_CLIPS = 8          # preview clips kept on disk; older ones are deleted as new ones are made
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -88,10 +91,26 @@ class Studio:
         self.config = config
         self.workdir = Path(config.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.clips_dir, ignore_errors=True)   # previews of an earlier run: nothing refers to them
         self.renderer = renderer or Renderer(config.options, config.draft_res)
         self.projects: dict[str, Project] = {}
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self._sha: dict[tuple, str] = {}                   # (path, size, mtime) -> sha256: hash a file once
+
+    @property
+    def clips_dir(self) -> Path:
+        return self.workdir / "clips"
+
+    def new_clip_folder(self) -> Path:
+        """A fresh folder for a preview clip; only the :data:`MAX_CLIPS` newest clips stay on disk
+        (uploads, exports and the latents cache are kept: they are the user's)."""
+        self.clips_dir.mkdir(parents=True, exist_ok=True)
+        old = sorted(self.clips_dir.iterdir())               # names start with their creation time
+        for f in old[:max(0, len(old) - (MAX_CLIPS - 1))]:
+            shutil.rmtree(f, ignore_errors=True)
+        folder = self.clips_dir / f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+        folder.mkdir()
+        return folder
 
     def new_session(self) -> Session:
         s = Session(secrets.token_urlsafe(16))
