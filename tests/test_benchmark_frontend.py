@@ -35,7 +35,7 @@ def test_benchmark_runs_the_chain(capsys, shared_dir):
     for run in ("sequential", "chain"):
         assert r[run]["frames"] == 3 and r[run]["faces"] == 3 and r[run]["cpu_ms_per_frame"] > 0
         assert list(r[run]["stages"]) == ["decode", "detect", "track_align", "encode", "edit", "generate",
-                                          "blend", "encode_video"]
+                                          "mask", "blend", "encode_video"]
     assert r["encoder_alone"]["frames"] == 3
 
 

@@ -6,7 +6,8 @@ import torch
 
 from fsvideo.faces.stream import FaceAligner
 from fsvideo.pipeline import Components
-from fsvideo.pipeline.face_stages import BlendStage, DeviceFaceAligner, TrackAlignStage, make_blend, make_track_align, warp_device
+from fsvideo.pipeline.face_stages import (BlendStage, DeviceFaceAligner, MaskStage, TrackAlignStage, make_blend, make_track_align,
+                                          warp_device)
 
 
 class _Executor:
@@ -29,12 +30,12 @@ def test_the_switch_follows_the_networks_device():
 def _run(aligner_cls, device, frames, dets, size):
     kw = {} if device is None else {"device": device}
     align = TrackAlignStage(aligner_cls(None, 30.0, output_size=size, **kw))
-    blend = BlendStage(30.0, device=device)
+    mask, blend = MaskStage(30.0), BlendStage(device=device)
     packets = [{"index": i, "image": im, "detections": d} for i, (im, d) in enumerate(zip(frames, dets))]
     out = align.process(packets) + align.flush()
     for p in out:
         p["generated"] = np.stack([255 - a.image for a in p["aligned"]]) if p["aligned"] else np.zeros((0, size, size, 3), np.uint8)
-    return blend.process(out)
+    return blend.process(mask.process(out))
 
 
 def test_torch_stages_match_the_cv2_stages(media_dir):

@@ -500,7 +500,7 @@ def test_repo_pipeline_files_parse(name):
     if name != "align":
         assert names[-1] == "encode_video" and "encode" in names and "generate" in names
     if name == "edit":
-        assert names == ["decode", "detect", "track_align", "encode", "edit", "generate", "blend", "encode_video"]
+        assert names == ["decode", "detect", "track_align", "encode", "edit", "generate", "mask", "blend", "encode_video"]
 
 
 def test_core_budget_is_decided_once_from_the_machine_and_restored():
@@ -515,6 +515,7 @@ def test_core_budget_is_decided_once_from_the_machine_and_restored():
     gpu = core_budget(device_type="cuda", threads=True, cores=16)     # the CPU goes to per-frame stages
     assert (gpu.torch_threads, gpu.opencv_threads, gpu.workers) == (1, 1, 15)
     assert core_budget(device_type="cuda", threads=True, cores=16, workers=3).workers == 3
+    assert [core_budget(device_type="cuda", threads=True, cores=n).workers for n in (1, 2, 3, 4)] == [1, 2, 2, 3]
     assert core_budget(device_type="cpu", threads=True).cores == available_cores()
     before = (torch.get_num_threads(), cv2.getNumThreads())
     with core_budget(device_type="cuda", threads=True, cores=4).applied():

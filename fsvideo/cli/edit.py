@@ -68,7 +68,7 @@ def run_options(f):
         click.option("--crf", default=D.crf, show_default=True, type=int, help="Video quality (lower is better)."),
         click.option("--workers", default=D.workers, type=click.IntRange(min=1),
                      help="Threads for each per-frame stage such as detection [default: from the core budget: "
-                          "1 when the networks run on the CPU, the cores but one on a GPU]."),
+                          "1 when the networks run on the CPU, the cores but one (at least 2) on a GPU]."),
         click.option("--overwrite", is_flag=True, help="Replace an existing output."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),

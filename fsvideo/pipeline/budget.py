@@ -11,7 +11,9 @@ point 9).  :func:`core_budget` decides the split once, from the machine and the 
   a tenth for everything else), so torch keeps every core, OpenCV gets one thread and per-frame
   stages one worker -- the small CPU stages interleave instead of fighting the pool;
 * streaming, networks on a GPU: torch needs one thread to feed the device; the other cores go to
-  per-frame stage workers (detection), OpenCV calls stay single-threaded inside them.
+  per-frame stage workers (per-frame detection, blend), OpenCV calls stay single-threaded inside
+  them; at least 2 workers where there are 2 cores (the 480p front end on 2 cores,
+  `benchmarks/frontend.py`: 62.1 and 63.1 frames/s with 2 workers, 54.7-64.3 with 1).
 
 :meth:`CoreBudget.applied` sets the limits for the duration of a run and restores them after.
 """
@@ -85,4 +87,4 @@ def core_budget(*, device_type: str, threads: bool, workers: int | None = None,
         return CoreBudget(n, torch_threads=n, opencv_threads=n, workers=1)
     if device_type == "cpu":
         return CoreBudget(n, torch_threads=n, opencv_threads=1, workers=workers or 1)
-    return CoreBudget(n, torch_threads=1, opencv_threads=1, workers=workers or max(1, n - 1))
+    return CoreBudget(n, torch_threads=1, opencv_threads=1, workers=workers or min(n, max(2, n - 1)))

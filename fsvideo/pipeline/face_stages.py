@@ -108,27 +108,56 @@ class TrackAlignStage(Stage):
         return self._release(self.aligner.flush())
 
 
-class BlendStage(Stage):
-    """Pastes the generated faces back with feathered, temporally smoothed masks.
+class MaskStage(Stage):
+    """The blend mask of every face (face parsing, else the landmark hull), smoothed over time per
+    track: adds ``masks`` (float32 [S, S] per face).  Runs in order, in one thread (the smoothing
+    carries state); the paste-back that uses the masks is the per-frame ``blend`` stage after it.
 
     ``counted(pts) -> bool`` (the span writer's :meth:`~fsvideo.video.join.SpanWriter.inside` when a
     video is split in time) says which frames the run's counts cover: frames decoded only as the
-    stabiliser's context are blended (their masks smooth the next ones) but not written or counted.
+    stabiliser's context get masks (they smooth the next ones) but are not written or counted.
     """
+
+    name = "mask"
+    adds = ("masks",)
+
+    def __init__(self, fps: float, parser=None, mask_tau_s: float = 0.08, counted=None):
+        self.fps, self.parser, self.mask_tau_s, self.counted = fps, parser, mask_tau_s, counted
+        self.needs = ("faces", "generated") + (("pts",) if counted is not None else ())
+        self._smoothers: dict[int, MaskSmoother] = {}
+
+    def process(self, packets: list[Packet]) -> list[Packet]:
+        for p in packets:
+            faces = p["faces"]
+            if self.counted is None or self.counted(p["pts"]):
+                self.count("faces_edited", len(faces))
+                self.count("frames_without_face", not faces)
+            masks = []
+            for face, crop in zip(faces, p["generated"]):
+                m = face_mask(crop, landmarks=face.aligned.landmarks, parser=self.parser)
+                sm = self._smoothers.setdefault(face.track_id, MaskSmoother(self.fps, self.mask_tau_s))
+                masks.append(sm(m))
+            seen = {face.track_id for face in faces}
+            for tid in list(self._smoothers):          # a track that left: its next mask starts afresh
+                if tid not in seen:
+                    del self._smoothers[tid]
+            p["masks"] = masks
+        return packets
+
+
+class BlendStage(Stage):
+    """Pastes the generated faces back into their frames with the ``mask`` stage's masks: adds
+    ``output``.  A pure function of each packet, so the runner may run it in several workers."""
 
     name = "blend"
     adds = ("output",)
+    per_frame = True
 
-    def __init__(self, fps: float, parser=None, poisson: bool = False, compare: bool = False,
-                 mask_tau_s: float = 0.08, device: torch.device | str | None = None, counted=None):
-        self.fps, self.parser, self.poisson, self.compare = fps, parser, poisson, compare
-        self.counted = counted
-        self.mask_tau_s = mask_tau_s
+    def __init__(self, poisson: bool = False, compare: bool = False, device: torch.device | str | None = None):
+        self.poisson, self.compare = poisson, compare
         # Poisson blending (cv2.seamlessClone) has no GPU twin: it keeps the CPU path.
         self.device = None if device is None or poisson else torch.device(device)
-        self.needs = ("image", "faces", "generated") + (("reconstructed",) if compare else ()) \
-            + (("pts",) if counted is not None else ())
-        self._smoothers: dict[int, MaskSmoother] = {}
+        self.needs = ("image", "faces", "generated", "masks") + (("reconstructed",) if compare else ())
 
     def _paste(self, frame: np.ndarray, faces, crops: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         """The frame with every face pasted back: a new array when there is a face (one copy, however
@@ -145,23 +174,9 @@ class BlendStage(Stage):
 
     def process(self, packets: list[Packet]) -> list[Packet]:
         for p in packets:
-            faces = p["faces"]
-            if self.counted is None or self.counted(p["pts"]):
-                self.count("faces_edited", len(faces))
-                self.count("frames_without_face", not faces)
-            seen = set()
-            masks = []
-            for face, crop in zip(faces, p["generated"]):
-                m = face_mask(crop, landmarks=face.aligned.landmarks, parser=self.parser)
-                sm = self._smoothers.setdefault(face.track_id, MaskSmoother(self.fps, self.mask_tau_s))
-                masks.append(sm(m))
-                seen.add(face.track_id)
-            for tid in list(self._smoothers):          # a track that left: its next mask starts afresh
-                if tid not in seen:
-                    del self._smoothers[tid]
-            edited = self._paste(p["image"], faces, p["generated"], masks)
+            edited = self._paste(p["image"], p["faces"], p["generated"], p["masks"])
             if self.compare:
-                recon = self._paste(p["image"], faces, p["reconstructed"], masks)
+                recon = self._paste(p["image"], p["faces"], p["reconstructed"], p["masks"])
                 edited = np.concatenate([p["image"], recon, edited], axis=1)
             p["output"] = edited
         return packets
@@ -224,9 +239,14 @@ def make_write_aligned(components: Components) -> Stage:
     return WriteAlignedStage(components.need("frame_sink", "write_aligned"))
 
 
+@register_stage("mask")
+def make_mask(components: Components) -> Stage:
+    """Blend masks (``components.parser`` when there is one), smoothed per track: adds ``masks``."""
+    return MaskStage(components.fps, parser=components.parser, counted=getattr(components.writer, "inside", None))
+
+
 @register_stage("blend")
 def make_blend(components: Components, *, poisson: bool = DEFAULTS.blend == "poisson",
                compare: bool = DEFAULTS.compare) -> Stage:
     """Un-crop and blend into the frame: adds ``output`` (with ``compare``: source | reconstruction | edit)."""
-    return BlendStage(components.fps, parser=components.parser, poisson=bool(poisson), compare=bool(compare),
-                      device=warp_device(components), counted=getattr(components.writer, "inside", None))
+    return BlendStage(poisson=bool(poisson), compare=bool(compare), device=warp_device(components))

@@ -200,7 +200,7 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
                           workers=budget.workers,
                           progress=progress, total=len(job.components.reader))
     if isinstance(writer, SpanWriter):
-        stats.packets = writer.kept           # frames of the span (the blend stage counts faces there only)
+        stats.packets = writer.kept           # frames of the span (the mask stage counts faces there only)
     return stats
 
 
