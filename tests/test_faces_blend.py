@@ -232,3 +232,14 @@ def test_region_only_paste_equals_the_whole_frame_path(media_dir):
     mine = frame.copy()
     assert paste_back(mine, gen, a.matrix, mask, inplace=True) is mine
     np.testing.assert_array_equal(mine, got)
+
+
+def test_mask_smoother_is_the_exponential_average_and_hands_out_copies():
+    from fsvideo.faces.blend import MaskSmoother
+    rng = np.random.default_rng(0)
+    sm, ref = MaskSmoother(30.0, tau_s=0.08), None
+    for m in (rng.random((32, 32), dtype=np.float32) for _ in range(5)):
+        out = sm(m)
+        ref = m.copy() if ref is None else ref + sm.alpha * (m - ref)
+        assert np.array_equal(out, ref)
+        out[:] = 7                                   # the caller's array: the smoother's state is untouched
