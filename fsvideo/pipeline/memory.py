@@ -9,8 +9,10 @@ released 1024 px architecture the arenas held up to 360 MiB that nothing used (`
 ``mallinfo2``): the encoder thread's free memory sat there while the generator thread peaked.
 
 :func:`release_free_memory` (``malloc_trim(0)``: every arena's free pages go back to the system)
-runs after each network call of the model stages when the networks are on the CPU
-(:mod:`fsvideo.pipeline.model_stages`).  Measured on 0.4 s of ``liveportrait-d18.mp4`` (12 frames,
+runs after each network call of the model stages when a generator above 256 px runs on the CPU
+(:attr:`~fsvideo.models.execution.ModelExecutor.large_on_cpu`, :mod:`fsvideo.pipeline.model_stages`;
+at 256 px the trim cost 23 % of a sequential run's speed for memory nobody is short of).
+Measured on 0.4 s of ``liveportrait-d18.mp4`` (12 frames,
 1024 px, CPU, a 2-core machine under load; ``/proc/self/status`` sampled every 50 ms):
 
 =================================================  ============  ===================================

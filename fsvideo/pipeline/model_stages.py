@@ -14,8 +14,8 @@ stage          reads                                       adds (per frame, one 
 
 Latents travel on the CPU in float32; the networks run on ``device`` with ``dtype`` (autocast for
 half precision) through :class:`~fsvideo.models.execution.ModelExecutor`.  The generator noise is
-fixed for the whole video (``noise_seed``).  When they run on the CPU, each stage gives malloc's free
-memory back after its call (:func:`~fsvideo.pipeline.memory.release_free_memory`: the temporaries
+fixed for the whole video (``noise_seed``).  When a generator above 256 px runs on the CPU, each
+stage gives malloc's free memory back after its call (:func:`~fsvideo.pipeline.memory.release_free_memory`: the temporaries
 one thread freed would otherwise stay resident while another thread's network peaks).
 """
 from __future__ import annotations
