@@ -352,6 +352,18 @@ def test_per_frame_stage_runs_in_several_workers_in_order(batch):
         run_collect(3, [Slowish()], workers=0)
 
 
+def test_network_stages_get_the_network_workers_and_cpu_stages_the_others():
+    class Net(Slowish):
+        name, networks = "net", True
+    net, cpu = Net(), Slowish()
+    out, _ = run_collect(40, [net, cpu], workers=1, network_workers=3, queue_size=2)
+    assert [p["v"] for p in out] == [3 * i for i in range(40)]
+    assert len(net.threads) > 1 and len(cpu.threads) == 1
+    assert max_in_flight([net, cpu], 2, workers=1, network_workers=3) == max_in_flight([net, cpu], 2) + 2
+    with pytest.raises(ConfigError, match="network_workers"):
+        run_collect(3, [net], network_workers=0)
+
+
 def test_failure_in_a_worker_names_the_stage_and_frame():
     class Bad(Slowish):
         def process(self, packets):
@@ -510,10 +522,12 @@ def test_core_budget_is_decided_once_from_the_machine_and_restored():
     from fsvideo.pipeline.budget import available_cores, core_budget
     seq = core_budget(device_type="cpu", threads=False, cores=2)
     assert (seq.torch_threads, seq.opencv_threads, seq.workers) == (2, 2, 1)
-    cpu = core_budget(device_type="cpu", threads=True, cores=2)       # networks keep the cores, no oversubscription
-    assert (cpu.torch_threads, cpu.opencv_threads, cpu.workers) == (2, 1, 1)
+    cpu = core_budget(device_type="cpu", threads=True, cores=2)       # one single-threaded network call per core
+    assert (cpu.torch_threads, cpu.network_workers, cpu.opencv_threads, cpu.workers) == (1, 2, 1, 1)
+    big = core_budget(device_type="cpu", threads=True, cores=2, one_network_call=True)   # 1024 px or compiled
+    assert (big.torch_threads, big.network_workers, big.opencv_threads, big.workers) == (2, 1, 1, 1)
     gpu = core_budget(device_type="cuda", threads=True, cores=16)     # the CPU goes to per-frame stages
-    assert (gpu.torch_threads, gpu.opencv_threads, gpu.workers) == (1, 1, 15)
+    assert (gpu.torch_threads, gpu.network_workers, gpu.opencv_threads, gpu.workers) == (1, 1, 1, 15)
     assert core_budget(device_type="cuda", threads=True, cores=16, workers=3).workers == 3
     assert [core_budget(device_type="cuda", threads=True, cores=n).workers for n in (1, 2, 3, 4)] == [1, 2, 2, 3]
     assert core_budget(device_type="cpu", threads=True).cores == available_cores()

@@ -8,8 +8,14 @@ point 9).  :func:`core_budget` decides the split once, from the machine and the 
 
 * sequential run: one thing at a time, so torch and OpenCV may each use every core;
 * streaming, networks on the CPU: the networks are by far the largest work (seconds a frame against
-  a tenth for everything else), so torch keeps every core, OpenCV gets one thread and per-frame
-  stages one worker -- the small CPU stages interleave instead of fighting the pool;
+  a tenth for everything else).  They run *data-parallel*: each network stage runs one call per core
+  at once (batches of different frames), each call on one torch thread.  One call on every core
+  scales less than linearly (the encoder and generator at 256 px do 1.7-1.8x on 2 threads) and
+  its OpenMP workers spin-wait on each other whenever a stage thread takes their core, while
+  single-threaded calls only share the cores.  OpenCV gets one thread and per-frame CPU stages one
+  worker.  Two exceptions keep one call on every core: a generator above 256 px (each call's
+  activations, 464 MiB at 1024 px, would be held once per core: `benchmarks/memory.py`) and
+  ``--compile`` (one compiled graph, called from one thread);
 * streaming, networks on a GPU: torch needs one thread to feed the device; the other cores go to
   per-frame stage workers (per-frame detection, blend), OpenCV calls stay single-threaded inside
   them; at least 2 workers where there are 2 cores (the 480p front end on 2 cores,
@@ -44,17 +50,20 @@ class CoreBudget:
         cores: cores available to the process.
         torch_threads: torch intra-op threads (``torch.set_num_threads``).
         opencv_threads: OpenCV's pool (``cv2.setNumThreads``).
-        workers: threads each per-frame stage (e.g. ``detect``) may use at once.
+        workers: threads each per-frame CPU stage (e.g. ``blend``) may use at once.
+        network_workers: calls each network stage (encode, edit, generate) may have in flight at once,
+            each on ``torch_threads`` threads.
     """
 
     cores: int
     torch_threads: int
     opencv_threads: int
     workers: int
+    network_workers: int = 1
 
     def describe(self) -> str:
-        return (f"{self.cores} cores: torch {self.torch_threads} threads, OpenCV {self.opencv_threads}, "
-                f"per-frame stage workers {self.workers}")
+        return (f"{self.cores} cores: network calls {self.network_workers} x torch threads {self.torch_threads}, "
+                f"OpenCV {self.opencv_threads}, per-frame stage workers {self.workers}")
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[CoreBudget]:
@@ -73,7 +82,7 @@ class CoreBudget:
 
 
 def core_budget(*, device_type: str, threads: bool, workers: int | None = None,
-                cores: int | None = None) -> CoreBudget:
+                cores: int | None = None, one_network_call: bool = False) -> CoreBudget:
     """The split of ``cores`` (default: :func:`available_cores`) for a run (see the module docstring).
 
     Args:
@@ -81,10 +90,14 @@ def core_budget(*, device_type: str, threads: bool, workers: int | None = None,
         threads: a streaming run (False: sequential, frame by frame).
         workers: per-frame stage workers asked for (``--workers``); None decides from the machine.
         cores: cores to split (tests and benchmarks); None reads the process's affinity.
+        one_network_call: on the CPU, one network call on every core instead of one per core (a
+            generator above 256 px, or compiled networks).
     """
     n = int(cores or available_cores())
     if not threads:
         return CoreBudget(n, torch_threads=n, opencv_threads=n, workers=1)
     if device_type == "cpu":
-        return CoreBudget(n, torch_threads=n, opencv_threads=1, workers=workers or 1)
+        if one_network_call:
+            return CoreBudget(n, torch_threads=n, opencv_threads=1, workers=workers or 1)
+        return CoreBudget(n, torch_threads=1, opencv_threads=1, workers=workers or 1, network_workers=n)
     return CoreBudget(n, torch_threads=1, opencv_threads=1, workers=workers or min(n, max(2, n - 1)))

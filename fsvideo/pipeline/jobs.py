@@ -189,7 +189,9 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
                              shown=summary.output,
                              audio_from=info.path if info.has_audio else None, start=opts.start, end=opts.end,
                              width=width, height=info.height, keep_rotation=not opts.compare)
-    budget = core_budget(device_type=job.device.type, threads=opts.threads, workers=opts.workers)
+    ex = job.components.executor
+    budget = core_budget(device_type=job.device.type, threads=opts.threads, workers=opts.workers,
+                         one_network_call=ex.large_on_cpu or ex.compiled)
     summary.encoder = getattr(writer, "encoder", "image")
     if context_s and not info.is_image:       # frames read only as stabiliser context are not written
         writer = SpanWriter(writer, info, opts.start, opts.end)
@@ -197,7 +199,7 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
         stages = build_chain(pipeline, job.components.with_(writer=writer), stage_options(opts))
         queue_bytes = None if opts.queue_mib is None else max(1, int(opts.queue_mib * 2**20))
         stats = run_chain(stages, queue_size=opts.queue_size, queue_bytes=queue_bytes, threads=opts.threads,
-                          workers=budget.workers,
+                          workers=budget.workers, network_workers=budget.network_workers,
                           progress=progress, total=len(job.components.reader))
     if isinstance(writer, SpanWriter):
         stats.packets = writer.kept           # frames of the span (the mask stage counts faces there only)

@@ -78,7 +78,10 @@ def generate_packets(executor: ModelExecutor, packets: list[Packet], *, key_w: s
 # ------------------------------------------------------------------------------------ chain stages
 # Registered for pipelines/*.yaml.  Components: ``executor``, ``edits``, ``edit_step``, ``latents``,
 # ``latents_writer``, ``resolution`` (see fsvideo.pipeline.components.Components).  A batch_size of 0
-# (auto) takes the executor's.
+# (auto) takes the executor's.  The network stages are pure functions of their batch (the noise is
+# fixed per video), so a threaded run may have several of their calls in flight (the core budget's
+# ``network_workers``, :mod:`fsvideo.pipeline.budget`); the runner keeps the frames in order.
+_NETWORK = dict(per_frame=True, networks=True)
 
 def _releasing(ex: ModelExecutor, fn):
     """``fn(packets)``, then, when a generator above 256 px runs on the CPU, malloc's free memory given
@@ -100,7 +103,7 @@ def make_encode(components: Components, *, batch_size: int = DEFAULTS.batch_size
     """Feature-Style encoding of every aligned face: adds ``w``, ``F``."""
     ex = components.need("executor", "encode")
     return FunctionStage("encode", _releasing(ex, lambda ps: encode_packets(ex, ps)), needs=("aligned",), adds=("w", "F"),
-                         batch_size=int(batch_size) or ex.batch_size)
+                         batch_size=int(batch_size) or ex.batch_size, **_NETWORK)
 
 
 @register_stage("edit")
@@ -108,7 +111,7 @@ def make_edit(components: Components, *, batch_size: int = DEFAULTS.batch_size) 
     """Eq. 1 with ``components.edits`` scaled by ``components.edit_step``: adds ``w_edit``, ``F_edit``."""
     ex, edits, step = components.need("executor", "edit"), components.edits, float(components.edit_step)
     return FunctionStage("edit", _releasing(ex, lambda ps: edit_packets(ex, ps, edits, step)), needs=("w", "F"),
-                         adds=("w_edit", "F_edit"), batch_size=int(batch_size) or ex.batch_size)
+                         adds=("w_edit", "F_edit"), batch_size=int(batch_size) or ex.batch_size, **_NETWORK)
 
 
 @register_stage("generate")
@@ -131,7 +134,7 @@ def make_generate(components: Components, *, latent: str = "edit", batch_size: i
         return ps
     adds = ("generated", "reconstructed") if compare else ("generated",)
     return FunctionStage("generate", _releasing(ex, run), needs=(kw, kf), adds=adds,
-                         batch_size=int(batch_size) or ex.batch_size)
+                         batch_size=int(batch_size) or ex.batch_size, **_NETWORK)
 
 
 @register_stage("write_latents")

@@ -15,7 +15,8 @@ Guarantees:
   checks that ``index`` keeps increasing);
 * batching stages get exactly ``batch_size`` packets per call (fewer only at the end of the
   stream), so the batches, and hence the results, do not depend on timing;
-* a ``per_frame`` stage may run in ``workers`` threads at once; its outputs keep the input order;
+* a ``per_frame`` stage may run in ``workers`` threads at once (``network_workers`` for a stage that
+  runs the networks); its outputs keep the input order;
 * an exception anywhere stops every thread promptly (all blocking waits poll a stop flag), every
   thread is joined, and the caller gets a :class:`~fsvideo.errors.PipelineError` naming the stage
   and the frame, with the original exception as ``__cause__`` (an
@@ -45,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
 
 from fsvideo.errors import ConfigError
-from fsvideo.pipeline.stage import Packet, RunStats, SinkStage, SourceStage, Stage, check_chain
+from fsvideo.pipeline.stage import Packet, RunStats, SinkStage, SourceStage, Stage, check_chain, stage_workers
 from fsvideo.pipeline.stage_calls import END, POLL_S, Failure, Link, ProgressFn, Sink, Source, StageCall, Stopped
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 def run_pipeline(source: Iterable[Packet], stages: Sequence[Stage], sink: Callable[[Packet], None], *,
                  queue_size: int = 8, queue_bytes: int | None = None, progress: ProgressFn | None = None,
                  threads: bool = True,
-                 workers: int = 1, total: int | None = None, source_keys: Iterable[str] | None = None,
+                 workers: int = 1, network_workers: int = 1, total: int | None = None, source_keys: Iterable[str] | None = None,
                  source_name: str = "source", sink_name: str = "sink", join_timeout: float = 60.0) -> RunStats:
     """Stream ``source`` packets through ``stages`` into ``sink``.
 
@@ -68,6 +69,7 @@ def run_pipeline(source: Iterable[Packet], stages: Sequence[Stage], sink: Callab
         progress: ``progress(done, total)`` after every packet the sink took.
         threads: False runs the chain frame by frame in the caller's thread (batch 1, no overlap).
         workers: threads each ``per_frame`` stage may use at once (threaded runs only).
+        network_workers: the same for a ``per_frame`` stage that runs the networks (``Stage.networks``).
         total: expected packet count, passed to ``progress`` (None when unknown).
         source_keys: keys the source packets carry; when given, the chain is checked against
             them before anything runs (:func:`~fsvideo.pipeline.stage.check_chain`).
@@ -87,12 +89,13 @@ def run_pipeline(source: Iterable[Packet], stages: Sequence[Stage], sink: Callab
         raise ConfigError(f"queue_size {queue_size!r} must be an integer >= 1")
     if queue_bytes is not None and (not isinstance(queue_bytes, int) or queue_bytes < 1):
         raise ConfigError(f"queue_bytes {queue_bytes!r} must be None or an integer >= 1")
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers {workers!r} must be an integer >= 1")
+    for name, n in (("workers", workers), ("network_workers", network_workers)):
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError(f"{name} {n!r} must be an integer >= 1")
     stages = list(stages)
     check_chain(stages, source_keys)
     failure = Failure()
-    calls = [StageCall(s, failure, workers if threads else 1) for s in stages]
+    calls = [StageCall(s, failure, stage_workers(s, workers, network_workers) if threads else 1) for s in stages]
     src = Source(source, source_name, failure)
     snk = Sink(sink, sink_name, failure, progress, total)
     t0 = time.perf_counter()

@@ -33,6 +33,9 @@ class Stage(ABC):
         per_frame: True when :meth:`process` is a pure function of each packet (no state carried
             from one call to the next), so several workers may run it at once (the runner keeps
             the order).
+        networks: its calls run the networks (encode, edit, generate): a threaded run gives such a
+            per-frame stage the core budget's network workers instead of the CPU stages' workers
+            (:mod:`fsvideo.pipeline.budget`).
 
     Contract: :meth:`process` gets a list of packets in stream order and returns them (the same
     dicts, updated, or new ones) in the same order.  A look-ahead stage may return fewer than it
@@ -48,6 +51,7 @@ class Stage(ABC):
     batch_size: int = 1
     window: int = 0
     per_frame: bool = False
+    networks: bool = False
     _counts: Counter | None = None
 
     def setup(self) -> None:
@@ -106,13 +110,15 @@ class FunctionStage(Stage):
     """A stage made from a function ``fn(packets: list[Packet]) -> list[Packet]``."""
 
     def __init__(self, name: str, fn: Callable[[list[Packet]], list[Packet]], *, needs: Sequence[str] = (),
-                 adds: Sequence[str] = (), batch_size: int = 1, per_frame: bool = False):
+                 adds: Sequence[str] = (), batch_size: int = 1, per_frame: bool = False,
+                 networks: bool = False):
         self.name = name
         self.fn = fn
         self.needs = tuple(needs)
         self.adds = tuple(adds)
         self.batch_size = int(batch_size)
         self.per_frame = bool(per_frame)
+        self.networks = bool(networks)
 
     def process(self, packets: list[Packet]) -> list[Packet]:
         return self.fn(packets)
@@ -187,12 +193,20 @@ def check_chain(stages: Sequence[Stage], source_keys: Iterable[str] | None = ())
         provided.update(s.adds)
 
 
-def max_in_flight(stages: Sequence[Stage], queue_size: int, workers: int = 1) -> int:
+def stage_workers(stage: Stage, workers: int = 1, network_workers: int = 1) -> int:
+    """Workers a threaded run gives ``stage``: 1 unless it is per-frame; then ``network_workers`` for a
+    stage that runs the networks and ``workers`` for the others."""
+    if not stage.per_frame:
+        return 1
+    return network_workers if stage.networks else workers
+
+
+def max_in_flight(stages: Sequence[Stage], queue_size: int, workers: int = 1, network_workers: int = 1) -> int:
     """The most packets that can exist at once in a threaded run (the memory bound).
 
     ``len(stages) + 1`` queues of ``queue_size``, plus what each stage holds (a batch and its
-    look-ahead window; a per-frame stage run by ``workers`` workers holds a batch in each), plus
-    one packet in the source's hands and one in the sink's.
+    look-ahead window; a per-frame stage run by several workers (:func:`stage_workers`) holds a
+    batch in each), plus one packet in the source's hands and one in the sink's.
     """
-    held = sum(batch_size_of(s) * (workers if s.per_frame else 1) + int(s.window or 0) for s in stages)
+    held = sum(batch_size_of(s) * stage_workers(s, workers, network_workers) + int(s.window or 0) for s in stages)
     return (len(stages) + 1) * queue_size + held + 2

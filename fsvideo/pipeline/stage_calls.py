@@ -89,13 +89,14 @@ class StageCall:
     """Drives one stage: timed, checked calls (counts, order, declared keys) and failure recording."""
 
     def __init__(self, stage: Stage, failure: Failure, workers: int = 1):
+        """``workers``: calls of this stage in flight at once (more than 1 only for a per-frame stage)."""
         self.stage = stage
         self.name = stage.name
         self.failure = failure
         self.stats = StageStats(self.name)
         stage.bind_counts(self.stats.counts)
         self.batch_size = batch_size_of(stage)
-        self.workers = workers if stage.per_frame else 1
+        self.workers = workers
         self.n_in = 0
         self.n_out = 0
         self.last_index: Any = None
