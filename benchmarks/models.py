@@ -12,10 +12,16 @@ released architecture): speed does not depend on the values.
 
 ``--compile`` adds the encoder and generator through ``torch.compile`` (what ``fsvideo edit
 --compile`` runs), each with the seconds its first call took to compile.
+
+``--data-parallel`` (CPU) compares the two ways a streaming run can spend N cores on the networks
+(:mod:`fsvideo.pipeline.budget`): one call of N faces on N torch threads, against N calls of one face
+at once, each on one thread (``fsvideo edit``'s default on a CPU, at most 256 px), for the encoder
+and the generator G(w, F), with the ratio measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 
 import torch
@@ -50,7 +56,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd encoder and generator")
+    ap.add_argument("--data-parallel", action="store_true",
+                    help="CPU: one call on every core against one single-threaded call per core (see above)")
     a = ap.parse_args()
+    if a.data_parallel:
+        return data_parallel(a.sizes, a.repeats)
     if a.threads:
         torch.set_num_threads(a.threads)
     device = pick_device(a.device)
@@ -94,6 +104,43 @@ def main() -> None:
                 compiled = f"   (compile {timeit.first:.0f} s)" if "compile" in label else ""
                 print(f"{label:<28}{size:>6}{b:>7}{s:>10.3f}{b / s:>9.2f}"
                       f"{(f'{speed:.2f}x' if speed else ''):>16}{compiled}", flush=True)
+
+
+def data_parallel(sizes: list[int], repeats: int) -> None:
+    """Images/s of the encoder and of G(w, F): N faces in one call on N threads vs N one-face calls at once."""
+    from fsvideo.pipeline.budget import available_cores
+    n = available_cores()
+    print(f"CPU, {n} cores, torch {torch.__version__}; ratio = data-parallel / one call (same run)")
+    print(f"{'network':<24}{'size':>6}{'one call, img/s':>18}{'data-parallel, img/s':>23}{'ratio':>8}")
+    torch.manual_seed(0)
+    for size in sizes:
+        G = Generator(size).eval()
+        enc = FeatureStyleEncoder(G.n_latent).eval()
+        noise = G.make_noise(0)
+        x = torch.rand(n, 3, 256, 256) * 2 - 1
+        w, f = torch.randn(n, G.n_latent, 512), torch.randn(n, *G.feature_shape(5))
+        nets = {"encoder (input 256)": lambda i: enc(x[i]), "generator G(w, F)":
+                lambda i: G(w[i], noise=noise, features_in=f[i])}
+        for label, fn in nets.items():
+            def one_call(fn=fn):
+                torch.set_num_threads(n)
+                fn(slice(None))
+
+            def per_core(fn=fn):
+                torch.set_num_threads(1)              # threads started after this get 1 thread each
+                ts = [threading.Thread(target=torch.no_grad()(fn), args=(slice(i, i + 1),)) for i in range(n)]
+                for t in ts:
+                    t.start()
+                for t in ts:
+                    t.join()
+            with torch.no_grad():
+                one, dp = [], []
+                for _ in range(repeats):              # interleaved, so a load change hits both
+                    one.append(timeit(one_call, 1, torch.device("cpu")))
+                    dp.append(timeit(per_core, 1, torch.device("cpu")))
+            s1, s2 = min(one), min(dp)
+            print(f"{label:<24}{size:>6}{n / s1:>18.2f}{n / s2:>23.2f}{s1 / s2:>7.2f}x", flush=True)
+    torch.set_num_threads(n)
 
 
 if __name__ == "__main__":
