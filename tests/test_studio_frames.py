@@ -87,6 +87,7 @@ def test_vfr_frames_are_found_by_their_timestamps(vfr_clip, decoded, tmp_path):
     order = np.random.default_rng(0).permutation(N_FRAMES)
     for i in order:
         assert np.array_equal(p.frame(int(i)), decoded[i].image), i
+    assert (p.dir / "frame_times.npy").is_file() and Project(vfr_clip, RunOptions(), tmp_path).times == p.times
     old = [int(np.searchsorted(p.times, (i - 0.5) / p.fps - 1e-6)) for i in range(N_FRAMES)]
     assert sum(k != i for i, k in enumerate(old)) >= 3       # a seek by the nominal rate shows neighbours
     start = (decoded[4].time + decoded[5].time) / 2
@@ -185,6 +186,17 @@ def test_history_starts_where_the_faces_appeared(tmp_path):
 
 
 # ------------------------------------------------------------------ the work folder's bound
+
+def test_cli_cache_limits(capsys):
+    from fsvideo.cli import main as cli_main
+    cli_main(["studio", "--help"])
+    out = capsys.readouterr().out
+    assert "--cache-gb" in out and "--cache-days" in out
+    with pytest.raises(SystemExit) as e:
+        cli_main(["studio", "--cache-gb", "-1", "--no-browser"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--cache-gb -1 must be a number >= 0" in err and len(err.strip().splitlines()) <= 2
+
 
 def _entry(folder, mib: float, days_ago: float, now: float):
     folder.mkdir(parents=True)

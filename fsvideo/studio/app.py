@@ -219,6 +219,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         if p.state != "ready":
             raise InputError("the video is still being inverted", hint="export when the progress bar is full")
         out = _export_path(studio, p, body, fresh=True)
+        studio.used(p)
         job = start_export(p, edits, _tracks(body.face), out, studio.renderer.size)
         s.jobs[job.id] = job
         return job.status()
@@ -232,6 +233,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         if not 0.2 <= body.seconds <= 10:
             raise InputError("a clip lasts between 0.2 and 10 seconds")
         folder = studio.new_clip_folder()
+        studio.used(p)
         job = start_clip(p, studio.edits(s, body.edits), _tracks(body.face), body.frame, body.seconds,
                          folder / f"clip{p.source.suffix if p.source.suffix.lower() in VIDEO_TYPES else '.mp4'}",
                          studio.renderer.size)

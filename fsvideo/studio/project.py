@@ -93,16 +93,25 @@ class Project:
         From the packets (no decoding), kept with the ``start <= t < end`` rule of the reader; a file
         whose packets carry no timestamps falls back on the nominal frame rate.
         """
+        from fsvideo.utils import atomic_output
         from fsvideo.video import VideoReader
         from fsvideo.video.join import _EPS, frame_times
         if self.info.is_image:
             return [0.0]
+        kept = self.dir / "frame_times.npy"                 # the key names the content and the span
+        if kept.is_file():
+            try:
+                return [float(t) for t in np.load(kept, allow_pickle=False)]
+            except (OSError, ValueError) as e:
+                log.warning("%s is unreadable (%s); listing the frames again", kept, e)
         s, e = self.options.start, self.options.end
         times = [t for t in frame_times(self.source, self.info)
                  if (s is None or t >= s - _EPS) and (e is None or t < e - _EPS)]
         if not times:
             n = max(1, len(VideoReader(self.source, s, e, info=self.info)))
-            times = [self.start + i / self.fps for i in range(n)]
+            return [self.start + i / self.fps for i in range(n)]
+        with atomic_output(kept, overwrite=True) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(times, np.float64))
         return times
 
     def time(self, i: int) -> float:

@@ -32,10 +32,10 @@ class Entry:
 
 
 def check_limits(max_gb: float, max_days: float) -> None:
-    """Raise InputError unless both limits are positive numbers (0 turns a limit off)."""
+    """Raise InputError unless both limits are finite numbers >= 0 (0 turns a limit off)."""
     for flag, v in (("--cache-gb", max_gb), ("--cache-days", max_days)):
         if not v >= 0 or v == float("inf"):
-            raise InputError(f"{flag} {v} must be a number >= 0", hint=f"pass e.g. {flag} 20 (0: no limit)")
+            raise InputError(f"{flag} {v:g} must be a number >= 0", hint=f"pass e.g. {flag} 20 (0: no limit)")
 
 
 def touch(path: Path) -> None:

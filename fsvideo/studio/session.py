@@ -143,6 +143,11 @@ class Studio:
         upload = project.source.parent
         return {project.dir} | ({upload} if upload.resolve().parent == uploads else set())
 
+    def used(self, project: Project) -> None:
+        """Mark the project's entries as used now (the prune removes the least recently used first)."""
+        for f in self.entry_folders(project):
+            touch(f)
+
     def in_use(self) -> set[Path]:
         """Entries that must stay: videos inverting, open in a tab, or read by a running job, and the
         directions uploaded by a tab."""
@@ -198,8 +203,7 @@ class Studio:
         self._sha[ident] = p.sha256
         p = self.projects.setdefault(p.key, p)              # two tabs on one video share its inversion
         s.project = p
-        for f in self.entry_folders(p):
-            touch(f)
+        self.used(p)
         p.start_inversion()
         self.prune()
         return p
