@@ -245,6 +245,8 @@ class Project:
                 k = bisect.bisect_left(self.times, f.time - 1e-4)
                 if k < len(self.times) and abs(self.times[k] - f.time) < 1e-4:
                     got[k] = f.image
+                else:                                        # a time the packets did not list: by position
+                    got.setdefault(i + f.index, f.image)
         with self._lock:
             self._frames.update(got)
             while len(self._frames) > FRAME_CACHE:
