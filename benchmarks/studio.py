@@ -11,6 +11,11 @@ the full frame (Eq. 1, one full generator pass, paste, JPEG), against one bare g
 G(w, F).  The face is a real photo's (detected and aligned; its latents are random: speed does
 not depend on the values).  Targets (issue 12): on a 2-core CPU the draft within 1 s and the full
 frame within the time of one generator pass; on a GPU the full frame within 100 ms.
+
+The photo stands for a video whose face has been there from its first frame: a full frame at frame
+``i`` smooths its blend mask over the hull masks of the frames before it, as the render does (up to
+:func:`~fsvideo.faces.blend.mask_history_frames` of them); the last row times that for a frame not
+shown before (a slider change on the same frame reuses its masks).
 """
 from __future__ import annotations
 
@@ -33,9 +38,11 @@ PHOTO = Path(__file__).resolve().parents[2] / "shared/media/images/wild/facerec-
 
 
 class PhotoProject:
-    """One frame (a photo) with one detected, aligned face and random latents: what render() reads."""
+    """A video of one photo repeated (frame rate ``fps``), one detected, aligned face on every frame
+    and random latents: what render() reads."""
 
     key = "photo"
+    fps = 25.0
 
     def __init__(self, photo: Path, G: Generator, crop: int, detector: str = "dlib"):
         from fsvideo.faces.align import align_face_fast
@@ -54,6 +61,9 @@ class PhotoProject:
 
     def latents(self, i: int) -> FrameLatents:
         return self.fl
+
+    def history_start(self, i: int, tracks, limit: int) -> int:
+        return max(0, i - limit)                 # the face is on every frame
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:
@@ -121,6 +131,12 @@ def main() -> None:
     t = timed(change, a.repeats, dev)
     label = f"change: draft {r.draft_res} px, then full (resumed)"
     print(f"{label:<44}{t:>9.3f}{t / t_pass:>13.0%}")
+
+    from fsvideo.faces.blend import mask_history_frames
+    n = mask_history_frames(project.fps)
+    frames = iter(range(n + 1, 10_000_000))
+    t = timed(lambda: r.smoothed_masks(project, next(frames), None), a.repeats, dev)
+    print(f"{f'mask history, a new frame ({n} hull masks)':<44}{t:>9.3f}{t / t_pass:>13.0%}")
 
 
 if __name__ == "__main__":

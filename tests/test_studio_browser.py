@@ -89,6 +89,9 @@ def test_studio_in_chromium(server, tmp_path, media_dir):
             _settled(page)
             page.uncheck("#mask")
             _settled(page)
+            frame = page.evaluate("studio.frame")                     # the label shows the frame's own time
+            (project,) = app.state.studio.projects.values()
+            assert page.locator("#frame-label").text_content() == f"{frame} / 29  {project.time(frame):.2f} s"
             page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
 
             page.click("#export-btn")

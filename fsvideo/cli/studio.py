@@ -20,10 +20,15 @@ from fsvideo.cli.edit import _options, run_options
 @click.option("--workdir", default=None, type=click.Path(file_okay=False),
               help="Latents cache, uploads, clips and exports (default $FSVIDEO_HOME/studio).")
 @click.option("--max-upload-mb", default=2048.0, show_default=True, type=float, help="Largest video upload.")
+@click.option("--cache-gb", default=20.0, show_default=True, type=float,
+              help="Bound of the latents cache and uploads in --workdir; the least recently used go first (0: none).")
+@click.option("--cache-days", default=30.0, show_default=True, type=float,
+              help="Remove cached inversions and uploads unused for longer than this (0: keep).")
 @click.option("--allow-paths", is_flag=True,
               help="Let the page open files by path even when --host is not loopback (on by default on loopback).")
 @run_options
-def studio(video, host, port, no_browser, draft_res, workdir, max_upload_mb, allow_paths, quiet, as_json, **kw):
+def studio(video, host, port, no_browser, draft_res, workdir, max_upload_mb, cache_gb, cache_days, allow_paths, quiet,
+           as_json, **kw):
     """Scrub a video and try edits on its real frames in a local web page, then export.
 
     The video is inverted once in the background (frames become editable as they are
@@ -43,16 +48,18 @@ def studio(video, host, port, no_browser, draft_res, workdir, max_upload_mb, all
         raise ConfigError(f"fsvideo studio needs {' and '.join(missing)}", hint="pip install 'fsvideo[studio]'")
     from fsvideo.studio import serve
     from fsvideo.studio.app import LOOPBACK, StudioConfig
+    from fsvideo.studio.prune import check_limits
     from fsvideo.utils import check_input_file
     from fsvideo.weights import weights_home
     src = check_input_file(video, "video") if video else None
+    check_limits(cache_gb, cache_days)
     if host not in LOOPBACK:
         err_console.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this machine "
                           f"can use the studio and see your video{'' if not allow_paths else ' and open its files'}. "
                           "Use the default 127.0.0.1 unless you mean it.", highlight=False)
     config = StudioConfig(options=_options(kw), workdir=Path(workdir) if workdir else weights_home() / "studio",
                           video=src, draft_res=draft_res, host=host, allow_paths=True if allow_paths else None,
-                          max_upload_mb=max_upload_mb)
+                          max_upload_mb=max_upload_mb, cache_gb=cache_gb, cache_days=cache_days)
 
     def ready(url: str) -> None:
         if not quiet:

@@ -8,7 +8,8 @@
 * :func:`face_mask` -- picks one of the two: the parser (a ready-built callable handed in by the
   caller; this module never loads weights) when given, else the landmarks.
 * :class:`MaskSmoother` -- exponential smoothing of a track's masks over time (time constant in
-  seconds), so the blend edge does not flicker.
+  seconds), so the blend edge does not flicker; :class:`TrackMasks` keeps one per track, frame after
+  frame, as the render's ``mask`` stage and the studio's previews both do.
 * :func:`paste_back` -- inverse-warps the face and its mask into the face's box of the frame at full
   resolution and alpha-blends (optionally Poisson-blends with ``cv2.seamlessClone``).  Pixels where the warped mask
   is 0 are returned bit-identical.
@@ -32,6 +33,13 @@ FACE_LABELS = (1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13)
 
 #: ``parser(face uint8 [O, O, 3] RGB) -> int label map [h, w]`` (any h, w; resized to O x O).
 FaceParser = Callable[[np.ndarray], np.ndarray]
+
+#: Time constant (seconds) of the blend masks' smoothing over time.
+MASK_TAU_S = 0.08
+
+#: The weight below which an earlier frame's mask no longer counts (:func:`mask_history_frames`):
+#: times 255, under a quarter of a grey level.
+MASK_HISTORY_WEIGHT = 2.0 ** -10
 
 
 def _feather(binary: np.ndarray, feather_px: float) -> np.ndarray:
@@ -137,7 +145,7 @@ class MaskSmoother:
     track is lost or the scene cuts.
     """
 
-    def __init__(self, fps: float, tau_s: float = 0.08):
+    def __init__(self, fps: float, tau_s: float = MASK_TAU_S):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.alpha = 1.0 if tau_s <= 0 else 1.0 - math.exp(-1.0 / (tau_s * fps))
@@ -158,6 +166,42 @@ class MaskSmoother:
         self.state += d
         np.copyto(d, self.state)
         return d
+
+
+class TrackMasks:
+    """The blend masks of a video's faces smoothed per track, frame after frame: one
+    :class:`MaskSmoother` per track, started at the track's first frame and dropped on the first
+    frame without it (a track that comes back starts afresh).
+
+    The render's ``mask`` stage (:mod:`fsvideo.pipeline.face_stages`) and the studio's previews both
+    smooth through this class, so a previewed frame gets the render's mask when it is fed the same
+    frames before it.
+    """
+
+    def __init__(self, fps: float, tau_s: float = MASK_TAU_S):
+        self.fps, self.tau_s = fps, tau_s
+        self._smoothers: dict[int, MaskSmoother] = {}
+
+    def __call__(self, tracks, masks: list[np.ndarray]) -> list[np.ndarray]:
+        """Smoothed masks (float32 [O, O] each) of one frame's faces, ``tracks[k]`` the track of ``masks[k]``."""
+        out = [self._smoothers.setdefault(int(t), MaskSmoother(self.fps, self.tau_s))(m) for t, m in zip(tracks, masks)]
+        seen = {int(t) for t in tracks}
+        for tid in list(self._smoothers):          # a track that left: its next mask starts afresh
+            if tid not in seen:
+                del self._smoothers[tid]
+        return out
+
+
+def mask_history_frames(fps: float, tau_s: float = MASK_TAU_S, weight: float = MASK_HISTORY_WEIGHT) -> int:
+    """How many earlier frames a smoothed mask depends on by more than ``weight``.
+
+    A :class:`MaskSmoother` keeps ``(1 - alpha)^n = exp(-n / (tau_s fps))`` of the mask ``n`` frames
+    back, so a smoothing started ``n`` frames before a frame instead of at the track's start changes
+    that frame's mask by at most ``weight`` (masks are in [0, 1]): 17 frames at 30 fps, 0.08 s.
+    """
+    if tau_s <= 0:
+        return 0
+    return int(math.ceil(tau_s * fps * math.log(1.0 / weight)))
 
 
 def _check_matrix(matrix) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from fsvideo.faces.align import AlignedFace, quad_matrix, transform_points
-from fsvideo.faces.blend import MaskSmoother, face_mask, paste_back
+from fsvideo.faces.blend import MASK_TAU_S, TrackMasks, face_mask, paste_back
 from fsvideo.faces.stabilize import parse_stabilize
 from fsvideo.faces.stream import FaceAligner
 from fsvideo.pipeline.chain import register_stage
@@ -121,10 +121,10 @@ class MaskStage(Stage):
     name = "mask"
     adds = ("masks",)
 
-    def __init__(self, fps: float, parser=None, mask_tau_s: float = 0.08, counted=None):
+    def __init__(self, fps: float, parser=None, mask_tau_s: float = MASK_TAU_S, counted=None):
         self.fps, self.parser, self.mask_tau_s, self.counted = fps, parser, mask_tau_s, counted
         self.needs = ("faces", "generated") + (("pts",) if counted is not None else ())
-        self._smoothers: dict[int, MaskSmoother] = {}
+        self._tracks = TrackMasks(fps, mask_tau_s)
 
     def process(self, packets: list[Packet]) -> list[Packet]:
         for p in packets:
@@ -132,16 +132,9 @@ class MaskStage(Stage):
             if self.counted is None or self.counted(p["pts"]):
                 self.count("faces_edited", len(faces))
                 self.count("frames_without_face", not faces)
-            masks = []
-            for face, crop in zip(faces, p["generated"]):
-                m = face_mask(crop, landmarks=face.aligned.landmarks, parser=self.parser)
-                sm = self._smoothers.setdefault(face.track_id, MaskSmoother(self.fps, self.mask_tau_s))
-                masks.append(sm(m))
-            seen = {face.track_id for face in faces}
-            for tid in list(self._smoothers):          # a track that left: its next mask starts afresh
-                if tid not in seen:
-                    del self._smoothers[tid]
-            p["masks"] = masks
+            masks = [face_mask(crop, landmarks=face.aligned.landmarks, parser=self.parser)
+                     for face, crop in zip(faces, p["generated"])]
+            p["masks"] = self._tracks([face.track_id for face in faces], masks)
         return packets
 
 

@@ -12,9 +12,10 @@ The studio is a thin layer over the library, like the CLI: inversion is :func:`f
 :mod:`fsvideo.faces.blend`, drafts with :mod:`fsvideo.models.preview`, clips and exports with
 :func:`fsvideo.edit_video` from the latents.
 
-* :mod:`fsvideo.studio.project`  an opened video: frames, latents (live, then from the file), inversion
-* :mod:`fsvideo.studio.render`   the views of one frame, draft or full
+* :mod:`fsvideo.studio.project`  an opened video: frames (by timestamp), latents (live, then from the file), inversion
+* :mod:`fsvideo.studio.render`   the views of one frame, draft or full (masks smoothed as the render's)
 * :mod:`fsvideo.studio.jobs`     export and clip jobs, the equivalent ``fsvideo edit`` command
+* :mod:`fsvideo.studio.prune`    the work folder's bound: latents cache and uploads, least recently used first
 * :mod:`fsvideo.studio.app`      the HTTP API, sessions and checks; ``static/`` holds the page
 """
 from __future__ import annotations

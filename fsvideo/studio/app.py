@@ -11,6 +11,7 @@ foreign site cannot act for the user)::
     POST /api/s/{sid}/direction         raw body + X-Filename: upload a direction .npy
     GET  /api/s/{sid}/state             inversion progress, timeline, jobs
     POST /api/s/{sid}/render            {frame, edits, face, view, quality, mask, seq} -> JPEG
+                                        (headers: X-Quality, X-Time of the frame, X-Mask smoothed|frame)
     POST /api/s/{sid}/command           {edits, face} -> the equivalent `fsvideo edit` command
     POST /api/s/{sid}/export            {edits, face} -> job (whole video from the cached latents)
     POST /api/s/{sid}/clip              {frame, edits, face, seconds} -> job (short clip with audio)
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from pathlib import Path
 
@@ -147,15 +147,13 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         if Path(name).suffix.lower() not in VIDEO_TYPES + tuple(IMAGE_EXTENSIONS):
             raise InputError(f"{name} is not a video or image file",
                              hint=f"upload one of {', '.join(VIDEO_TYPES + tuple(sorted(IMAGE_EXTENSIONS)))}")
-        folder = studio.workdir / "uploads" / secrets.token_hex(8)
-        folder.mkdir(parents=True)
-        dest = folder / name
-        await _receive(request, dest, int(config.max_upload_mb * 2**20))
-        try:
-            p = await run_in_threadpool(studio.open, s, dest, config.options.start, config.options.end)
-        except FsvideoError as e:                 # undecodable: say so with the uploaded name, drop it
-            dest.unlink(missing_ok=True)
-            raise InputError(f"{name} cannot be opened: {e.message}", hint=e.hint) from e
+        with studio.upload_folder() as folder:    # removed again when the upload fails
+            dest = folder / name
+            await _receive(request, dest, int(config.max_upload_mb * 2**20))
+            try:
+                p = await run_in_threadpool(studio.open, s, dest, config.options.start, config.options.end)
+            except FsvideoError as e:             # undecodable: say so with the uploaded name, drop it
+                raise InputError(f"{name} cannot be opened: {e.message}", hint=e.hint) from e
         return dict(video=p.source.name)
 
     @app.post("/api/s/{sid}/direction")
@@ -164,17 +162,13 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         name = _safe_name(request.headers.get("x-filename", ""), "direction.npy")
         if not name.endswith(".npy"):
             raise InputError(f"{name} is not a .npy file", hint="upload a direction saved with numpy.save")
-        folder = studio.workdir / "uploads" / secrets.token_hex(8)
-        folder.mkdir(parents=True)
-        dest = folder / name
-        await _receive(request, dest, 64 * 2**20)
-        try:
+        with studio.upload_folder() as folder:
+            dest = folder / name
+            await _receive(request, dest, 64 * 2**20)
             await run_in_threadpool(studio.renderer.check_direction, dest)
-        except FsvideoError:
-            dest.unlink(missing_ok=True)
-            raise
-        key = f"upload:{len(s.uploads) + 1}:{name}"
-        s.uploads[key] = dest
+            key = f"upload:{len(s.uploads) + 1}:{name}"
+            s.uploads[key] = dest
+        await run_in_threadpool(studio.prune)
         return dict(attr=key, name=name)
 
     @app.get("/api/s/{sid}/state")
@@ -204,7 +198,9 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             ms = (time.perf_counter() - t0) * 1000
         return Response(jpeg_bytes(out.image), media_type="image/jpeg", headers={
             "X-Quality": out.quality, "X-Size": str(out.size), "X-Faces": str(out.faces),
-            "X-Render-Ms": f"{ms:.0f}", "X-Note": out.note, "Cache-Control": "no-store"})
+            "X-Render-Ms": f"{ms:.0f}", "X-Note": out.note, "X-Mask": out.mask,
+            "X-Frame": str(body.frame),
+            "X-Time": f"{p.time(body.frame):.6f}", "Cache-Control": "no-store"})
 
     @app.post("/api/s/{sid}/command")
     def command(sid: str, body: EditsBody):
@@ -223,6 +219,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         if p.state != "ready":
             raise InputError("the video is still being inverted", hint="export when the progress bar is full")
         out = _export_path(studio, p, body, fresh=True)
+        studio.used(p)
         job = start_export(p, edits, _tracks(body.face), out, studio.renderer.size)
         s.jobs[job.id] = job
         return job.status()
@@ -236,6 +233,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         if not 0.2 <= body.seconds <= 10:
             raise InputError("a clip lasts between 0.2 and 10 seconds")
         folder = studio.new_clip_folder()
+        studio.used(p)
         job = start_clip(p, studio.edits(s, body.edits), _tracks(body.face), body.frame, body.seconds,
                          folder / f"clip{p.source.suffix if p.source.suffix.lower() in VIDEO_TYPES else '.mp4'}",
                          studio.renderer.size)

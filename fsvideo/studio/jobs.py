@@ -33,9 +33,10 @@ class Job:
     """A thread running ``work(progress) -> Path`` with progress, cancel and a result file."""
 
     def __init__(self, kind: str, work: Callable[[Callable[[int, int | None], None]], Path], total: int,
-                 command: str = ""):
+                 command: str = "", uses: tuple[Path, ...] = ()):
         self.id = secrets.token_urlsafe(8)
         self.kind, self.total, self.command = kind, total, command
+        self.uses = uses                          # work-folder entries it reads: kept while it runs
         self.done, self.state, self.error, self.output = 0, "running", None, None
         self.started = time.time()
         self._cancel = threading.Event()
@@ -96,6 +97,11 @@ def _write_subset(project: Project, out: Path, first: int, stop: int, tracks: se
     writer.close()
 
 
+def _uses(project: Project, edits) -> tuple[Path, ...]:
+    """The folders a job reads: the project's cache and source folder, and uploaded directions'."""
+    return (project.dir, project.source.parent, *(Path(a).parent for _, a, _ in edits if a.endswith(".npy")))
+
+
 def _requests(edits):
     from fsvideo import EditRequest
     return [EditRequest(attr, float(s)) for _, attr, s in edits]
@@ -135,25 +141,37 @@ def start_export(project: Project, edits, tracks: set[int] | None, out: Path, re
         edit_video(project.source, out, edits=_requests(edits), options=project.options, latents=latents,
                    progress=progress)
         return out
-    return Job("export", work, project.n_frames, edit_command(project, edits, tracks, out))
+    return Job("export", work, project.n_frames, edit_command(project, edits, tracks, out), _uses(project, edits))
 
 
 def start_clip(project: Project, edits, tracks: set[int] | None, center: int, seconds: float, out: Path,
                resolution: int) -> Job:
-    """A clip of about ``seconds`` around frame ``center``, at the source fps with its audio."""
+    """A clip of about ``seconds`` around frame ``center``, at the source fps with its audio, whose
+    frames are the export's frames.
+
+    The span is cut half-way between frames (:meth:`Project.boundary`, by their timestamps: also
+    right for a variable frame rate).  The render smooths each face's blend mask over the frames
+    before it (:class:`~fsvideo.faces.blend.TrackMasks`), so the clip decodes those frames too, as
+    context that is rendered but not written (``edit_video(context_s=...)``): back to where the
+    faces of its first frame appeared, or :func:`~fsvideo.faces.blend.mask_history_frames` frames,
+    after which an earlier mask weighs less than 2**-10 (under a quarter of a grey level).
+    """
     from fsvideo import edit_video
+    from fsvideo.faces.blend import mask_history_frames
     half = max(1, int(round(seconds * project.fps / 2)))
     first, stop = max(0, center - half), min(project.n_frames, center + half)
-    fps, base = project.fps, project.start
-    opts = replace(project.options, start=base + (first - 0.5) / fps if base + first / fps > 0 else None,
-                   end=base + (stop - 0.5) / fps)
+    lead = project.history_start(first, tracks, mask_history_frames(project.fps))
+    a, b = project.boundary(first), project.boundary(stop)
+    opts = replace(project.options, start=a, end=b)
+    context = None if lead == first else ((a or 0.0) - (project.boundary(lead) or 0.0), 0.0)
 
     def work(progress):
         latents = out.with_suffix(".latents")
-        write_subset(project, latents, first, stop, tracks, resolution)
+        write_subset(project, latents, lead, stop, tracks, resolution)
         try:
-            edit_video(project.source, out, edits=_requests(edits), options=opts, latents=latents, progress=progress)
+            edit_video(project.source, out, edits=_requests(edits), options=opts, latents=latents, progress=progress,
+                       context_s=context)
         finally:
             latents.unlink(missing_ok=True)
         return out
-    return Job("clip", work, stop - first)
+    return Job("clip", work, stop - lead, uses=_uses(project, edits))

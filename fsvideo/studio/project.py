@@ -7,12 +7,16 @@ again.  While :func:`fsvideo.invert_video` runs, its ``on_latents`` hook hands e
 latents to the project, so a frame can be edited as soon as it is inverted; when the file is
 complete the in-memory copies are dropped and frames are read back from it by chunk.
 
-Frames are numbered from 0 at the span's start (as in the latents file).  Decoding frame ``i``
-seeks to ``start + i / fps``: exact for constant-frame-rate video (the usual case); a variable
-frame rate video may show a neighbouring frame in the page (export is unaffected: it streams).
+Frames are numbered from 0 at the span's start, as the pipeline counts them (the frames a
+:class:`~fsvideo.video.VideoReader` of the span yields, and the latents file's numbers).  The
+presentation time of every frame of the span is listed once from the packets, without decoding
+(:func:`fsvideo.video.join.frame_times`), so frame ``i`` is found by its own timestamp, also in a
+variable-frame-rate video: a read starts half-way between frames ``i - 1`` and ``i``
+(:meth:`Project.boundary`), and the clip jobs cut their spans at the same boundaries.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -71,7 +75,8 @@ class Project:
         self.latents_path = self.dir / "video.latents"
         self.fps = float(self.info.fps or 25)
         self.start = self.options.start or 0.0
-        self.n_frames = self._span_frames()
+        self.times = self._span_times()                      # seconds (player clock) of frame 0, 1, ...
+        self.n_frames = len(self.times)
         self.state, self.done, self.error = "new", 0, None
         self._lock = threading.Lock()
         self._tracks: dict[int, np.ndarray] = {}             # frame -> track ids (every inverted frame)
@@ -82,9 +87,64 @@ class Project:
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
         self._thread: threading.Thread | None = None
 
-    def _span_frames(self) -> int:
+    def _span_times(self) -> list[float]:
+        """Presentation times of the span's frames (a still image: ``[0.0]``).
+
+        From the packets (no decoding), kept with the ``start <= t < end`` rule of the reader; a file
+        whose packets carry no timestamps falls back on the nominal frame rate.
+        """
+        from fsvideo.utils import atomic_output
         from fsvideo.video import VideoReader
-        return max(1, len(VideoReader(self.source, self.options.start, self.options.end, info=self.info)))
+        from fsvideo.video.join import _EPS, frame_times
+        if self.info.is_image:
+            return [0.0]
+        kept = self.dir / "frame_times.npy"                 # the key names the content and the span
+        if kept.is_file():
+            try:
+                return [float(t) for t in np.load(kept, allow_pickle=False)]
+            except (OSError, ValueError) as e:
+                log.warning("%s is unreadable (%s); listing the frames again", kept, e)
+        s, e = self.options.start, self.options.end
+        times = [t for t in frame_times(self.source, self.info)
+                 if (s is None or t >= s - _EPS) and (e is None or t < e - _EPS)]
+        if not times:
+            n = max(1, len(VideoReader(self.source, s, e, info=self.info)))
+            return [self.start + i / self.fps for i in range(n)]
+        with atomic_output(kept, overwrite=True) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(times, np.float64))
+        return times
+
+    def time(self, i: int) -> float:
+        """Seconds (player clock) of frame ``i``."""
+        return self.times[i] if 0 <= i < len(self.times) else self.start + i / self.fps
+
+    def boundary(self, k: int) -> float | None:
+        """A time between frames ``k - 1`` and ``k``: a read from it starts at frame ``k``, a read to it
+        ends with frame ``k - 1`` (``k = 0``: the span's start, ``k = n``: its end; None: the file's)."""
+        if k <= 0:
+            return self.options.start
+        if k >= len(self.times):
+            return self.options.end
+        b = (self.times[k - 1] + self.times[k]) / 2
+        return b if b > 0 else None
+
+    def history_start(self, i: int, tracks: set[int] | None, limit: int) -> int:
+        """The first frame whose blend masks still count in frame ``i``'s, at most ``limit`` frames back.
+
+        The render smooths each track's mask over the frames of its unbroken run
+        (:class:`~fsvideo.faces.blend.TrackMasks`): that is how far back frame ``i``'s faces
+        (of ``tracks``; None: all) were present, as far as the inverted frames tell.
+        """
+        with self._lock:
+            ids = self._tracks.get(i)
+            active = set() if ids is None else {int(t) for t in ids if tracks is None or int(t) in tracks}
+            j = i
+            while active and j > max(0, i - limit):
+                prev = self._tracks.get(j - 1)
+                active &= set() if prev is None else {int(t) for t in prev}
+                if active:
+                    j -= 1
+        return j
 
     # ------------------------------------------------------------------------------ inversion
     def start_inversion(self) -> None:
@@ -135,6 +195,9 @@ class Project:
             self._chunk_of = {fr: c for c, fr, _ in index}
             self._tracks = {fr: t for _, fr, t in index}
             self._live.clear()
+            if index and len(index) != self.n_frames:
+                log.warning("%s: %d frames decoded, %d listed by their packets; frame times may be off",
+                            self.source, len(index), self.n_frames)
             self.n_frames = len(index) or self.n_frames
             self.done, self.state = len(index), "ready"
 
@@ -175,10 +238,15 @@ class Project:
         if self.info.is_image:
             got = {0: next(iter(VideoReader(self.source, info=self.info))).image}
         else:
-            t0 = self.start + (i - 0.5) / self.fps
-            reader = VideoReader(self.source, t0 if t0 > 0 else None, self.start + (i + DECODE_AHEAD - 0.5) / self.fps,
+            reader = VideoReader(self.source, self.boundary(i), self.boundary(min(self.n_frames, i + DECODE_AHEAD)),
                                  info=self.info)
-            got = {i + f.index: f.image for f in reader}
+            got = {}
+            for f in reader:                                 # numbered by their own timestamps
+                k = bisect.bisect_left(self.times, f.time - 1e-4)
+                if k < len(self.times) and abs(self.times[k] - f.time) < 1e-4:
+                    got[k] = f.image
+                else:                                        # a time the packets did not list: by position
+                    got.setdefault(i + f.index, f.image)
         with self._lock:
             self._frames.update(got)
             while len(self._frames) > FRAME_CACHE:

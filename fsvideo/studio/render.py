@@ -3,8 +3,14 @@
 Every step is a library call: Eq. 1 through the model executor (:mod:`fsvideo.models.execution`, the
 same noise seed as export), G(w, F) through :func:`fsvideo.models.preview.synthesize` (a draft stops it early; the full
 frame then resumes the draft's pass, so draft + full cost one generator pass), masks and pasting
-through :mod:`fsvideo.faces.blend`.  One difference from export, by design: export smooths
-each face's mask over time (``MaskSmoother``); a single previewed frame uses its own mask.
+through :mod:`fsvideo.faces.blend`.  The render smooths each face's blend mask over the frames
+before it (:class:`~fsvideo.faces.blend.TrackMasks`); a full frame does the same over those frames'
+landmark-hull masks (:meth:`Renderer.smoothed_masks`), so it is the exported frame.  Two cases keep
+the frame's own mask: a draft (labelled; the hull, for speed), and a full frame with a face parser
+(``--mask parsing``, or ``auto`` with its weights), whose earlier masks would each need a generator
+pass: its mask differs from the render's by at most ``1 - alpha`` (0.66 at 30 fps) times how much the
+mask moved over the last :func:`~fsvideo.faces.blend.mask_history_frames` frames, i.e. only on the
+blend edge of a moving face.  A preview clip is rendered by the export's own code, with those frames.
 
 Edits arrive as ``(attribute, strength)`` pairs whose attribute was checked by the app (a released
 name, ``sefa:N``, a fitted name or an uploaded file of this session); each direction is resolved
@@ -34,6 +40,7 @@ class Rendered:
     size: int                    # generator pixels rendered (draft size, or the generator's size)
     faces: int                   # faces shown
     note: str = ""
+    mask: str = "frame"          # "smoothed" (the render's mask) or "frame" (this frame's own mask)
 
 
 class Renderer:
@@ -75,6 +82,7 @@ class Renderer:
         self._codes_cache = None                  # (key, w~, F~) of the last frame rendered
         self._gk = None                           # ((project, frame, faces), G^K(w)) of the last frame
         self._partial = None                      # (key, Partial) of the last draft
+        self._masks = None                        # ((project, frame, faces), smoothed hull masks) of the last frame
         self.lock = threading.Lock()              # one render at a time: the CPU is shared anyway
 
     @property
@@ -156,12 +164,17 @@ class Renderer:
             w, f = self._codes(key, w, f, edits)
         crops = self._faces(key, w, f, draft) if view != "original" else [None] * len(sel)
         parser = None if draft else self.parser             # drafts: the landmark hull, no face parsing
-        masks = [face_mask(c if c is not None else np.zeros((self.crop, self.crop, 3), np.uint8),
-                           landmarks=fl.landmarks[j], parser=parser if c is not None else None)
-                 for c, j in zip(crops, sel)]
+        smooth = not draft and (parser is None or view == "original")     # hull masks: smoothed as the render's
+        if smooth:
+            masks = self.smoothed_masks(project, i, tracks)
+        else:
+            masks = [face_mask(c if c is not None else np.zeros((self.crop, self.crop, 3), np.uint8),
+                               landmarks=fl.landmarks[j], parser=parser if c is not None else None)
+                     for c, j in zip(crops, sel)]
+        mask_kind = "smoothed" if smooth else "frame"
         if view in ("inversion", "edit"):
             tiles = [_tint(c, m) if mask else c for c, m in zip(crops, masks)]
-            return Rendered(np.concatenate(tiles, axis=1), quality, size, len(sel))
+            return Rendered(np.concatenate(tiles, axis=1), quality, size, len(sel), mask=mask_kind)
         out = frame
         for c, m, j in zip(crops, masks, sel):
             if c is not None:
@@ -175,7 +188,38 @@ class Renderer:
                     roi = out[y0:y0 + a.shape[0], x0:x0 + a.shape[1]]
                     roi[:] = _tint(roi, a)
         return Rendered(out, quality if view == "composite" else "full", size if view == "composite" else 0,
-                        len(sel))
+                        len(sel), mask=mask_kind)
+
+    def smoothed_masks(self, project: Project, i: int, tracks: set[int] | None) -> list[np.ndarray]:
+        """Landmark-hull masks float32 [S, S] of frame ``i``'s faces (of ``tracks``; None: all), smoothed
+        over the frames before it as the render's mask stage smooths them (one
+        :class:`~fsvideo.faces.blend.TrackMasks` fed the same faces, frame after frame).
+
+        The smoothing starts where the faces appeared (then the masks are the render's, bit for bit)
+        or :func:`~fsvideo.faces.blend.mask_history_frames` frames back (then they differ by under
+        2**-10).  Hull masks do not depend on the edit, so a slider change reuses them.
+        """
+        from fsvideo.faces.blend import TrackMasks, landmark_mask, mask_history_frames
+        from fsvideo.studio.project import NotReady
+
+        def faces(fl):
+            return [k for k, t in enumerate(fl.track) if tracks is None or int(t) in tracks]
+        fl = project.latents(i)
+        key = (project.key, i, tuple(faces(fl)))
+        if self._masks is not None and self._masks[0] == key:
+            return self._masks[1]
+        smoother = TrackMasks(project.fps)
+        for j in range(project.history_start(i, tracks, mask_history_frames(project.fps)), i):
+            try:
+                fj = project.latents(j)
+            except NotReady:                       # dropped from memory while inverting: start after it
+                smoother = TrackMasks(project.fps)
+                continue
+            ks = faces(fj)
+            smoother(fj.track[ks], [landmark_mask(fj.landmarks[k], self.crop) for k in ks])
+        masks = smoother(fl.track[list(key[2])], [landmark_mask(fl.landmarks[k], self.crop) for k in key[2]])
+        self._masks = (key, masks)
+        return masks
 
 
 def _tint(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:

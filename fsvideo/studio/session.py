@@ -7,10 +7,12 @@ video invert it once and never write to each other's state.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from pydantic import BaseModel, Field
 from fsvideo.errors import FsvideoError, InputError
 from fsvideo.studio.jobs import Job
 from fsvideo.studio.project import Project
+from fsvideo.studio.prune import check_limits, prune, touch
 from fsvideo.studio.render import Renderer
 
 MAX_SESSIONS, MAX_EDITS, MAX_STRENGTH, SEFA_COUNT = 32, 16, 50.0, 10
@@ -40,6 +43,8 @@ class StudioConfig:
     host: str = "127.0.0.1"
     allow_paths: bool | None = None        # None: only when listening on loopback
     max_upload_mb: float = 2048.0
+    cache_gb: float = 20.0                 # latents cache + uploads, least recently used removed first (0: no limit)
+    cache_days: float = 30.0               # and none unused for longer (0: no limit)
 
     @property
     def paths_allowed(self) -> bool:
@@ -88,14 +93,18 @@ class Studio:
     """Sessions, opened projects (shared between sessions by content key) and the renderer."""
 
     def __init__(self, config: StudioConfig, renderer: Renderer | None = None):
+        check_limits(config.cache_gb, config.cache_days)
         self.config = config
         self.workdir = Path(config.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.clips_dir, ignore_errors=True)   # previews of an earlier run: nothing refers to them
-        self.renderer = renderer or Renderer(config.options, config.draft_res)
         self.projects: dict[str, Project] = {}
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self._sha: dict[tuple, str] = {}                   # (path, size, mtime) -> sha256: hash a file once
+        self._prune_lock = threading.Lock()
+        self._receiving: set[Path] = set()                 # upload folders being written
+        self.prune()                                       # what earlier runs left beyond the limits
+        self.renderer = renderer or Renderer(config.options, config.draft_res)
 
     @property
     def clips_dir(self) -> Path:
@@ -111,6 +120,60 @@ class Studio:
         folder = self.clips_dir / f"{time.time_ns():020d}-{secrets.token_hex(4)}"
         folder.mkdir()
         return folder
+
+    @contextlib.contextmanager
+    def upload_folder(self):
+        """A fresh ``uploads/<token>/`` folder, kept from pruning while the upload is written and
+        removed when it fails."""
+        folder = self.workdir / "uploads" / secrets.token_hex(8)
+        folder.mkdir(parents=True)
+        self._receiving.add(folder)
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            self._receiving.discard(folder)
+
+    def entry_folders(self, project: Project) -> set[Path]:
+        """The work-folder entries a project reads: its cache folder and, when uploaded, its upload
+        (never a folder of the user's: those are not touched)."""
+        uploads = (self.workdir / "uploads").resolve()
+        upload = project.source.parent
+        return {project.dir} | ({upload} if upload.resolve().parent == uploads else set())
+
+    def used(self, project: Project) -> None:
+        """Mark the project's entries as used now (the prune removes the least recently used first)."""
+        for f in self.entry_folders(project):
+            touch(f)
+
+    def in_use(self) -> set[Path]:
+        """Entries that must stay: videos inverting, open in a tab, or read by a running job, and the
+        directions uploaded by a tab."""
+        use: set[Path] = set(self._receiving)
+        for p in list(self.projects.values()):
+            if p.state in ("new", "inverting"):
+                use |= self.entry_folders(p)
+        for s in list(self.sessions.values()):
+            if s.project is not None:
+                use |= self.entry_folders(s.project)
+            use |= {f.parent for f in s.uploads.values()}
+            for j in list(s.jobs.values()):
+                if j.state == "running":
+                    use |= set(j.uses)
+        return use
+
+    def prune(self) -> list[Path]:
+        """Bound the latents cache and the uploads (``cache_gb``, ``cache_days``; :mod:`.prune`)."""
+        c = self.config
+        with self._prune_lock:
+            removed = prune(self.workdir, int(c.cache_gb * 1e9), c.cache_days * 86400, self.in_use())
+            gone = {r.resolve() for r in removed}
+            for key, p in list(self.projects.items()):     # an evicted inversion is made again when reopened
+                if p.dir.resolve() in gone or p.source.parent.resolve() in gone:
+                    del self.projects[key]
+        return removed
 
     def new_session(self) -> Session:
         s = Session(secrets.token_urlsafe(16))
@@ -139,8 +202,10 @@ class Studio:
         p = Project(src, opts, self.workdir, sha256=self._sha.get(ident))
         self._sha[ident] = p.sha256
         p = self.projects.setdefault(p.key, p)              # two tabs on one video share its inversion
-        p.start_inversion()
         s.project = p
+        self.used(p)
+        p.start_inversion()
+        self.prune()
         return p
 
     def edits(self, s: Session, items: list[EditItem]) -> list[tuple[str, str, float]]:

@@ -96,6 +96,8 @@ async function renderOnce(quality, seq) {
   await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = studio.imageUrl; });
   const q = r.headers.get("X-Quality"), size = r.headers.get("X-Size"), note = r.headers.get("X-Note");
   img.dataset.quality = q; img.dataset.seq = String(seq); studio.shown = seq;
+  studio.time = { frame: Number(r.headers.get("X-Frame") ?? -1), t: Number(r.headers.get("X-Time")) };
+  drawTimeline();
   if (q === "draft") studio.drafts += 1;
   $("badge").hidden = q !== "draft"; $("badge").textContent = `DRAFT ${size} px`;
   const pending = inverted(studio.frame) ? "" : "original frame: not inverted yet";
@@ -179,7 +181,9 @@ function drawTimeline() {
   g.fillStyle = "#d0574f";
   t.no_face.forEach(([a, b]) => g.fillRect(x(a), H - 8, Math.max(1, x(b + 1) - x(a)), 7));
   g.fillStyle = "#fff"; g.fillRect(x(studio.frame + 0.5) - 1, 0, 2, H);
-  $("frame-label").textContent = `${studio.frame} / ${n - 1}  ${(p.start + studio.frame / p.fps).toFixed(2)} s`;
+  const known = studio.time && studio.time.frame === studio.frame;   // the frame's own timestamp once shown
+  const secs = known ? studio.time.t : p.start + studio.frame / p.fps;
+  $("frame-label").textContent = `${studio.frame} / ${n - 1}  ${known ? "" : "≈"}${secs.toFixed(2)} s`;
 }
 
 function updateFaces(tracks) {
