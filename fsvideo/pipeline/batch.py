@@ -262,7 +262,7 @@ class BatchWorker:
                                model=model, reader=reader, context_s=context_s)
             else:
                 s = invert_video(u.src, files["output"], latents_out=files["latents"], options=opts,
-                                 detector=detector, model=model, reader=reader)
+                                 detector=detector, model=model, reader=reader, context_s=context_s)
             row.frames, row.faces_edited = s.frames, s.faces_edited
             row.seconds = round(time.perf_counter() - t0, 3)
             rec = {**ident, "settings": {**self.settings, **(extra or {})},
@@ -364,8 +364,6 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, j
     """
     t0 = time.perf_counter()
     env = env_info()
-    if split_time and job.kind != "edit":
-        raise InputError("--split-time works for `fsvideo edit` only", hint="invert whole videos (drop --split-time)")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out-dir {out} is a file", hint="give a folder")
