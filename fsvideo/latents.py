@@ -204,6 +204,22 @@ class LatentsReader:
         self._zip.close()
 
 
+def latents_for(video: str | Path, where: str | Path) -> Path:
+    """The latents file of ``video``: ``where`` itself, or when ``where`` is a folder
+    ``where/<video stem>.latents`` (what ``fsvideo invert VIDEOS --out-dir where`` writes).
+    Whether that file exists is checked where it is opened."""
+    w = Path(where)
+    return w / f"{Path(video).stem}.latents" if w.is_dir() else w
+
+
+def check_latents_file(path: Path, video: str | Path) -> Path:
+    """``path`` when it is a file; else a one-line error naming it, the video, and how to make it."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no latents file for {video}",
+                         hint=f"make it with `fsvideo invert {video} --out-dir {Path(path).parent}`")
+    return Path(path)
+
+
 def _centres(track, matrix, size: int) -> list[tuple[int, np.ndarray, float]]:
     """``(track, centre of the aligned crop in frame pixels [2], crop side in frame pixels)`` per face."""
     m = np.asarray(matrix, np.float64).reshape(-1, 3, 3)
