@@ -20,11 +20,6 @@ CLIPS = ["videos/other/pyfeat-single_face.mp4", "videos/other/cremad-1001_DFA_AN
 NAMES = [c.split("/")[-1] for c in CLIPS]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny(tmp_path_factory.mktemp("tiny"))
-
-
 @pytest.fixture
 def inputs(media_dir, tmp_path):
     d = tmp_path / "in"
@@ -37,6 +32,11 @@ def inputs(media_dir, tmp_path):
 def _opts(tiny, **kw):
     return RunOptions(**{"generator": tiny["gen"], "encoder": tiny["enc"], "detector": "dlib", "device": "cpu",
                          "end": 0.3, **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 def _edit(tiny, latents=None, **kw):

@@ -7,6 +7,8 @@ already being decoded (:class:`~fsvideo.video.prefetch.PrefetchReader`, started 
 decoder runs dry).  A bad input becomes a ``failed`` row and the batch goes on; every finished
 output is recorded in ``edited/.fsvideo-batch/`` (:mod:`fsvideo.pipeline.manifest`), so a batch
 started again skips what is done and re-does what a changed setting or a changed input affects.
+A re-edit (``BatchJob(latents=FOLDER)``) reads each video's ``FOLDER/<stem>.latents`` instead of
+detecting and encoding; that file is part of the input's identity (:meth:`BatchWorker.identity`).
 
 Under ``torchrun --nproc-per-node N`` (and ``--nnodes`` for several machines sharing the output
 folder) each rank takes every N-th input of the same sorted list (:func:`fsvideo.distributed.shard`),
