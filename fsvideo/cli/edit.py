@@ -211,6 +211,8 @@ def invert(inputs, output, latents_out, quiet, as_json, out_dir, split_time, spl
       fsvideo invert talk.mp4                    # talk.inversion.mp4 + talk.latents
       fsvideo edit talk.mp4 --latents talk.latents --attr smile --strength 2
       fsvideo invert clips/ --out-dir inverted/     # many videos: clip.inversion.mp4 + clip.latents each
+      fsvideo edit clips/ --latents inverted/ --out-dir edited/ --attr smile   # re-edit them all
+      torchrun --nproc-per-node 4 -m fsvideo invert long.mp4 --out-dir inverted/ --split-time
     """
     from fsvideo.pipeline.invert import invert_video
     if batch.is_batch(inputs, out_dir) or split_time:
