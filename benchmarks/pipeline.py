@@ -5,6 +5,7 @@ Usage::
     python benchmarks/pipeline.py                        # 256 px generator (released architecture,
                                                          # random weights), liveportrait-d18.mp4
     python benchmarks/pipeline.py --clip talk.mp4 --seconds 1 --size 256 --batch-size 4   # 0: auto
+    python benchmarks/pipeline.py --faces .device/faces.npz --detector recorded --bound  # replayed faces
 
 Prints:
 
@@ -18,6 +19,10 @@ Prints:
   largest speed-up streaming could show here.  When the networks already keep every core busy in a
   sequential run, that bound is small;
 * peak RSS of a short clip and of a 4x longer one, each in a fresh process.
+
+The fresh processes (``--bound``, memory) run this checkout's fsvideo and replay the same recorded
+faces as the parent (``--faces``, or ``benchmarks/device_run.py``'s registration:
+:func:`recorded_faces.register_inherited`), so ``--detector recorded`` works in every mode.
 
 Targets (2-core CPU, 256 px generator): streaming >= 1.3x sequential (where ``--bound`` allows it);
 long-clip peak memory within 10 % of the short clip's.
@@ -77,10 +82,14 @@ def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threa
 
 
 def child_run(args: dict) -> dict:
-    """:func:`one_run` in a fresh process (``one_core``: pinned to one core)."""
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True,
-                         check=True).stdout.strip().splitlines()[-1]
-    return json.loads(out)
+    """:func:`one_run` in a fresh process (``one_core``: pinned to one core), with this checkout's fsvideo
+    and the parent's recorded faces (inherited through the environment)."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    p = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=path))
+    if p.returncode:
+        sys.exit(f"benchmark child process failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 class GpuSampler:
@@ -125,11 +134,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bound", action="store_true", help="also measure the bound of any overlap (a one-core run)")
     ap.add_argument("--detector", default="dlib",
                     help="a registered detector (device runs: `recorded`, see benchmarks/device_run.py)")
+    ap.add_argument("--faces", type=Path, help="register faces recorded by benchmarks/device_run.py prepare "
+                    "(.npz) as the `recorded` detector")
     ap.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
     ap.add_argument("--gpu-log", help="sample nvidia-smi (utilisation, memory) into this CSV during the streaming run")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))          # recorded_faces, however this was started
+    import recorded_faces
+    if a.faces:
+        recorded_faces.register(a.faces)
     if a.child:                                   # a fresh process for one memory or one-core measurement
+        recorded_faces.register_inherited()       # the faces the parent replays, if any
         args = json.loads(a.child)
         if args.pop("one_core", False):
             os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})   # the core budget reads the affinity

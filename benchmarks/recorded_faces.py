@@ -6,7 +6,9 @@ some videos / images and :func:`save` writes its faces to a small ``.npz``; ther
 :func:`register` adds a ``recorded`` detector to fsvideo's registry (the public
 :func:`~fsvideo.faces.registry.register_detector`), so ``--detector recorded`` replays them, and
 with ``as_dlib=True`` it also stands in for ``dlib`` (what the tests and the benchmarks that name
-dlib build) when dlib itself is not installed.
+dlib build) when dlib itself is not installed.  The registration is also written to the environment
+(:data:`ENV`), so a benchmark's child processes (``benchmarks/pipeline.py --bound`` and its memory
+runs) call :func:`register_inherited` and replay the same faces.
 
 A frame is looked up by a digest of its pixels; where the decoder's colour conversion rounded a
 pixel differently on the other machine, the frame whose 32x18 grey thumbnail is nearest (mean
@@ -16,7 +18,9 @@ those.  A frame that matches nothing is an error: replaying someone else's faces
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -27,6 +31,8 @@ log = logging.getLogger(__name__)
 #: Largest mean absolute grey-level difference of the thumbnails for a "near" match.
 NEAR = 2.0
 THUMB = (32, 18)
+#: Environment variable through which child processes inherit a registration (JSON: path, as_dlib).
+ENV = "FSVIDEO_RECORDED_FACES"
 
 
 class RecordedDetector:
@@ -125,9 +131,13 @@ def load(path: Path) -> RecordedDetector:
 
 def register(path: Path, *, as_dlib: bool = False) -> RecordedDetector:
     """Load ``path`` and add it to fsvideo's detector registry as ``recorded`` (and as ``dlib``
-    when ``as_dlib`` and dlib cannot be imported here); returns the detector (its ``near`` count)."""
+    when ``as_dlib`` and dlib cannot be imported here); returns the detector (its ``near`` count).
+
+    Child processes started after this inherit the registration through :data:`ENV`
+    (:func:`register_inherited`)."""
     from fsvideo.faces.registry import DetectorEntry, register_detector
     rec = load(path)
+    os.environ[ENV] = json.dumps({"path": str(Path(path).resolve()), "as_dlib": bool(as_dlib)})
 
     def factory(device=None, *, max_side=None):
         return rec                                  # recorded with the default detection side
@@ -137,6 +147,15 @@ def register(path: Path, *, as_dlib: bool = False) -> RecordedDetector:
                           replace=True)
         log.warning("dlib is not installed: `dlib` replays the faces recorded in %s", path)
     return rec
+
+
+def register_inherited() -> RecordedDetector | None:
+    """In a child process: register the faces the parent registered (:data:`ENV`); None when it did not."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return None
+    d = json.loads(spec)
+    return register(Path(d["path"]), as_dlib=bool(d.get("as_dlib")))
 
 
 def _importable(name: str) -> bool:

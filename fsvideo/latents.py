@@ -15,15 +15,23 @@ and :attr:`LatentsReader.noise_seed` is the seed it re-uses unless told otherwis
 
 Only numpy arrays are stored (``allow_pickle=False`` on read): a latents file never runs code.
 Memory stays bounded: a chunk is written as soon as it is full.
+
+A video inverted split in time (``torchrun ... fsvideo invert long.mp4 --out-dir DIR --split-time``)
+gives one file per span, frames numbered from 0, whose ``meta.json`` also holds ``context_before``:
+the track ids and alignment of the frames decoded before the span as stabiliser context.
+:func:`join_latents` puts the spans one after the other, renumbers the frames and, by matching
+those context faces with the faces the previous span stored for the same frames, gives each person
+the id it had before the seam.
 """
 from __future__ import annotations
 
 import io
 import json
 import zipfile
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -63,6 +71,7 @@ class LatentsWriter:
         self._buf: list[FrameLatents] = []
         self._chunks = 0
         self._frames = 0
+        self._context: list[dict] = []
 
     def add(self, fl: FrameLatents) -> None:
         self._buf.append(fl)
@@ -71,6 +80,11 @@ class LatentsWriter:
             self._flush()
         if self.on_add is not None:
             self.on_add(fl)
+
+    def add_context(self, fl: FrameLatents) -> None:
+        """A frame decoded before a split span as context: only its track ids and alignment are kept,
+        in ``meta["context_before"]`` (:func:`join_latents` matches them across the seam)."""
+        self._context.append({"track": fl.track.tolist(), "matrix": fl.matrix.reshape(-1, 9).tolist()})
 
     def _flush(self) -> None:
         if not self._buf:
@@ -90,6 +104,8 @@ class LatentsWriter:
     def close(self) -> None:
         self._flush()
         meta = dict(self.meta, format=FORMAT, frames=self._frames, chunks=self._chunks, F_dtype=self.f_dtype)
+        if self._context:
+            meta["context_before"] = self._context
         self._zip.writestr("meta.json", json.dumps(meta, indent=1))
         self._zip.close()
 
@@ -186,3 +202,90 @@ class LatentsReader:
 
     def close(self) -> None:
         self._zip.close()
+
+
+def latents_for(video: str | Path, where: str | Path) -> Path:
+    """The latents file of ``video``: ``where`` itself, or when ``where`` is a folder
+    ``where/<video stem>.latents`` (what ``fsvideo invert VIDEOS --out-dir where`` writes).
+    Whether that file exists is checked where it is opened."""
+    w = Path(where)
+    return w / f"{Path(video).stem}.latents" if w.is_dir() else w
+
+
+def check_latents_file(path: Path, video: str | Path) -> Path:
+    """``path`` when it is a file; else a one-line error naming it, the video, and how to make it."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no latents file for {video}",
+                         hint=f"make it with `fsvideo invert {video} --out-dir {Path(path).parent}`")
+    return Path(path)
+
+
+def _centres(track, matrix, size: int) -> list[tuple[int, np.ndarray, float]]:
+    """``(track, centre of the aligned crop in frame pixels [2], crop side in frame pixels)`` per face."""
+    m = np.asarray(matrix, np.float64).reshape(-1, 3, 3)
+    c = m @ np.array([size / 2, size / 2, 1.0])
+    side = size * np.sqrt(np.abs(np.linalg.det(m[:, :2, :2])))
+    return [(int(t), c[i, :2], float(side[i])) for i, t in enumerate(track)]
+
+
+def _match(context: list[list], before: list[list], near: float = 0.25) -> dict[int, int]:
+    """Track ids of a span's context faces -> ids the previous span gave the same person.
+
+    ``context`` and ``before``: per frame (the same frames, aligned at the end), lists of
+    :func:`_centres`.  Two faces are the same person in a frame when their crops' centres are
+    closer than ``near`` x the crop side; each pair of ids counts the frames where that holds, and
+    the pairs with most frames win (one to one).
+    """
+    n = min(len(context), len(before))
+    votes: dict[tuple[int, int], int] = {}
+    for now, was in zip(context[len(context) - n:], before[len(before) - n:]):
+        for t, c, s in now:
+            for u, d, r in was:
+                if np.linalg.norm(c - d) < near * max(s, r):
+                    votes[(t, u)] = votes.get((t, u), 0) + 1
+    out, used = {}, set()
+    for (t, u), _ in sorted(votes.items(), key=lambda kv: -kv[1]):
+        if t not in out and u not in used:
+            out[t] = u
+            used.add(u)
+    return out
+
+
+def join_latents(parts: Sequence[str | Path], out: str | Path, meta: dict | None = None) -> int:
+    """Write the latents of consecutive spans (:class:`LatentsWriter` files of one video, in order) to ``out``.
+
+    Frames are renumbered from 0 across the spans and chunked as one run chunks them; the first
+    span's track ids are kept, a later span's faces take the ids they had before the seam
+    (:func:`_match`) and its new faces fresh ids.  ``meta`` updates the first span's header (e.g.
+    the whole run's ``start`` / ``end``); ``context_before`` is dropped.  Returns the frame count.
+    """
+    readers = [LatentsReader(p) for p in parts]
+    head = {k: v for k, v in readers[0].meta.items() if k not in ("context_before", "frames", "chunks", "F_dtype")}
+    size = int(head.get("resolution") or 0)
+    depth = max([len(r.meta.get("context_before", [])) for r in readers] + [1])
+    recent: deque = deque(maxlen=depth)              # the faces of the last frames written (for the next seam)
+    writer = LatentsWriter(Path(out), meta={**head, **(meta or {})}, f_dtype=readers[0].meta.get("F_dtype", "float32"))
+    try:
+        offset, next_id = 0, 0
+        for i, r in enumerate(readers):
+            ctx = [_centres(c["track"], c["matrix"], size) for c in r.meta.get("context_before", [])]
+            ids = None if i == 0 else _match(ctx, list(recent))
+            for fl in r:
+                if ids is None:
+                    track = fl.track
+                else:
+                    for t in map(int, fl.track):
+                        if t not in ids:
+                            ids[t] = next_id
+                            next_id += 1
+                    track = np.array([ids[int(t)] for t in fl.track], np.int64)
+                next_id = max([next_id, *(int(t) + 1 for t in track)])
+                writer.add(FrameLatents(offset + fl.frame, track, fl.w, fl.F, fl.matrix, fl.landmarks))
+                recent.append(_centres(track, fl.matrix, size))
+            offset += len(r)
+            r.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return offset

@@ -207,5 +207,3 @@ def test_outputs_in_the_input_folder_are_not_taken_for_inputs(tiny, inputs, tmp_
     assert [row.status for row in r.rows] == ["done"]
     r = run_batch([inputs], inputs, _job(tiny))                       # not pyfeat-single_face.dir+2.dir+2.mp4
     assert [(row.input.split("/")[-1], row.status) for row in r.rows] == [("pyfeat-single_face.mp4", "skipped")]
-    with pytest.raises(InputError, match="split-time"):
-        run_batch([inputs], tmp_path / "o", BatchJob("invert", (), _job(tiny).options), split_time=True)

@@ -87,3 +87,24 @@ def test_register_adds_recorded_and_stands_in_for_a_missing_dlib(tmp_path, monke
     assert type(make_detector("recorded")).__name__ == "RecordedDetector"
     from fsvideo.faces import registry
     assert registry._REGISTRY["dlib"] is next(e for e in _BUILTIN if e.name == "dlib")
+
+
+def test_benchmark_child_processes_replay_the_recorded_faces(tmp_path, media_dir, monkeypatch, registry_restored):
+    """`benchmarks/pipeline.py --detector recorded --bound` and its memory runs: the fresh processes
+    register the parent's recorded faces too (they failed with an unknown detector before)."""
+    from tiny_weights import make_tiny
+
+    from fsvideo.video import VideoReader
+    R = _load()
+    P = importlib.import_module("pipeline")
+    clip = media_dir / "videos/other/pyfeat-single_face.mp4"
+    frames = [f.image for f in VideoReader(clip, None, 0.2)]
+    path = R.save(R.record(make_detector("dlib", max_side=640), frames), tmp_path / "faces.npz")
+    monkeypatch.setenv(R.ENV, "")                  # restored after the test (register sets it)
+    R.register(path)
+    tiny = make_tiny(tmp_path)
+    args = dict(clip=str(clip), seconds=0.2, enc=tiny["enc"], gen=tiny["gen"], direction=tiny["dir"], threads=False,
+                batch=1, out_dir=str(tmp_path), detector="recorded")
+    for one_core in (False, True):                 # the memory runs, and the one-core run of --bound
+        r = P.child_run(dict(args, one_core=one_core))
+        assert r["frames"] == len(frames) and r["stages"]["detect"]["packets"] == len(frames)

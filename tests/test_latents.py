@@ -85,3 +85,41 @@ def test_live_frames_index_and_random_chunk_access(tmp_path):
     assert all(np.array_equal(t, f.track) for (_, _, t), f in zip(idx, frames))
     (six,) = [g for g in r.read_chunk(2)]
     assert six.frame == 6 and np.array_equal(six.F, frames[6].F)
+
+
+def _at(xs, ids, frame):
+    """A frame whose faces sit at x = ``xs`` (64 px crops, scale 1) with track ``ids``."""
+    m = np.stack([np.array([[1.0, 0, x], [0, 1, 50], [0, 0, 1]]) for x in xs]).reshape(-1, 3, 3)
+    n = len(xs)
+    w = np.array(xs, np.float32).reshape(n, 1, 1) * np.ones((n, 4, 8), np.float32)
+    return FrameLatents(frame, np.array(ids, np.int64), w, np.ones((n, 2, 4, 4), np.float32), m,
+                        np.zeros((n, 68, 2), np.float32))
+
+
+def test_join_renumbers_frames_and_keeps_each_persons_id_across_the_seam(tmp_path):
+    from fsvideo.latents import join_latents
+    meta = {"source": "x.mp4", "resolution": 64, "start": None, "end": None}
+    # a single run: A (id 0) at x=100, B (id 1) at x=300 all along, C (id 2) from frame 7
+    whole = [_at([100, 300] + ([500] if i >= 7 else []), [0, 1] + ([2] if i >= 7 else []), i) for i in range(10)]
+    one = LatentsWriter(tmp_path / "one.latents", meta=meta, chunk_frames=4)
+    first = LatentsWriter(tmp_path / "p1.latents", meta={**meta, "end": 0.5}, chunk_frames=4)
+    second = LatentsWriter(tmp_path / "p2.latents", meta={**meta, "start": 0.5}, chunk_frames=4)
+    for f in whole:
+        one.add(f)
+        if f.frame < 5:
+            first.add(f)
+    # the second span's tracker numbered B first, then A, and C as 7; it saw frames 3 and 4 as context
+    for i in (3, 4):
+        second.add_context(_at([300, 100], [0, 1], i))
+    for i in range(5, 10):
+        second.add(_at([300, 100] + ([500] if i >= 7 else []), [0, 1] + ([7] if i >= 7 else []), i - 5))
+    for w in (one, first, second):
+        w.close()
+    assert "context_before" in LatentsReader(tmp_path / "p2.latents").meta
+    n = join_latents([tmp_path / "p1.latents", tmp_path / "p2.latents"], tmp_path / "j.latents", {"end": None})
+    a, b = LatentsReader(tmp_path / "one.latents"), LatentsReader(tmp_path / "j.latents")
+    assert n == 10 and a.meta == {**b.meta, "chunks": a.meta["chunks"]}
+    for x, y in zip(list(a), list(b)):
+        order = np.argsort(y.track)
+        assert x.frame == y.frame and np.array_equal(x.track, y.track[order])
+        assert np.array_equal(x.w, y.w[order]) and np.array_equal(x.matrix, y.matrix[order])

@@ -39,7 +39,7 @@ def is_batch(inputs: tuple[str, ...], out_dir: str | None) -> bool:
 
 
 def run(kind: str, inputs, out_dir, *, edits=(), options, split_time: bool, split_context: float,
-        quiet: bool, as_json: bool, single_only: dict) -> None:
+        quiet: bool, as_json: bool, single_only: dict, latents: str | None = None) -> None:
     """Run the batch, print a line per input (unless quiet / JSON) and the closing table on rank 0."""
     from fsvideo.distributed import env_info
     from fsvideo.pipeline.batch import BatchJob, run_batch
@@ -60,7 +60,7 @@ def run(kind: str, inputs, out_dir, *, edits=(), options, split_time: bool, spli
         what = r.error if r.status == "failed" else f"{r.frames} frames, {r.seconds:.1f} s"
         console.print(f"{tag}[{style}]{r.status:>7}[/] {r.input}: {what}", highlight=False, soft_wrap=True)
 
-    job = BatchJob(kind, tuple(edits), options)
+    job = BatchJob(kind, tuple(edits), options, latents=latents)
     result = run_batch(list(inputs), out_dir, job, split_time=split_time, context_s=split_context, on_row=on_row)
     if not env.is_main:
         return

@@ -151,8 +151,9 @@ def _report(summary, quiet: bool, as_json: bool) -> None:
 @click.option("--strength", "strengths", multiple=True, type=float,
               help="Strength of each --attr, then each --direction, in order (default 1). Negative undoes.")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="Output file.")
-@click.option("--latents", default=None, type=click.Path(dir_okay=False),
-              help="Re-edit from a latents file made by `fsvideo invert` (no detection or encoding).")
+@click.option("--latents", default=None, type=click.Path(),
+              help="Re-edit from latents made by `fsvideo invert` (no detection or encoding): a latents file, "
+                   "or a folder holding INPUT.latents for each input (`fsvideo invert INPUTS --out-dir FOLDER`).")
 @click.option("--compare", is_flag=True, help="Write original | reconstruction | edit side by side.")
 @run_options
 @batch_options
@@ -168,6 +169,7 @@ def edit(inputs, attrs, directions, strengths, output, latents, compare, quiet, 
       fsvideo edit face.jpg --attr eyeglasses
       fsvideo edit talk.mp4 --latents talk.latents --attr smile --strength 3
       fsvideo edit clips/ 'more/*.mov' --out-dir edited/ --attr smile     # many videos, restartable
+      fsvideo edit clips/ --latents inverted/ --out-dir edited/ --attr smile   # re-edit `fsvideo invert clips/ --out-dir inverted/`
       torchrun --nproc-per-node 4 -m fsvideo edit clips/ --out-dir edited/ --attr smile
 
     The strength scales a unit W+ direction by the config's edit_step (15, the official convention):
@@ -184,8 +186,8 @@ def edit(inputs, attrs, directions, strengths, output, latents, compare, quiet, 
     reqs = [EditRequest(n, s) for n, s in zip(names, strengths or [1.0] * len(names))]
     if batch.is_batch(inputs, out_dir) or split_time:
         return batch.run("edit", inputs, out_dir, edits=reqs, options=_options(kw, compare), split_time=split_time,
-                         split_context=split_context, quiet=quiet, as_json=as_json,
-                         single_only={"-o/--output": output, "--latents": latents})
+                         split_context=split_context, quiet=quiet, as_json=as_json, latents=latents,
+                         single_only={"-o/--output": output})
     (input_path,) = inputs
     with _progress(quiet or as_json, "editing") as cb:
         summary = edit_video(input_path, output, edits=reqs, options=_options(kw, compare), latents=latents,
@@ -209,6 +211,8 @@ def invert(inputs, output, latents_out, quiet, as_json, out_dir, split_time, spl
       fsvideo invert talk.mp4                    # talk.inversion.mp4 + talk.latents
       fsvideo edit talk.mp4 --latents talk.latents --attr smile --strength 2
       fsvideo invert clips/ --out-dir inverted/     # many videos: clip.inversion.mp4 + clip.latents each
+      fsvideo edit clips/ --latents inverted/ --out-dir edited/ --attr smile   # re-edit them all
+      torchrun --nproc-per-node 4 -m fsvideo invert long.mp4 --out-dir inverted/ --split-time
     """
     from fsvideo.pipeline.invert import invert_video
     if batch.is_batch(inputs, out_dir) or split_time:

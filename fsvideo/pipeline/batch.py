@@ -7,6 +7,8 @@ already being decoded (:class:`~fsvideo.video.prefetch.PrefetchReader`, started 
 decoder runs dry).  A bad input becomes a ``failed`` row and the batch goes on; every finished
 output is recorded in ``edited/.fsvideo-batch/`` (:mod:`fsvideo.pipeline.manifest`), so a batch
 started again skips what is done and re-does what a changed setting or a changed input affects.
+A re-edit (``BatchJob(latents=FOLDER)``) reads each video's ``FOLDER/<stem>.latents`` instead of
+detecting and encoding; that file is part of the input's identity (:meth:`BatchWorker.identity`).
 
 Under ``torchrun --nproc-per-node N`` (and ``--nnodes`` for several machines sharing the output
 folder) each rank takes every N-th input of the same sorted list (:func:`fsvideo.distributed.shard`),
@@ -22,21 +24,20 @@ Example::
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from fsvideo.distributed import ProcessGroup, device_for, env_info, shard
-from fsvideo.edits.requests import EditRequest
 from fsvideo.errors import FsvideoError, InputError
+from fsvideo.pipeline.batch_plan import BatchJob, BatchRow, Unit, expand_inputs, plan
 from fsvideo.pipeline.edit import edit_video
 from fsvideo.pipeline.invert import invert_video
-from fsvideo.pipeline.jobs import default_output, read_span
+from fsvideo.pipeline.jobs import read_span
 from fsvideo.pipeline.manifest import (
     TABLE_NAME,
     Manifest,
@@ -47,40 +48,9 @@ from fsvideo.pipeline.manifest import (
     write_json,
 )
 from fsvideo.pipeline.options import RunOptions
+from fsvideo.weights import sha256_file
 
 log = logging.getLogger(__name__)
-
-JOBS = ("edit", "invert")
-
-
-@dataclass(frozen=True)
-class BatchJob:
-    """What to do to every input: ``edit`` (with ``edits``) or ``invert``, with these options."""
-
-    kind: str = "edit"
-    edits: tuple[EditRequest, ...] = ()
-    options: RunOptions = field(default_factory=RunOptions)
-
-    def __post_init__(self):
-        if self.kind not in JOBS:
-            raise InputError(f"unknown batch job {self.kind!r}", hint=f"use one of {', '.join(JOBS)}")
-        if self.kind == "edit" and not self.edits:
-            raise InputError("no edit given", hint="pass --attr NAME --strength S (or --direction FILE.npy)")
-
-
-@dataclass
-class BatchRow:
-    """One input's line of the closing table."""
-
-    input: str
-    output: str | None = None
-    frames: int = 0
-    faces_edited: int | None = 0     # faces in the output's frames (a split video: its spans, context left out)
-    seconds: float = 0.0
-    status: str = "pending"          # done (made now), skipped (finished before), failed
-    error: str | None = None
-    rank: int = 0
-    latents: str | None = None
 
 
 @dataclass
@@ -99,77 +69,6 @@ class BatchResult:
     def to_dict(self) -> dict:
         return {"out_dir": self.out_dir, "processes": self.world, "seconds": self.seconds, "counts": self.counts,
                 "frames": sum(r.frames for r in self.rows), "inputs": [asdict(r) for r in self.rows]}
-
-
-def _media_extensions() -> frozenset[str]:
-    from fsvideo.video import IMAGE_EXTENSIONS, VIDEO_INPUT_EXTENSIONS
-    return VIDEO_INPUT_EXTENSIONS | frozenset(IMAGE_EXTENSIONS)
-
-
-def expand_inputs(specs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[BatchRow]]:
-    """Files as given, folders as their video and image files (sorted), globs as their matches.
-
-    Returns the inputs (first occurrence kept) and a failed row for each spec that names nothing.
-    """
-    exts = _media_extensions()
-    found: list[Path] = []
-    bad: list[BatchRow] = []
-    for spec in specs:
-        s = str(spec)
-        p = Path(s)
-        if p.is_dir():
-            hits = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in exts)
-            what = "no video or image files in this folder"
-        elif glob.has_magic(s):
-            hits = sorted(Path(q) for q in glob.glob(s, recursive=True) if Path(q).is_file())
-            what = "the pattern matches no file"
-        else:
-            hits, what = [p], ""
-            if not p.exists():
-                hits, what = [], "no such file"
-        if not hits:
-            bad.append(BatchRow(s, status="failed", error=f"{s}: {what}"))
-        found += hits
-    seen, inputs = set(), []
-    for p in found:
-        key = os.path.realpath(p)
-        if key not in seen:
-            seen.add(key)
-            inputs.append(p)
-    return inputs, bad
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One input and the names of its outputs in the output folder."""
-
-    index: int
-    src: Path
-    name: str
-    latents: str | None = None
-
-    def files(self, folder: Path) -> dict[str, Path]:
-        f = {"output": folder / self.name}
-        if self.latents:
-            f["latents"] = folder / self.latents
-        return f
-
-
-def plan(inputs: Sequence[Path], job: BatchJob) -> list[Unit]:
-    """Output names as a single run would choose them; two inputs writing one name is an error."""
-    from fsvideo.video import IMAGE_EXTENSIONS
-    units, owner = [], {}
-    for i, src in enumerate(inputs):
-        suffix = ".png" if src.suffix.lower() in IMAGE_EXTENSIONS else None
-        name = default_output(src, list(job.edits) if job.kind == "edit" else [], suffix).name
-        u = Unit(i, src, name, f"{src.stem}.latents" if job.kind == "invert" else None)
-        for n in filter(None, (u.name, u.latents)):
-            if n in owner:
-                raise InputError(f"{owner[n]} and {src} would both write {n}",
-                                 hint="rename one of them, or run them into different --out-dir folders")
-            owner[n] = src
-        units.append(u)
-    return units
 
 
 def _rank_device(device: str) -> str:
@@ -209,10 +108,26 @@ class BatchWorker:
             if self.job.kind == "edit":                # a bad --attr / --direction stops the batch at once
                 from fsvideo.edits.requests import resolve_edits
                 resolve_edits(list(self.job.edits), cfg, self._model)
-            self._detector = make_detector(o.detector, device, max_side=640)
+            if self.job.latents is None:               # a re-edit reads the faces from the latents
+                self._detector = make_detector(o.detector, device, max_side=640)
             self.options = replace(o, device=str(device))
             self.loads += 1
         return self._model, self._detector
+
+    def identity(self, u: Unit) -> dict:
+        """What a record of ``u`` holds of its input: path, size and sha256 of the video and, for a
+        re-edit, of its latents file (a missing one is this input's one-line error)."""
+        ident = input_identity(u.src)
+        if u.source_latents is not None:
+            from fsvideo.latents import check_latents_file
+            lat = check_latents_file(u.source_latents, u.src)
+            ident.update(latents=str(lat.resolve()), latents_sha256=sha256_file(lat))
+        return ident
+
+    def unit_key(self, ident: dict) -> str:
+        """The settings key of one output: the batch's, and the latents it re-edits (a changed latents
+        file is done again)."""
+        return self.key + (f"-{ident['latents_sha256'][:16]}" if "latents_sha256" in ident else "")
 
     def status(self, u: Unit, ident: dict) -> BatchRow | None:
         """The row of a finished input (``skipped``) or of one that cannot be done (``failed``); None: to do.
@@ -221,7 +136,7 @@ class BatchWorker:
         input changed; files the user made are replaced only with ``--overwrite``.
         """
         finals = u.files(self.out_dir)
-        rec = self.manifest.finished(u.name, ident["input_sha256"], self.key, finals)
+        rec = self.manifest.finished(u.name, ident["input_sha256"], self.unit_key(ident), finals)
         row = BatchRow(str(u.src), str(finals["output"]), rank=self.rank,
                        latents=str(finals["latents"]) if u.latents else None)
         if rec is not None:
@@ -259,14 +174,14 @@ class BatchWorker:
             opts = options or self.options
             if self.job.kind == "edit":
                 s = edit_video(u.src, files["output"], edits=list(self.job.edits), options=opts, detector=detector,
-                               model=model, reader=reader, context_s=context_s)
+                               model=model, reader=reader, context_s=context_s, latents=u.source_latents)
             else:
                 s = invert_video(u.src, files["output"], latents_out=files["latents"], options=opts,
-                                 detector=detector, model=model, reader=reader)
+                                 detector=detector, model=model, reader=reader, context_s=context_s)
             row.frames, row.faces_edited = s.frames, s.faces_edited
             row.seconds = round(time.perf_counter() - t0, 3)
             rec = {**ident, "settings": {**self.settings, **(extra or {})},
-                   "settings_key": self.key + (extra or {}).get("key", ""), "outputs": file_record(files),
+                   "settings_key": self.unit_key(ident) + (extra or {}).get("key", ""), "outputs": file_record(files),
                    "frames": row.frames, "faces_edited": row.faces_edited, "seconds": row.seconds}
             self.manifest.record(name, rec)            # record first: a stop after it leaves no unrecorded file
             for f in files.values():
@@ -290,8 +205,10 @@ class BatchWorker:
         rows, todo = [], []
         for u in units:
             try:
-                ident = input_identity(u.src)
+                ident = self.identity(u)
                 row = self.status(u, ident)
+            except FsvideoError as e:
+                ident, row = None, BatchRow(str(u.src), status="failed", error=str(e), rank=self.rank)
             except OSError as e:
                 ident, row = None, BatchRow(str(u.src), status="failed", error=f"{u.src}: {e}", rank=self.rank)
             if row is None:
@@ -364,8 +281,9 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, j
     """
     t0 = time.perf_counter()
     env = env_info()
-    if split_time and job.kind != "edit":
-        raise InputError("--split-time works for `fsvideo edit` only", hint="invert whole videos (drop --split-time)")
+    if split_time and job.latents is not None:
+        raise InputError("--split-time does not take --latents",
+                         hint="a re-edit from latents neither detects nor encodes: run it without --split-time")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out-dir {out} is a file", hint="give a folder")

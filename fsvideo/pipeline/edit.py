@@ -46,8 +46,9 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
         edits: attributes (``smile``, ``sefa:3``, a fitted name or a ``.npy`` path) and strengths.
         options: :class:`~fsvideo.pipeline.options.RunOptions`.
         latents: a latents file from :func:`~fsvideo.pipeline.invert.invert_video` of the same
-            input: re-edits without detecting or encoding again, with the noise seed the file
-            records (unless ``options.seed`` is given) and only with the model and K it records.
+            input, or a folder holding ``<input stem>.latents``: re-edits without detecting or
+            encoding again, with the noise seed the file records (unless ``options.seed`` is given)
+            and only with the model and K it records.
         progress: ``progress(frames_done, frames_total_or_None)``.
         detector: a ready face detector (default: built from ``options.detector``).
         model: a ready FeatureStyleModel on the run's device (default: loaded from ``options``).
@@ -66,8 +67,11 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
     latents_reader = None
     seed = 0 if opts.seed is None else opts.seed
     if latents is not None:
-        from fsvideo.latents import LatentsReader
-        latents_reader = LatentsReader(check_input_file(latents, "latents"))
+        from fsvideo.latents import LatentsReader, check_latents_file, latents_for
+        path = latents_for(src, latents)
+        if Path(latents).is_dir():                       # a folder: this input's file in it
+            check_latents_file(path, src)
+        latents_reader = LatentsReader(check_input_file(path, "latents"))
         if opts.seed is None and latents_reader.noise_seed is not None:
             seed = latents_reader.noise_seed
         elif opts.seed is not None and latents_reader.noise_seed not in (None, opts.seed):

@@ -26,14 +26,17 @@ from fsvideo.utils import atomic_output, check_input_file, check_output_path
 
 def invert_video(input_path, output=None, *, latents_out=None, options: RunOptions | None = None,
                  progress: ProgressFn | None = None, detector=None, model=None, reader=None,
-                 on_latents=None) -> RunSummary:
+                 on_latents=None, context_s: tuple[float, float] | None = None) -> RunSummary:
     """Reconstruct the faces of a video with G(w, F) and store the per-frame latents.
 
     Writes the reconstruction video (default ``<input>.inversion.<ext>``) and the latents file
     (default ``<input>.latents``), which records the source's checksum, the model (names and
     checksums), K and the noise seed, so a re-edit uses the same ones.  ``on_latents(FrameLatents)``
     (optional) sees each frame's latents as soon as they are computed, before the file is complete
-    (``fsvideo studio``).
+    (``fsvideo studio``).  ``context_s``: ``(before, after)`` seconds decoded around
+    ``[options.start, options.end)`` and not written, as in
+    :func:`~fsvideo.pipeline.edit.edit_video` (a video split in time across ranks; the latents of
+    the context frames before the span are kept only for the join: :func:`fsvideo.latents.join_latents`).
     """
     from fsvideo.latents import LatentsWriter
     from fsvideo.weights import sha256_file
@@ -46,7 +49,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
     check_output_path(lat, overwrite=opts.overwrite, inputs=(src,))
     opts = replace(opts, compare=False)          # the caller's options stay as given
     seed = 0 if opts.seed is None else opts.seed
-    job = prepare(src, opts, seed=seed, detector=detector, model=model, reader=reader)
+    job = prepare(src, opts, seed=seed, detector=detector, model=model, reader=reader, context_s=context_s)
     model = job.components.executor.model
     meta = {"source": str(src), "source_sha256": sha256_file(src), "resolution": model.resolution, "k": model.k,
             "noise_seed": seed, "start": opts.start, "end": opts.end, "config": opts.config,
@@ -58,7 +61,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
         writer = LatentsWriter(lat_tmp, meta=meta, on_add=on_latents)
         job.components = job.components.with_(latents_writer=writer)
         try:
-            stats = run_job(job, "invert", tmp, opts, progress, summary)
+            stats = run_job(job, "invert", tmp, opts, progress, summary, context_s)
         except BaseException:
             writer.abort()
             raise

@@ -139,21 +139,36 @@ def make_generate(components: Components, *, latent: str = "edit", batch_size: i
 
 @register_stage("write_latents")
 def make_write_latents(components: Components) -> Stage:
-    """Appends each frame's ``w``, ``F`` and alignment to ``components.latents_writer``."""
+    """Appends each frame's ``w``, ``F`` and alignment to ``components.latents_writer``.
+
+    Under a span writer (a video split in time: :mod:`fsvideo.pipeline.split`) only the span's
+    frames are stored, numbered from 0 as a run over the span alone numbers them; the frames
+    decoded before the span as the stabiliser's context give only their track ids and alignment
+    (:meth:`~fsvideo.latents.LatentsWriter.add_context`), with which the join keeps each person's
+    id across the seam; the frames after it are dropped.
+    """
     from fsvideo.latents import FrameLatents
     writer = components.need("latents_writer", "write_latents")
+    inside = getattr(components.writer, "inside", None)
+    kept = [0]
 
     def run(ps):
         for p in ps:
             al = p.get("aligned") or []
-            writer.add(FrameLatents(
-                frame=int(p["index"]),
+            fl = FrameLatents(
+                frame=int(p["index"]) if inside is None else kept[0],
                 track=np.array([f.track_id for f in p["faces"]], np.int64),
                 w=p["w"].numpy(), F=p["F"].numpy(),
                 matrix=np.array([a.matrix for a in al], np.float64).reshape(len(al), 3, 3),
-                landmarks=np.array([a.landmarks for a in al], np.float32).reshape(len(al), 68, 2)))
+                landmarks=np.array([a.landmarks for a in al], np.float32).reshape(len(al), 68, 2))
+            if inside is None or inside(p["pts"]):
+                writer.add(fl)
+                kept[0] += 1
+            elif kept[0] == 0:
+                writer.add_context(fl)
         return ps
-    return FunctionStage("write_latents", run, needs=("w", "F", "aligned", "faces"))
+    needs = ("w", "F", "aligned", "faces") + (("pts",) if inside is not None else ())
+    return FunctionStage("write_latents", run, needs=needs)
 
 
 @register_stage("read_latents")

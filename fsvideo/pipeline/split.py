@@ -1,20 +1,24 @@
-"""One long video on many processes: cut in time, edited span by span, joined without re-encoding.
+"""One long video on many processes: cut in time, edited (or inverted) span by span, joined without re-encoding.
 
-``torchrun --nproc-per-node N -m fsvideo edit long.mp4 --out-dir edited/ --split-time --attr smile``:
-every rank lists the frames (:func:`~fsvideo.video.join.frame_times`, packets only), cuts them into
-the same N contiguous spans (:func:`~fsvideo.video.join.split_spans`) and edits its own span
-``[a, b)``, decoding ``context_s`` seconds before and after it so that the stabiliser, which looks
-up to :attr:`~fsvideo.faces.stabilize.FaceStabilizer.delay` frames ahead and smooths over the
-frames behind, and the blend masks' temporal smoothing see what a single run sees; only ``[a, b)``
-is written, by a fresh encoder, so each span file starts with a key frame.  Rank 0 then joins the
-span files packet by packet (:func:`~fsvideo.video.join.join_segments`), audio included.
+``torchrun --nproc-per-node N -m fsvideo edit long.mp4 --out-dir edited/ --split-time --attr smile``
+(or ``fsvideo invert long.mp4 --out-dir inverted/ --split-time``): every rank lists the frames
+(:func:`~fsvideo.video.join.frame_times`, packets only), cuts them into the same N contiguous spans
+(:func:`~fsvideo.video.join.split_spans`) and edits its own span ``[a, b)``, decoding
+``context_s`` seconds before and after it so that the stabiliser, which looks up to
+:attr:`~fsvideo.faces.stabilize.FaceStabilizer.delay` frames ahead and smooths over the frames
+behind, and the blend masks' temporal smoothing see what a single run sees; only ``[a, b)`` is
+written, by a fresh encoder, so each span file starts with a key frame.  Rank 0 then joins the
+span files packet by packet (:func:`~fsvideo.video.join.join_segments`), audio included.  An
+inversion's span latents files are joined too (:func:`~fsvideo.latents.join_latents`): frames
+renumbered as one run numbers them, each person keeping its track id across the seams.
 
 Span files are recorded like outputs (with their span in the settings), so a restarted job skips
-finished spans.  ``faces edited`` is not reported for a split video (None): a span's count would
-include its context frames.
+finished spans.  ``faces edited`` counts the faces of the spans' own frames (the mask stage counts
+only what the span writer keeps), so a joined video reports what a single run reports.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import time
@@ -66,61 +70,75 @@ def run_split(worker: BatchWorker, u: Unit, pg: ProcessGroup, context_s: float, 
     return row
 
 
-def _part_name(u: Unit, i: int, n: int) -> str:
-    stem, dot, ext = u.name.rpartition(".")
-    return f"{stem}.part{i + 1}of{n}.{ext}" if dot else f"{u.name}.part{i + 1}of{n}"
+def _part_name(name: str, i: int, n: int) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.part{i + 1}of{n}.{ext}" if dot else f"{name}.part{i + 1}of{n}"
+
+
+def _part(u: Unit, i: int, n: int) -> Unit:
+    """The unit of span ``i`` of ``n``: its video (and, for an inversion, latents) file names."""
+    return Unit(u.index, u.src, _part_name(u.name, i, n), u.latents and _part_name(u.latents, i, n))
 
 
 def _edit_span(worker: BatchWorker, u: Unit, ident: dict, spans, i: int, context_s: float) -> BatchRow:
     """This rank's span file, made (or found finished) in the records folder."""
     a, b = spans[i]
-    name = _part_name(u, i, len(spans))
+    part = _part(u, i, len(spans))
     folder = worker.manifest.dir / "parts"
     folder.mkdir(exist_ok=True)
     extra = {"span": [a, b], "context_s": context_s, "key": f"-{a}-{b}-{context_s}"}
-    part = Unit(u.index, u.src, name)
-    rec = worker.manifest.finished(name, ident["input_sha256"], worker.key + extra["key"], part.files(folder))
+    rec = worker.manifest.finished(part.name, ident["input_sha256"], worker.key + extra["key"], part.files(folder))
     if rec is not None:
-        return BatchRow(str(u.src), str(folder / name), rec["frames"], rec["faces_edited"], rec["seconds"],
+        return BatchRow(str(u.src), str(folder / part.name), rec["frames"], rec["faces_edited"], rec["seconds"],
                         "skipped", rank=worker.rank)
     single = a is None and b is None
     worker.components()                                 # the options now name the loaded device
     opts = replace(worker.options, start=a, end=b) if not single else worker.options
-    return worker.run_one(u, ident, options=opts, context_s=None if single else (context_s, context_s),
-                          name=name, dest=folder, extra=extra)
+    return worker.run_one(part, ident, options=opts, context_s=None if single else (context_s, context_s),
+                          dest=folder, extra=extra)
 
 
 def _join(worker: BatchWorker, u: Unit, ident: dict, spans, parts: list[BatchRow]) -> BatchRow:
+    from fsvideo.latents import join_latents
     from fsvideo.video import probe
     from fsvideo.video.join import join_segments
-    final = worker.out_dir / u.name
-    row = BatchRow(str(u.src), str(final), frames=sum(p.frames for p in parts),
-                   faces_edited=sum(p.faces_edited or 0 for p in parts), rank=0)
+    finals = u.files(worker.out_dir)
+    row = BatchRow(str(u.src), str(finals["output"]), frames=sum(p.frames for p in parts),
+                   faces_edited=sum(p.faces_edited or 0 for p in parts), rank=0,
+                   latents=str(finals["latents"]) if u.latents else None)
     failed = [p for p in parts if p.status == "failed"]
     if failed or len(parts) != len(spans):
         row.status, row.error = "failed", (failed[0].error if failed else "a rank did not report its span")
         return row
-    files = [worker.manifest.dir / "parts" / _part_name(u, i, len(spans)) for i in range(len(spans))]
+    folder = worker.manifest.dir / "parts"
+    files = [_part(u, i, len(spans)).files(folder) for i in range(len(spans))]
     try:
         info = probe(u.src)
-        with atomic_output(final, overwrite=True) as tmp:
-            if len(files) == 1:
-                tmp.write_bytes(files[0].read_bytes())
+        with contextlib.ExitStack() as stack:
+            tmps = {role: stack.enter_context(atomic_output(f, overwrite=True)) for role, f in finals.items()}
+            videos = [f["output"] for f in files]
+            if len(videos) == 1:
+                tmps["output"].write_bytes(videos[0].read_bytes())
             else:
-                join_segments(files, tmp, info, [a for a, _ in spans],
+                join_segments(videos, tmps["output"], info, [a for a, _ in spans],
                               rotation=0 if worker.options.compare else info.rotation)
+            if u.latents:                          # the whole run's span, as a single run records it
+                o = worker.options
+                join_latents([f["latents"] for f in files], tmps["latents"], {"start": o.start, "end": o.end})
             rec = {**ident, "settings": worker.settings, "settings_key": worker.key,
-                   "outputs": file_record({"output": tmp}), "frames": row.frames,
+                   "outputs": file_record(tmps), "frames": row.frames,
                    "faces_edited": row.faces_edited, "seconds": sum(p.seconds for p in parts), "spans": spans}
             worker.manifest.record(u.name, rec)
     except FsvideoError as e:
         row.status, row.error = "failed", str(e)
         return row
-    # the spans are in the joined file now; spans of an earlier job with another process count go too
-    stem, _, ext = u.name.rpartition(".")
-    for f in set(files) | set(files[0].parent.glob(f"{glob.escape(stem)}.part*of*.{glob.escape(ext)}")):
-        f.unlink(missing_ok=True)
-        worker.manifest.path(f.name).unlink(missing_ok=True)
+    # the spans are in the joined files now; spans of an earlier job with another process count go too
+    for name in filter(None, (u.name, u.latents)):
+        stem, _, ext = name.rpartition(".")
+        earlier = folder.glob(f"{glob.escape(stem)}.part*of*.{glob.escape(ext)}")
+        for p in {f[role] for f in files for role in f} | set(earlier):
+            p.unlink(missing_ok=True)
+            worker.manifest.path(p.name).unlink(missing_ok=True)
     row.status = "done"
     return row
 
