@@ -96,6 +96,10 @@ def test_latents_reedit_matches_direct_edit(tiny, media_dir, tmp_path):
     other = media_dir / "videos/other/liveportrait-d18.mp4"
     with pytest.raises(InputError, match="another file"):
         edit_video(other, tmp_path / "z.mp4", edits=reqs, options=_opts(tiny, end=0.4), latents=tmp_path / "x.latents")
+    with pytest.raises(InputError, match=r"x.latents starts at 0.000 s, this run's first frame is at 0.1.*--start"):
+        edit_video(src, tmp_path / "s.mp4", edits=reqs, options=_opts(tiny, start=0.1, end=0.4),   # other frames
+                   latents=tmp_path / "x.latents")
+    assert not (tmp_path / "s.mp4").exists()
 
 
 def test_outputs_are_protected(tiny, media_dir, tmp_path):

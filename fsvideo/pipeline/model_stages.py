@@ -162,6 +162,8 @@ def make_write_latents(components: Components) -> Stage:
                 matrix=np.array([a.matrix for a in al], np.float64).reshape(len(al), 3, 3),
                 landmarks=np.array([a.landmarks for a in al], np.float32).reshape(len(al), 68, 2))
             if inside is None or inside(p["pts"]):
+                if kept[0] == 0 and p.get("time") is not None:
+                    writer.meta["first_time"] = float(p["time"])    # read_latents checks it
                 writer.add(fl)
                 kept[0] += 1
             elif kept[0] == 0:
@@ -175,8 +177,9 @@ def make_write_latents(components: Components) -> Stage:
 def make_read_latents(components: Components) -> Stage:
     """Faces, transforms and ``w``, ``F`` of each frame from ``components.latents`` (a LatentsReader).
 
-    The latents must come from the same frames (same file, same --start/--end): a frame the file
-    does not have is an error that says so.
+    The latents must come from the same frames (same file, same --start/--end): a first frame at
+    another time than the file's (``first_time``, written by ``write_latents``), or a frame the file
+    does not have, is an error that says so.
     """
     from fsvideo.errors import InputError
     from fsvideo.faces.align import AlignedFace
@@ -184,9 +187,16 @@ def make_read_latents(components: Components) -> Stage:
     reader = components.need("latents", "read_latents")
     size = int(reader.meta.get("resolution", components.resolution or 0))
     it = iter(reader)
+    first_time = reader.meta.get("first_time")
 
     def run(ps):
         for p in ps:
+            t0 = p.get("time") if p["index"] == 0 else None
+            if t0 is not None and first_time is not None and abs(t0 - first_time) > 1e-4:
+                start = reader.meta.get("start")
+                raise InputError(f"{reader.path} starts at {first_time:.3f} s, this run's first frame is at "
+                                 f"{t0:.3f} s", hint="use the --start `fsvideo invert` used"
+                                 + (f" (--start {start:g})" if start is not None else " (none)"))
             fl = next(it, None)
             if fl is None or fl.frame != p["index"]:
                 raise InputError(f"{reader.path} has no latents for frame {p['index']}",

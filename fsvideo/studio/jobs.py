@@ -84,6 +84,8 @@ def _write_subset(project: Project, out: Path, first: int, stop: int, tracks: se
     meta = project.file_meta() or {"source": str(project.source), "source_sha256": project.sha256,
                                    "resolution": resolution, "noise_seed": project.options.seed or 0}
     meta.update(studio_frames=[first, stop], studio_tracks=None if tracks is None else sorted(tracks))
+    if first:                                   # the clip's own frames: its edit starts there, not at the file's
+        meta.pop("first_time", None)
     writer = LatentsWriter(out, meta=meta)     # the whole file's header (models, K, seed) when it is complete
     try:
         for i in range(first, stop):
