@@ -134,7 +134,7 @@ def test_bad_arguments(hd):
     with pytest.raises(ValueError, match="one entry per face"):
         paste_back_torch(frame, [a.image], [a.matrix], [])
     with pytest.raises(ValueError, match="mask must be"):
-        paste_back_torch(frame, [a.image], [a.matrix], [np.ones((32, 32))])
+        paste_back_torch(frame, [a.image], [a.matrix], [np.ones((32, 48))])
     with pytest.raises(ValueError, match="affine"):
         paste_back_torch(frame, [a.image], [np.eye(3) * [1, 1, 0]], [np.ones((64, 64))])
 
