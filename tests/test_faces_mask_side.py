@@ -85,7 +85,8 @@ def test_a_mask_at_the_faces_size_pastes_like_the_crop_mask(media_dir, clip, sid
     frame, a = _first_face(media_dir, clip)
     assert mask_side(a.matrix, 1024) == side
     gen = 255 - a.image
-    parser = (lambda face, lab=_label_map(a): lab) if kind == "parsing" else None
+    lab = _label_map(a)
+    parser = (lambda face: lab) if kind == "parsing" else None
     ref = paste_back(frame, gen, a.matrix, face_mask(gen, a.landmarks, parser=parser))
     got = paste_back(frame, gen, a.matrix, face_mask(gen, a.landmarks, parser=parser, size=side))
     changed = (ref != frame).any(axis=2) | (got != frame).any(axis=2)
