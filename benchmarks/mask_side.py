@@ -18,7 +18,8 @@ frames.  Two stand-ins for the generated face:
 
 It prints, per clip and stand-in, the largest and the mean absolute difference (grey levels, over
 the pixels the reference paste changed), the share of those pixels more than 2 levels apart, the
-mask sides used, and each ``mask`` stage's busy milliseconds per frame.  The clips are read from
+mask sides used, and the ``mask`` and ``blend`` stages' milliseconds per frame on each path (one
+process, the two paths one after the other: compare them within a run on a shared machine).  The clips are read from
 ``$FSVIDEO_SHARED`` (default ``../shared``).
 """
 from __future__ import annotations
@@ -58,8 +59,8 @@ def aligned_packets(clip: Path, frames: int, size: int = 1024) -> list[dict]:
     return stage.process(packets) + stage.flush()
 
 
-def masks_and_blend(packets: list[dict], fps: float, sides, stand_in) -> tuple[list[np.ndarray], float, Counter]:
-    """The blended frames, the mask stage's seconds per frame and the mask sides it used."""
+def masks_and_blend(packets: list[dict], fps: float, sides, stand_in) -> tuple[list[np.ndarray], float, float, Counter]:
+    """The blended frames, the mask and blend stages' seconds per frame and the mask sides used."""
     from fsvideo.pipeline.face_stages import BlendStage, MaskStage
     mask, blend = MaskStage(fps, sides=sides), BlendStage()
     ps = [{"image": p["image"], "faces": p["faces"],
@@ -69,7 +70,10 @@ def masks_and_blend(packets: list[dict], fps: float, sides, stand_in) -> tuple[l
     ps = mask.process(ps)
     mask_s = (time.perf_counter() - t0) / max(1, len(ps))
     sides_used = Counter(m.shape[0] for p in ps for m in p["masks"])
-    return [p["output"] for p in blend.process(ps)], mask_s, sides_used
+    t0 = time.perf_counter()
+    ps = blend.process(ps)
+    blend_s = (time.perf_counter() - t0) / max(1, len(ps))
+    return [p["output"] for p in ps], mask_s, blend_s, sides_used
 
 
 def compare(label: str, clip: Path, frames: int) -> list[dict]:
@@ -79,8 +83,8 @@ def compare(label: str, clip: Path, frames: int) -> list[dict]:
     packets = aligned_packets(clip, frames)
     rows = []
     for name, stand_in in STAND_INS.items():
-        ref, ref_s, _ = masks_and_blend(packets, fps, None, stand_in)
-        got, got_s, sides = masks_and_blend(packets, fps, MASK_SIDES, stand_in)
+        ref, ref_s, ref_b, _ = masks_and_blend(packets, fps, None, stand_in)
+        got, got_s, got_b, sides = masks_and_blend(packets, fps, MASK_SIDES, stand_in)
         diffs, changed_n, over2 = [], 0, 0
         for p, r, g in zip(packets, ref, got):
             changed = (r != p["image"]).any(axis=2) | (g != p["image"]).any(axis=2)
@@ -92,7 +96,8 @@ def compare(label: str, clip: Path, frames: int) -> list[dict]:
         rows.append(dict(clip=label, file=clip.name, frames=len(packets), stand_in=name,
                          max_diff=int(d.max()), mean_diff=round(float(d.mean()), 4),
                          share_over_2=round(over2 / max(1, changed_n), 5), sides=dict(sides),
-                         mask_ms_crop=round(1000 * ref_s, 2), mask_ms_frame=round(1000 * got_s, 2)))
+                         mask_ms_crop=round(1000 * ref_s, 2), mask_ms_frame=round(1000 * got_s, 2),
+                         blend_ms_crop=round(1000 * ref_b, 2), blend_ms_frame=round(1000 * got_b, 2)))
     return rows
 
 
@@ -109,11 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.json:
         print(json.dumps(dict(rows=rows, load_average=load), indent=1))
         return
-    print(f"{'clip':<7}{'stand-in':<9}{'frames':>7}{'max':>6}{'mean':>8}{'>2 lv':>8}{'mask ms 1024':>14}"
-          f"{'mask ms S':>11}  sides S")
+    print(f"{'clip':<7}{'stand-in':<9}{'frames':>7}{'max':>6}{'mean':>8}{'>2 lv':>8}{'mask ms 1024 / S':>18}"
+          f"{'blend ms 1024 / S':>19}  sides S")
     for r in rows:
         print(f"{r['clip']:<7}{r['stand_in']:<9}{r['frames']:>7}{r['max_diff']:>6}{r['mean_diff']:>8.3f}"
-              f"{100 * r['share_over_2']:>7.2f}%{r['mask_ms_crop']:>14.2f}{r['mask_ms_frame']:>11.2f}  {r['sides']}")
+              f"{100 * r['share_over_2']:>7.2f}%{r['mask_ms_crop']:>10.2f} /{r['mask_ms_frame']:>6.2f}"
+              f"{r['blend_ms_crop']:>11.2f} /{r['blend_ms_frame']:>6.2f}  {r['sides']}")
     print(f"differences in grey levels over the pixels either paste changed; load average {load[0]:.2f} {load[1]:.2f} "
           f"{load[2]:.2f} on {os.cpu_count()} cores")
 

@@ -149,3 +149,20 @@ def test_grid_map_keeps_pixel_centres():
     g = grid_map(256, 1024)
     np.testing.assert_allclose(g @ [-0.5, -0.5, 1], [-0.5, -0.5, 1])
     np.testing.assert_allclose(g @ [255.5, 255.5, 1], [1023.5, 1023.5, 1])
+
+
+def test_the_comparison_benchmark_runs(capsys, shared_dir):
+    """benchmarks/mask_side.py: both paths on real frames, the differences within the test's bounds."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mask_side.py"
+    spec = importlib.util.spec_from_file_location("bench_mask_side", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--clips", "480p", "--frames", "2", "--json"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["stand_in"] for r in rows] == ["edit", "invert"]
+    for r in rows:
+        assert r["frames"] == 2 and r["sides"] == {"448": 2}
+        assert r["max_diff"] <= TOLERANCE["hull"]["max"] and r["mean_diff"] < TOLERANCE["hull"]["mean"]
