@@ -39,12 +39,11 @@ FACE_LABELS = (1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13)
 FaceParser = Callable[[np.ndarray], np.ndarray]
 
 
-#: How far (pixels of its own grid) a feathered mask's edge lies outside the true edge: the distance
-#: transform measures to the nearest outside pixel's centre (about 0.5 px beyond the edge), and the
-#: anti-aliased hull counts every touched pixel inside (about 0.25 px more; a parsing mask is cut at
-#: half coverage instead).  Measured on the shared 480p and 1080p clips: a mask on a 448-768 px grid
-#: inset by the difference to the 1024 px grid's edge has the 1024 px mask's mean alpha in the frame
-#: within 1e-4 (hull) and 8e-4 (parsing), against 1.3-6e-3 without the inset.
+#: How far (pixels of its own grid) a feathered edge lies outside the true one: the distance transform
+#: runs to the nearest outside pixel's centre (0.5 px out), the anti-aliased hull counts touched pixels
+#: in (0.25 px more; parsing masks are cut at half coverage).  Measured on the shared 480p and 1080p clips:
+#: a 448-768 px mask inset by the difference to the 1024 px grid's has the 1024 px mask's mean alpha in
+#: the frame within 1e-4 (hull), 8e-4 (parsing), against 1.3-6e-3 without.
 HULL_EDGE_PX, PARSING_EDGE_PX = 0.75, 0.5
 
 
@@ -80,10 +79,9 @@ def _feather(binary: np.ndarray, feather_px: float, inset_px: float = 0.0) -> np
     return out
 
 
-#: The sides a pipeline mask is computed at (:func:`mask_side`): multiples of 64 up to 512, then of 128,
-#: so a mask has at most 1.25x the pixels per side of the crop's place in the frame from 256 px up (1.5x
-#: from 128 up), and the paste-back does not box-filter it first (it would over 1.5x); a handful of
-#: fixed sides, so a track's consecutive masks mostly share one and the smoother blends them as they are.
+#: The sides a pipeline mask is computed at (:func:`mask_side`): at most 1.25x the crop's side in the
+#: frame from 256 px up (1.5x from 128), so the paste-back never box-filters it first (it does over
+#: 1.5x); few, so a track's consecutive masks mostly share one and the smoother blends them as they are.
 MASK_SIDES = (128, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
 
 
@@ -101,9 +99,8 @@ def mask_side(matrix, crop_size: int, current: int | None = None, sides=MASK_SID
 
     Why: the paste-back samples the mask once per frame pixel; a mask with more pixels than that
     only costs time (a 1024 px crop of a 480p face is about 400 frame pixels wide: 6x the pixels).
-    ``current`` (the track's side on the previous frame) is kept while it still covers the face and
-    the face has not shrunk 10 % below the next smaller side, so a face near a boundary does not
-    switch sides every frame.
+    ``current`` (the track's last side) is kept while it covers the crop and the crop is not 10 % under
+    the next smaller side: a face near a boundary does not switch sides every frame.
     """
     m = _check_matrix(matrix)
     need = crop_size * math.sqrt(abs(np.linalg.det(m[:2, :2])))
