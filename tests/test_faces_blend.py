@@ -172,7 +172,9 @@ def test_paste_back_checks_its_arguments(obama):
     img, lm = obama
     a = align_face_fast(img, lm, 64)
     with pytest.raises(ValueError, match="mask"):
-        paste_back(img, a.image, a.matrix, np.ones((32, 32)))
+        paste_back(img, a.image, a.matrix, np.ones((32, 48)))          # a mask covers the square crop
+    with pytest.raises(ValueError, match="mask"):
+        paste_back(img, a.image, a.matrix, np.ones((64, 64, 1)))
     with pytest.raises(ValueError, match="mask"):
         paste_back(img, a.image, a.matrix, np.full((64, 64), 2.0))
     with pytest.raises(ValueError, match="matrix"):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fsvideo.faces import align_face_fast, align_quad_fast, landmark_mask, make_detector, paste_back, warp_to_frame
+from fsvideo.faces import (align_face_fast, align_quad_fast, face_mask, landmark_mask, make_detector, paste_back,
+                           warp_to_frame)
 from fsvideo.faces.align import quad_matrix
 from fsvideo.faces.warp_torch import align_crops_torch, frame_to_tensor, paste_back_torch
 
@@ -105,6 +106,25 @@ def test_paste_back_preshrinks_a_large_face(hd):
     np.testing.assert_array_equal(got[~reach], small[~reach])
 
 
+@pytest.mark.parametrize("side", [448, 128])                          # the face's size; a mask coarser still
+def test_paste_back_with_a_mask_at_the_faces_size_matches(hd, side):
+    """A 1024 crop (box-filtered first) with a mask on another grid (``mask_side``): the torch paste
+    samples the mask through its own map, as the cv2 path does."""
+    frame, lm = hd
+    small = cv2.resize(frame, (960, 540), interpolation=cv2.INTER_AREA)
+    a = align_face_fast(small, lm / 2, 1024)
+    gen = 255 - a.image
+    mask = face_mask(gen, a.landmarks, size=side)
+    want = paste_back(small, gen, a.matrix, mask)
+    got = paste_back_torch(small, [gen], [a.matrix], [mask])
+    reach = _reach(gen, a.matrix, mask, small.shape)
+    d = np.abs(got.astype(int) - want)
+    assert d[reach].mean() < 1.0 and reach.sum() > 10_000, d[reach].mean()
+    np.testing.assert_array_equal(got[~reach], small[~reach])
+    full = paste_back(small, gen, a.matrix, face_mask(gen, a.landmarks))      # and the 1024 px mask's paste
+    assert np.abs(got.astype(int) - full)[reach].mean() < (1.5 if side == 448 else 4.0)
+
+
 def test_several_faces_paste_in_order(hd):
     """Two overlapping faces: the same as pasting them one after the other with cv2; a tensor face
     and an uploaded frame are accepted."""
@@ -134,7 +154,7 @@ def test_bad_arguments(hd):
     with pytest.raises(ValueError, match="one entry per face"):
         paste_back_torch(frame, [a.image], [a.matrix], [])
     with pytest.raises(ValueError, match="mask must be"):
-        paste_back_torch(frame, [a.image], [a.matrix], [np.ones((32, 32))])
+        paste_back_torch(frame, [a.image], [a.matrix], [np.ones((32, 48))])
     with pytest.raises(ValueError, match="affine"):
         paste_back_torch(frame, [a.image], [np.eye(3) * [1, 1, 0]], [np.ones((64, 64))])
 
@@ -147,9 +167,10 @@ def test_cuda_matches_the_cv2_path(hd):
     ft = frame_to_tensor(frame, "cuda")
     crop = align_crops_torch(ft, [a.matrix], 1024)[0].cpu().numpy()
     assert np.abs(crop.astype(int) - a.image).mean() < 0.25
-    gen, mask = 255 - a.image, landmark_mask(a.landmarks, 1024)
-    got = paste_back_torch(frame, [gen], [a.matrix], [mask], frame_tensor=ft)
-    want = paste_back(frame, gen, a.matrix, mask)
-    reach = _reach(gen, a.matrix, mask, frame.shape)
-    assert np.abs(got.astype(int) - want)[reach].mean() < 1.0
-    np.testing.assert_array_equal(got[~reach], frame[~reach])
+    gen = 255 - a.image
+    for mask in (landmark_mask(a.landmarks, 1024), face_mask(gen, a.landmarks, size=768)):   # the crop's grid; mask_side's
+        got = paste_back_torch(frame, [gen], [a.matrix], [mask], frame_tensor=ft)
+        want = paste_back(frame, gen, a.matrix, mask)
+        reach = _reach(gen, a.matrix, mask, frame.shape)
+        assert np.abs(got.astype(int) - want)[reach].mean() < 1.0
+        np.testing.assert_array_equal(got[~reach], frame[~reach])

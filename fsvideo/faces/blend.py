@@ -7,20 +7,26 @@
   eyeglasses, earring, nose, mouth, lips (no hair, ears, neck or cloth), feathered.
 * :func:`face_mask` -- picks one of the two: the parser (a ready-built callable handed in by the
   caller; this module never loads weights) when given, else the landmarks.
+* :func:`mask_side` -- the side to compute a face's mask at: the crop's side in frame pixels, rounded
+  up to one of :data:`MASK_SIDES` (a 1024 px crop 400 frame pixels wide gets a 448 px mask).
 * :class:`MaskSmoother` -- exponential smoothing of a track's masks over time (time constant in
-  seconds), so the blend edge does not flicker; :class:`TrackMasks` keeps one per track, frame after
-  frame, as the render's ``mask`` stage and the studio's previews both do.
+  seconds), so the blend edge does not flicker; its state is resampled when the mask side changes.
+  :class:`TrackMasks` keeps one per track, frame after frame, and picks each track's mask side, as
+  the render's ``mask`` stage and the studio's previews both do.
 * :func:`paste_back` -- inverse-warps the face and its mask into the face's box of the frame at full
   resolution and alpha-blends (optionally Poisson-blends with ``cv2.seamlessClone``).  Pixels where the warped mask
   is 0 are returned bit-identical.
 
-Masks are float32 [O, O] in [0, 1] in the aligned crop's pixel grid.
+Masks are float32 [S, S] in [0, 1] covering the aligned crop [O, O]: the same square, on an S-pixel grid
+(pixel centres at integers in each grid, so crop pixel u is mask pixel (u + 0.5) S / O - 0.5,
+:func:`grid_map`).  S = O is the crop's own grid; the pipeline's ``mask`` stage computes them at
+:func:`mask_side`, since the paste-back samples the mask at frame resolution anyway.
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,8 +48,17 @@ MASK_TAU_S = 0.08
 MASK_HISTORY_WEIGHT = 2.0 ** -10
 
 
-def _feather(binary: np.ndarray, feather_px: float) -> np.ndarray:
-    """Float32 alpha: 0 outside ``binary``, rising smoothly to 1 over ``feather_px`` pixels inside."""
+#: How far (pixels of its own grid) a feathered edge lies outside the true one: the distance transform
+#: runs to the nearest outside pixel's centre (0.5 px out), the anti-aliased hull counts touched pixels
+#: in (0.25 px more; parsing masks are cut at half coverage).  Measured on the shared 480p and 1080p clips:
+#: a 448-768 px mask inset by the difference to the 1024 px grid's has the 1024 px mask's mean alpha in
+#: the frame within 1e-4 (hull), 8e-4 (parsing), against 1.3-6e-3 without.
+HULL_EDGE_PX, PARSING_EDGE_PX = 0.75, 0.5
+
+
+def _feather(binary: np.ndarray, feather_px: float, inset_px: float = 0.0) -> np.ndarray:
+    """Float32 alpha: 0 outside ``binary``, rising smoothly to 1 over ``feather_px`` pixels inside,
+    starting ``inset_px`` pixels inside the edge."""
     import cv2
     b = (binary > 0).astype(np.uint8)
     if feather_px <= 0:
@@ -59,6 +74,9 @@ def _feather(binary: np.ndarray, feather_px: float) -> np.ndarray:
     pad = int(math.ceil(feather_px)) + 1
     bp = cv2.copyMakeBorder(b[y0:y1, x0:x1], pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     t = np.ascontiguousarray(cv2.distanceTransform(bp, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[pad:-pad, pad:-pad])
+    if inset_px:
+        np.subtract(t, float(inset_px), out=t)
+        np.maximum(t, 0.0, out=t)
     # smoothstep of clip(dist / feather, 0, 1), in place (distances are >= 0; same operations and
     # order as t * t * (3 - 2 t), so the same bits, without five box-sized temporaries)
     np.divide(t, float(feather_px), out=t)
@@ -68,6 +86,40 @@ def _feather(binary: np.ndarray, feather_px: float) -> np.ndarray:
     np.multiply(t, t, out=t)
     np.multiply(t, s, out=out[y0:y1, x0:x1])
     return out
+
+
+#: The sides a pipeline mask is computed at (:func:`mask_side`): at most 1.25x the crop's side in the
+#: frame from 256 px up (1.5x from 128), so the paste-back never box-filters it first (it does over
+#: 1.5x); few, so a track's consecutive masks mostly share one and the smoother blends them as they are.
+MASK_SIDES = (128, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
+
+
+def grid_map(side: int, crop_size: int) -> np.ndarray:
+    """[3, 3] map from the pixels of a ``side`` x ``side`` grid to the pixels of the O x O crop it covers
+    (``crop_size`` O; pixel centres at integers in both, as cv2.resize samples)."""
+    k = crop_size / side
+    return np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]])
+
+
+def mask_side(matrix, crop_size: int, current: int | None = None, sides=MASK_SIDES) -> int:
+    """The side S to compute a face's blend mask at: the smallest of ``sides`` not under the crop's
+    side in frame pixels (``crop_size`` times the frame pixels per crop pixel of ``matrix``, crop ->
+    frame [3, 3]), at most ``crop_size``.
+
+    Why: the paste-back samples the mask once per frame pixel; a mask with more pixels than that
+    only costs time (a 1024 px crop of a 480p face is about 400 frame pixels wide: 6x the pixels).
+    ``current`` (the track's last side) is kept while it covers the crop and the crop is not 10 % under
+    the next smaller side: a face near a boundary does not switch sides every frame.
+    """
+    m = _check_matrix(matrix)
+    need = crop_size * math.sqrt(abs(np.linalg.det(m[:2, :2])))
+    ladder = sorted(int(s) for s in sides if s < crop_size) + [int(crop_size)]
+    side = next((s for s in ladder if s >= need), ladder[-1])
+    if current is not None and current in ladder and side < current and need <= current:
+        below = ladder[ladder.index(current) - 1] if ladder.index(current) > 0 else 0
+        if need > 0.9 * below:
+            side = current
+    return side
 
 
 def face_hull_points(landmarks, forehead: float = 0.35) -> np.ndarray:
@@ -84,7 +136,8 @@ def face_hull_points(landmarks, forehead: float = 0.35) -> np.ndarray:
     return np.concatenate([lm[0:17], brows[::-1]])
 
 
-def landmark_mask(landmarks, size: int, *, forehead: float = 0.35, feather: float = 0.04) -> np.ndarray:
+def landmark_mask(landmarks, size: int, *, forehead: float = 0.35, feather: float = 0.04,
+                  inset: float = 0.0) -> np.ndarray:
     """Feathered face-hull mask float32 [size, size] in [0, 1] from landmarks in crop pixels.
 
     Args:
@@ -94,17 +147,21 @@ def landmark_mask(landmarks, size: int, *, forehead: float = 0.35, feather: floa
         forehead: the brow points are raised by this fraction of the brow-to-chin distance to cover
             the forehead (the 68 points stop at the brows).
         feather: width of the soft edge as a fraction of ``size`` (inside the hull).
+        inset: pixels inside the hull where the soft edge starts (:func:`face_mask` sets it for a
+            mask on a coarser grid than the crop's, see :data:`HULL_EDGE_PX`).
     """
     import cv2
     pts = face_hull_points(landmarks, forehead)
     hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))  # 4 fractional bits
     binary = np.zeros((size, size), np.uint8)
     cv2.fillConvexPoly(binary, hull, 1, lineType=cv2.LINE_AA, shift=4)
-    return _feather(binary, feather * size)
+    return _feather(binary, feather * size, inset)
 
 
-def parsing_mask(label_map: np.ndarray, size: int, *, labels=FACE_LABELS, feather: float = 0.02) -> np.ndarray:
-    """Feathered mask float32 [size, size] of ``labels`` in an int label map [h, w] (any size)."""
+def parsing_mask(label_map: np.ndarray, size: int, *, labels=FACE_LABELS, feather: float = 0.02,
+                 inset: float = 0.0) -> np.ndarray:
+    """Feathered mask float32 [size, size] of ``labels`` in an int label map [h, w] (any size);
+    ``feather`` and ``inset`` as in :func:`landmark_mask`."""
     import cv2
     lab = np.asarray(label_map)
     if lab.ndim != 2:
@@ -112,29 +169,45 @@ def parsing_mask(label_map: np.ndarray, size: int, *, labels=FACE_LABELS, feathe
     binary = np.isin(lab, np.asarray(labels)).astype(np.float32)
     if binary.shape != (size, size):
         binary = cv2.resize(binary, (size, size), interpolation=cv2.INTER_LINEAR)
-    return _feather(binary > 0.5, feather * size)
+    return _feather(binary > 0.5, feather * size, inset)
 
 
-def face_mask(face: np.ndarray, landmarks=None, parser: FaceParser | None = None, **kwargs) -> np.ndarray:
-    """Blend mask float32 [O, O] for an aligned face uint8 [O, O, 3].
+def face_mask(face: np.ndarray, landmarks=None, parser: FaceParser | None = None, *, size: int | None = None,
+              **kwargs) -> np.ndarray:
+    """Blend mask float32 [S, S] for an aligned face uint8 [O, O, 3].
 
     With ``parser`` (a ready-built callable returning a label map) the official label set is used;
     if the parser finds no face pixels the landmark hull is used instead.  Without a parser,
-    ``landmarks`` (crop coordinates) are required.
+    ``landmarks`` (crop coordinates, float [68, 2]) are required.  ``size`` is the mask's side S
+    (default O; e.g. :func:`mask_side`): the same square on a coarser grid, feathered over the same
+    fraction of it, its edge inset so that it lies where the O px mask has it (:data:`HULL_EDGE_PX`).
     """
     check_image(face, "face")
-    size = face.shape[0]
-    if face.shape[1] != size:
+    crop = face.shape[0]
+    if face.shape[1] != crop:
         raise ValueError(f"face must be square, got {face.shape}")
+    size = crop if size is None else int(size)
+    if size < 2:
+        raise ValueError(f"mask size must be at least 2 pixels, got {size}")
     if parser is not None:
-        m = parsing_mask(parser(face), size, **kwargs)
+        m = parsing_mask(parser(face), size, inset=PARSING_EDGE_PX * (1.0 - size / crop), **kwargs)
         if m.max() > 0 or landmarks is None:
             return m
         log.debug("face parser found no face pixels; using the landmark hull")
         kwargs = {}
     if landmarks is None:
         raise ValueError("face_mask needs landmarks when no parser is given")
-    return landmark_mask(landmarks, size, **kwargs)
+    return hull_mask(landmarks, crop, size, **kwargs)
+
+
+def hull_mask(landmarks, crop: int, size: int | None = None, **kwargs) -> np.ndarray:
+    """The landmark-hull mask float32 [S, S] of a crop of side ``crop`` (landmarks float [68, 2] in its
+    pixels) on a grid of side ``size`` (default ``crop``), inset as :func:`face_mask` does."""
+    size = crop if size is None else int(size)
+    if size != crop:
+        from fsvideo.faces.align import check_landmarks, transform_points
+        landmarks = transform_points(np.linalg.inv(grid_map(size, crop)), check_landmarks(landmarks))
+    return landmark_mask(landmarks, size, inset=HULL_EDGE_PX * (1.0 - size / crop), **kwargs)
 
 
 class MaskSmoother:
@@ -142,7 +215,9 @@ class MaskSmoother:
 
     ``tau_s`` is the time constant in seconds (converted with ``fps``), so the smoothing looks the
     same at 25 and 50 fps; 0 disables it.  Causal: no frame delay.  Call :meth:`reset` when the
-    track is lost or the scene cuts.
+    track is lost or the scene cuts.  A mask of another side than the last one (the face grew or
+    shrank in the frame, :func:`mask_side`) is blended with the state resampled to its side (area
+    filter down, bilinear up: the same square, so the average carries on).
     """
 
     def __init__(self, fps: float, tau_s: float = MASK_TAU_S):
@@ -154,9 +229,22 @@ class MaskSmoother:
     def reset(self) -> None:
         self.state = None
 
+    @property
+    def side(self) -> int | None:
+        """The side of the last mask (None before the first or after :meth:`reset`)."""
+        return None if self.state is None else int(self.state.shape[0])
+
     def __call__(self, mask: np.ndarray) -> np.ndarray:
         m = np.asarray(mask, dtype=np.float32)
-        if self.state is None or self.state.shape != m.shape:
+        if self.state is not None and self.state.shape != m.shape:
+            if self.state.ndim != 2 or m.ndim != 2:
+                self.state = None
+            else:
+                import cv2
+                down = m.shape[0] * m.shape[1] < self.state.shape[0] * self.state.shape[1]
+                self.state = cv2.resize(self.state, (m.shape[1], m.shape[0]),
+                                        interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+        if self.state is None:
             self.state = m.copy()
             return m.copy()
         # state += alpha * (m - state), in one temporary that then carries the copy handed out
@@ -178,9 +266,17 @@ class TrackMasks:
     frames before it.
     """
 
-    def __init__(self, fps: float, tau_s: float = MASK_TAU_S):
-        self.fps, self.tau_s = fps, tau_s
+    def __init__(self, fps: float, tau_s: float = MASK_TAU_S, sides: Sequence[int] | None = MASK_SIDES):
+        self.fps, self.tau_s, self.sides = fps, tau_s, sides
         self._smoothers: dict[int, MaskSmoother] = {}
+
+    def side(self, track: int, matrix, crop_size: int) -> int | None:
+        """The side to compute ``track``'s next mask at (:func:`mask_side`, keeping the track's last
+        side near a boundary); None (the crop's side) when ``sides`` is None."""
+        if self.sides is None:
+            return None
+        sm = self._smoothers.get(int(track))
+        return mask_side(matrix, crop_size, None if sm is None else sm.side, self.sides)
 
     def __call__(self, tracks, masks: list[np.ndarray]) -> list[np.ndarray]:
         """Smoothed masks (float32 [O, O] each) of one frame's faces, ``tracks[k]`` the track of ``masks[k]``."""
@@ -215,7 +311,7 @@ def _check_matrix(matrix) -> np.ndarray:
 
 def paste_region(matrix, mask: np.ndarray, frame_shape) -> tuple[int, int, int, int] | None:
     """The frame box ``(x0, y0, x1, y1)`` (end exclusive) that a face's mask reaches through
-    ``matrix`` (crop pixels -> frame pixels), with a pixel of margin; None when it reaches no frame pixel.
+    ``matrix`` (mask pixels -> frame pixels), with a pixel of margin; None when it reaches no frame pixel.
 
     :func:`warp_to_frame` and the GPU paste-back (:mod:`fsvideo.faces.warp_torch`) both work in it.
     """
@@ -245,9 +341,30 @@ def preshrink_size(inv: np.ndarray, size: int) -> int | None:
     return max(8, int(round(size / scale))) if scale > 1.5 else None
 
 
+def roi_sampling(inv: np.ndarray, size: int, box) -> tuple[int | None, np.ndarray]:
+    """How to sample a ``size`` x ``size`` source (the face, or its mask) into the frame box ``box``
+    (``(x0, y0, ...)``, :func:`paste_region`): ``(small, roi_to_src)``, the side to box-filter the
+    source to first (:func:`preshrink_size`; None: as it is) and the [3, 3] map from box pixels to
+    the pixels of that source.  ``inv`` maps frame pixels to source pixels."""
+    small = preshrink_size(inv, size)
+    if small is not None:  # source pixel u -> shrunk pixel (u + 0.5) / k - 0.5: grid_map(small, size)'s inverse
+        k = size / small
+        inv = np.array([[1 / k, 0, 0.5 / k - 0.5], [0, 1 / k, 0.5 / k - 0.5], [0, 0, 1]]) @ inv
+    # box pixel (x', y') -> frame pixel (x' + x0, y' + y0) -> source pixel
+    return small, inv @ np.array([[1.0, 0, box[0]], [0, 1.0, box[1]], [0, 0, 1]])
+
+
+def mask_matrix(matrix, face_size: int, mask_size: int) -> np.ndarray:
+    """[3, 3] mask pixels -> frame pixels, for a mask of side ``mask_size`` over a face crop of side
+    ``face_size`` whose ``matrix`` maps crop pixels to frame pixels."""
+    m = _check_matrix(matrix)
+    return m if mask_size == face_size else m @ grid_map(mask_size, face_size)
+
+
 def warp_to_frame(face: np.ndarray, matrix, mask: np.ndarray, frame_shape, *,
                   interpolation: int | None = None):
-    """Inverse-warp ``face`` and ``mask`` into the frame.
+    """Inverse-warp ``face`` (uint8 [O, O, 3]) and ``mask`` (float [S, S], any side S, covering the
+    same square) into the frame.
 
     Returns ``(x0, y0, face_roi uint8 [h, w, 3], alpha_roi float32 [h, w])`` for the frame box
     ``[y0:y0+h, x0:x0+w]`` that the mask reaches, or None when it reaches no frame pixel.
@@ -256,44 +373,40 @@ def warp_to_frame(face: np.ndarray, matrix, mask: np.ndarray, frame_shape, *,
     interpolation = cv2.INTER_CUBIC if interpolation is None else interpolation
     m = _check_matrix(matrix)
     size = face.shape[0]
-    box = paste_region(m, mask, frame_shape)
+    msk = np.asarray(mask, dtype=np.float32)
+    mm = mask_matrix(m, size, msk.shape[0])
+    box = paste_region(mm, msk, frame_shape)
     if box is None:
         return None
     x0, y0, x1, y1 = box
-    inv = np.linalg.inv(m)
-    src, msk = face, np.asarray(mask, dtype=np.float32)
-    small = preshrink_size(inv, size)
+    small, inv = roi_sampling(np.linalg.inv(m), size, box)
+    src = face if small is None else cv2.resize(face, (small, small), interpolation=cv2.INTER_AREA)
+    small, inv_m = roi_sampling(np.linalg.inv(mm), msk.shape[0], box)
     if small is not None:
-        k = size / small
-        src = cv2.resize(face, (small, small), interpolation=cv2.INTER_AREA)
         msk = cv2.resize(msk, (small, small), interpolation=cv2.INTER_AREA)
-        # small-grid coords u' = (u + 0.5) / k - 0.5
-        inv = np.array([[1 / k, 0, 0.5 / k - 0.5], [0, 1 / k, 0.5 / k - 0.5], [0, 0, 1]]) @ inv
-    # ROI pixel (x', y') -> frame pixel (x' + x0, y' + y0) -> face pixel.
-    inv = inv @ np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]])
     size_wh = (x1 - x0, y1 - y0)
     flags = interpolation | cv2.WARP_INVERSE_MAP
+    mflags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     if np.allclose(inv[2], [0, 0, 1]):
         face_roi = cv2.warpAffine(src, inv[:2], size_wh, flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.warpAffine(msk, inv[:2], size_wh, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        alpha = cv2.warpAffine(msk, inv_m[:2], size_wh, flags=mflags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     else:
         face_roi = cv2.warpPerspective(src, inv, size_wh, flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.warpPerspective(msk, inv, size_wh, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        alpha = cv2.warpPerspective(msk, inv_m, size_wh, flags=mflags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return x0, y0, face_roi, np.clip(alpha, 0.0, 1.0)
 
 
 def check_paste_args(frame: np.ndarray, face: np.ndarray, mask) -> np.ndarray:
-    """Checks :func:`paste_back`'s arguments (ValueError naming the bad one); the mask as float32 [O, O]."""
+    """Checks :func:`paste_back`'s arguments (ValueError naming the bad one); the mask as float32 [S, S]."""
     check_image(frame, "frame")
     check_image(face, "face")
     size = face.shape[0]
     if face.shape[1] != size:
         raise ValueError(f"face must be square [O, O, 3], got {face.shape}")
     mask = np.asarray(mask, dtype=np.float32)
-    if mask.shape != (size, size):
-        raise ValueError(f"mask must be float [{size}, {size}] like the face, got shape {mask.shape}")
+    if mask.ndim != 2 or mask.shape[0] != mask.shape[1] or mask.shape[0] < 2:
+        raise ValueError(f"mask must be a square float [S, S] over the face's crop (S = {size}: the crop's "
+                         f"grid), got shape {mask.shape}")
     if not np.all(np.isfinite(mask)) or mask.min() < 0 or mask.max() > 1:
         raise ValueError("mask values must be finite and in [0, 1]")
     return mask
@@ -307,7 +420,8 @@ def paste_back(frame: np.ndarray, face: np.ndarray, matrix, mask: np.ndarray, po
         frame: uint8 [H, W, 3] RGB original frame (not modified unless ``inplace``).
         face: uint8 [O, O, 3] RGB face in the aligned crop's grid.
         matrix: [3, 3] map from crop pixel coords to frame pixel coords (``AlignedFace.matrix``).
-        mask: float [O, O] blend weights in [0, 1] (e.g. :func:`face_mask`).
+        mask: float [S, S] blend weights in [0, 1] over the same square as ``face`` (e.g.
+            :func:`face_mask`; S = O, or a coarser grid such as :func:`mask_side`'s).
         poisson: Poisson-blend (``cv2.seamlessClone``, NORMAL_CLONE) inside the mask, then feather
             with the mask as usual: removes colour seams when the face's tone differs.
         interpolation: cv2 flag for the face warp (default bicubic: about 2 dB closer than bilinear

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fsvideo.faces.blend import check_paste_args, paste_region, preshrink_size
+from fsvideo.faces.blend import check_paste_args, mask_matrix, paste_region, roi_sampling
 
 
 def frame_to_tensor(frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -118,7 +118,8 @@ def paste_back_torch(frame: np.ndarray, faces, matrices, masks, *, device: torch
         frame: uint8 [H, W, 3] RGB (not modified).
         faces: uint8 [N, O, O, 3] faces in their crop grids (numpy, or a tensor on the device).
         matrices: [N, 3, 3] crop pixel -> frame pixel maps (``AlignedFace.matrix``).
-        masks: [N, O, O] float blend weights in [0, 1].
+        masks: N float [S, S] blend weights in [0, 1], each over its face's square (S may differ
+            from O and from face to face: :func:`~fsvideo.faces.blend.mask_side`).
         device: where to compute (default: the frame tensor's device, else the CPU).
         frame_tensor: the frame already on the device (:func:`frame_to_tensor`), to skip the upload.
 
@@ -135,9 +136,10 @@ def paste_back_torch(frame: np.ndarray, faces, matrices, masks, *, device: torch
         face_np = face if isinstance(face, np.ndarray) else np.empty(tuple(face.shape), np.uint8)
         mask = check_paste_args(frame, face_np, mask)
         m = _check_matrix(m)
-        box = paste_region(m, mask, frame.shape)
+        mm = mask_matrix(m, face_np.shape[0], mask.shape[0])
+        box = paste_region(mm, mask, frame.shape)
         if box is not None:
-            jobs.append((face, m, mask, box))
+            jobs.append((face, m, mm, mask, box))
     if not jobs:
         return out
     owned = frame_tensor is None          # a caller's tensor is not written into (copied on the first face)
@@ -145,28 +147,26 @@ def paste_back_torch(frame: np.ndarray, faces, matrices, masks, *, device: torch
         frame_tensor = frame_to_tensor(frame, device or "cpu")
     dev = frame_tensor.device
     canvas = frame_tensor
-    for face, m, mask, (x0, y0, x1, y1) in jobs:
-        size = mask.shape[0]
+    for face, m, mm, mask, box in jobs:
+        x0, y0, x1, y1 = box
         src = face if isinstance(face, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(face))
         src = src.to(dev).permute(2, 0, 1).unsqueeze(0).float()
         msk = torch.from_numpy(mask).to(dev)[None, None]
-        inv = np.linalg.inv(m)
-        small = preshrink_size(inv, size)
+        small, roi_to_src = roi_sampling(np.linalg.inv(m), src.shape[-1], box)
         if small is not None:  # box filter first, as the cv2 path does (INTER_AREA)
-            k = size / small
             src = F.interpolate(src, size=(small, small), mode="area")
+        small, roi_to_mask = roi_sampling(np.linalg.inv(mm), mask.shape[0], box)
+        if small is not None:
             msk = F.interpolate(msk, size=(small, small), mode="area")
-            inv = np.array([[1 / k, 0, 0.5 / k - 0.5], [0, 1 / k, 0.5 / k - 0.5], [0, 0, 1]]) @ inv
-        roi_to_src = inv @ np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]])
         wh = (x1 - x0, y1 - y0)
         face_roi = _sample(src, roi_to_src, wh, "bicubic", "border").round().clamp_(0, 255)
-        alpha = _sample(msk, roi_to_src, wh, "bilinear", "zeros").clamp_(0, 1)
+        alpha = _sample(msk, roi_to_mask, wh, "bilinear", "zeros").clamp_(0, 1)
         r = canvas[:, :, y0:y1, x0:x1]
         blended = (r + alpha * (face_roi - r)).round().clamp_(0, 255)
         if canvas is frame_tensor and not owned:
             canvas = frame_tensor.clone()
         canvas[:, :, y0:y1, x0:x1] = blended
-    for _, _, _, (x0, y0, x1, y1) in jobs:
+    for *_, (x0, y0, x1, y1) in jobs:
         out[y0:y1, x0:x1] = canvas[0, :, y0:y1, x0:x1].permute(1, 2, 0).to(torch.uint8).cpu().numpy()
     return out
 

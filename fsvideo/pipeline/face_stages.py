@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from fsvideo.faces.align import AlignedFace, quad_matrix, transform_points
-from fsvideo.faces.blend import MASK_TAU_S, TrackMasks, face_mask, paste_back
+from fsvideo.faces.blend import MASK_SIDES, MASK_TAU_S, TrackMasks, face_mask, paste_back
 from fsvideo.faces.stabilize import parse_stabilize
 from fsvideo.faces.stream import FaceAligner
 from fsvideo.pipeline.chain import register_stage
@@ -110,8 +110,16 @@ class TrackAlignStage(Stage):
 
 class MaskStage(Stage):
     """The blend mask of every face (face parsing, else the landmark hull), smoothed over time per
-    track: adds ``masks`` (float32 [S, S] per face).  Runs in order, in one thread (the smoothing
-    carries state); the paste-back that uses the masks is the per-frame ``blend`` stage after it.
+    track: adds ``masks`` (float32 [S, S] per face, over the face's crop).  Runs in order, in one
+    thread (the smoothing carries state); the paste-back that uses the masks is the per-frame
+    ``blend`` stage after it.
+
+    S is the crop's side in frame pixels rounded up to one of ``sides``
+    (:func:`~fsvideo.faces.blend.mask_side`; None: the crop's own side O): the paste-back samples
+    the mask once per frame pixel, so a finer mask is work thrown away (the 1024 px crop of the face
+    in ``liveportrait-d18.mp4``, 480x480, is 400 frame pixels wide and gets a 448 px mask: 5x fewer
+    pixels to fill, feather, smooth and warp).  A track whose side
+    changes carries its smoothing over (:class:`~fsvideo.faces.blend.MaskSmoother` resamples).
 
     ``counted(pts) -> bool`` (the span writer's :meth:`~fsvideo.video.join.SpanWriter.inside` when a
     video is split in time) says which frames the run's counts cover: frames decoded only as the
@@ -121,10 +129,11 @@ class MaskStage(Stage):
     name = "mask"
     adds = ("masks",)
 
-    def __init__(self, fps: float, parser=None, mask_tau_s: float = MASK_TAU_S, counted=None):
+    def __init__(self, fps: float, parser=None, mask_tau_s: float = MASK_TAU_S, counted=None,
+                 sides: tuple[int, ...] | None = MASK_SIDES):
         self.fps, self.parser, self.mask_tau_s, self.counted = fps, parser, mask_tau_s, counted
         self.needs = ("faces", "generated") + (("pts",) if counted is not None else ())
-        self._tracks = TrackMasks(fps, mask_tau_s)
+        self._tracks = TrackMasks(fps, mask_tau_s, sides)
 
     def process(self, packets: list[Packet]) -> list[Packet]:
         for p in packets:
@@ -132,7 +141,8 @@ class MaskStage(Stage):
             if self.counted is None or self.counted(p["pts"]):
                 self.count("faces_edited", len(faces))
                 self.count("frames_without_face", not faces)
-            masks = [face_mask(crop, landmarks=face.aligned.landmarks, parser=self.parser)
+            masks = [face_mask(crop, landmarks=face.aligned.landmarks, parser=self.parser,
+                               size=self._tracks.side(face.track_id, face.aligned.matrix, crop.shape[0]))
                      for face, crop in zip(faces, p["generated"])]
             p["masks"] = self._tracks([face.track_id for face in faces], masks)
         return packets

@@ -199,7 +199,7 @@ class Renderer:
         or :func:`~fsvideo.faces.blend.mask_history_frames` frames back (then they differ by under
         2**-10).  Hull masks do not depend on the edit, so a slider change reuses them.
         """
-        from fsvideo.faces.blend import TrackMasks, landmark_mask, mask_history_frames
+        from fsvideo.faces.blend import TrackMasks, mask_history_frames
         from fsvideo.studio.project import NotReady
 
         def faces(fl):
@@ -215,11 +215,17 @@ class Renderer:
             except NotReady:                       # dropped from memory while inverting: start after it
                 smoother = TrackMasks(project.fps)
                 continue
-            ks = faces(fj)
-            smoother(fj.track[ks], [landmark_mask(fj.landmarks[k], self.crop) for k in ks])
-        masks = smoother(fl.track[list(key[2])], [landmark_mask(fl.landmarks[k], self.crop) for k in key[2]])
+            smoother(*self._hull_masks(smoother, fj, faces(fj)))
+        masks = smoother(*self._hull_masks(smoother, fl, key[2]))
         self._masks = (key, masks)
         return masks
+
+    def _hull_masks(self, smoother, fl, ks) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The tracks and hull masks of faces ``ks`` of one frame's latents, each at the side the render's
+        mask stage picks for it (:meth:`~fsvideo.faces.blend.TrackMasks.side`)."""
+        from fsvideo.faces.blend import hull_mask
+        return fl.track[list(ks)], [hull_mask(fl.landmarks[k], self.crop, smoother.side(fl.track[k], fl.matrix[k], self.crop))
+                                    for k in ks]
 
 
 def _tint(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
