@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fsvideo.faces import DlibDetector, align_face_fast, paste_back
-from fsvideo.faces.blend import MASK_SIDES, MaskSmoother, face_hull_points, face_mask, grid_map, mask_side
+from fsvideo.faces.blend import MASK_SIDES, MaskSmoother, face_hull_points, face_mask, mask_side
+from fsvideo.faces.paste import grid_map
 from fsvideo.pipeline.face_stages import MaskStage
 
 # Agreement of a paste with a mask at mask_side and with the 1024 px mask, the generated face being

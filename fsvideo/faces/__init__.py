@@ -30,14 +30,14 @@ A video (bounded look-ahead, see :mod:`fsvideo.faces.stream`)::
 """
 from fsvideo.faces.align import (AlignedFace, align_face, align_face_fast, align_quad, align_quad_fast,
                                  ffhq_geometry, ffhq_quad, quad_matrix, quad_size, transform_points)
-from fsvideo.faces.blend import (FACE_LABELS, MaskSmoother, face_mask, landmark_mask, parsing_mask, paste_back,
-                                 warp_to_frame)
+from fsvideo.faces.blend import FACE_LABELS, MaskSmoother, face_mask, landmark_mask, parsing_mask
 from fsvideo.faces.detect import DlibDetector, Face, FaceDetector
 from fsvideo.faces.fan import FanDetector, fan_available, fan_weight_paths
 from fsvideo.faces.frontend import VideoFaces, photo_faces, sample_frames, sampled_count
 from fsvideo.faces.jitter import crop_jitter
 from fsvideo.faces.keyframes import (DEFAULT_DETECT_EVERY, DEFAULT_TRACK, TRACK_MODES, KeyframeDetector, KeyframeStats,
                                      ShotCuts, keyframe_interval, with_keyframes)
+from fsvideo.faces.paste import paste_back, warp_to_frame
 from fsvideo.faces.roi import RoiDetector
 from fsvideo.faces.registry import (DEFAULT_DETECT_SIDE, DetectorEntry, detector_entries, detector_names,
                                     make_detector, register_detector)

@@ -13,7 +13,7 @@ Two paths:
 
 Both return an :class:`AlignedFace` whose ``matrix`` maps output pixel coordinates ``(u, v, 1)`` to
 source pixel coordinates ``(x, y, 1)`` (pixel centres at integer coordinates), i.e. the transform
-the pixels actually went through; :func:`fsvideo.faces.blend.paste_back` inverts it.
+the pixels actually went through; :func:`fsvideo.faces.paste.paste_back` inverts it.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The align warp and the paste-back in PyTorch, for when the networks run on a GPU (issue 11, point 3).
 
-The cv2 functions (:func:`fsvideo.faces.align.align_quad_fast`, :func:`fsvideo.faces.blend.paste_back`)
+The cv2 functions (:func:`fsvideo.faces.align.align_quad_fast`, :func:`fsvideo.faces.paste.paste_back`)
 are the reference; these do the same with ``affine_grid`` / ``grid_sample`` on whatever device the
 frame tensor lives on, so with CUDA models the per-pixel work leaves the CPU.  They run on the CPU
 too, which is how the tests compare them with the cv2 path.
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fsvideo.faces.blend import check_paste_args, mask_matrix, paste_region, roi_sampling
+from fsvideo.faces.paste import check_paste_args, mask_matrix, paste_region, roi_sampling
 
 
 def frame_to_tensor(frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -111,7 +111,7 @@ def align_crops_torch(frame_tensor: torch.Tensor, matrices, size: int, *, supers
 
 def paste_back_torch(frame: np.ndarray, faces, matrices, masks, *, device: torch.device | str | None = None,
                      frame_tensor: torch.Tensor | None = None) -> np.ndarray:
-    """Every face of a frame blended back, on ``device``; the same result as :func:`~fsvideo.faces.blend.paste_back`
+    """Every face of a frame blended back, on ``device``; the same result as :func:`~fsvideo.faces.paste.paste_back`
     applied face after face (within interpolation rounding: about a grey level).
 
     Args:

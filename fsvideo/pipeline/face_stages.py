@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from fsvideo.faces.align import AlignedFace, quad_matrix, transform_points
-from fsvideo.faces.blend import MASK_SIDES, MASK_TAU_S, TrackMasks, face_mask, paste_back
+from fsvideo.faces.blend import MASK_SIDES, MASK_TAU_S, TrackMasks, face_mask
+from fsvideo.faces.paste import paste_back
 from fsvideo.faces.stabilize import parse_stabilize
 from fsvideo.faces.stream import FaceAligner
 from fsvideo.pipeline.chain import register_stage

@@ -147,7 +147,8 @@ class Renderer:
     def render(self, project: Project, i: int, edits: list[tuple[str, str, float]], *, tracks: set[int] | None,
                view: str = "composite", draft: bool = False, mask: bool = False) -> Rendered:
         """Frame ``i`` of ``project`` in ``view``; ``tracks`` None edits every face."""
-        from fsvideo.faces.blend import face_mask, paste_back, warp_to_frame
+        from fsvideo.faces.blend import face_mask
+        from fsvideo.faces.paste import paste_back, warp_to_frame
         if view not in VIEWS:
             raise ValueError(f"view must be one of {VIEWS}")
         frame = project.frame(i)
