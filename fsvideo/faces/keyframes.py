@@ -72,13 +72,6 @@ _FLOW_EYE = 40.0
 
 #: Default ``--detect-every``: a full detection at least every this many seconds ("0": every frame).
 DEFAULT_DETECT_EVERY = "1s"
-#: Region mode, no face tracked: a full detection at least every this long (:func:`with_keyframes`
-#: makes it frames).  Measured on the shared clips with face-less stretches (``benchmarks/faces.py
-#: --only empty``): 0.25 s (8 frames at 30 fps) searches 7.7x less than every frame on
-#: pyfeat-face_noface's 97 face-less frames, and missed no frame with a face there nor on the
-#: multi-shot clip (faces come back at cuts or in the region they left); a face entering elsewhere
-#: is found at most 7 frames late.
-DEFAULT_EMPTY_EVERY = "0.25s"
 #: ``--track``: how faces are followed between full detections (:func:`with_keyframes`).
 TRACK_MODES = ("roi", "flow")
 DEFAULT_TRACK = "roi"
@@ -404,7 +397,7 @@ def with_keyframes(detector: FaceDetector | None, detect_every=DEFAULT_DETECT_EV
     ``detector`` itself when that means every frame, when it is None, or when it cannot run the
     mode (then every frame is detected, with a log line: a FAN detector, say, is never silently
     traded for a less accurate tracker).  ``kwargs`` go to the class; ``roi`` gets ``empty_every``
-    from :data:`DEFAULT_EMPTY_EVERY` at ``fps`` unless given (at most ``every``)."""
+    from :data:`~fsvideo.faces.roi.DEFAULT_EMPTY_EVERY` at ``fps`` unless given (at most ``every``)."""
     if track not in TRACK_MODES:
         raise InputError(f"--track {track!r} is not a tracking mode", hint=f"use one of {', '.join(TRACK_MODES)}")
     every = keyframe_interval(detect_every, fps)
@@ -414,11 +407,11 @@ def with_keyframes(detector: FaceDetector | None, detect_every=DEFAULT_DETECT_EV
         log.info("detector %s cannot track (%s) between keyframes: detecting on every frame", detector.name, track)
         return detector
     if track == "roi":
-        from fsvideo.faces.roi import RoiDetector
+        from fsvideo.faces.roi import DEFAULT_EMPTY_EVERY, RoiDetector
         kwargs.setdefault("empty_every", min(every, keyframe_interval(DEFAULT_EMPTY_EVERY, fps)))
         return RoiDetector(detector, every, **kwargs)
     return KeyframeDetector(detector, every, **kwargs)
 
 
-__all__ = ["DEFAULT_DETECT_EVERY", "DEFAULT_EMPTY_EVERY", "DEFAULT_TRACK", "TRACK_MODES", "KeyframeDetector",
-           "KeyframeStats", "ShotCuts", "keyframe_interval", "with_keyframes"]
+__all__ = ["DEFAULT_DETECT_EVERY", "DEFAULT_TRACK", "TRACK_MODES", "KeyframeDetector", "KeyframeStats", "ShotCuts",
+           "keyframe_interval", "with_keyframes"]
