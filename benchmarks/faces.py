@@ -34,6 +34,13 @@ region around each face, :class:`~fsvideo.faces.roi.RoiDetector`), on the first 
 * the same for per-frame detection on every frame shifted by (3, 5) px (``shift``): the detector
   against itself, the noise any other sampling of it shows (the scale for the other columns);
 * frames with a face, and the full detections each mode ran (with why).
+
+``--only empty`` measures the region mode's policy for frames without a face (``empty_every``, see
+:class:`~fsvideo.faces.roi.RoiDetector`) on the clips with face-less stretches (``EMPTY_CLIPS``, the
+``:rev`` suffix plays a clip backwards, so its face comes in): for each ``--empty-every`` value
+(frames), with and without ``recall`` (searching the region a face left), the detect frames/s
+against per-frame detection in the same run, the full detections, and the frames where per-frame
+detection has a face the mode has not (a face found late), with the longest such run.
 """
 from __future__ import annotations
 
@@ -63,6 +70,10 @@ DEFAULT_CLIPS = ["pyfeat-single_face.mp4", "liveportrait-d18.mp4",
 #: Clips of ``--only tracking``: 480p, 1080p, multi-shot, occluded, face leaving and coming back.
 TRACKING_CLIPS = ["liveportrait-d18.mp4", "lt-FP006542HD02.mp4", "facerec-short_hamilton_clip.mp4",
                   "pyfeat-WolfgangLanger_Pexels.mp4", "pyfeat-face_noface.mov"]
+#: Clips of ``--only empty``: the shared clips with face-less stretches (per-frame detection, first 500
+#: frames: 107 of 275 frames of the hamilton clip, 97 of 169 of face_noface, all 95 of no_face).
+EMPTY_CLIPS = ["facerec-short_hamilton_clip.mp4", "pyfeat-face_noface.mov", "pyfeat-face_noface.mov:rev",
+               "pyfeat-no_face.mp4"]
 
 
 def _ms(fn, items, repeat: int = 1) -> float:
@@ -105,7 +116,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=None, help="frames per clip (60; 300 with --only tracking)")
     ap.add_argument("--clips", nargs="+", default=None, help="clip names in ../shared/media/videos/other")
-    ap.add_argument("--only", choices=["stabilise", "tracking"], default=None, help="run only this part")
+    ap.add_argument("--only", choices=["stabilise", "tracking", "empty"], default=None, help="run only this part")
+    ap.add_argument("--empty-every", default="1,2,4,8,15", help="--only empty: frame counts to compare")
     ap.add_argument("--detect-every", default=DEFAULT_DETECT_EVERY,
                     help="keyframe interval of --only tracking (seconds, or 12f frames)")
     ap.add_argument("--shared", default=os.environ.get("FSVIDEO_SHARED", str(REPO.parent / "shared")))
@@ -120,6 +132,10 @@ def main() -> None:
     media = Path(args.shared) / "media" / "videos" / "other"
     if args.only == "tracking":
         _tracking(media, args.clips or TRACKING_CLIPS, args.frames or 300, args.detect_every)
+        return
+    if args.only == "empty":
+        _empty(media, args.clips or EMPTY_CLIPS, args.frames or 300, args.detect_every,
+               [int(k) for k in args.empty_every.split(",")])
         return
     args.clips = args.clips or DEFAULT_CLIPS
     args.frames = args.frames or 60
@@ -289,6 +305,36 @@ def _tracking(media: Path, clips, n: int, detect_every) -> None:
               + " | ".join(f"{q[c + '+stab'][0]:.3f} ({q[c][0]:.3f})" for c in cols) + " | "
               + " | ".join(f"{q[c + '+stab'][1]:.2f} ({q[c][1]:.2f})" for c in cols)
               + f" | {q['pf'][2]} / {q['flow'][2]} / {q['roi'][2]} | {why['flow']} | {why['roi']} |")
+
+
+def _empty(media: Path, clips, n: int, detect_every, ks) -> None:
+    """The region mode's face-less-frame policy: speed against faces found late (see the docstring)."""
+    from fsvideo.faces.keyframes import keyframe_interval
+    from fsvideo.faces.roi import RoiDetector
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    print("| clip | frames (without a face) | empty_every | recall | frames/s pf / roi | full detections roi "
+          "| frames with a face found late | longest |")
+    print("|---" * 8 + "|")
+    for clip in clips:
+        name, _, rev = clip.partition(":rev")
+        frames, fps = _frames(media / name, n)
+        frames = frames[::-1] if clip.endswith(":rev") else frames
+        det = DlibDetector(max_side=DEFAULT_DETECT_SIDE)
+        per_frame, pf_fps = _timed(det, frames)
+        want = [len(f) for f in per_frame]
+        every = keyframe_interval(detect_every, fps)
+        for recall in (every, 0):
+            for k in ks:
+                rd = RoiDetector(det, every, empty_every=k, recall=recall)
+                got, fps_ = _timed(rd, frames)
+                late = [i for i, f in enumerate(got) if len(f) < want[i]]
+                runs = np.split(np.asarray(late), np.flatnonzero(np.diff(late) != 1) + 1) if late else []
+                why = ", ".join(f"{r} {v}" for r, v in sorted(rd.stats.reasons.items()))
+                print(f"| {clip} | {len(frames)} ({want.count(0)}) | {k} | {recall} | {pf_fps:.1f} / {fps_:.1f} "
+                      f"({fps_ / pf_fps:.1f}x) | {rd.stats.keyframes} ({why}) | {len(late)} "
+                      f"| {max((len(r) for r in runs), default=0)} |", flush=True)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
 
 if __name__ == "__main__":
     main()

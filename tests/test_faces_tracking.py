@@ -104,7 +104,13 @@ def test_with_keyframes_wraps_only_detectors_that_can_fit_in_boxes():
     kd = with_keyframes(det, "0.5s", 30)
     assert isinstance(kd, KeyframeDetector) and kd.every == 15 and kd.detector is det
     assert FaceAligner(det, 30, output_size=32).detector is det     # default: every frame, as before
-    assert isinstance(with_keyframes(det, "1s", 30, track="roi"), RoiDetector)
+    roi = with_keyframes(det, "1s", 30, track="roi")
+    assert isinstance(roi, RoiDetector) and (roi.every, roi.empty_every, roi.recall) == (30, 8, 30)
+    assert with_keyframes(det, "1s", 24, track="roi").empty_every == 6          # 0.25 s
+    assert with_keyframes(det, "4f", 30, track="roi").empty_every == 4          # never beyond --detect-every
+    assert with_keyframes(det, "1s", 30, track="roi", empty_every=1).empty_every == 1
+    with pytest.raises(ValueError, match="empty_every"):
+        RoiDetector(det, 30, empty_every=0)
     assert type(with_keyframes(det, "1s", 30, track="flow")) is KeyframeDetector
 
     class FitsOnly(BoxesOnly):                                      # can fit, cannot search a region
@@ -172,13 +178,14 @@ def test_face_entering_is_found_at_the_next_keyframe(clip_a, clip_b, track):
     assert counts[first_two:] == [2] * (len(frames) - first_two)
 
 
-def _face_leaves(clip_a):
-    """The face of clip A, then from frame 8 on the same frames with the face painted flat grey."""
+def _face_leaves(clip_a, gone=slice(8, None)):
+    """The face of clip A, then from frame 8 on (the ``gone`` frames) the same frames with the face
+    painted flat grey."""
     box = DlibDetector().detect(clip_a[0])[0].box
     x0, y0, x1, y1 = (int(v) for v in box)
     m = (x1 - x0) // 3
     frames = [im.copy() for im in clip_a]
-    for im in frames[8:]:
+    for im in frames[gone]:
         im[max(0, y0 - m):y1 + m, max(0, x0 - m):x1 + m] = 128
     return frames
 
@@ -290,18 +297,29 @@ def _clip(media_dir, clip, start, n):
     ("pyfeat-face_noface.mov", 50, 40),            # the face leaves (a cut), then no face
     ("pyfeat-face_noface.mov", 50, -40),           # reversed: the face comes in
     ("facerec-short_hamilton_clip.mp4", 205, 45),  # a cut, a weak face per-frame detection finds on and off
+    ("facerec-short_hamilton_clip.mp4", 10, 90),   # the face leaves, 62 frames without one, a cut brings one
     ("lt-FP006542HD02.mp4", 0, 16),                # 1080p
 ])
 def test_roi_finds_the_faces_per_frame_detection_finds(media_dir, capsys, clip, start, n):
-    """On real clips the region mode returns, on every frame, as many faces as per-frame detection,
-    each with a box and landmarks close to the per-frame one (the detector's own noise: its
-    search sampled at another grid offset)."""
+    """On real clips the region mode as ``--detect-every 1s --track roi`` builds it (at 30 fps)
+    returns, on every frame, as many faces as per-frame detection, each with a box and landmarks
+    close to the per-frame one (the detector's own noise: its search sampled at another grid
+    offset), except that a face appearing in an empty picture may be found up to
+    ``empty_every - 1`` frames late (none is, on these clips: faces come back at cuts or where they
+    left).  Before the face-less policy the counts were equal on every frame, and every face-less
+    frame cost a full detection."""
     frames = _clip(media_dir, clip, start, n)
     det = DlibDetector(max_side=640)
     per_frame = [det.detect(im) for im in frames]
-    rd = RoiDetector(det, every=30)
+    rd = with_keyframes(det, "1s", 30, track="roi")
     out = [rd.detect(im) for im in frames]
-    assert [len(f) for f in out] == [len(f) for f in per_frame]
+    late = [i for i, (got, want) in enumerate(zip(out, per_frame)) if len(got) != len(want)]
+    assert all(not out[i] for i in late)                            # only faces found late, none extra
+    runs = np.split(np.asarray(late), np.flatnonzero(np.diff(late) != 1) + 1) if late else []
+    assert all(len(r) <= rd.empty_every - 1 for r in runs)
+    assert not late                                                 # measured: none on these clips
+    gaps = [len(g) for g in "".join("x" if f else "." for f in per_frame).split("x")]
+    assert rd.stats.skipped >= (max(gaps) - rd.recall) // 2          # a long face-less stretch: mostly not searched
     assert any(per_frame) and not all(per_frame) or clip.startswith("lt-")
     dist, ious = [], []
     for want, got in zip(per_frame, out):
@@ -334,8 +352,8 @@ def test_roi_falls_back_to_a_full_detection_when_the_face_jumps_out_of_its_regio
 
 def test_roi_unsure_faces_and_empty_pictures_are_left_to_the_full_search(clip_a):
     """A region face scoring under ``sure_score`` is checked by a full detection (then the frame is
-    exactly per-frame detection), and a face appearing in an empty picture is found on its first
-    frame, without a cut or an interval."""
+    exactly per-frame detection), and with ``empty_every=1`` a face appearing in an empty picture is
+    found on its first frame, without a cut or an interval."""
     det = DlibDetector()
     kd = RoiDetector(Recording(), every=1000, sure_score=1e9)
     out = _run(kd, clip_a[:6])
@@ -348,3 +366,37 @@ def test_roi_unsure_faces_and_empty_pictures_are_left_to_the_full_search(clip_a)
     out = _run(kd, [grey] * 3 + clip_a[:5])
     assert [len(f) for f in out] == [0, 0, 0, 1, 1, 1, 1, 1]
     assert kd.detector.detected == [0, 1, 2, 3] and kd.stats.reasons["empty"] == 3
+
+
+@pytest.mark.parametrize("enters", range(3, 11))
+def test_roi_face_entering_an_empty_picture_is_found_within_empty_every(clip_a, enters):
+    """With no face tracked, the whole picture is searched every ``empty_every`` frames only: a face
+    appearing (no cut, no interval) is found at most ``empty_every - 1`` frames after its first
+    frame, the frames before it have no face (the no-face policy applies), and it is followed from
+    then on."""
+    k = 4
+    grey = np.full_like(clip_a[0], 128)
+    kd = _make("roi", every=1000, cuts=False, empty_every=k)
+    out = _run(kd, [grey] * enters + clip_a)
+    counts = [len(f) for f in out]
+    found = counts.index(1)
+    assert enters <= found <= enters + k - 1
+    assert counts == [0] * found + [1] * (len(out) - found)
+    assert kd.detector.detected == list(range(0, found + 1, k))      # frame 0 (first), then every k
+    assert kd.stats.skipped == found - len(kd.detector.detected) + 1
+    assert dict(kd.stats.reasons) == {"first": 1, "empty": len(kd.detector.detected) - 1}
+
+
+@pytest.mark.parametrize("recall", [0, 30])
+def test_roi_face_back_in_the_region_it_left_is_found_at_once(clip_a, recall):
+    """A face lost for a few frames (here painted over on frames 4-6) is looked for in the region it
+    left on every face-less frame, and found on its first frame back by a full detection; without
+    ``recall`` it waits for the next search of the whole picture."""
+    frames = _face_leaves(clip_a, slice(4, 7))                        # face, 3 frames without, face
+    kd = _make("roi", every=1000, cuts=False, empty_every=100, recall=recall)
+    counts = [len(f) for f in _run(kd, frames)]
+    if recall:
+        assert counts == [1] * 4 + [0] * 3 + [1] * 5
+        assert kd.stats.reasons["back"] == 1 and 7 in kd.detector.detected
+    else:
+        assert counts == [1] * 4 + [0] * 8 and "back" not in kd.stats.reasons

@@ -138,18 +138,21 @@ class ShotCuts:
 
 @dataclass
 class KeyframeStats:
-    """Frames seen, full detections and why (``first``, ``interval``, ``cut``, ``lost``), and faces
-    tracked between keyframes."""
+    """Frames seen, full detections and why (``first``, ``interval``, ``cut``, ``lost``...), faces
+    tracked between keyframes, and frames without a face left without a full detection (``skipped``,
+    the region mode's ``empty_every``)."""
 
     frames: int = 0
     keyframes: int = 0
     reasons: Counter = field(default_factory=Counter)
     tracked_faces: int = 0
+    skipped: int = 0
 
     def __str__(self) -> str:
         why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
+        skipped = f"; {self.skipped} frames without a face not searched" if self.skipped else ""
         return (f"{self.keyframes} full detections in {self.frames} frames ({why}); "
-                f"{self.tracked_faces} faces tracked between them")
+                f"{self.tracked_faces} faces tracked between them{skipped}")
 
 
 def _frame(lm: np.ndarray) -> tuple[np.ndarray, float]:
@@ -393,7 +396,8 @@ def with_keyframes(detector: FaceDetector | None, detect_every=DEFAULT_DETECT_EV
     in a region around each face) or ``flow`` (:class:`KeyframeDetector`, optical flow).  Returns
     ``detector`` itself when that means every frame, when it is None, or when it cannot run the
     mode (then every frame is detected, with a log line: a FAN detector, say, is never silently
-    traded for a less accurate tracker).  ``kwargs`` go to the class."""
+    traded for a less accurate tracker).  ``kwargs`` go to the class; ``roi`` gets ``empty_every``
+    from :data:`~fsvideo.faces.roi.DEFAULT_EMPTY_EVERY` at ``fps`` unless given (at most ``every``)."""
     if track not in TRACK_MODES:
         raise InputError(f"--track {track!r} is not a tracking mode", hint=f"use one of {', '.join(TRACK_MODES)}")
     every = keyframe_interval(detect_every, fps)
@@ -403,7 +407,8 @@ def with_keyframes(detector: FaceDetector | None, detect_every=DEFAULT_DETECT_EV
         log.info("detector %s cannot track (%s) between keyframes: detecting on every frame", detector.name, track)
         return detector
     if track == "roi":
-        from fsvideo.faces.roi import RoiDetector
+        from fsvideo.faces.roi import DEFAULT_EMPTY_EVERY, RoiDetector
+        kwargs.setdefault("empty_every", min(every, keyframe_interval(DEFAULT_EMPTY_EVERY, fps)))
         return RoiDetector(detector, every, **kwargs)
     return KeyframeDetector(detector, every, **kwargs)
 
