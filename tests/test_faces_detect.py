@@ -213,7 +213,7 @@ def test_region_search_boxes_are_the_full_searchs_and_its_landmarks_as_close(med
     3, 5 px (measured on 120 frames: 1.18 px before this grid, 0.45 after, the shift 1.09)."""
     from fsvideo.faces.jitter import landmark_distance
     from fsvideo.faces.track import box_iou
-    det = DlibDetector(max_side=640)
+    det = DlibDetector(max_side=640, region_grid=True)
     frames = _video_frames(media_dir, "lt-FP006542HD02.mp4", range(0, 48, 3))
     per_frame = [det.detect(im)[0] for im in frames]
     same, dist, noise = [], [], []

@@ -6,10 +6,9 @@ copy for faces (HOG, upsampled once); the 68-point fit in the box found costs ab
 full detections, :class:`RoiDetector` runs the *same* HOG search, but only in a region around each
 face of the previous frame (its box grown by ``margin`` of its side each way, shrunk to a level of
 the full search's pyramid where the face is about 100 px, corners on that level's HOG cells:
-:meth:`~fsvideo.faces.detect.DlibDetector.boxes_near`; the box found is put on the full search's
-own window grid, :meth:`~fsvideo.faces.detect.DlibDetector.full_search_box`), and fits the 68
-landmarks in it, on the full-resolution frame, exactly as
-:meth:`~fsvideo.faces.detect.FaceDetector.detect` does.
+:meth:`~fsvideo.faces.detect.DlibDetector.boxes_near`), and fits the 68 landmarks in the box
+found, on the full-resolution frame, exactly as :meth:`~fsvideo.faces.detect.FaceDetector.detect`
+does.
 So every face is still a detection: the detector's box and its score, never a box moved by optical
 flow (the ``flow`` mode of :class:`~fsvideo.faces.keyframes.KeyframeDetector`, which measured up
 to 29 % further from per-frame detection on the multi-shot clip).  Its faces are not marked
