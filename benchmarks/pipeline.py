@@ -13,6 +13,8 @@ Prints:
 * frames/s of the streaming pipeline (threads + bounded queues, batched encoder/generator) and of
   a sequential run (batch 1, one frame through every stage before the next: how the official
   scripts work), measured in the same process, and their ratio;
+* ``--network-calls N ...``: the streaming run again with N network calls in flight on a CPU (the
+  core budget's default: one per core), its frames/s and peak memory (``fsvideo edit --network-calls``);
 * the upper bound of any overlap on this machine (``--bound``): the sequential run again in a fresh
   process pinned to one core gives the core-seconds a frame needs, C; no schedule of the same work on
   N cores can beat N / C frames/s, so ``N x (one-core frames/s) / (sequential frames/s)`` is the
@@ -56,7 +58,8 @@ def build_model(size: int, out: Path) -> tuple[str, str]:
 
 
 def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threads: bool, batch: int,
-            out_dir: str, compile: bool = False, detector: str = "dlib", precision: str = "auto") -> dict:
+            out_dir: str, compile: bool = False, detector: str = "dlib", precision: str = "auto",
+            network_calls: int | None = None) -> dict:
     """Edit ``seconds`` of ``clip``; returns fps, per-stage stats and peak RSS of this process."""
     import fsvideo.pipeline.edit as E
     from fsvideo import EditRequest, RunOptions
@@ -69,7 +72,7 @@ def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threa
     E.run_job = spy
     opts = RunOptions(generator=gen, encoder=enc, detector=detector, end=seconds, threads=threads,
                       batch_size=batch if threads else 1, mask="hull", overwrite=True, compile=compile,
-                      precision=precision)
+                      precision=precision, network_calls=network_calls)
     t = time.perf_counter()
     s = E.edit_video(clip, Path(out_dir) / f"out_{threads}_{seconds}.mp4", edits=[EditRequest(direction, 1.0)],
                      options=opts)
@@ -137,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--faces", type=Path, help="register faces recorded by benchmarks/device_run.py prepare "
                     "(.npz) as the `recorded` detector")
     ap.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+    ap.add_argument("--network-calls", type=int, nargs="+", default=[],
+                    help="also stream with these numbers of network calls in flight (fsvideo edit --network-calls; "
+                         "the default is the core budget's), each with its frames/s and a fresh process's peak RSS")
     ap.add_argument("--gpu-log", help="sample nvidia-smi (utilisation, memory) into this CSV during the streaming run")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -181,6 +187,12 @@ def main(argv: list[str] | None = None) -> None:
         busiest = max(par["stages"], key=lambda n: par["stages"][n]["busy"])
         print(f"busiest stage (streaming): {busiest}, busy {par['stages'][busiest]['busy']:.2f} s "
               f"of {par['pipeline_seconds']:.2f} s; GPU utilisation (streaming): {gpu.summary()}")
+        for n in a.network_calls:
+            other = one_run(**common, seconds=a.seconds, threads=True, network_calls=n)
+            mem = child_run(dict(common, seconds=a.seconds, threads=True, network_calls=n))
+            print(f"{'streaming, %d network call%s' % (n, 's' * (n > 1)):<32}{other['fps']:>10.3f}"
+                  f"{other['pipeline_seconds']:>10.1f}  ({other['fps'] / par['fps']:.2f}x of the default; "
+                  f"peak RSS {mem['peak_rss_mib']:.0f} MiB in a fresh process)")
         if a.bound:
             one = child_run(dict(common, seconds=a.seconds, threads=False, one_core=True))
             cores = len(os.sched_getaffinity(0))

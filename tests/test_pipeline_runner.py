@@ -524,8 +524,11 @@ def test_core_budget_is_decided_once_from_the_machine_and_restored():
     assert (seq.torch_threads, seq.opencv_threads, seq.workers) == (2, 2, 1)
     cpu = core_budget(device_type="cpu", threads=True, cores=2)       # one single-threaded network call per core
     assert (cpu.torch_threads, cpu.network_workers, cpu.opencv_threads, cpu.workers) == (1, 2, 1, 1)
-    big = core_budget(device_type="cpu", threads=True, cores=2, one_network_call=True)   # 1024 px or compiled
+    big = core_budget(device_type="cpu", threads=True, cores=2, network_calls=1)   # 1024 px or compiled
     assert (big.torch_threads, big.network_workers, big.opencv_threads, big.workers) == (2, 1, 1, 1)
+    many = core_budget(device_type="cpu", threads=True, cores=32)           # a few calls share many cores
+    assert (many.torch_threads, many.network_workers) == (8, 4)
+    assert core_budget(device_type="cpu", threads=True, cores=2, network_calls=8).network_workers == 2
     gpu = core_budget(device_type="cuda", threads=True, cores=16)     # the CPU goes to per-frame stages
     assert (gpu.torch_threads, gpu.network_workers, gpu.opencv_threads, gpu.workers) == (1, 1, 1, 15)
     assert core_budget(device_type="cuda", threads=True, cores=16, workers=3).workers == 3

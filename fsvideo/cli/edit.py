@@ -69,6 +69,9 @@ def run_options(f):
         click.option("--workers", default=D.workers, type=click.IntRange(min=1),
                      help="Threads for each per-frame stage such as detection [default: from the core budget: "
                           "1 when the networks run on the CPU, the cores but one (at least 2) on a GPU]."),
+        click.option("--network-calls", default=D.network_calls, type=click.IntRange(min=1),
+                     help="Networks on a CPU: calls in flight at once, each on cores/N torch threads [default: from "
+                          "the core budget: one per core up to 4, one on every core above 256 px or with --compile]."),
         click.option("--overwrite", is_flag=True, help="Replace an existing output."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),

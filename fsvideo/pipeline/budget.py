@@ -8,14 +8,15 @@ point 9).  :func:`core_budget` decides the split once, from the machine and the 
 
 * sequential run: one thing at a time, so torch and OpenCV may each use every core;
 * streaming, networks on the CPU: the networks are by far the largest work (seconds a frame against
-  a tenth for everything else).  They run *data-parallel*: each network stage runs one call per core
-  at once (batches of different frames), each call on one torch thread.  One call on every core
-  scales less than linearly (the encoder and generator at 256 px do 1.7-1.8x on 2 threads) and
-  its OpenMP workers spin-wait on each other whenever a stage thread takes their core, while
-  single-threaded calls only share the cores.  OpenCV gets one thread and per-frame CPU stages one
-  worker.  Two exceptions keep one call on every core: a generator above 256 px (each call's
-  activations, 464 MiB at 1024 px, would be held once per core: `benchmarks/memory.py`) and
-  ``--compile`` (one compiled graph, called from one thread);
+  a tenth for everything else).  They run *data-parallel*: each network stage keeps several calls in
+  flight (batches of different frames), one per core up to :data:`MAX_NETWORK_CALLS`, the cores
+  shared among them as torch threads.  One call on every core scales less than linearly (1.7-1.8x
+  on 2 threads at 256 px) and its OpenMP workers spin-wait whenever another thread takes their core:
+  measured on 2 cores (`benchmarks/pipeline.py --network-calls`), equal speed on an idle machine and
+  1.2-1.3x faster beside two busy processes, for about 300 MiB more memory at 256 px.  One call on
+  every core above 256 px (each call's activations, 464 MiB at 1024 px, would be held once per call:
+  `benchmarks/memory.py`) and with ``--compile`` (one compiled graph, called from one thread).
+  OpenCV gets one thread and per-frame CPU stages one worker;
 * streaming, networks on a GPU: torch needs one thread to feed the device; the other cores go to
   per-frame stage workers (per-frame detection, blend), OpenCV calls stay single-threaded inside
   them; at least 2 workers where there are 2 cores (the 480p front end on 2 cores,
@@ -32,6 +33,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 log = logging.getLogger(__name__)
+
+#: At most this many network calls in flight per network stage on a CPU by default: each holds its
+#: activations, so a many-core CPU shares its cores among a few calls instead of running one per core.
+MAX_NETWORK_CALLS = 4
 
 
 def available_cores() -> int:
@@ -82,7 +87,7 @@ class CoreBudget:
 
 
 def core_budget(*, device_type: str, threads: bool, workers: int | None = None,
-                cores: int | None = None, one_network_call: bool = False) -> CoreBudget:
+                cores: int | None = None, network_calls: int | None = None) -> CoreBudget:
     """The split of ``cores`` (default: :func:`available_cores`) for a run (see the module docstring).
 
     Args:
@@ -90,14 +95,15 @@ def core_budget(*, device_type: str, threads: bool, workers: int | None = None,
         threads: a streaming run (False: sequential, frame by frame).
         workers: per-frame stage workers asked for (``--workers``); None decides from the machine.
         cores: cores to split (tests and benchmarks); None reads the process's affinity.
-        one_network_call: on the CPU, one network call on every core instead of one per core (a
-            generator above 256 px, or compiled networks).
+        network_calls: on the CPU, network calls in flight at once (``--network-calls``; 1 for a
+            generator above 256 px or compiled networks); None: one per core up to
+            :data:`MAX_NETWORK_CALLS`.
     """
     n = int(cores or available_cores())
     if not threads:
         return CoreBudget(n, torch_threads=n, opencv_threads=n, workers=1)
     if device_type == "cpu":
-        if one_network_call:
-            return CoreBudget(n, torch_threads=n, opencv_threads=1, workers=workers or 1)
-        return CoreBudget(n, torch_threads=1, opencv_threads=1, workers=workers or 1, network_workers=n)
+        calls = max(1, min(n, int(network_calls or MAX_NETWORK_CALLS)))
+        return CoreBudget(n, torch_threads=max(1, n // calls), opencv_threads=1, workers=workers or 1,
+                          network_workers=calls)
     return CoreBudget(n, torch_threads=1, opencv_threads=1, workers=workers or min(n, max(2, n - 1)))

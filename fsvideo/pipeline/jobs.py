@@ -191,7 +191,7 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
                              width=width, height=info.height, keep_rotation=not opts.compare)
     ex = job.components.executor
     budget = core_budget(device_type=job.device.type, threads=opts.threads, workers=opts.workers,
-                         one_network_call=ex.large_on_cpu or ex.compiled)
+                         network_calls=1 if ex.compiled else opts.network_calls or (1 if ex.large_on_cpu else None))
     summary.encoder = getattr(writer, "encoder", "image")
     if context_s and not info.is_image:       # frames read only as stabiliser context are not written
         writer = SpanWriter(writer, info, opts.start, opts.end)

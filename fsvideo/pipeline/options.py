@@ -61,6 +61,8 @@ class RunOptions:
         threads: stream through threads (False: frame by frame in one thread, the baseline).
         workers: threads each per-frame stage may use (None: from the run's core budget,
             :func:`fsvideo.pipeline.budget.core_budget`).
+        network_calls: with the networks on a CPU, network calls in flight at once, the cores
+            shared among them (None: from the core budget).
     """
 
     config: str = "ffhq"
@@ -92,6 +94,7 @@ class RunOptions:
     queue_mib: float | None = 16
     threads: bool = True
     workers: int | None = None
+    network_calls: int | None = None
 
 
 DEFAULTS = RunOptions()
