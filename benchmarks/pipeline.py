@@ -34,12 +34,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # its neighbours, however it was started
+from peak_memory import peak_rss_mib  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO.parent / "shared" / "media" / "videos" / "other" / "liveportrait-d18.mp4"
@@ -81,7 +83,7 @@ def one_run(clip: str, seconds: float, enc: str, gen: str, direction: str, threa
     stages = {x.name: dict(packets=x.packets, busy=round(x.busy_s, 3)) for x in st.stages}
     return dict(frames=s.frames, seconds=round(dt, 3), device=s.device, video_encoder=s.encoder, pipeline_seconds=round(st.seconds, 3),
                 fps=round(s.frames / st.seconds, 3), stages=stages,
-                peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                peak_rss_mib=round(peak_rss_mib(), 1))
 
 
 def child_run(args: dict) -> dict:
@@ -146,7 +148,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpu-log", help="sample nvidia-smi (utilisation, memory) into this CSV during the streaming run")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))          # recorded_faces, however this was started
     import recorded_faces
     if a.faces:
         recorded_faces.register(a.faces)

@@ -5,7 +5,7 @@ Usage::
     python benchmarks/runner.py                  # N = 150 frames of 320x240
     python benchmarks/runner.py --frames 100 --size 640x360 --queue-size 8
 
-Each measurement runs in a fresh subprocess (peak RSS, ``ru_maxrss``, only grows within a process):
+Each measurement runs in a fresh subprocess (peak RSS, ``VmHWM``, only grows within a process):
 a synthetic clip is decoded with VideoReader, goes through a dummy chain (a per-frame filter, a
 batched "model" stage of batch 4, a look-ahead smoothing stage of window 5, a per-frame paste-back)
 and is re-encoded with VideoWriter (audio copied).  The stages spend their time in NumPy / OpenCV
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from peak_memory import peak_rss_mib   # benchmarks/ is this script's folder
 
 
 def _child(clip: str, threads: bool, queue_size: int, work_ms: float) -> dict:
@@ -38,7 +38,7 @@ def _child(clip: str, threads: bool, queue_size: int, work_ms: float) -> dict:
 
     cv2.setNumThreads(1)
     info = probe(clip)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = peak_rss_mib()
 
     def filt(ps):
         for p in ps:
@@ -95,9 +95,8 @@ def _child(clip: str, threads: bool, queue_size: int, work_ms: float) -> dict:
         stats = run_pipeline(source(), stages, lambda p: w.write(p["output"], pts=p["pts"], duration=p["duration"]),
                              queue_size=queue_size, threads=threads, source_keys=("index", "pts", "duration", "image"))
     out.unlink()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"frames": stats.packets, "seconds": stats.seconds, "fps": stats.fps, "rss_start_mib": rss0 / 1024,
-            "peak_rss_mib": rss / 1024, "stages": {s.name: round(s.fps, 1) for s in stats.stages}}
+    return {"frames": stats.packets, "seconds": stats.seconds, "fps": stats.fps, "rss_start_mib": rss0,
+            "peak_rss_mib": peak_rss_mib(), "stages": {s.name: round(s.fps, 1) for s in stats.stages}}
 
 
 def main() -> None:
