@@ -59,6 +59,24 @@ def test_single_process_group_is_a_no_op(clean_env):
         ProcessGroup(backend="mpi")
 
 
+def test_a_group_is_left_after_a_barrier_unless_the_block_failed(monkeypatch):
+    """Every rank waits for the others before tearing its group down (a rank that left while another
+    still read its last message aborted in gloo's teardown); after a failure nobody waits."""
+    import torch.distributed as dist
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a, **k: calls.append("destroy"))
+    pg = ProcessGroup(backend="gloo")
+    pg._owns = True                                  # as join() leaves it after init_process_group
+    pg.__exit__(None, None, None)                    # the with-block ended normally
+    assert calls == ["barrier", "destroy"] and not pg._owns
+    calls.clear()
+    pg._owns = True
+    pg.__exit__(RuntimeError, RuntimeError("a failed rank"), None)
+    assert calls == ["destroy"]
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
