@@ -137,6 +137,20 @@ def test_full_frame_after_a_draft_is_what_export_generates(client, media_dir, re
     assert np.mean(got != want) < 0.01
 
 
+def test_crop_views_tint_a_mask_computed_on_a_coarser_grid(client, media_dir, monkeypatch):
+    """A smoothed mask is on the grid of the face's size in the frame (smaller than the crop for a
+    face smaller than the crop, e.g. any face of a real 1024 px model in a 480p video): the
+    inversion and edit views still tint the whole crop with it."""
+    from fsvideo.studio.render import Renderer
+    real = Renderer.smoothed_masks
+    monkeypatch.setattr(Renderer, "smoothed_masks", lambda self, p, i, t: [m[::2, ::2] for m in real(self, p, i, t)])
+    sid, _ = opened(client, media_dir)
+    for view in ("inversion", "edit"):
+        plain, tinted = (pixels(render(client, sid, view=view, mask=m)) for m in (False, True))
+        assert tinted.shape == plain.shape == (256, 256, 3)
+        assert np.abs(tinted.astype(int) - plain).mean() > 1       # the mask is drawn over the face
+
+
 def test_open_invert_timeline_and_views(client, media_dir, tiny):
     c = client
     cfg = c.post("/api/session").json()

@@ -201,6 +201,14 @@ def hull_mask(landmarks, crop: int, size: int | None = None, **kwargs) -> np.nda
     return landmark_mask(landmarks, size, inset=HULL_EDGE_PX * (1.0 - size / crop), **kwargs)
 
 
+def resample_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A float32 mask [h, w] on another grid ``shape`` over the same square (area filter down,
+    bilinear up; cv2.resize's pixel centres are :func:`~fsvideo.faces.paste.grid_map`'s)."""
+    import cv2
+    down = shape[0] * shape[1] < mask.shape[0] * mask.shape[1]
+    return cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+
+
 class MaskSmoother:
     """Exponential moving average of one track's masks over time.
 
@@ -231,10 +239,7 @@ class MaskSmoother:
             if self.state.ndim != 2 or m.ndim != 2:
                 self.state = None
             else:
-                import cv2
-                down = m.shape[0] * m.shape[1] < self.state.shape[0] * self.state.shape[1]
-                self.state = cv2.resize(self.state, (m.shape[1], m.shape[0]),
-                                        interpolation=cv2.INTER_AREA if down else cv2.INTER_LINEAR)
+                self.state = resample_mask(self.state, m.shape)
         if self.state is None:
             self.state = m.copy()
             return m.copy()

@@ -147,7 +147,7 @@ class Renderer:
     def render(self, project: Project, i: int, edits: list[tuple[str, str, float]], *, tracks: set[int] | None,
                view: str = "composite", draft: bool = False, mask: bool = False) -> Rendered:
         """Frame ``i`` of ``project`` in ``view``; ``tracks`` None edits every face."""
-        from fsvideo.faces.blend import face_mask
+        from fsvideo.faces.blend import face_mask, resample_mask
         from fsvideo.faces.paste import paste_back, warp_to_frame
         if view not in VIEWS:
             raise ValueError(f"view must be one of {VIEWS}")
@@ -174,7 +174,8 @@ class Renderer:
                      for c, j in zip(crops, sel)]
         mask_kind = "smoothed" if smooth else "frame"
         if view in ("inversion", "edit"):
-            tiles = [_tint(c, m) if mask else c for c, m in zip(crops, masks)]
+            tiles = [_tint(c, resample_mask(m, c.shape[:2])) if mask else c   # a smoothed mask: the face's grid
+                     for c, m in zip(crops, masks)]
             return Rendered(np.concatenate(tiles, axis=1), quality, size, len(sel), mask=mask_kind)
         out = frame
         for c, m, j in zip(crops, masks, sel):
