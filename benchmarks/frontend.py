@@ -53,6 +53,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from fsvideo.pipeline.memory import use_huge_pages  # noqa: E402
+
+use_huge_pages()  # before torch, as the CLI does (THP_MEM_ALLOC_ENABLE=0 to measure without)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from recorded_faces import RecordedDetector, record  # noqa: E402

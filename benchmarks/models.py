@@ -24,13 +24,16 @@ import argparse
 import threading
 import time
 
-import torch
+from fsvideo.pipeline.memory import use_huge_pages  # noqa: E402
 
-from fsvideo.edits.eq1 import EditSpec, edit_codes
-from fsvideo.models.encoder import FeatureStyleEncoder
-from fsvideo.models.fse import FeatureStyleModel
-from fsvideo.models.stylegan2 import Generator
-from fsvideo.utils import pick_device, pick_dtype
+use_huge_pages()  # before torch, as the CLI does (THP_MEM_ALLOC_ENABLE=0 to measure without)
+import torch  # noqa: E402
+
+from fsvideo.edits.eq1 import EditSpec, edit_codes  # noqa: E402
+from fsvideo.models.encoder import FeatureStyleEncoder  # noqa: E402
+from fsvideo.models.fse import FeatureStyleModel  # noqa: E402
+from fsvideo.models.stylegan2 import Generator  # noqa: E402
+from fsvideo.utils import pick_device, pick_dtype  # noqa: E402
 
 
 def timeit(fn, repeats: int, device) -> float:

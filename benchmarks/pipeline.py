@@ -42,6 +42,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # its neighbours, however it was started
 from peak_memory import peak_rss_mib  # noqa: E402
+from fsvideo.pipeline.memory import use_huge_pages  # noqa: E402
+
+use_huge_pages()  # before torch, as the CLI does (THP_MEM_ALLOC_ENABLE=0 to measure without)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO.parent / "shared" / "media" / "videos" / "other" / "liveportrait-d18.mp4"

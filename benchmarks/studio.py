@@ -24,15 +24,18 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+from fsvideo.pipeline.memory import use_huge_pages  # noqa: E402
 
-from fsvideo import RunOptions
-from fsvideo.latents import FrameLatents
-from fsvideo.models.encoder import FeatureStyleEncoder
-from fsvideo.models.fse import FeatureStyleModel
-from fsvideo.models.stylegan2 import Generator
-from fsvideo.studio.render import Renderer, jpeg_bytes
+use_huge_pages()  # before torch, as the CLI does (THP_MEM_ALLOC_ENABLE=0 to measure without)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fsvideo import RunOptions  # noqa: E402
+from fsvideo.latents import FrameLatents  # noqa: E402
+from fsvideo.models.encoder import FeatureStyleEncoder  # noqa: E402
+from fsvideo.models.fse import FeatureStyleModel  # noqa: E402
+from fsvideo.models.stylegan2 import Generator  # noqa: E402
+from fsvideo.studio.render import Renderer, jpeg_bytes  # noqa: E402
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared/media/images/wild/facerec-obama.jpg"
 

@@ -129,6 +129,8 @@ def check_device() -> tuple[bool, str]:
         parts.append(", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())))
     else:
         parts.append(f"CPU only ({torch.get_num_threads()} threads)")
+    from fsvideo.pipeline.memory import huge_pages_status
+    parts.append(huge_pages_status())
     return True, "; ".join(parts)
 
 

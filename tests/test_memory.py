@@ -212,3 +212,44 @@ def test_model_stages_release_memory_only_for_large_generators_on_the_cpu(monkey
     for ex in (small, gpu, object()):                                # object(): a stand-in (no network)
         MS._releasing(ex, lambda ps: ps)([])
     assert calls == [1]
+
+
+_THP_CHILD = r"""
+import json, resource, sys
+from fsvideo.cli import main
+try:
+    main(["--version"])
+except SystemExit:
+    pass
+import os
+setting, torch_before = os.environ.get("THP_MEM_ALLOC_ENABLE"), "torch" in sys.modules
+import torch
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(8):
+    x = torch.empty(32 * 2**20).fill_(1.0)   # 128 MiB: mmapped fresh each time
+    del x
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+from fsvideo.pipeline.memory import huge_pages_status
+print(json.dumps({"setting": setting, "torch_before": torch_before, "faults": faults, "status": huge_pages_status()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux transparent huge pages")
+def test_the_cli_asks_torch_for_huge_pages_before_importing_it_unless_told_not_to():
+    """`fsvideo` sets THP_MEM_ALLOC_ENABLE=1 before torch is imported, and keeps a user's 0; where the
+    kernel gives transparent huge pages, 8 fresh 128 MiB tensors then fault well under a tenth as often
+    as with 4 KiB pages (8 x 32768 faults)."""
+    def child(**env):
+        full = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"} | env
+        out = subprocess.run([sys.executable, "-c", _THP_CHILD], cwd=REPO, env=full, check=True,
+                             capture_output=True, text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    on, off = child(), child(THP_MEM_ALLOC_ENABLE="0")
+    assert on["setting"] == "1" and off["setting"] == "0"
+    assert not on["torch_before"]
+    from fsvideo.pipeline.memory import kernel_huge_pages
+    pages = 8 * 32 * 2**20 * 4 // 4096
+    assert off["faults"] > pages // 2 or kernel_huge_pages() == "always"
+    if kernel_huge_pages() in ("madvise", "always"):
+        assert on["faults"] < pages // 10
+        assert on["status"].startswith("huge pages on") and off["status"] == "huge pages off (THP_MEM_ALLOC_ENABLE=0)"

@@ -84,6 +84,8 @@ def cli(ctx: click.Context, verbose: int, offline: bool) -> None:
 def main(argv=None) -> None:
     """Entry point: runs the CLI and turns errors into one line and an exit code."""
     from fsvideo.cli._console import err_console
+    from fsvideo.pipeline.memory import use_huge_pages
+    use_huge_pages()                # before any command imports torch (1024 px on a CPU: 1.4x faster)
     try:
         cli.main(args=argv, prog_name="fsvideo", standalone_mode=False)
     except FsvideoError as e:
