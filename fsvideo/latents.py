@@ -219,17 +219,11 @@ class LatentsReader:
 
     def _last_frame(self, c: int) -> int:
         """The last frame chunk ``c`` holds (reads only its small ``frames_in_chunk`` array)."""
-        with self._zip.open(f"chunk_{c:05d}.npz") as fh, np.load(fh, allow_pickle=False) as z:
-            return int(z["frames_in_chunk"][-1])
+        return int(self._arrays(c, ("frames_in_chunk",))["frames_in_chunk"][-1])
 
     def read_chunk(self, c: int) -> list[FrameLatents]:
         """The frames of chunk ``c`` (random access: see :meth:`index` for which chunk holds a frame)."""
-        try:
-            with np.load(io.BytesIO(self._zip.read(f"chunk_{c:05d}.npz")), allow_pickle=False) as z:
-                a = {k: z[k] for k in z.files}
-        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:   # e.g. a pickled object array
-            raise InputError(f"{self.path}: chunk {c} is not readable numpy data ({e})",
-                             hint="make the file again with `fsvideo invert VIDEO --latents-out FILE`") from e
+        a = self._arrays(c)
         out = []
         for fr in a["frames_in_chunk"]:
             sel = a["frame"] == fr
@@ -241,10 +235,21 @@ class LatentsReader:
         """``(chunk, frame, track ids int64 [n])`` of every frame, reading only the small arrays of each chunk."""
         out = []
         for c in range(int(self.meta["chunks"])):
-            with self._zip.open(f"chunk_{c:05d}.npz") as fh, np.load(fh, allow_pickle=False) as z:
-                frame, track = z["frame"], z["track"]
-                out += [(c, int(fr), track[frame == fr]) for fr in z["frames_in_chunk"]]
+            a = self._arrays(c, ("frame", "track", "frames_in_chunk"))
+            out += [(c, int(fr), a["track"][a["frame"] == fr]) for fr in a["frames_in_chunk"]]
         return out
+
+    def _arrays(self, c: int, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The arrays ``keys`` (None: all, read in one go) of chunk ``c``; unreadable data is a one-line error."""
+        try:
+            if keys is None:
+                with np.load(io.BytesIO(self._zip.read(f"chunk_{c:05d}.npz")), allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
+            with self._zip.open(f"chunk_{c:05d}.npz") as fh, np.load(fh, allow_pickle=False) as z:
+                return {k: z[k] for k in keys}
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:   # e.g. a pickled object array
+            raise InputError(f"{self.path}: chunk {c} is not readable numpy data ({e})",
+                             hint="make the file again with `fsvideo invert VIDEO --latents-out FILE`") from e
 
     def close(self) -> None:
         self._zip.close()

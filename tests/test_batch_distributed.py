@@ -229,13 +229,13 @@ def test_a_re_edit_from_latents_split_in_time_is_the_single_re_edit(tiny, invert
 
 
 def test_a_split_re_edit_refuses_mismatched_latents_on_every_rank(tiny, inverted, media_dir, tmp_path):
-    """Latents of another video, of another --start, or with fewer frames than the run: each input's
+    """Latents of another video, of another --start, with fewer frames than the run, or broken: each input's
     one-line error naming its latents file and the fix, found before any rank works (none waits)."""
     from fsvideo.pipeline.invert import invert_video
     ins, lats = tmp_path / "in", tmp_path / "lat"
     ins.mkdir()
     lats.mkdir()
-    for name in ("short.mp4", "late.mp4"):
+    for name in ("short.mp4", "late.mp4", "broken.mp4"):
         shutil.copy(media_dir / CLIPS[0], ins / name)
     shutil.copy(media_dir / CLIPS[1], ins / "other.flv")
     invert_video(ins / "short.mp4", tmp_path / "s.mp4", latents_out=lats / "short.latents",
@@ -243,6 +243,7 @@ def test_a_split_re_edit_refuses_mismatched_latents_on_every_rank(tiny, inverted
     invert_video(ins / "late.mp4", tmp_path / "l.mp4", latents_out=lats / "late.latents",
                  options=_latents_opts(tiny, start=0.1, end=0.4))            # from 0.1 s, not 0
     shutil.copy(inverted, lats / "other.latents")                            # another video's
+    (lats / "broken.latents").write_bytes(b"\x00" * 100)
     env = _env(tmp_path / "home")
     args = ["edit", str(ins), "--out-dir", str(tmp_path / "out"), "--split-time", "--latents", str(lats),
             *_model_args(tiny), "--end", "1.0", "--json"]
@@ -256,4 +257,5 @@ def test_a_split_re_edit_refuses_mismatched_latents_on_every_rank(tiny, inverted
     assert f"{lats / 'late.latents'} starts at 0.100 s, this run's first frame is at 0.000 s" in late
     assert "--start 0.1" in late
     assert f"{lats / 'other.latents'} was made from another file" in other and "fsvideo invert" in other
+    assert f"{lats / 'broken.latents'} is not a complete fsvideo latents file" in rows["broken.mp4"]["error"]
     assert not (tmp_path / "out" / "short.dir+2.mp4").exists()

@@ -160,8 +160,12 @@ def _edit_span(worker: BatchWorker, u: Unit, ident: dict, spans, i: int, context
             from fsvideo.latents import LatentsReader
             k, t = leads[i]
             context = (0.0 if a is None else max(0.0, a - t), 0.0)
-            latents = LatentsReader(u.source_latents).seek(k, t)
-            stack.callback(latents.close)
+            try:                                        # a row, not a raise: the other ranks wait for it
+                latents = LatentsReader(u.source_latents)
+                stack.callback(latents.close)
+                latents.seek(k, t)
+            except FsvideoError as e:
+                return BatchRow(str(u.src), status="failed", error=str(e), rank=worker.rank)
         return worker.run_one(part, ident, options=opts, context_s=context, dest=folder, extra=extra, latents=latents)
 
 
