@@ -114,10 +114,17 @@ class LatentsWriter:
 
 
 class LatentsReader:
-    """Iterate the frames of a latents file in order; ``meta`` holds the header."""
+    """Iterate the frames of a latents file in order; ``meta`` holds the header.
+
+    Attributes:
+        first: the file's frame read first, numbered 0 (:meth:`seek`; 0: the whole file).
+        first_time: the time (seconds, player clock) of the video frame that ``first`` belongs to,
+            where a re-edit's first decoded frame must be (:meth:`check_start`; None: unknown).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.first = 0
         try:
             self._zip = zipfile.ZipFile(self.path)
             self.meta = json.loads(self._zip.read("meta.json"))
@@ -127,15 +134,44 @@ class LatentsReader:
         if self.meta.get("format") != FORMAT:
             raise InputError(f"{self.path}: unknown latents format {self.meta.get('format')!r}",
                              hint=f"expected {FORMAT}; re-run `fsvideo invert`")
+        self.first_time = self.meta.get("first_time")
 
     def __len__(self) -> int:
-        return int(self.meta["frames"])
+        """Frames from :attr:`first` to the end of the file."""
+        return int(self.meta["frames"]) - self.first
+
+    def seek(self, first: int, time: float | None) -> LatentsReader:
+        """Read from the file's frame ``first`` on, numbered from 0: the latents of a re-edit that
+        decodes from that frame (a span of a video split in time, :mod:`fsvideo.pipeline.split`).
+        ``time``: that frame's time in the video, where the re-edit's first frame must be."""
+        if not 0 <= first < int(self.meta["frames"]):
+            raise InputError(f"{self.path} has no frame {first} (it holds {self.meta['frames']})",
+                             hint="use the latents of this video made with the same --start/--end")
+        self.first, self.first_time = int(first), time
+        return self
 
     @property
     def noise_seed(self) -> int | None:
         """The generator noise seed the latents were made with (None in files that lack it)."""
         seed = self.meta.get("noise_seed")
         return None if seed is None else int(seed)
+
+    def check_source(self, source: str | Path, source_sha256: str) -> None:
+        """Refuse to re-edit another video than the one inverted (one line naming both files)."""
+        if self.meta.get("source_sha256") and self.meta["source_sha256"] != source_sha256:
+            raise InputError(f"{self.path} was made from another file than {source}",
+                             hint=f"run `fsvideo invert {source}` to make its latents")
+
+    def check_start(self, t0: float | None) -> None:
+        """Refuse a re-edit whose first frame (at ``t0`` seconds) is not the file's first frame
+        (:attr:`first_time`): latents of another ``--start`` would be pasted on the wrong frames."""
+        if t0 is None or self.first_time is None or abs(t0 - self.first_time) <= 1e-4:
+            return
+        start = self.meta.get("start")
+        what = "starts at" if self.first == 0 else f"has frame {self.first} at"
+        raise InputError(f"{self.path} {what} {self.first_time:.3f} s, this run's first frame is at {t0:.3f} s",
+                         hint="use the --start `fsvideo invert` used" + (f" (--start {start:g})" if start is not None
+                                                                         else " (none)"))
 
     def check(self, *, source: str | Path, source_sha256: str, resolution: int, k: int, models: dict) -> None:
         """Refuse to re-edit with anything other than what made the file.
@@ -150,9 +186,7 @@ class LatentsReader:
             InputError: one line naming the file, what differs, and both values.
         """
         meta = self.meta
-        if meta.get("source_sha256") and meta["source_sha256"] != source_sha256:
-            raise InputError(f"{self.path} was made from another file than {source}",
-                             hint=f"run `fsvideo invert {source}` to make its latents")
+        self.check_source(source, source_sha256)
         if meta.get("resolution") not in (None, resolution):
             raise InputError(f"{self.path} holds latents of a {meta.get('resolution')} px model, this model is "
                              f"{resolution} px", hint="use the same model as `fsvideo invert` did")
@@ -173,17 +207,23 @@ class LatentsReader:
                                  hint=f"pass --{role} {stored} (the {role} `fsvideo invert` used)")
 
     def __iter__(self) -> Iterator[FrameLatents]:
-        for c in range(int(self.meta["chunks"])):
-            yield from self.read_chunk(c)
+        """The frames from :attr:`first` on, numbered from 0 (only the chunks that hold them are read)."""
+        first, c0, n = self.first, 0, int(self.meta["chunks"])
+        while first and c0 < n and self._last_frame(c0) < first:
+            c0 += 1
+        for c in range(c0, n):
+            for fl in self.read_chunk(c):
+                if fl.frame >= first:
+                    fl.frame -= first
+                    yield fl
+
+    def _last_frame(self, c: int) -> int:
+        """The last frame chunk ``c`` holds (reads only its small ``frames_in_chunk`` array)."""
+        return int(self._arrays(c, ("frames_in_chunk",))["frames_in_chunk"][-1])
 
     def read_chunk(self, c: int) -> list[FrameLatents]:
         """The frames of chunk ``c`` (random access: see :meth:`index` for which chunk holds a frame)."""
-        try:
-            with np.load(io.BytesIO(self._zip.read(f"chunk_{c:05d}.npz")), allow_pickle=False) as z:
-                a = {k: z[k] for k in z.files}
-        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:   # e.g. a pickled object array
-            raise InputError(f"{self.path}: chunk {c} is not readable numpy data ({e})",
-                             hint="make the file again with `fsvideo invert VIDEO --latents-out FILE`") from e
+        a = self._arrays(c)
         out = []
         for fr in a["frames_in_chunk"]:
             sel = a["frame"] == fr
@@ -195,10 +235,21 @@ class LatentsReader:
         """``(chunk, frame, track ids int64 [n])`` of every frame, reading only the small arrays of each chunk."""
         out = []
         for c in range(int(self.meta["chunks"])):
-            with self._zip.open(f"chunk_{c:05d}.npz") as fh, np.load(fh, allow_pickle=False) as z:
-                frame, track = z["frame"], z["track"]
-                out += [(c, int(fr), track[frame == fr]) for fr in z["frames_in_chunk"]]
+            a = self._arrays(c, ("frame", "track", "frames_in_chunk"))
+            out += [(c, int(fr), a["track"][a["frame"] == fr]) for fr in a["frames_in_chunk"]]
         return out
+
+    def _arrays(self, c: int, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The arrays ``keys`` (None: all, read in one go) of chunk ``c``; unreadable data is a one-line error."""
+        try:
+            if keys is None:
+                with np.load(io.BytesIO(self._zip.read(f"chunk_{c:05d}.npz")), allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
+            with self._zip.open(f"chunk_{c:05d}.npz") as fh, np.load(fh, allow_pickle=False) as z:
+                return {k: z[k] for k in keys}
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:   # e.g. a pickled object array
+            raise InputError(f"{self.path}: chunk {c} is not readable numpy data ({e})",
+                             hint="make the file again with `fsvideo invert VIDEO --latents-out FILE`") from e
 
     def close(self) -> None:
         self._zip.close()

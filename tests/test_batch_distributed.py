@@ -166,3 +166,96 @@ def test_an_inversion_split_in_time_joins_into_the_single_run(tiny, media_dir, t
     assert worst["w"] < 0.01 and worst["F"] < 0.15 and worst["matrix"] < 0.01 and worst["landmarks"] < 0.01, worst
     p = _run(args, env, tmp_path, nproc=2)                                  # started again: nothing to do
     assert json.loads(p.stdout[p.stdout.index("{"):])["inputs"][0]["status"] == "skipped"
+
+
+def _latents_opts(tiny, **kw):
+    from fsvideo.pipeline.options import RunOptions
+    return RunOptions(generator=tiny["gen"], encoder=tiny["enc"], detector="dlib", device="cpu", **kw)
+
+
+@pytest.fixture(scope="module")
+def inverted(tiny, media_dir, tmp_path_factory):
+    """Latents of the first second of the single-face clip (30 frames), inverted once for the tests below."""
+    from fsvideo.pipeline.invert import invert_video
+    d = tmp_path_factory.mktemp("inverted")
+    invert_video(media_dir / CLIPS[0], d / "inv.mp4", latents_out=d / "full.latents",
+                 options=_latents_opts(tiny, end=1.0))
+    return d / "full.latents"
+
+
+def _without_faces(src, dst, frame: int):
+    """A copy of latents file ``src`` whose frame ``frame`` has no face (as a missed detection leaves it)."""
+    from fsvideo.latents import FrameLatents, LatentsReader, LatentsWriter
+    r = LatentsReader(src)
+    meta = {k: v for k, v in r.meta.items() if k not in ("format", "frames", "chunks", "F_dtype")}
+    w = LatentsWriter(dst, meta=meta, f_dtype=r.meta["F_dtype"])
+    for fl in r:
+        if fl.frame == frame:
+            fl = FrameLatents(fl.frame, fl.track[:0], fl.w[:0], fl.F[:0], fl.matrix[:0], fl.landmarks[:0])
+        w.add(fl)
+    w.close()
+    r.close()
+
+
+def test_a_re_edit_from_latents_split_in_time_is_the_single_re_edit(tiny, inverted, media_dir, tmp_path):
+    """`edit --split-time --latents FILE`: each rank reads the latents of its own frames; the joined
+    video is the single `edit --latents FILE` run's, frame for frame, bit for bit."""
+    src = media_dir / CLIPS[0]
+    # (no --start here: torchrun's own argument parser refuses it as an abbreviation of --start-method)
+    # frame 11 has no face: the blend masks' smoothing starts afresh at frame 12, so the second
+    # span (from frame 15) decodes only frames 12-14 before it, reading latents 12-29
+    lat = tmp_path / "gap.latents"
+    _without_faces(inverted, lat, 11)
+    env = _env(tmp_path / "home")
+    common = [*_model_args(tiny), "--end", "1.0", "--crf", "0", "--latents", str(lat)]
+    single = tmp_path / "single.mp4"
+    s = json.loads((r := _run(["edit", str(src), "-o", str(single), *common, "--json"], env, tmp_path)).stdout[
+        r.stdout.index("{"):])
+    assert s["detector"] == "latents" and s["frames"] == 30 and s["faces_edited"] == 29
+    out = tmp_path / "split"
+    args = ["edit", str(src), "--out-dir", str(out), "--split-time", "--split-context", "0.2", *common, "--json"]
+    p = _run(args, env, tmp_path, nproc=2)
+    row = json.loads(p.stdout[p.stdout.index("{"):])["inputs"][0]
+    joined = out / "pyfeat-single_face.dir+2.mp4"
+    assert row["status"] == "done" and row["frames"] == 30 and row["faces_edited"] == 29
+    assert not list((out / STATE_DIR / "parts").iterdir())
+    assert _packets(joined, "video") == _packets(single, "video")
+    assert _packets(joined, "audio") == _packets(single, "audio")
+    a = [f.image for f in VideoReader(single)]
+    b = [f.image for f in VideoReader(joined)]
+    assert len(a) == len(b) == 30 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    p = _run(args, env, tmp_path, nproc=2)                                  # started again: nothing to do
+    assert json.loads(p.stdout[p.stdout.index("{"):])["inputs"][0]["status"] == "skipped"
+
+
+def test_a_split_re_edit_refuses_mismatched_latents_on_every_rank(tiny, inverted, media_dir, tmp_path):
+    """Latents of another video, of another --start, with fewer frames than the run, or broken: each input's
+    one-line error naming its latents file and the fix, found before any rank works (none waits)."""
+    from fsvideo.pipeline.invert import invert_video
+    ins, lats = tmp_path / "in", tmp_path / "lat"
+    ins.mkdir()
+    lats.mkdir()
+    for name in ("short.mp4", "late.mp4", "broken.mp4"):
+        shutil.copy(media_dir / CLIPS[0], ins / name)
+    shutil.copy(media_dir / CLIPS[1], ins / "other.flv")
+    invert_video(ins / "short.mp4", tmp_path / "s.mp4", latents_out=lats / "short.latents",
+                 options=_latents_opts(tiny, end=0.3))                       # 9 frames of 30
+    invert_video(ins / "late.mp4", tmp_path / "l.mp4", latents_out=lats / "late.latents",
+                 options=_latents_opts(tiny, start=0.1, end=0.4))            # from 0.1 s, not 0
+    shutil.copy(inverted, lats / "other.latents")                            # another video's
+    (lats / "broken.latents").write_bytes(b"\x00" * 100)
+    env = _env(tmp_path / "home")
+    args = ["edit", str(ins), "--out-dir", str(tmp_path / "out"), "--split-time", "--latents", str(lats),
+            *_model_args(tiny), "--end", "1.0", "--json"]
+    p = _run(args, env, tmp_path, nproc=2, ok=(1,))
+    # no rank raised (torchrun prints its own launcher traceback for rank 0's exit code 1)
+    assert not [ln for ln in p.stderr.splitlines() if 'File "' in ln and f"{os.sep}fsvideo{os.sep}" in ln]
+    rows = {r["input"].split("/")[-1]: r for r in json.loads(p.stdout[p.stdout.index("{"):])["inputs"]}
+    assert all(r["status"] == "failed" and "\n" not in r["error"] for r in rows.values())
+    short, late, other = (rows[n]["error"] for n in ("short.mp4", "late.mp4", "other.flv"))
+    assert f"{lats / 'short.latents'} holds latents of 9 frames" in short and "same --start/--end" in short
+    assert f"{lats / 'late.latents'} starts at 0.100 s, this run's first frame is at 0.000 s" in late
+    assert "--start 0.1" in late
+    assert f"{lats / 'other.latents'} was made from another file" in other and "fsvideo invert" in other
+    assert f"{lats / 'broken.latents'} is not a complete fsvideo latents file" in rows["broken.mp4"]["error"]
+    assert not (tmp_path / "out" / "short.dir+2.mp4").exists()

@@ -83,8 +83,6 @@ def test_latents_argument_errors(tiny, inputs, tmp_path):
     one.write_bytes(b"x")
     with pytest.raises(InputError, match="is one file, but 2 inputs"):
         run_batch([inputs], tmp_path / "o", _edit(tiny, latents=one))
-    with pytest.raises(InputError, match="--split-time does not take --latents"):
-        run_batch([inputs], tmp_path / "o", _edit(tiny, latents=tmp_path), split_time=True)
     with pytest.raises(InputError, match="fsvideo invert"):
         BatchJob("invert", (), _opts(tiny), latents=tmp_path)
 

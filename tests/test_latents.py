@@ -123,3 +123,28 @@ def test_join_renumbers_frames_and_keeps_each_persons_id_across_the_seam(tmp_pat
         order = np.argsort(y.track)
         assert x.frame == y.frame and np.array_equal(x.track, y.track[order])
         assert np.array_equal(x.w, y.w[order]) and np.array_equal(x.matrix, y.matrix[order])
+
+
+def test_seek_reads_a_span_from_its_chunk_numbered_from_zero(tmp_path, monkeypatch):
+    """What a rank of a split re-edit reads: the file's frames from `first` on, renumbered from 0, and
+    the time its first decoded frame must have (checked as `first_time` is for a whole run)."""
+    rng = np.random.default_rng(0)
+    frames = [_frame(i, n, rng) for i, n in enumerate([1, 0, 2, 1, 0, 1, 3, 1])]
+    w = LatentsWriter(tmp_path / "a.latents", meta={"first_time": 0.0, "start": None}, chunk_frames=3)
+    for f in frames:
+        w.add(f)
+    w.close()
+    r = LatentsReader(tmp_path / "a.latents").seek(4, 0.4)
+    read = []
+    monkeypatch.setattr(r, "read_chunk", lambda c, _f=r.read_chunk: read.append(c) or _f(c))
+    got = list(r)
+    assert read == [1, 2] and len(r) == 4 and [g.frame for g in got] == [0, 1, 2, 3]    # chunk 0 skipped
+    for a, b in zip(frames[4:], got):
+        assert np.array_equal(a.w, b.w) and np.array_equal(a.track, b.track)
+    r.check_start(0.4 + 1e-6)                                          # the expected frame: fine
+    with pytest.raises(InputError, match=r"a.latents has frame 4 at 0.400 s, this run's first frame is at 0.433 s"):
+        r.check_start(0.433)
+    with pytest.raises(InputError, match=r"a.latents starts at 0.000 s, this run's first frame is at 0.100 s"):
+        LatentsReader(tmp_path / "a.latents").check_start(0.1)
+    with pytest.raises(InputError, match="has no frame 8"):
+        LatentsReader(tmp_path / "a.latents").seek(8, None)

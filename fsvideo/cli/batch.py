@@ -24,7 +24,8 @@ def batch_options(f):
         click.option("--split-time", is_flag=True,
                      help="Under torchrun: cut each video in time across the processes and join the spans."),
         click.option("--split-context", default=2.0, show_default=True, type=float,
-                     help="With --split-time: seconds each process reads beyond its span (stabiliser context)."),
+                     help="With --split-time: seconds each process reads beyond its span (stabiliser context; "
+                          "with --latents at most this much before it, for the blend masks)."),
     ]
     for o in reversed(opts):
         f = o(f)

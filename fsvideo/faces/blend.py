@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -282,6 +282,27 @@ class TrackMasks:
             if tid not in seen:
                 del self._smoothers[tid]
         return out
+
+
+def mask_history_start(tracks_of: Callable[[int], Iterable[int] | None], i: int, first: int = 0,
+                       keep: set[int] | None = None) -> int:
+    """The first frame (not before ``first``) whose blend masks still count in frame ``i``'s.
+
+    :class:`TrackMasks` smooths each track over its unbroken run and starts afresh after a frame
+    without it, so frame ``i``'s masks depend on the frames back to where the earliest of its faces
+    (of ``keep``; None: all) appeared: a render that starts there gives frame ``i`` exactly the
+    masks of a render from the video's start.  ``tracks_of(j)``: the track ids of frame ``j``
+    (None: unknown, taken as no face).
+    """
+    ids = tracks_of(i)
+    active = set() if ids is None else {int(t) for t in ids if keep is None or int(t) in keep}
+    j = i
+    while active and j > first:
+        prev = tracks_of(j - 1)
+        active &= set() if prev is None else {int(t) for t in prev}
+        if active:
+            j -= 1
+    return j
 
 
 def mask_history_frames(fps: float, tau_s: float = MASK_TAU_S, weight: float = MASK_HISTORY_WEIGHT) -> int:

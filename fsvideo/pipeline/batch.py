@@ -14,7 +14,7 @@ Under ``torchrun --nproc-per-node N`` (and ``--nnodes`` for several machines sha
 folder) each rank takes every N-th input of the same sorted list (:func:`fsvideo.distributed.shard`),
 uses GPU ``LOCAL_RANK``, writes and records its own outputs, and rank 0 gathers the rows into the
 closing table (``edited/fsvideo-batch.json``).  With ``split_time`` every video is instead cut in
-time across the ranks (:mod:`fsvideo.pipeline.split`).
+time across the ranks (:mod:`fsvideo.pipeline.split`), a re-edit from latents too.
 
 Example::
 
@@ -155,8 +155,12 @@ class BatchWorker:
         return None
 
     def run_one(self, u: Unit, ident: dict, *, reader=None, options: RunOptions | None = None,
-                context_s=None, name: str | None = None, dest: Path | None = None, extra: dict | None = None) -> BatchRow:
-        """Make one output in a work folder, record it, then move it into ``dest`` (default: the output folder)."""
+                context_s=None, name: str | None = None, dest: Path | None = None, extra: dict | None = None,
+                latents=None) -> BatchRow:
+        """Make one output in a work folder, record it, then move it into ``dest`` (default: the output folder).
+
+        ``latents``: what a re-edit reads instead of ``u.source_latents`` (a positioned LatentsReader:
+        a span of a video split in time)."""
         name = name or u.name
         dest = dest or self.out_dir
         row = BatchRow(str(u.src), str(dest / name), rank=self.rank)
@@ -174,7 +178,8 @@ class BatchWorker:
             opts = options or self.options
             if self.job.kind == "edit":
                 s = edit_video(u.src, files["output"], edits=list(self.job.edits), options=opts, detector=detector,
-                               model=model, reader=reader, context_s=context_s, latents=u.source_latents)
+                               model=model, reader=reader, context_s=context_s,
+                               latents=u.source_latents if latents is None else latents)
             else:
                 s = invert_video(u.src, files["output"], latents_out=files["latents"], options=opts,
                                  detector=detector, model=model, reader=reader, context_s=context_s)
@@ -273,7 +278,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, j
         out_dir: output folder (created); holds the outputs, the records and the table.
         job: what to do.
         split_time: cut each video in time across the torchrun ranks instead of sharding the inputs.
-        context_s: with ``split_time``, seconds each rank reads beyond its span (stabiliser context).
+        context_s: with ``split_time``, seconds each rank reads beyond its span (stabiliser context;
+            a re-edit from latents reads at most this much before its span, for the blend masks).
         prefetch: frames of the next video decoded ahead (0: none).
         on_row: called with each input's row as soon as this rank has it.
 
@@ -281,9 +287,6 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, j
     """
     t0 = time.perf_counter()
     env = env_info()
-    if split_time and job.latents is not None:
-        raise InputError("--split-time does not take --latents",
-                         hint="a re-edit from latents neither detects nor encodes: run it without --split-time")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out-dir {out} is a file", hint="give a folder")

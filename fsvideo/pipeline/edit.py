@@ -48,7 +48,9 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
         latents: a latents file from :func:`~fsvideo.pipeline.invert.invert_video` of the same
             input, or a folder holding ``<input stem>.latents``: re-edits without detecting or
             encoding again, with the noise seed the file records (unless ``options.seed`` is given)
-            and only with the model and K it records.
+            and only with the model and K it records.  Or a ready
+            :class:`~fsvideo.latents.LatentsReader`, e.g. positioned on the first frame decoded
+            (:meth:`~fsvideo.latents.LatentsReader.seek`: a span of a video split in time).
         progress: ``progress(frames_done, frames_total_or_None)``.
         detector: a ready face detector (default: built from ``options.detector``).
         model: a ready FeatureStyleModel on the run's device (default: loaded from ``options``).
@@ -68,10 +70,13 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
     seed = 0 if opts.seed is None else opts.seed
     if latents is not None:
         from fsvideo.latents import LatentsReader, check_latents_file, latents_for
-        path = latents_for(src, latents)
-        if Path(latents).is_dir():                       # a folder: this input's file in it
-            check_latents_file(path, src)
-        latents_reader = LatentsReader(check_input_file(path, "latents"))
+        if isinstance(latents, LatentsReader):
+            latents_reader = latents
+        else:
+            path = latents_for(src, latents)
+            if Path(latents).is_dir():                   # a folder: this input's file in it
+                check_latents_file(path, src)
+            latents_reader = LatentsReader(check_input_file(path, "latents"))
         if opts.seed is None and latents_reader.noise_seed is not None:
             seed = latents_reader.noise_seed
         elif opts.seed is not None and latents_reader.noise_seed not in (None, opts.seed):

@@ -178,8 +178,9 @@ def make_read_latents(components: Components) -> Stage:
     """Faces, transforms and ``w``, ``F`` of each frame from ``components.latents`` (a LatentsReader).
 
     The latents must come from the same frames (same file, same --start/--end): a first frame at
-    another time than the file's (``first_time``, written by ``write_latents``), or a frame the file
-    does not have, is an error that says so.
+    another time than the file's (``first_time``, written by ``write_latents``; for a reader
+    positioned on a span's first frame, :meth:`~fsvideo.latents.LatentsReader.seek`, that frame's
+    time), or a frame the file does not have, is an error that says so.
     """
     from fsvideo.errors import InputError
     from fsvideo.faces.align import AlignedFace
@@ -187,19 +188,14 @@ def make_read_latents(components: Components) -> Stage:
     reader = components.need("latents", "read_latents")
     size = int(reader.meta.get("resolution", components.resolution or 0))
     it = iter(reader)
-    first_time = reader.meta.get("first_time")
 
     def run(ps):
         for p in ps:
-            t0 = p.get("time") if p["index"] == 0 else None
-            if t0 is not None and first_time is not None and abs(t0 - first_time) > 1e-4:
-                start = reader.meta.get("start")
-                raise InputError(f"{reader.path} starts at {first_time:.3f} s, this run's first frame is at "
-                                 f"{t0:.3f} s", hint="use the --start `fsvideo invert` used"
-                                 + (f" (--start {start:g})" if start is not None else " (none)"))
+            if p["index"] == 0:
+                reader.check_start(p.get("time"))
             fl = next(it, None)
             if fl is None or fl.frame != p["index"]:
-                raise InputError(f"{reader.path} has no latents for frame {p['index']}",
+                raise InputError(f"{reader.path} has no latents for frame {p['index'] + reader.first}",
                                  hint="use the latents of this video made with the same --start/--end")
             faces = [TrackedFace(int(t), "stored", AlignedFace(None, None, m, lm.astype(np.float64), size),
                                  landmarks=None) for t, m, lm in zip(fl.track, fl.matrix, fl.landmarks)]

@@ -135,16 +135,9 @@ class Project:
         (:class:`~fsvideo.faces.blend.TrackMasks`): that is how far back frame ``i``'s faces
         (of ``tracks``; None: all) were present, as far as the inverted frames tell.
         """
+        from fsvideo.faces.blend import mask_history_start
         with self._lock:
-            ids = self._tracks.get(i)
-            active = set() if ids is None else {int(t) for t in ids if tracks is None or int(t) in tracks}
-            j = i
-            while active and j > max(0, i - limit):
-                prev = self._tracks.get(j - 1)
-                active &= set() if prev is None else {int(t) for t in prev}
-                if active:
-                    j -= 1
-        return j
+            return mask_history_start(self._tracks.get, i, max(0, i - limit), tracks)
 
     # ------------------------------------------------------------------------------ inversion
     def start_inversion(self) -> None:

@@ -46,6 +46,11 @@ def frame_times(path: str | os.PathLike, info=None) -> list[float]:
     return [float(p * tb) - info.start_time for p in pts]
 
 
+def span_times(times: Sequence[float], start: float | None = None, end: float | None = None) -> list[float]:
+    """The times of ``times`` in ``[start, end)`` (None: open), as :class:`~fsvideo.video.VideoReader` reads them."""
+    return [t for t in times if (start is None or t >= start - _EPS) and (end is None or t < end - _EPS)]
+
+
 def split_spans(times: Sequence[float], parts: int, start: float | None = None,
                 end: float | None = None) -> list[tuple[float | None, float | None]]:
     """Cut the frames of ``[start, end)`` into at most ``parts`` contiguous spans of about equal length.
@@ -56,7 +61,7 @@ def split_spans(times: Sequence[float], parts: int, start: float | None = None,
     """
     if parts < 1:
         raise ValueError("parts must be at least 1")
-    inside = [t for t in times if (start is None or t >= start - _EPS) and (end is None or t < end - _EPS)]
+    inside = span_times(times, start, end)
     if not inside:
         raise InputError("no frame between the given --start and --end", hint="check --start/--end")
     n = min(parts, len(inside))
@@ -235,4 +240,4 @@ def _copy_span(path, c, o, vo, ao, clock: _Clock, start: float | None) -> int:
     return n
 
 
-__all__ = ["SpanWriter", "frame_times", "join_segments", "split_spans"]
+__all__ = ["SpanWriter", "frame_times", "join_segments", "span_times", "split_spans"]
