@@ -201,7 +201,6 @@ def test_a_re_edit_from_latents_split_in_time_is_the_single_re_edit(tiny, invert
     """`edit --split-time --latents FILE`: each rank reads the latents of its own frames; the joined
     video is the single `edit --latents FILE` run's, frame for frame, bit for bit."""
     src = media_dir / CLIPS[0]
-    # (no --start here: torchrun's own argument parser refuses it as an abbreviation of --start-method)
     # frame 11 has no face: the blend masks' smoothing starts afresh at frame 12, so the second
     # span (from frame 15) decodes only frames 12-14 before it, reading latents 12-29
     lat = tmp_path / "gap.latents"
@@ -246,7 +245,7 @@ def test_a_split_re_edit_refuses_mismatched_latents_on_every_rank(tiny, inverted
     (lats / "broken.latents").write_bytes(b"\x00" * 100)
     env = _env(tmp_path / "home")
     args = ["edit", str(ins), "--out-dir", str(tmp_path / "out"), "--split-time", "--latents", str(lats),
-            *_model_args(tiny), "--end", "1.0", "--json"]
+            *_model_args(tiny), "--from", "0", "--end", "1.0", "--json"]    # --from: --start under torchrun
     p = _run(args, env, tmp_path, nproc=2, ok=(1,))
     # no rank raised (torchrun prints its own launcher traceback for rank 0's exit code 1)
     assert not [ln for ln in p.stderr.splitlines() if 'File "' in ln and f"{os.sep}fsvideo{os.sep}" in ln]

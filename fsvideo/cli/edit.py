@@ -56,7 +56,9 @@ def run_options(f):
         click.option("--blend", default=D.blend, show_default=True, type=click.Choice(["alpha", "poisson"])),
         click.option("--mask", default=D.mask, show_default=True, type=click.Choice(["auto", "hull", "parsing"]),
                      help="Blend mask: face parsing when its weights are present (auto), landmark hull, or parsing."),
-        click.option("--start", type=float, default=D.start, help="Start time in seconds."),
+        click.option("--start", "--from", "start", type=float, default=D.start,
+                     help="Start time in seconds (--from: the same; under torchrun, which reads --start as "
+                          "its own --start-method, use --from)."),
         click.option("--end", type=float, default=D.end, help="End time in seconds."),
         click.option("--seed", default=D.seed, type=int,
                      help="Generator noise seed, fixed per video [default: 0; with --latents the file's seed]."),
