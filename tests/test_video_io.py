@@ -465,3 +465,27 @@ def test_atomic_output_and_dir(tmp_path):
         (d / "y.txt").write_text("2")
     assert [p.name for p in folder.iterdir()] == ["y.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "grids"]
+
+
+def test_atomic_outputs_get_the_umask_permissions_not_the_temp_files(tmp_path):
+    """A finished output is readable as any new file is (0644 under umask 022), not owner-only as the
+    0600/0700 of a mkstemp/mkdtemp temporary would leave it after the rename."""
+    import os
+    import stat
+
+    from fsvideo.utils import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "out.mp4") as tmp:
+            tmp.write_bytes(b"video")
+        with atomic_dir(tmp_path / "crops") as d:
+            (d / "a.png").write_bytes(b"png")
+        os.umask(0o077)                                  # a private umask is respected too
+        with atomic_output(tmp_path / "private.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.mp4").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "crops").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
