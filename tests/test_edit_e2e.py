@@ -206,6 +206,30 @@ def test_unwritable_output_fails_even_as_root(tiny, face_clip, tmp_path, where, 
     assert str(out).rsplit("/", 1)[0] in text
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_cli_killed_midway_leaves_no_partial_file(tiny, face_clip, tmp_path, capsys, monkeypatch, sig):
+    """`kill`, `timeout` or a closed terminal mid-run: the run stops like Ctrl-C, exit 128+N, and the
+    temporary output is removed (the default action killed the process and left `.out.*.partial.mp4`)."""
+    import os
+    import signal
+
+    from fsvideo.video import writer as W
+    signum = getattr(signal, sig)
+    real = W.VideoWriter.write
+
+    def write(self, *a, **k):
+        real(self, *a, **k)
+        if self.frames_written == 2:
+            assert signal.getsignal(signum) is not signal.SIG_DFL, f"{sig} would kill the process here"
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(W.VideoWriter, "write", write)
+    code, text = cli_edit(capsys, tiny, face_clip, tmp_path / "out.mp4")
+    assert code == 128 + signum and f"terminated ({sig})" in text and "Traceback" not in text, text
+    assert list(tmp_path.iterdir()) == []                      # no output, no hidden .partial file
+    assert signal.getsignal(signum) is signal.SIG_DFL          # the handler is the CLI's only while it runs
+
+
 def test_face_parser_is_loaded_once_per_file_version(tiny, monkeypatch):
     """A batch of videos shares one loaded parser; a rewritten weights file is loaded again."""
     import os
