@@ -317,6 +317,32 @@ def test_decode_encode_chain_through_the_runner(clips, tmp_path):
     assert len(packets(dst, "audio")) == len(packets(src, "audio"))
 
 
+def test_a_stream_that_changes_size_midway_is_scaled_to_the_first_size(tmp_path, caplog):
+    """Two MPEG-TS parts of different sizes back to back (a broadcast, a screen recording): every frame
+    comes out at the first frame's size and the clip re-encodes (the writer refused frame 3 before)."""
+    def part(path, size, first):
+        with av.open(str(path), "w", format="mpegts") as out:
+            s = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "bf": "0"})
+            s.width, s.height, s.pix_fmt = *size, "yuv420p"
+            s.codec_context.time_base = Fraction(1, 90000)
+            for i in range(first, first + 3):
+                f = av.VideoFrame.from_ndarray(pattern(i, *size), format="rgb24")
+                f.pts, f.time_base = i * 3600, Fraction(1, 90000)
+                out.mux(s.encode(f))
+            out.mux(s.encode(None))
+    part(tmp_path / "a.ts", (64, 48), 0)
+    part(tmp_path / "b.ts", (96, 72), 3)
+    src = tmp_path / "both.ts"
+    src.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    with caplog.at_level(logging.WARNING):
+        frames = list(VideoReader(src))
+    assert [f.image.shape for f in frames] == [(48, 64, 3)] * 6
+    assert "changes its frame size to 96x72 at frame 3" in caplog.text
+    assert np.abs(frames[4].image.astype(int) - pattern(4, 64, 48)).mean() < 8      # scaled, not cropped
+    _, n = roundtrip(src, tmp_path / "out.mp4")
+    assert n == 6 and len(list(VideoReader(tmp_path / "out.mp4"))) == 6
+
+
 # ------------------------------------------------------------------------------------------- images
 
 def test_images_are_one_frame_videos_with_exif_orientation(tmp_path):

@@ -4,7 +4,9 @@ Frames keep the source's presentation timestamps (``Frame.pts``, stream time bas
 can keep variable frame rates; ``Frame.time`` is seconds on the player's clock (see
 :mod:`fsvideo.video.probe`).  Colour: YUV -> RGB uses the source's tagged matrix and range (the
 swscale default BT.601 when untagged); the writer converts back with the same tags.
-A still image is a one-frame video, so the pipeline treats both alike.
+A still image is a one-frame video, so the pipeline treats both alike.  A stream that changes its
+frame size mid-way (a broadcast, a screen recording) is scaled back to the probed first frame's size
+(what ``ffmpeg`` does), with a warning, so every frame of a video has one size.
 """
 from __future__ import annotations
 
@@ -137,6 +139,7 @@ class VideoReader:
             # which costs more than the conversion itself (2.3 against 0.6 ms a 1080p frame).
             rgb = VideoReformatter()
             index = 0
+            resized = False
             prev_pts: int | None = None
             first = True
             try:
@@ -155,7 +158,16 @@ class VideoReader:
                     if end is not None and t >= end - 1e-6:
                         break
                     prev_pts = pts
-                    image = rgb.reformat(frame, format="rgb24", src_color_range=int(frame.color_range) or None).to_ndarray()
+                    size = None
+                    if (frame.width, frame.height) != (info.coded_width, info.coded_height) and info.coded_width:
+                        size = info.coded_width, info.coded_height    # the stream changed size mid-way
+                        if not resized:
+                            log.warning("%s changes its frame size to %dx%d at frame %d (t=%.2f s); scaling such "
+                                        "frames to the first frame's %dx%d", self.path, frame.width, frame.height,
+                                        index, t, *size)
+                        resized = True
+                    image = rgb.reformat(frame, format="rgb24", src_color_range=int(frame.color_range) or None,
+                                         width=size and size[0], height=size and size[1]).to_ndarray()
                     image = upright(image, info.rotation)
                     dur = frame.duration if getattr(frame, "duration", None) else None
                     yield Frame(index=index, pts=int(pts), time=t, image=image, duration=dur)
