@@ -193,6 +193,28 @@ def test_cli_gif_in_gif_out(tiny, face_frames, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif", "out.gif"]
 
 
+def test_cli_default_output_of_an_extension_the_writer_cannot_write_is_mp4(tiny, face_clip, tmp_path, capsys):
+    """A camera's AVCHD `.MTS` (likewise raw .h264, .mpg, .wmv, no extension) with no -o: the edit is
+    written to `<name>.<edit>.mp4`; before, the default name kept `.MTS` and the run stopped on it."""
+    import av
+
+    src = tmp_path / "camera clip.MTS"
+    with av.open(str(face_clip)) as i, av.open(str(src), "w", format="mpegts") as o:
+        vi, ai = i.streams.video[0], i.streams.audio[0]
+        vo, ao = o.add_stream_from_template(vi), o.add_stream_from_template(ai)
+        for pkt in i.demux(vi, ai):
+            if pkt.dts is not None:
+                pkt.stream = vo if pkt.stream is vi else ao
+                o.mux(pkt)
+    code, text = cli(capsys, "edit", src, "--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib",
+                     "--mask", "hull", "--direction", tiny["dir"], "--strength", "1.5", "-q")
+    assert code == 0, text
+    out = tmp_path / "camera clip.dir+1.5.mp4"
+    info = probe(out)
+    assert info.codec == "h264" and info.n_frames == N_FRAMES and info.has_audio
+    assert all(mean_abs(x, y) > 1.0 for x, y in zip(frames(src), frames(out)))
+
+
 @pytest.mark.parametrize("where", ["parent-is-a-file", "proc"])
 def test_unwritable_output_fails_even_as_root(tiny, face_clip, tmp_path, where, capsys):
     blocker = tmp_path / "not-a-folder"

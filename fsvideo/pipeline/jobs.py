@@ -50,9 +50,16 @@ class RunSummary:
 
 
 def default_output(input_path: Path, edits: list[EditRequest], suffix: str | None = None) -> Path:
-    """``talk.mp4`` + smile 2 -> ``talk.smile+2.mp4``; several edits are joined with ``.``."""
+    """``talk.mp4`` + smile 2 -> ``talk.smile+2.mp4``; several edits are joined with ``.``.
+
+    The output keeps the input's extension when the writer can write it; otherwise (a camera's
+    ``.MTS``, raw ``.h264``, ``.mpg``, ``.wmv``, no extension) it is ``.mp4``.
+    """
+    from fsvideo.video.encoders import VIDEO_EXTENSIONS
     tag = ".".join(e.label for e in edits) or "inversion"
-    return input_path.with_name(f"{input_path.stem}.{tag}{suffix or input_path.suffix}")
+    if suffix is None:
+        suffix = input_path.suffix if input_path.suffix.lower() in VIDEO_EXTENSIONS else ".mp4"
+    return input_path.with_name(f"{input_path.stem}.{tag}{suffix}")
 
 
 def check_output(src: Path, out: Path, opts: RunOptions) -> None:
