@@ -215,6 +215,26 @@ def test_cli_default_output_of_an_extension_the_writer_cannot_write_is_mp4(tiny,
     assert all(mean_abs(x, y) > 1.0 for x, y in zip(frames(src), frames(out)))
 
 
+def test_cli_image_to_a_video_extension_fails_before_the_models_load(tiny, face_frames, tmp_path, capsys,
+                                                                      monkeypatch):
+    """An image is edited into an image: `-o out.mp4` for a photo is refused at once (one line naming the
+    output and the fix), not after the generator and encoder were loaded (1024 px: a minute on a CPU)."""
+    from PIL import Image
+
+    from fsvideo.pipeline import jobs
+
+    def no_model(*a, **k):
+        raise AssertionError("the models were loaded for a run that cannot write its output")
+
+    monkeypatch.setattr(jobs, "load_model", no_model)
+    src = tmp_path / "photo.png"
+    Image.fromarray(face_frames[0]).save(src)
+    code, text = cli_edit(capsys, tiny, src, tmp_path / "out.mp4")
+    assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    assert str(tmp_path / "out.mp4") in text and ".png" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
+
+
 @pytest.mark.parametrize("where", ["parent-is-a-file", "proc"])
 def test_unwritable_output_fails_even_as_root(tiny, face_clip, tmp_path, where, capsys):
     blocker = tmp_path / "not-a-folder"
