@@ -181,6 +181,45 @@ def test_trimmed_output_keeps_only_that_span_of_audio(clips, tmp_path):
     assert first * 1024 / 44100 == pytest.approx(0.5, abs=0.05)
 
 
+def test_every_audio_stream_is_kept_with_its_language(clips, tmp_path):
+    """A second language / commentary track: copied like the first (trimmed alike), language tags kept;
+    re-encoded for WebM.  Only the first audio stream was written before."""
+    make_test_clip(tmp_path / "b.mp4", tone_hz=880)
+    src = tmp_path / "two.mkv"
+    with av.open(str(clips["cfr"])) as a, av.open(str(tmp_path / "b.mp4")) as b, av.open(str(src), "w") as o:
+        v = o.add_stream_from_template(a.streams.video[0])
+        outs = {}
+        for c, lang in ((a, "eng"), (b, "fra")):
+            outs[c] = o.add_stream_from_template(c.streams.audio[0])
+            outs[c].metadata["language"] = lang
+        for c, streams in ((a, (a.streams.video[0], a.streams.audio[0])), (b, (b.streams.audio[0],))):
+            for pkt in c.demux(*streams):
+                if pkt.dts is not None:
+                    pkt.stream = v if pkt.stream.type == "video" else outs[c]
+                    o.mux(pkt)
+
+    def tracks(path):
+        with av.open(str(path)) as c:
+            data = {s.index: [] for s in c.streams.audio}
+            for p in c.demux(*c.streams.audio):
+                if p.size:
+                    data[p.stream.index].append(bytes(p))
+            return [(s.metadata.get("language"), s.codec_context.name, data[s.index]) for s in c.streams.audio]
+
+    for name, kw in (("all.mp4", {}), ("trim.mkv", dict(start=0.5, end=1.5)), ("all.webm", {})):
+        roundtrip(src, tmp_path / name, **kw)
+        got, want = tracks(tmp_path / name), tracks(src)
+        assert [(lang, codec) for lang, codec, _ in got] == ([("eng", "opus"), ("fra", "opus")] if "webm" in name
+                                                             else [("eng", "aac"), ("fra", "aac")])
+        if name == "all.mp4":
+            assert [t[2] for t in got] == [t[2] for t in want]                 # copied, packet for packet
+        if name == "trim.mkv":
+            for (_, _, g), (_, _, w) in zip(got, want):
+                assert abs(len(g) - 44100 / 1024) <= 2 and g == w[w.index(g[0]):w.index(g[0]) + len(g)]
+    roundtrip(src, tmp_path / "one.flv")                                     # FLV holds one audio stream
+    assert [t[2] for t in tracks(tmp_path / "one.flv")] == [tracks(src)[0][2]]
+
+
 @pytest.mark.parametrize("codec, ext, acodec", [("libx265", ".mp4", "aac"), ("libvpx-vp9", ".webm", "opus"),
                                                 ("libx264", ".mkv", "aac")])
 def test_codecs_and_containers(clips, tmp_path, codec, ext, acodec, caplog):

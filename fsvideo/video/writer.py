@@ -88,7 +88,7 @@ class VideoWriter:
             :data:`~fsvideo.video.encoders.DEFAULT_PRESET`); mapped for VP9 and NVENC.
         pix_fmt: ``yuv420p`` (default, plays everywhere), ``yuv420p10le``, ``yuv444p``...
             (ignored for GIF, which is palette-based).
-        audio_from: a file whose first audio stream is copied packet by packet (None: no audio).
+        audio_from: a file whose audio streams are copied packet by packet (None: no audio).
         start, end: the trim the frames were read with (seconds, player clock): the output clock
             starts at ``start`` and only the audio in ``[start, end)`` is copied.
         width, height: upright output size when it differs from ``like`` (e.g. a side-by-side
