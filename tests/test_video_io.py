@@ -437,6 +437,10 @@ def bad_files(tmp_path_factory, clips, shared_dir):
     shutil.copy(shared_dir / "media/images/wild/facerec-obama.jpg", d / "photo.mp4")
     _audio_only(d / "voice.m4a")
     (d / "folder.mp4").mkdir()
+    from PIL import Image
+    ims = [Image.fromarray(pattern(i * 20, 40, 32)) for i in range(4)]
+    for name in ("anim.png", "anim.webp"):                  # animated: not to be cut to their first frame
+        ims[0].save(d / name, save_all=True, append_images=ims[1:], duration=100, loop=0)
     return d
 
 
@@ -449,6 +453,8 @@ def bad_files(tmp_path_factory, clips, shared_dir):
     ("voice.m4a", "no video stream"),
     ("folder.mp4", "folder"),
     ("missing.mp4", "no such file"),
+    ("anim.png", "animated PNG \\(4 frames\\)"),
+    ("anim.webp", "animated WEBP \\(4 frames\\)"),
 ])
 def test_bad_inputs_raise_input_error_naming_the_file(bad_files, name, match):
     with pytest.raises(InputError, match=match) as ei:
