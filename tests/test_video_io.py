@@ -181,6 +181,16 @@ def test_trimmed_output_keeps_only_that_span_of_audio(clips, tmp_path):
     assert first * 1024 / 44100 == pytest.approx(0.5, abs=0.05)
 
 
+def test_mjpeg_video_in_mkv_is_a_video(tmp_path):
+    """A webcam's MJPEG in MKV (frame count unknown to the container) is a video, not "a JPEG image"."""
+    src = tmp_path / "webcam.mkv"
+    make_test_clip(src, codec="mjpeg", pix_fmt="yuvj420p")
+    info = probe(src)
+    assert info.codec == "mjpeg" and not info.is_image and info.has_audio
+    frames = list(VideoReader(src))
+    assert len(frames) == 48 and np.abs(frames[9].image.astype(int) - pattern(9, 64, 48)).mean() < 6
+
+
 def test_every_audio_stream_is_kept_with_its_language(clips, tmp_path):
     """A second language / commentary track: copied like the first (trimmed alike), language tags kept;
     re-encoded for WebM.  Only the first audio stream was written before."""
@@ -441,7 +451,31 @@ def bad_files(tmp_path_factory, clips, shared_dir):
     ims = [Image.fromarray(pattern(i * 20, 40, 32)) for i in range(4)]
     for name in ("anim.png", "anim.webp"):                  # animated: not to be cut to their first frame
         ims[0].save(d / name, save_all=True, append_images=ims[1:], duration=100, loop=0)
+    _song_with_cover(d / "song.mp3")
     return d
+
+
+def _song_with_cover(path):
+    """An mp3 with cover art: FFmpeg shows the picture as a one-frame video stream (attached_pic)."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(pattern(3, 32, 32)).save(buf, "JPEG")
+    with av.open(str(path), "w") as out:
+        a = out.add_stream("libmp3lame", rate=44100)
+        a.layout = "mono"
+        c = out.add_stream("mjpeg", rate=1)
+        c.width, c.height, c.pix_fmt = 32, 32, "yuvj420p"
+        c.disposition = av.stream.Disposition.attached_pic
+        pkt = av.Packet(buf.getvalue())
+        pkt.stream, pkt.pts, pkt.dts = c, 0, 0
+        out.mux(pkt)
+        for i in range(0, 44100, 1152):
+            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.float32), format="fltp", layout="mono")
+            fr.sample_rate, fr.pts = 44100, i
+            out.mux(a.encode(fr))
+        out.mux(a.encode(None))
 
 
 @pytest.mark.parametrize("name, match", [
@@ -453,6 +487,7 @@ def bad_files(tmp_path_factory, clips, shared_dir):
     ("voice.m4a", "no video stream"),
     ("folder.mp4", "folder"),
     ("missing.mp4", "no such file"),
+    ("song.mp3", "no video stream \\(audio with a cover picture\\)"),   # not "a JPEG image, rename it"
     ("anim.png", "animated PNG \\(4 frames\\)"),
     ("anim.webp", "animated WEBP \\(4 frames\\)"),
 ])

@@ -25,7 +25,7 @@ from av.video.reformatter import VideoReformatter
 
 from fsvideo.errors import InputError
 from fsvideo.video.images import read_image
-from fsvideo.video.probe import VideoInfo, _open_input, probe
+from fsvideo.video.probe import VideoInfo, _open_input, probe, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class VideoReader:
         start, end = self.start, self.end
         container = _open_input(self.path)
         try:
-            v = container.streams.video[0]
+            v = video_stream(container)
             if self.threads:
                 v.thread_type = "AUTO"
             tb = Fraction(v.time_base) if v.time_base else info.time_base
