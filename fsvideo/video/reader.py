@@ -10,9 +10,11 @@ frame size mid-way (a broadcast, a screen recording) is scaled back to the probe
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -48,6 +50,28 @@ class Frame:
     time: float
     image: np.ndarray
     duration: int | None = None
+
+
+def _display_order_stamps(frames, depth: int = 16):
+    """AVI stores no presentation timestamps: FFmpeg stamps its packets in decode order, so frames with
+    B-frames come out of the decoder (in display order) carrying shuffled stamps.  Give each frame the
+    smallest stamp still pending among the next ``depth`` (H.264 reorders at most 16 frames)."""
+    pending: deque = deque()
+    stamps: list[int] = []
+    for frame in frames:
+        pending.append(frame)
+        if frame.pts is not None:
+            heapq.heappush(stamps, frame.pts)
+        if len(pending) > depth:
+            yield _restamped(pending.popleft(), stamps)
+    while pending:
+        yield _restamped(pending.popleft(), stamps)
+
+
+def _restamped(frame, stamps: list[int]):
+    if frame.pts is not None and stamps:
+        frame.pts = heapq.heappop(stamps)
+    return frame
 
 
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -143,7 +167,10 @@ class VideoReader:
             prev_pts: int | None = None
             first = True
             try:
-                for frame in container.decode(v):
+                frames = container.decode(v)
+                if container.format.name == "avi":
+                    frames = _display_order_stamps(frames)
+                for frame in frames:
                     pts = frame.pts
                     if pts is None:
                         pts = frame.dts if frame.dts is not None else (prev_pts + step if prev_pts is not None else 0)
