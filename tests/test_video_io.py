@@ -343,17 +343,6 @@ def test_bad_output_extension_names_the_users_file(clips, tmp_path):
     assert not dst.exists() and list(tmp_path.glob(".*partial*")) == []
 
 
-def test_avi_is_read_but_not_written(clips, tmp_path):
-    """An .avi output came back with its H.264 frame times out of order (AVI keeps no pts; 96 index
-    entries for 4 frames): it is refused up front, and an edit of an .avi is named .mp4."""
-    from fsvideo.pipeline.jobs import default_output
-    with pytest.raises(OutputError, match="AVI keeps no frame timestamps") as e:
-        roundtrip(clips["cfr"], tmp_path / "out.avi")
-    assert str(tmp_path / "out.avi") in str(e.value) and ".mkv" in str(e.value) and "\n" not in str(e.value)
-    assert list(tmp_path.iterdir()) == []
-    assert default_output(Path("talk.avi"), []).name == "talk.inversion.mp4"
-
-
 def test_encoder_choice_preset_and_threads(clips, tmp_path, monkeypatch):
     from fsvideo.video import encoders
 

@@ -41,15 +41,11 @@ DEFAULT_PRESET = "veryfast"
 # What ``auto`` tries for each output extension, in order (the first this FFmpeg can use wins).
 _AUTO = {".mp4": ("h264_nvenc", "libx264"), ".m4v": ("h264_nvenc", "libx264"),
          ".mov": ("h264_nvenc", "libx264"), ".mkv": ("h264_nvenc", "libx264"),
-         ".flv": ("h264_nvenc", "libx264"),
+         ".flv": ("h264_nvenc", "libx264"), ".avi": ("h264_nvenc", "libx264"),
          ".ts": ("h264_nvenc", "libx264"), ".webm": ("libvpx-vp9",), ".gif": ("gif",)}
 
 #: Output extensions the video writer can write.
 VIDEO_EXTENSIONS = tuple(_AUTO)
-
-# Formats read but not written, and why (said in the error).  AVI stores no presentation timestamps:
-# H.264 with B-frames comes back with its frame times out of order, and a variable frame rate is lost.
-_NOT_WRITTEN = {".avi": "AVI keeps no frame timestamps (H.264 frames come back out of order)"}
 
 # Preset names mapped onto libvpx-vp9's -cpu-used (0 slowest .. 8 fastest) and NVENC's p1 (fastest) .. p7.
 _VP9_SPEED = {"ultrafast": 8, "superfast": 7, "veryfast": 6, "faster": 5, "fast": 4, "medium": 3,
@@ -97,8 +93,7 @@ def check_video_extension(path, shown=None) -> str:
     ext = path.suffix.lower()
     if ext not in _AUTO:
         what = f"a {path.suffix} file" if path.suffix else "a file without an extension"
-        why = f" ({_NOT_WRITTEN[ext]})" if ext in _NOT_WRITTEN else ""
-        raise OutputError(f"{shown or path}: cannot write a video to {what}{why}",
+        raise OutputError(f"{shown or path}: cannot write a video to {what}",
                           hint=f"use one of {', '.join(VIDEO_EXTENSIONS)}")
     return ext
 
