@@ -191,6 +191,14 @@ def test_mjpeg_video_in_mkv_is_a_video(tmp_path):
     assert len(frames) == 48 and np.abs(frames[9].image.astype(int) - pattern(9, 64, 48)).mean() < 6
 
 
+def test_avi_output_is_written_on_a_frame_clock(clips, tmp_path):
+    """AVI keeps a frame rate, not timestamps: frames go one slot each on a 1/fps clock, no B-frames.
+    On the source's 1/2500 s clock the muxer indexed an empty frame per unused tick (96 entries, 600 fps
+    for 4 frames) and the frames read back out of order."""
+    info, out = check_roundtrip(clips["cfr"], tmp_path / "out.avi")     # count, rate, times, copied audio
+    assert out.n_frames == 48 and out.fps == 25 and out.audio_codec == "aac"
+
+
 def test_avi_with_b_frames_reads_in_time_order(tmp_path):
     """AVI keeps no presentation timestamps: with B-frames (H.264, DivX "packed" streams) the decoder's
     frames carried shuffled decode-order stamps (0.04, 0.16, 0.12, ...) and the edit came out jerky."""

@@ -14,7 +14,6 @@ import heapq
 import logging
 import math
 import os
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -52,26 +51,21 @@ class Frame:
     duration: int | None = None
 
 
-def _display_order_stamps(frames, depth: int = 16):
-    """AVI stores no presentation timestamps: FFmpeg stamps its packets in decode order, so frames with
-    B-frames come out of the decoder (in display order) carrying shuffled stamps.  Give each frame the
-    smallest stamp still pending among the next ``depth`` (H.264 reorders at most 16 frames)."""
-    pending: deque = deque()
-    stamps: list[int] = []
-    for frame in frames:
-        pending.append(frame)
-        if frame.pts is not None:
-            heapq.heappush(stamps, frame.pts)
-        if len(pending) > depth:
-            yield _restamped(pending.popleft(), stamps)
-    while pending:
-        yield _restamped(pending.popleft(), stamps)
+def _avi_frames(container, v):
+    """The frames of an AVI stream, stamped in display order.
 
-
-def _restamped(frame, stamps: list[int]):
-    if frame.pts is not None and stamps:
-        frame.pts = heapq.heappop(stamps)
-    return frame
+    AVI stores no presentation timestamps, only each frame's slot (its decode-order index, the packet's
+    ``dts``): FFmpeg's guesses come out shuffled with B-frames (0.04, 0.16, 0.12, ...) and late by the
+    encoder's delay.  The frames leave the decoder in display order, so each takes the smallest slot
+    not yet used (a skipped frame, an empty packet, takes none)."""
+    slots: list[int] = []
+    for packet in container.demux(v):
+        if packet.size and packet.dts is not None:
+            heapq.heappush(slots, packet.dts)
+        for frame in packet.decode():
+            if slots:
+                frame.pts = heapq.heappop(slots)
+            yield frame
 
 
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -167,9 +161,7 @@ class VideoReader:
             prev_pts: int | None = None
             first = True
             try:
-                frames = container.decode(v)
-                if container.format.name == "avi":
-                    frames = _display_order_stamps(frames)
+                frames = _avi_frames(container, v) if container.format.name == "avi" else container.decode(v)
                 for frame in frames:
                     pts = frame.pts
                     if pts is None:
