@@ -4,8 +4,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -75,11 +75,9 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False,
     final = check_output_path(path, overwrite=overwrite, inputs=inputs)
     parent = final.parent if str(final.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}", dir=parent)
+        tmp_path = _new_temp(parent, f".{final.stem}.", f".partial{final.suffix}")
     except OSError as e:
         raise OutputError(f"cannot write {final} ({e.strerror or e})", hint="choose another output folder") from e
-    os.close(fd)
-    tmp_path = Path(tmp)
     try:
         yield tmp_path
         if final.exists() and not overwrite:  # appeared while we worked
@@ -110,7 +108,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool 
         raise OutputError(f"{final} already exists", hint="pass --overwrite or choose another name")
     parent = final.parent if str(final.parent) else Path(".")
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent))
+        tmp = _new_temp(parent, f".{final.name}.", ".partial", folder=True)
     except OSError as e:
         raise OutputError(f"cannot write {final} ({e.strerror or e})", hint="choose another output folder") from e
     try:
@@ -129,6 +127,23 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _new_temp(parent: Path, prefix: str, suffix: str, *, folder: bool = False) -> Path:
+    """Create an empty file (or folder) with a fresh random name in ``parent``, with the permissions
+    a new file gets from the umask (``tempfile.mkstemp``'s 0600 would survive the rename and make the
+    user's output readable by its owner only)."""
+    for _ in range(100):
+        p = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            if folder:
+                os.mkdir(p, 0o777)
+            else:
+                os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return p
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {parent}")
 
 
 def _fsync(path: Path) -> None:

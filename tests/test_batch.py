@@ -172,9 +172,16 @@ def test_cli_batch_argument_errors(tiny, inputs, tmp_path):
     with pytest.raises(InputError, match="--out-dir"):
         run("edit", (str(inputs),), None, options=RunOptions(), split_time=False, split_context=1.0, quiet=True,
             as_json=False, single_only={})
-    with pytest.raises(InputError, match="-o/--output"):
+    with pytest.raises(InputError, match="-o/--output names one output, but 2 inputs were given"):
         run("edit", ("a.mp4", "b.mp4"), str(tmp_path), options=RunOptions(), split_time=False, split_context=1.0,
             quiet=True, as_json=False, single_only={"-o/--output": "x.mp4"})
+    # one folder given with -o (or without --out-dir): the message names the folder, not "several inputs"
+    with pytest.raises(InputError, match=f"-o/--output names one output, but {inputs} is a folder"):
+        run("edit", (str(inputs),), None, options=RunOptions(), split_time=False, split_context=1.0,
+            quiet=True, as_json=False, single_only={"-o/--output": "x.mp4"})
+    with pytest.raises(InputError, match=r"clip\*\.mp4 is a pattern \(no file has that name\): a batch needs --out-dir"):
+        run("edit", (str(inputs / "clip*.mp4"),), None, options=RunOptions(), split_time=False, split_context=1.0,
+            quiet=True, as_json=False, single_only={})
     with pytest.raises(InputError, match="would both write"):
         d2 = tmp_path / "other"
         d2.mkdir()

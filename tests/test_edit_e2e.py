@@ -193,6 +193,48 @@ def test_cli_gif_in_gif_out(tiny, face_frames, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif", "out.gif"]
 
 
+def test_cli_default_output_of_an_extension_the_writer_cannot_write_is_mp4(tiny, face_clip, tmp_path, capsys):
+    """A camera's AVCHD `.MTS` (likewise raw .h264, .mpg, .wmv, no extension) with no -o: the edit is
+    written to `<name>.<edit>.mp4`; before, the default name kept `.MTS` and the run stopped on it."""
+    import av
+
+    src = tmp_path / "camera clip.MTS"
+    with av.open(str(face_clip)) as i, av.open(str(src), "w", format="mpegts") as o:
+        vi, ai = i.streams.video[0], i.streams.audio[0]
+        vo, ao = o.add_stream_from_template(vi), o.add_stream_from_template(ai)
+        for pkt in i.demux(vi, ai):
+            if pkt.dts is not None:
+                pkt.stream = vo if pkt.stream is vi else ao
+                o.mux(pkt)
+    code, text = cli(capsys, "edit", src, "--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib",
+                     "--mask", "hull", "--direction", tiny["dir"], "--strength", "1.5", "-q")
+    assert code == 0, text
+    out = tmp_path / "camera clip.dir+1.5.mp4"
+    info = probe(out)
+    assert info.codec == "h264" and info.n_frames == N_FRAMES and info.has_audio
+    assert all(mean_abs(x, y) > 1.0 for x, y in zip(frames(src), frames(out)))
+
+
+def test_cli_image_to_a_video_extension_fails_before_the_models_load(tiny, face_frames, tmp_path, capsys,
+                                                                      monkeypatch):
+    """An image is edited into an image: `-o out.mp4` for a photo is refused at once (one line naming the
+    output and the fix), not after the generator and encoder were loaded (1024 px: a minute on a CPU)."""
+    from PIL import Image
+
+    from fsvideo.pipeline import jobs
+
+    def no_model(*a, **k):
+        raise AssertionError("the models were loaded for a run that cannot write its output")
+
+    monkeypatch.setattr(jobs, "load_model", no_model)
+    src = tmp_path / "photo.png"
+    Image.fromarray(face_frames[0]).save(src)
+    code, text = cli_edit(capsys, tiny, src, tmp_path / "out.mp4")
+    assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    assert str(tmp_path / "out.mp4") in text and ".png" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
+
+
 @pytest.mark.parametrize("where", ["parent-is-a-file", "proc"])
 def test_unwritable_output_fails_even_as_root(tiny, face_clip, tmp_path, where, capsys):
     blocker = tmp_path / "not-a-folder"
@@ -204,6 +246,30 @@ def test_unwritable_output_fails_even_as_root(tiny, face_clip, tmp_path, where, 
     code, text = cli_edit(capsys, tiny, face_clip, out)
     assert code == 2 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
     assert str(out).rsplit("/", 1)[0] in text
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_cli_killed_midway_leaves_no_partial_file(tiny, face_clip, tmp_path, capsys, monkeypatch, sig):
+    """`kill`, `timeout` or a closed terminal mid-run: the run stops like Ctrl-C, exit 128+N, and the
+    temporary output is removed (the default action killed the process and left `.out.*.partial.mp4`)."""
+    import os
+    import signal
+
+    from fsvideo.video import writer as W
+    signum = getattr(signal, sig)
+    real = W.VideoWriter.write
+
+    def write(self, *a, **k):
+        real(self, *a, **k)
+        if self.frames_written == 2:
+            assert signal.getsignal(signum) is not signal.SIG_DFL, f"{sig} would kill the process here"
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(W.VideoWriter, "write", write)
+    code, text = cli_edit(capsys, tiny, face_clip, tmp_path / "out.mp4")
+    assert code == 128 + signum and f"terminated ({sig})" in text and "Traceback" not in text, text
+    assert list(tmp_path.iterdir()) == []                      # no output, no hidden .partial file
+    assert signal.getsignal(signum) is signal.SIG_DFL          # the handler is the CLI's only while it runs
 
 
 def test_face_parser_is_loaded_once_per_file_version(tiny, monkeypatch):

@@ -80,6 +80,25 @@ def test_output_folder_rules(media_dir, tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_bad_input_or_output_fails_before_the_detector_loads(media_dir, tmp_path, monkeypatch):
+    """Not a video, an audio file, an output that exists: one error, and no detector built first (FAN
+    takes seconds to load; the 'face detector: ...' line came before the error)."""
+    import fsvideo.faces
+
+    def no_detector(*a, **k):
+        raise AssertionError("the detector was built for a run that cannot start")
+
+    monkeypatch.setattr(fsvideo.faces, "make_detector", no_detector)
+    (tmp_path / "notes.mp4").write_text("not a video")
+    (tmp_path / "taken").write_text("a file")
+    photo = media_dir / "images" / "wild" / "facerec-obama.jpg"
+    for src, out, error, match in ((tmp_path / "notes.mp4", tmp_path / "o", InputError, "not a video"),
+                                   (photo, tmp_path / "taken", OutputError, "not a folder")):
+        res = _align(src, "--out", out, ok=False)
+        assert isinstance(res.exception, error) and match in str(res.exception), res.exception
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4", "taken"]
+
+
 def test_video_without_faces(media_dir, tmp_path):
     out = tmp_path / "none"
     _align(media_dir / "videos" / "other" / "pyfeat-no_face.mp4", "--out", out, "--every", "4",

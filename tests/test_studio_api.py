@@ -463,3 +463,19 @@ def test_preview_clips_do_not_pile_up(tmp_path):
     assert not earlier.exists() and upload.exists()
     made = [st.new_clip_folder() for _ in range(MAX_CLIPS + 3)]
     assert sorted(st.clips_dir.iterdir()) == made[-MAX_CLIPS:]
+
+
+def test_export_and_inversion_of_a_source_the_writer_cannot_write_are_mp4(tmp_path):
+    """A camera's `.MTS` (or raw .h264, .mpg) opened in the studio: its inversion and exports are written
+    as .mp4, as `fsvideo edit` names them; they kept `.MTS`, which no writer takes, and failed."""
+    from types import SimpleNamespace as NS
+
+    from fsvideo.studio.app import _export_path
+    from fsvideo.studio.project import Project
+    from fsvideo.studio.session import EditsBody
+
+    for name, ext in (("camera.MTS", ".mp4"), ("clip.mov", ".mov"), ("photo.jpg", ".png")):
+        p = NS(source=Path("/videos") / name, info=NS(is_image=name.endswith(".jpg")))
+        out = _export_path(NS(workdir=tmp_path), p, EditsBody(edits=SEFA))
+        assert out.parent == tmp_path / "exports" and out.suffix == ext, out
+        assert Project._suffix(p) == ext

@@ -181,6 +181,85 @@ def test_trimmed_output_keeps_only_that_span_of_audio(clips, tmp_path):
     assert first * 1024 / 44100 == pytest.approx(0.5, abs=0.05)
 
 
+def test_mjpeg_video_in_mkv_is_a_video(tmp_path):
+    """A webcam's MJPEG in MKV (frame count unknown to the container) is a video, not "a JPEG image"."""
+    src = tmp_path / "webcam.mkv"
+    make_test_clip(src, codec="mjpeg", pix_fmt="yuvj420p")
+    info = probe(src)
+    assert info.codec == "mjpeg" and not info.is_image and info.has_audio
+    frames = list(VideoReader(src))
+    assert len(frames) == 48 and np.abs(frames[9].image.astype(int) - pattern(9, 64, 48)).mean() < 6
+
+
+def test_avi_output_is_written_on_a_frame_clock(clips, tmp_path):
+    """AVI keeps a frame rate, not timestamps: frames go one slot each on a 1/fps clock, no B-frames.
+    On the source's 1/2500 s clock the muxer indexed an empty frame per unused tick (96 entries, 600 fps
+    for 4 frames) and the frames read back out of order."""
+    info, out = check_roundtrip(clips["cfr"], tmp_path / "out.avi")     # count, rate, times, copied audio
+    assert out.n_frames == 48 and out.fps == 25 and out.audio_codec == "aac"
+
+
+def test_avi_with_b_frames_reads_in_time_order(tmp_path):
+    """AVI keeps no presentation timestamps: with B-frames (H.264, DivX "packed" streams) the decoder's
+    frames carried shuffled decode-order stamps (0.04, 0.16, 0.12, ...) and the edit came out jerky."""
+    src = tmp_path / "bframes.avi"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "bf": "3"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = s.time_base = Fraction(1, 25)
+        for i in range(12):
+            f = av.VideoFrame.from_ndarray(pattern(i * 3, 64, 48), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    frames = list(VideoReader(src))
+    times = [f.time for f in frames]
+    assert len(frames) == 12 and np.allclose(np.diff(times), 0.04)           # in order, one frame apart
+    assert all(np.abs(f.image.astype(int) - pattern(i * 3, 64, 48)).mean() < 6 for i, f in enumerate(frames))
+    _, n = roundtrip(src, tmp_path / "out.mp4")
+    out = [f.time for f in VideoReader(tmp_path / "out.mp4")]
+    assert n == 12 and np.allclose(np.diff(out), 0.04, atol=1e-3)    # the order and spacing kept
+
+
+def test_every_audio_stream_is_kept_with_its_language(clips, tmp_path):
+    """A second language / commentary track: copied like the first (trimmed alike), language tags kept;
+    re-encoded for WebM.  Only the first audio stream was written before."""
+    make_test_clip(tmp_path / "b.mp4", tone_hz=880)
+    src = tmp_path / "two.mkv"
+    with av.open(str(clips["cfr"])) as a, av.open(str(tmp_path / "b.mp4")) as b, av.open(str(src), "w") as o:
+        v = o.add_stream_from_template(a.streams.video[0])
+        outs = {}
+        for c, lang in ((a, "eng"), (b, "fra")):
+            outs[c] = o.add_stream_from_template(c.streams.audio[0])
+            outs[c].metadata["language"] = lang
+        for c, streams in ((a, (a.streams.video[0], a.streams.audio[0])), (b, (b.streams.audio[0],))):
+            for pkt in c.demux(*streams):
+                if pkt.dts is not None:
+                    pkt.stream = v if pkt.stream.type == "video" else outs[c]
+                    o.mux(pkt)
+
+    def tracks(path):
+        with av.open(str(path)) as c:
+            data = {s.index: [] for s in c.streams.audio}
+            for p in c.demux(*c.streams.audio):
+                if p.size:
+                    data[p.stream.index].append(bytes(p))
+            return [(s.metadata.get("language"), s.codec_context.name, data[s.index]) for s in c.streams.audio]
+
+    for name, kw in (("all.mp4", {}), ("trim.mkv", dict(start=0.5, end=1.5)), ("all.webm", {})):
+        roundtrip(src, tmp_path / name, **kw)
+        got, want = tracks(tmp_path / name), tracks(src)
+        assert [(lang, codec) for lang, codec, _ in got] == ([("eng", "opus"), ("fra", "opus")] if "webm" in name
+                                                             else [("eng", "aac"), ("fra", "aac")])
+        if name == "all.mp4":
+            assert [t[2] for t in got] == [t[2] for t in want]                 # copied, packet for packet
+        if name == "trim.mkv":
+            for (_, _, g), (_, _, w) in zip(got, want):
+                assert abs(len(g) - 44100 / 1024) <= 2 and g == w[w.index(g[0]):w.index(g[0]) + len(g)]
+    roundtrip(src, tmp_path / "one.flv")                                     # FLV holds one audio stream
+    assert [t[2] for t in tracks(tmp_path / "one.flv")] == [tracks(src)[0][2]]
+
+
 @pytest.mark.parametrize("codec, ext, acodec", [("libx265", ".mp4", "aac"), ("libvpx-vp9", ".webm", "opus"),
                                                 ("libx264", ".mkv", "aac")])
 def test_codecs_and_containers(clips, tmp_path, codec, ext, acodec, caplog):
@@ -317,6 +396,32 @@ def test_decode_encode_chain_through_the_runner(clips, tmp_path):
     assert len(packets(dst, "audio")) == len(packets(src, "audio"))
 
 
+def test_a_stream_that_changes_size_midway_is_scaled_to_the_first_size(tmp_path, caplog):
+    """Two MPEG-TS parts of different sizes back to back (a broadcast, a screen recording): every frame
+    comes out at the first frame's size and the clip re-encodes (the writer refused frame 3 before)."""
+    def part(path, size, first):
+        with av.open(str(path), "w", format="mpegts") as out:
+            s = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "bf": "0"})
+            s.width, s.height, s.pix_fmt = *size, "yuv420p"
+            s.codec_context.time_base = Fraction(1, 90000)
+            for i in range(first, first + 3):
+                f = av.VideoFrame.from_ndarray(pattern(i, *size), format="rgb24")
+                f.pts, f.time_base = i * 3600, Fraction(1, 90000)
+                out.mux(s.encode(f))
+            out.mux(s.encode(None))
+    part(tmp_path / "a.ts", (64, 48), 0)
+    part(tmp_path / "b.ts", (96, 72), 3)
+    src = tmp_path / "both.ts"
+    src.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    with caplog.at_level(logging.WARNING):
+        frames = list(VideoReader(src))
+    assert [f.image.shape for f in frames] == [(48, 64, 3)] * 6
+    assert "changes its frame size to 96x72 at frame 3" in caplog.text
+    assert np.abs(frames[4].image.astype(int) - pattern(4, 64, 48)).mean() < 8      # scaled, not cropped
+    _, n = roundtrip(src, tmp_path / "out.mp4")
+    assert n == 6 and len(list(VideoReader(tmp_path / "out.mp4"))) == 6
+
+
 # ------------------------------------------------------------------------------------------- images
 
 def test_images_are_one_frame_videos_with_exif_orientation(tmp_path):
@@ -372,7 +477,35 @@ def bad_files(tmp_path_factory, clips, shared_dir):
     shutil.copy(shared_dir / "media/images/wild/facerec-obama.jpg", d / "photo.mp4")
     _audio_only(d / "voice.m4a")
     (d / "folder.mp4").mkdir()
+    from PIL import Image
+    ims = [Image.fromarray(pattern(i * 20, 40, 32)) for i in range(4)]
+    for name in ("anim.png", "anim.webp"):                  # animated: not to be cut to their first frame
+        ims[0].save(d / name, save_all=True, append_images=ims[1:], duration=100, loop=0)
+    _song_with_cover(d / "song.mp3")
     return d
+
+
+def _song_with_cover(path):
+    """An mp3 with cover art: FFmpeg shows the picture as a one-frame video stream (attached_pic)."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(pattern(3, 32, 32)).save(buf, "JPEG")
+    with av.open(str(path), "w") as out:
+        a = out.add_stream("libmp3lame", rate=44100)
+        a.layout = "mono"
+        c = out.add_stream("mjpeg", rate=1)
+        c.width, c.height, c.pix_fmt = 32, 32, "yuvj420p"
+        c.disposition = av.stream.Disposition.attached_pic
+        pkt = av.Packet(buf.getvalue())
+        pkt.stream, pkt.pts, pkt.dts = c, 0, 0
+        out.mux(pkt)
+        for i in range(0, 44100, 1152):
+            fr = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.float32), format="fltp", layout="mono")
+            fr.sample_rate, fr.pts = 44100, i
+            out.mux(a.encode(fr))
+        out.mux(a.encode(None))
 
 
 @pytest.mark.parametrize("name, match", [
@@ -384,6 +517,9 @@ def bad_files(tmp_path_factory, clips, shared_dir):
     ("voice.m4a", "no video stream"),
     ("folder.mp4", "folder"),
     ("missing.mp4", "no such file"),
+    ("song.mp3", "no video stream \\(audio with a cover picture\\)"),   # not "a JPEG image, rename it"
+    ("anim.png", "animated PNG \\(4 frames\\)"),
+    ("anim.webp", "animated WEBP \\(4 frames\\)"),
 ])
 def test_bad_inputs_raise_input_error_naming_the_file(bad_files, name, match):
     with pytest.raises(InputError, match=match) as ei:
@@ -465,3 +601,27 @@ def test_atomic_output_and_dir(tmp_path):
         (d / "y.txt").write_text("2")
     assert [p.name for p in folder.iterdir()] == ["y.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "grids"]
+
+
+def test_atomic_outputs_get_the_umask_permissions_not_the_temp_files(tmp_path):
+    """A finished output is readable as any new file is (0644 under umask 022), not owner-only as the
+    0600/0700 of a mkstemp/mkdtemp temporary would leave it after the rename."""
+    import os
+    import stat
+
+    from fsvideo.utils import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "out.mp4") as tmp:
+            tmp.write_bytes(b"video")
+        with atomic_dir(tmp_path / "crops") as d:
+            (d / "a.png").write_bytes(b"png")
+        os.umask(0o077)                                  # a private umask is respected too
+        with atomic_output(tmp_path / "private.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.mp4").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "crops").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600

@@ -2,13 +2,16 @@
 
 Each command lives in its own module under ``fsvideo/cli/`` and is imported only when it runs,
 so ``fsvideo --help`` stays fast.  The CLI owns the console: errors from the library
-(:class:`fsvideo.errors.FsvideoError`) become one red line and exit code 2, Ctrl-C exit code 130.
+(:class:`fsvideo.errors.FsvideoError`) become one red line and exit code 2, Ctrl-C exit code 130,
+SIGTERM / SIGHUP 143 / 129 after the same clean stop (no temporary output left).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -81,20 +84,56 @@ def cli(ctx: click.Context, verbose: int, offline: bool) -> None:
     ctx.with_resource(first_run_downloads())    # commands fetch missing registry weights on first use
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``kill``, ``timeout``, a closed terminal, a job scheduler), raised in the main
+    thread like Ctrl-C, so the pipeline stops its threads and every temporary output is removed
+    (the default action would kill the process and leave the ``.partial`` files behind)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _termination_as_interrupt():
+    """While the CLI runs: SIGTERM and SIGHUP raise :class:`Terminated` (signals a caller set to be
+    ignored stay ignored; the previous handlers come back afterwards)."""
+    previous = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is None:
+            continue
+        try:
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                previous[sig] = signal.signal(sig, _raise_terminated)
+        except ValueError:      # not the main thread: leave the signals alone
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv=None) -> None:
     """Entry point: runs the CLI and turns errors into one line and an exit code."""
     from fsvideo.cli._console import err_console
     from fsvideo.pipeline.memory import use_huge_pages
     use_huge_pages()                # before any command imports torch (1024 px on a CPU: 1.4x faster)
     try:
-        cli.main(args=argv, prog_name="fsvideo", standalone_mode=False)
+        with _termination_as_interrupt():
+            cli.main(args=argv, prog_name="fsvideo", standalone_mode=False)
     except FsvideoError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("[bold red]interrupted[/]: no output was written")
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:    # click turns Ctrl-C into Abort
+        cause = e if isinstance(e, Terminated) else e.__cause__
+        if isinstance(cause, Terminated):
+            err_console.print(f"[bold red]terminated[/] ({cause}): no output was written")
+            sys.exit(128 + cause.signum)
         err_console.print("[bold red]interrupted[/]: no output was written")
         sys.exit(130)
     except click.ClickException as e:

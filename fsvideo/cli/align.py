@@ -140,9 +140,12 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
     if out.resolve() == input_path.resolve():
         raise OutputError(f"--out {out} is the input", hint="choose another output folder")
     method = method if method != "auto" else ("fast" if kind == "video" else "exact")
+    _check_out_dir(out, overwrite)
+    if kind != "folder":
+        from fsvideo.video import probe
+        probe(input_path)           # a bad input or output fails here, before the detector loads
     det = make_detector(detector, device, max_side=detect_size or None)
     err_console.print(f"face detector: [bold]{det.name}[/]", highlight=False)
-    _check_out_dir(out, overwrite)
     t0 = time.perf_counter()
     with atomic_dir(out, overwrite=True) as tmp:     # an existing `out` was checked above
         if kind == "video":

@@ -39,6 +39,17 @@ def is_batch(inputs: tuple[str, ...], out_dir: str | None) -> bool:
         glob.has_magic(inputs[0]) and not os.path.exists(inputs[0])) or env_info().enabled
 
 
+def _why_batch(inputs: tuple[str, ...]) -> str:
+    """What made this a batch (the reason :func:`is_batch` gave), for messages naming the user's input."""
+    if len(inputs) != 1:
+        return f"{len(inputs)} inputs were given"
+    if os.path.isdir(inputs[0]):
+        return f"{inputs[0]} is a folder"
+    if glob.has_magic(inputs[0]) and not os.path.exists(inputs[0]):
+        return f"{inputs[0]} is a pattern (no file has that name)"
+    return "several processes run it (torchrun)"
+
+
 def run(kind: str, inputs, out_dir, *, edits=(), options, split_time: bool, split_context: float,
         quiet: bool, as_json: bool, single_only: dict, latents: str | None = None) -> None:
     """Run the batch, print a line per input (unless quiet / JSON) and the closing table on rank 0."""
@@ -46,11 +57,10 @@ def run(kind: str, inputs, out_dir, *, edits=(), options, split_time: bool, spli
     from fsvideo.pipeline.batch import BatchJob, run_batch
     given = [k for k, v in single_only.items() if v]
     if given:
-        raise InputError(f"{given[0]} names one output, but several inputs were given",
+        raise InputError(f"{given[0]} names one output, but {_why_batch(inputs)}",
                          hint="use --out-dir DIR (outputs are named as a single run names them)")
     if out_dir is None:
-        raise InputError("several inputs, a folder or several processes (torchrun) need --out-dir",
-                         hint="add --out-dir edited/")
+        raise InputError(f"{_why_batch(inputs)}: a batch needs --out-dir", hint="add --out-dir edited/")
     env = env_info()
     tag = f"[dim]rank {env.rank}[/] " if env.enabled else ""
 

@@ -15,7 +15,7 @@ import torch
 
 from fsvideo.config import ModelConfig, load_config, resolve_config_path
 from fsvideo.edits.requests import EditRequest
-from fsvideo.errors import InputError
+from fsvideo.errors import InputError, OutputError
 from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.pipeline.budget import core_budget
 from fsvideo.pipeline.components import Components
@@ -50,19 +50,34 @@ class RunSummary:
 
 
 def default_output(input_path: Path, edits: list[EditRequest], suffix: str | None = None) -> Path:
-    """``talk.mp4`` + smile 2 -> ``talk.smile+2.mp4``; several edits are joined with ``.``."""
+    """``talk.mp4`` + smile 2 -> ``talk.smile+2.mp4``; several edits are joined with ``.``.
+
+    The output keeps the input's extension when the writer can write it; otherwise (a camera's
+    ``.MTS``, raw ``.h264``, ``.mpg``, ``.wmv``, no extension) it is ``.mp4``.
+    """
     tag = ".".join(e.label for e in edits) or "inversion"
-    return input_path.with_name(f"{input_path.stem}.{tag}{suffix or input_path.suffix}")
+    return input_path.with_name(f"{input_path.stem}.{tag}{suffix or video_suffix(input_path)}")
+
+
+def video_suffix(input_path: Path) -> str:
+    """The extension of a video made from ``input_path``: its own when the writer can write it, else ``.mp4``."""
+    from fsvideo.video.encoders import VIDEO_EXTENSIONS
+    return input_path.suffix if input_path.suffix.lower() in VIDEO_EXTENSIONS else ".mp4"
 
 
 def check_output(src: Path, out: Path, opts: RunOptions) -> None:
-    """Before any model loads: the output may be written (``--overwrite``) and, for a video, its
-    extension names a format FFmpeg can write (the error names the user's path)."""
+    """Before any model loads: the output may be written (``--overwrite``) and its extension names a
+    format the writer can write: a video format for a video, an image format for an image (the
+    error names the user's path)."""
     from fsvideo.utils import check_output_path
     check_output_path(out, overwrite=opts.overwrite, inputs=(src,))
     if not is_image_name(src):
         from fsvideo.video.encoders import check_video_extension
         check_video_extension(out)
+    elif not is_image_name(out):            # an image comes out as an image (ImageWriter)
+        what = f"a {out.suffix} file" if out.suffix else "a file without an extension"
+        raise OutputError(f"{out}: an image input ({src.name}) is written as an image, not {what}",
+                          hint="use .png, .jpg, .webp, .bmp or .tiff for -o")
 
 
 def is_image_name(p: Path) -> bool:

@@ -266,12 +266,12 @@ def _job(s: Session, job_id: str) -> Job:
 def _export_path(studio: Studio, p: Project, body: EditsBody, fresh: bool = False) -> Path:
     """``<workdir>/exports/<video>.<edits>.<ext>``; a fresh export gets a free name (``-2``, ``-3``...)."""
     from fsvideo import EditRequest
-    from fsvideo.pipeline.jobs import default_output
+    from fsvideo.pipeline.jobs import default_output, video_suffix
     folder = studio.workdir / "exports"
     folder.mkdir(exist_ok=True)
     reqs = [EditRequest(e.attr.split(":")[-1] if e.attr.startswith("upload:") else e.attr, e.strength)
             for e in body.edits]
-    ext = ".png" if p.info.is_image else p.source.suffix
+    ext = ".png" if p.info.is_image else video_suffix(p.source)
     face = "" if body.face == "all" else f".face{body.face}"
     out = folder / default_output(Path(_safe_name(p.source.stem, "video") + face + ext), reqs, ext).name
     n = 2

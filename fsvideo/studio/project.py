@@ -168,7 +168,8 @@ class Project:
                 self.state, self.error = "failed", str(e) if isinstance(e, FsvideoError) else f"{type(e).__name__}: {e}"
 
     def _suffix(self) -> str:
-        return ".png" if self.info.is_image else self.source.suffix
+        from fsvideo.pipeline.jobs import video_suffix
+        return ".png" if self.info.is_image else video_suffix(self.source)
 
     def _progress(self, done: int, total: int | None) -> None:
         self.done = done

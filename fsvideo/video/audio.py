@@ -1,10 +1,11 @@
 """Audio passthrough: copy a source's audio packets into an output container, interleaved with the video.
 
-The packets are copied as they are (no re-encode, so no quality loss and no work), shifted onto the
-output clock and trimmed to the span the video was read with.  Only when the output container
-cannot hold the source's codec (AAC in WebM) is the audio decoded and re-encoded to the
-container's default audio codec, with a warning.  A container that holds no audio at all (GIF)
-gets none, with a log line.
+Every audio stream is copied, in the source's order with its language tag (a second language or a
+commentary track is kept; a FLV file holds only the first).  The packets are copied as they are (no
+re-encode, so no quality loss and no work), shifted onto the output clock and trimmed to the span
+the video was read with.  Only when the output container cannot hold the source's codec (AAC in
+WebM) is the audio decoded and re-encoded to the container's default audio codec, with a warning.
+A container that holds no audio at all (GIF) gets none, with a log line.
 
 The writer calls :meth:`AudioPassthrough.pump` after each video frame with that frame's output
 time, so audio and video stay interleaved in the file, and :meth:`finish` at the end.
@@ -23,13 +24,25 @@ from fsvideo.video.probe import _open_error
 
 log = logging.getLogger(__name__)
 
+# Containers that hold a single audio stream: the first is copied, the others are left out (with a warning).
+_ONE_AUDIO_STREAM = (".flv",)
+
+
+class _Track:
+    """One copied audio stream: its source stream, output stream, and whether it is re-encoded."""
+
+    def __init__(self, src, out, transcode: bool):
+        self.src, self.out, self.transcode = src, out, transcode
+        self.tb = Fraction(src.time_base)
+        self.ended = False
+
 
 class AudioPassthrough:
-    """Copies the first audio stream of ``src`` into ``out`` (an open output container).
+    """Copies the audio streams of ``src`` into ``out`` (an open output container).
 
     Args:
         out: the output container (streams are added now, before the header is written).
-        src: the file whose first audio stream is copied.
+        src: the file whose audio streams are copied.
         offset_s: the source time (absolute seconds, container clock) that is output time 0.
         start: the trim start the video was read with (seconds, player clock), or None:
             packets before it are left out (at most one packet, some tens of milliseconds).
@@ -44,56 +57,62 @@ class AudioPassthrough:
         self.start = start
         self.end_abs = end_abs
         self.done = False
-        self._stream_out = None
-        self._transcode = False
+        self._streams: dict[int, _Track] = {}       # source stream index -> its output track
         self._pending = None
         self._iter = None
         try:
             self._in = av.open(str(src), mode="r", metadata_errors="replace")
         except av.error.FFmpegError as e:
             raise _open_error(src, e) from e
-        if not self._in.streams.audio:
+        sources = list(self._in.streams.audio)
+        if not sources:
             log.info("%s has no audio stream; writing video only", src)
             self.done = True
             return
-        a_in = self._in.streams.audio[0]
         if out.default_audio_codec in ("none", "", None):
             log.info("%s: a %s file holds no audio; the audio of %s is left out", shown, Path(shown).suffix, src)
             self.done = True
             return
-        self._add_output_stream(a_in, shown)
+        if len(sources) > 1 and Path(shown).suffix.lower() in _ONE_AUDIO_STREAM:
+            log.warning("%s: a %s file holds one audio stream; the other %d of %s are left out", shown,
+                        Path(shown).suffix, len(sources) - 1, src)
+            sources = sources[:1]
+        for a_in in sources:
+            self._streams[a_in.index] = _Track(a_in, *self._add_output_stream(a_in, shown))
+        a_in = sources[0]
         if start:
             target = int(math.floor((offset_s - 1.0) / a_in.time_base)) if a_in.time_base else 0
             try:
                 self._in.seek(max(0, target), stream=a_in, backward=True)
             except av.error.FFmpegError:
                 self._in.seek(0)
-        self._src = a_in
-        self._tb = Fraction(a_in.time_base)
-        self._iter = self._in.demux(a_in)
+        self._iter = self._in.demux(*sources)
 
-    def _add_output_stream(self, a_in, shown: str) -> None:
+    def _add_output_stream(self, a_in, shown: str):
+        """``(output stream, re-encoded?)`` for source stream ``a_in``: a copy when the container holds its codec."""
         try:
-            self._stream_out = self._out.add_stream_from_template(a_in)
-            return
+            stream = self._out.add_stream_from_template(a_in)
+            transcode = False
         except ValueError:
-            pass
-        self._transcode = True
-        target = self._out.default_audio_codec
-        log.warning("%s: a %s file cannot hold %s audio as is; re-encoding it to %s",
-                    shown, Path(shown).suffix, a_in.codec_context.name, target)
-        rate = a_in.codec_context.sample_rate or 48000
-        if "opus" in target:
-            rate = 48000  # the only rate libopus takes; PyAV resamples the decoded frames
-        self._stream_out = self._out.add_stream(target, rate=rate)
-        channels = a_in.codec_context.channels if hasattr(a_in.codec_context, "channels") else 2
-        self._stream_out.layout = "mono" if channels == 1 else "stereo"
+            transcode = True
+            target = self._out.default_audio_codec
+            log.warning("%s: a %s file cannot hold %s audio as is; re-encoding it to %s",
+                        shown, Path(shown).suffix, a_in.codec_context.name, target)
+            rate = a_in.codec_context.sample_rate or 48000
+            if "opus" in target:
+                rate = 48000  # the only rate libopus takes; PyAV resamples the decoded frames
+            stream = self._out.add_stream(target, rate=rate)
+            channels = a_in.codec_context.channels if hasattr(a_in.codec_context, "channels") else 2
+            stream.layout = "mono" if channels == 1 else "stereo"
+        lang = (a_in.metadata or {}).get("language")
+        if lang:
+            stream.metadata["language"] = lang
+        return stream, transcode
 
     def pump(self, until: float | None) -> None:
         """Copy the source's audio packets up to output time ``until`` seconds (None: to the end)."""
         if self._iter is None or self.done:
             return
-        a_off = int(math.floor(self.offset_s / self._tb + 1e-9))
         while True:
             pkt, self._pending = self._pending, None
             if pkt is None:
@@ -108,40 +127,48 @@ class AudioPassthrough:
                     return
             if pkt.dts is None and pkt.pts is None:
                 continue  # the demuxer's empty flush packet
-            t_abs = float((pkt.pts if pkt.pts is not None else pkt.dts) * self._tb)
+            track = self._streams.get(pkt.stream.index)
+            if track is None or track.ended:
+                continue
+            t_abs = float((pkt.pts if pkt.pts is not None else pkt.dts) * track.tb)
             if self.end_abs is not None and t_abs >= self.end_abs - 1e-9:
-                self.finish()
-                return
+                track.ended = True                   # this stream is done; the others may still have packets
+                if all(t.ended for t in self._streams.values()):
+                    self.finish()
+                    return
+                continue
             if self.start and t_abs < self.offset_s - 1e-9:
                 continue  # before --start (without a trim, priming packets before 0 are kept)
             if until is not None and t_abs - self.offset_s > until:
                 self._pending = pkt
                 return
-            if self._transcode:
-                self._reencode(pkt)
+            if track.transcode:
+                self._reencode(track, pkt)
             else:
+                a_off = int(math.floor(self.offset_s / track.tb + 1e-9))
                 if pkt.pts is not None:
                     pkt.pts -= a_off
                 if pkt.dts is not None:
                     pkt.dts -= a_off
-                pkt.stream = self._stream_out
+                pkt.stream = track.out
                 self._out.mux(pkt)
 
-    def _reencode(self, pkt) -> None:
+    def _reencode(self, track: _Track, pkt) -> None:
         for fr in pkt.decode():
             if fr.pts is not None:
-                t = float(fr.pts * self._tb) - self.offset_s
+                t = float(fr.pts * track.tb) - self.offset_s
                 fr.pts = int(round(t * fr.sample_rate))
                 fr.time_base = Fraction(1, fr.sample_rate)
-            self._out.mux(self._stream_out.encode(fr))
+            self._out.mux(track.out.encode(fr))
 
     def finish(self) -> None:
-        """Stop copying (flushes the audio encoder when re-encoding)."""
+        """Stop copying (flushes the audio encoders of re-encoded streams)."""
         if self.done:
             return
         self.done = True
-        if self._transcode and self._stream_out is not None:
-            self._out.mux(self._stream_out.encode(None))
+        for track in self._streams.values():
+            if track.transcode:
+                self._out.mux(track.out.encode(None))
 
     def close(self) -> None:
         """Close the source file (idempotent; errors are ignored, the output's matter)."""

@@ -16,6 +16,10 @@ from fsvideo.errors import InputError, OutputError
 #: File extensions read as still images (with Pillow, EXIF orientation applied).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
+# Pillow formats whose extra frames are an animation (refused rather than silently cut to the first
+# frame); a JPEG's extra frames (MPO: a phone's gain or depth map) are not, and are ignored.
+_ANIMATED_FORMATS = ("PNG", "WEBP")
+
 
 def read_image(p: Path) -> np.ndarray:
     """uint8 [H, W, 3] RGB with the EXIF orientation applied."""
@@ -23,6 +27,11 @@ def read_image(p: Path) -> np.ndarray:
 
     try:
         with Image.open(p) as im:
+            if im.format in _ANIMATED_FORMATS and getattr(im, "is_animated", False):
+                raise InputError(f"{p} is an animated {im.format} ({im.n_frames} frames); fsvideo reads a "
+                                 f"{p.suffix} file as one still image and would edit its first frame only",
+                                 hint=f"convert it to a video or GIF first (e.g. `magick {p.name} {p.stem}.gif`), "
+                                      "then edit that")
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 a = np.asarray(im, dtype=np.float64)

@@ -32,7 +32,6 @@ VIDEO_INPUT_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".flv", ".we
 
 # Demuxers / codecs that mean "this is a still image", whatever the file is called.
 _IMAGE_DEMUXERS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "image2pipe")
-_IMAGE_CODECS = ("mjpeg", "png", "bmp", "webp", "tiff", "jpeg2000")
 
 _AV_TIME_BASE = 1_000_000
 _HINT_CONVERT = "convert it first, e.g. `ffmpeg -i IN -c:v libx264 -c:a copy OUT.mp4`"
@@ -170,10 +169,14 @@ def _probe_container(p: Path, container) -> VideoInfo:
             raise InputError(f"{p} has no video stream (audio only)",
                              hint="pass a video file; fsvideo edits faces in video or images")
         raise InputError(f"{p} has no video stream", hint="pass a video file (mp4, mov, mkv, ...)")
-    v = container.streams.video[0]
+    v = video_stream(container)
+    if v is None:                              # an mp3's / m4a's cover picture only
+        raise InputError(f"{p} has no video stream (audio with a cover picture)",
+                         hint="pass a video file; fsvideo edits faces in video or images")
     ctx = v.codec_context
     codec = ctx.name if ctx is not None else (v.codec.name if getattr(v, "codec", None) else "unknown")
-    if any(fmt.split(",")[0] == d for d in _IMAGE_DEMUXERS) or (codec in _IMAGE_CODECS and v.frames <= 1):
+    # (by the demuxer only: an MJPEG or PNG *video* in MKV, whose frame count is unknown, is a video)
+    if any(fmt.split(",")[0] == d for d in _IMAGE_DEMUXERS):
         kind = codec.upper() if codec != "mjpeg" else "JPEG"
         raise InputError(f"{p} is a {kind} image, not a video",
                          hint=f"rename it with an image extension (e.g. {p.stem}.jpg or .png) "
@@ -215,10 +218,19 @@ def _probe_container(p: Path, container) -> VideoInfo:
                      coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time)
 
 
+def video_stream(container):
+    """The video stream fsvideo reads: the first that is not an attached picture (the cover art an mp3,
+    m4a or mp4 may carry as a one-frame "video" stream), or None."""
+    for s in container.streams.video:
+        if not s.disposition & av.stream.Disposition.attached_pic:
+            return s
+    return None
+
+
 def _check_not_truncated(p: Path, container) -> None:
     """An indexed container (MP4/MOV/MKV with cues) whose samples point past the end of the file was cut off."""
     size = p.stat().st_size
-    for stream in list(container.streams.video[:1]) + list(container.streams.audio[:1]):
+    for stream in [video_stream(container)] + list(container.streams.audio[:1]):
         try:
             entries = stream.index_entries
             n = len(entries)

@@ -4,10 +4,13 @@ Frames keep the source's presentation timestamps (``Frame.pts``, stream time bas
 can keep variable frame rates; ``Frame.time`` is seconds on the player's clock (see
 :mod:`fsvideo.video.probe`).  Colour: YUV -> RGB uses the source's tagged matrix and range (the
 swscale default BT.601 when untagged); the writer converts back with the same tags.
-A still image is a one-frame video, so the pipeline treats both alike.
+A still image is a one-frame video, so the pipeline treats both alike.  A stream that changes its
+frame size mid-way (a broadcast, a screen recording) is scaled back to the probed first frame's size
+(what ``ffmpeg`` does), with a warning, so every frame of a video has one size.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import os
@@ -23,7 +26,7 @@ from av.video.reformatter import VideoReformatter
 
 from fsvideo.errors import InputError
 from fsvideo.video.images import read_image
-from fsvideo.video.probe import VideoInfo, _open_input, probe
+from fsvideo.video.probe import VideoInfo, _open_input, probe, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,23 @@ class Frame:
     time: float
     image: np.ndarray
     duration: int | None = None
+
+
+def _avi_frames(container, v):
+    """The frames of an AVI stream, stamped in display order.
+
+    AVI stores no presentation timestamps, only each frame's slot (its decode-order index, the packet's
+    ``dts``): FFmpeg's guesses come out shuffled with B-frames (0.04, 0.16, 0.12, ...) and late by the
+    encoder's delay.  The frames leave the decoder in display order, so each takes the smallest slot
+    not yet used (a skipped frame, an empty packet, takes none)."""
+    slots: list[int] = []
+    for packet in container.demux(v):
+        if packet.size and packet.dts is not None:
+            heapq.heappush(slots, packet.dts)
+        for frame in packet.decode():
+            if slots:
+                frame.pts = heapq.heappop(slots)
+            yield frame
 
 
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -121,7 +141,7 @@ class VideoReader:
         start, end = self.start, self.end
         container = _open_input(self.path)
         try:
-            v = container.streams.video[0]
+            v = video_stream(container)
             if self.threads:
                 v.thread_type = "AUTO"
             tb = Fraction(v.time_base) if v.time_base else info.time_base
@@ -137,10 +157,12 @@ class VideoReader:
             # which costs more than the conversion itself (2.3 against 0.6 ms a 1080p frame).
             rgb = VideoReformatter()
             index = 0
+            resized = False
             prev_pts: int | None = None
             first = True
             try:
-                for frame in container.decode(v):
+                frames = _avi_frames(container, v) if container.format.name == "avi" else container.decode(v)
+                for frame in frames:
                     pts = frame.pts
                     if pts is None:
                         pts = frame.dts if frame.dts is not None else (prev_pts + step if prev_pts is not None else 0)
@@ -155,7 +177,16 @@ class VideoReader:
                     if end is not None and t >= end - 1e-6:
                         break
                     prev_pts = pts
-                    image = rgb.reformat(frame, format="rgb24", src_color_range=int(frame.color_range) or None).to_ndarray()
+                    size = None
+                    if (frame.width, frame.height) != (info.coded_width, info.coded_height) and info.coded_width:
+                        size = info.coded_width, info.coded_height    # the stream changed size mid-way
+                        if not resized:
+                            log.warning("%s changes its frame size to %dx%d at frame %d (t=%.2f s); scaling such "
+                                        "frames to the first frame's %dx%d", self.path, frame.width, frame.height,
+                                        index, t, *size)
+                        resized = True
+                    image = rgb.reformat(frame, format="rgb24", src_color_range=int(frame.color_range) or None,
+                                         width=size and size[0], height=size and size[1]).to_ndarray()
                     image = upright(image, info.rotation)
                     dur = frame.duration if getattr(frame, "duration", None) else None
                     yield Frame(index=index, pts=int(pts), time=t, image=image, duration=dur)

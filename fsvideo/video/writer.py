@@ -1,7 +1,8 @@
 """Encoding: :class:`VideoWriter` writes uint8 HxWx3 RGB frames with the source's timing, rotation and colour.
 
 Timing.  Frames are written with the source's timestamps (VFR stays VFR) and durations, shifted so
-that output time 0 is the trim start; the last frame never outlasts the source's video end.
+that output time 0 is the trim start; the last frame never outlasts the source's video end.  An AVI
+keeps no timestamps: its frames go on a clock of one tick a frame.
 
 Rotation.  By default (``keep_rotation=True``) the writer turns the upright images back to the
 stored orientation and writes the source's display matrix, so the output carries the source's
@@ -50,6 +51,12 @@ from fsvideo.video.probe import VideoInfo
 
 log = logging.getLogger(__name__)
 
+# Containers that keep a frame rate instead of timestamps: frames are written on a 1/fps clock
+# (a variable frame rate is rounded to it; B-frames are read back in order by the reader).
+_FRAME_CLOCK_FORMATS = (".avi",)
+# AVI: an AAC priming packet before 0 would make the muxer shift every stream, the video by a slot.
+_MUXER_OPTIONS = {".avi": {"avoid_negative_ts": "disabled"}}
+
 
 def _chroma_even(pix_fmt: str) -> tuple[bool, bool]:
     """(width must be even, height must be even) for ``pix_fmt``: true where chroma is subsampled."""
@@ -88,7 +95,7 @@ class VideoWriter:
             :data:`~fsvideo.video.encoders.DEFAULT_PRESET`); mapped for VP9 and NVENC.
         pix_fmt: ``yuv420p`` (default, plays everywhere), ``yuv420p10le``, ``yuv444p``...
             (ignored for GIF, which is palette-based).
-        audio_from: a file whose first audio stream is copied packet by packet (None: no audio).
+        audio_from: a file whose audio streams are copied packet by packet (None: no audio).
         start, end: the trim the frames were read with (seconds, player clock): the output clock
             starts at ``start`` and only the audio in ``[start, end)`` is copied.
         width, height: upright output size when it differs from ``like`` (e.g. a side-by-side
@@ -143,7 +150,7 @@ class VideoWriter:
             log.info("%s: padding %dx%d to even size %dx%d for %s", self.shown, cw, ch, cw + self._pad[1],
                      ch + self._pad[0], pix_fmt)
         try:
-            self._out = av.open(str(self.path), mode="w")
+            self._out = av.open(str(self.path), mode="w", options=_MUXER_OPTIONS.get(ext, {}))
         except (av.error.FFmpegError, ValueError) as e:
             raise OutputError(f"cannot write {self.shown} ({e})", hint="check the output folder") from e
         try:
@@ -168,8 +175,14 @@ class VideoWriter:
     def _setup_video(self, pix_fmt: str, w: int, h: int, threads: int) -> None:
         like = self.like
         tb = like.time_base if not like.is_image else Fraction(1, 25)
-        self._tb = tb
         rate = like.fps if not like.is_image else Fraction(25)
+        # AVI stores no timestamps, only a frame rate: its clock ticks once a frame (a finer one made the
+        # muxer index an empty frame for every unused tick: 96 entries and "600 fps" for 4 frames).
+        self._frame_clock = self.path.suffix.lower() in _FRAME_CLOCK_FORMATS and not like.is_image
+        if self._frame_clock:
+            tb = 1 / Fraction(rate)
+            self.encoder_options = {**self.encoder_options, "bf": "0"}   # no reordering: a frame, a slot
+        self._tb = tb
         try:
             s = self._out.add_stream(self.encoder, rate=rate, options=self.encoder_options)
         except (av.error.FFmpegError, ValueError) as e:
@@ -221,7 +234,10 @@ class VideoWriter:
         check_image(image, "image", (self.height, self.width))
         tb = self._tb
         offset = int(math.floor(self.offset_s / tb + 1e-9))
-        if pts is not None:
+        if self._frame_clock and pts is not None:         # the frame slot the source's stamp falls in
+            out_pts = math.floor((float(pts * self.like.time_base) - self.offset_s) / tb + 1e-3)
+            duration = max(1, round(duration * self.like.time_base / tb)) if duration else None
+        elif pts is not None:
             out_pts = int(pts) - offset if not self.like.is_image else int(pts)
         elif time is not None:
             out_pts = int(round((time - (self.start or 0.0)) / tb))
