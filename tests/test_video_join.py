@@ -92,7 +92,7 @@ def _audio_tracks(path):
     """``[(language, [(pts, dts, bytes), ...]), ...]``, one entry per audio stream in order."""
     with av.open(str(path)) as c:
         data = {s.index: [] for s in c.streams.audio}
-        for p in c.demux(*c.streams.audio):
+        for p in c.demux(*c.streams.audio) if data else ():     # (no stream given: demux() reads all)
             if p.size:
                 data[p.stream.index].append((p.pts, p.dts, bytes(p)))
         return [(s.metadata.get("language"), data[s.index]) for s in c.streams.audio]
