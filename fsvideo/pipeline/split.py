@@ -192,7 +192,7 @@ def _join(worker: BatchWorker, u: Unit, ident: dict, spans, parts: list[BatchRow
                 tmps["output"].write_bytes(videos[0].read_bytes())
             else:
                 join_segments(videos, tmps["output"], info, [a for a, _ in spans],
-                              rotation=0 if worker.options.compare else info.rotation)
+                              rotation=0 if worker.options.compare else info.rotation, end=spans[-1][1])
             if u.latents:                          # the whole run's span, as a single run records it
                 o = worker.options
                 join_latents([f["latents"] for f in files], tmps["latents"], {"start": o.start, "end": o.end})

@@ -11,7 +11,9 @@ A long video edited on several processes (``torchrun ... fsvideo edit long.mp4 -
    file, moving each span's timestamps by where it starts.  No frame is decoded or re-encoded, and
    the audio packets (each span file holds the source audio packets that start inside its span,
    copied as is by :class:`~fsvideo.video.VideoWriter`) come back exactly as a single run copies
-   them: together the spans hold every packet once.
+   them: together the spans hold every packet once.  Every audio stream is joined onto its own
+   track, with the source's language tag; a span holds only the tracks with packets in it (an MP4
+   keeps no empty track), and the source's packets tell which they are.
 
 The span files must come from the same encoder settings (same codec parameters); the join checks
 the codec headers and refuses otherwise, since concatenated packets would not decode.  Audio that
@@ -20,15 +22,18 @@ losslessly: each span would carry its own encoder priming, so :func:`join_segmen
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
 from fractions import Fraction
+from pathlib import Path
 from typing import Sequence
 
 import av
 
 from fsvideo.errors import InputError, PipelineError
+from fsvideo.video.audio import _ONE_AUDIO_STREAM
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +133,18 @@ def _same_codec(a, b) -> bool:
             and (ca.width, ca.height) == (cb.width, cb.height))
 
 
-def _packet_pts(path, kind: str) -> tuple[list[int], Fraction | None]:
-    """Sorted timestamps of the first ``kind`` stream's packets (no decoding) and its time base."""
+def _packet_pts(path, kind: str) -> list[tuple[list[int], Fraction]]:
+    """Sorted timestamps of the packets (no decoding) and the time base of each ``kind`` stream.
+
+    One entry per stream in the file's order: every audio stream, the first video stream only.
+    """
     with av.open(str(path)) as c:
-        streams = c.streams.video if kind == "video" else c.streams.audio
-        if not streams:
-            return [], None
-        s = streams[0]
-        return sorted(p.pts for p in c.demux(s) if p.pts is not None and p.size), Fraction(s.time_base)
+        streams = list(c.streams.video[:1] if kind == "video" else c.streams.audio)
+        pts: dict[int, list[int]] = {s.index: [] for s in streams}
+        for p in c.demux(*streams) if streams else ():          # (demux() of no stream reads them all)
+            if p.pts is not None and p.size:
+                pts[p.stream.index].append(p.pts)
+        return [(sorted(pts[s.index]), Fraction(s.time_base)) for s in streams]
 
 
 class _Clock:
@@ -143,28 +152,66 @@ class _Clock:
 
     Containers round a track's start to their movie time scale (MP4: milliseconds), so a span
     file's first timestamp read back can be off by a fraction of a millisecond; every span is
-    therefore placed from the *source* packet that starts it, exactly as a single run writes it.
+    therefore placed from the *source* packet that starts it, exactly as a single run writes it:
+    the video from the source's video packets, each audio stream from that stream's packets.
+
+    Attributes:
+        audio: per source audio stream (in order), its packet times (absolute seconds, sorted) and
+            time base, as the writer copies them.
+        codecs, languages: per source audio stream, its codec name and language tag (or None).
     """
 
-    def __init__(self, like, base: float):
+    def __init__(self, like, base: float, one_audio: bool = False):
         self.like, self.base = like, base
-        self.video, self.vtb = _packet_pts(like.path, "video")
-        self.audio, self.atb = _packet_pts(like.path, "audio") if like.has_audio else ([], None)
+        (self.video, self.vtb), = _packet_pts(like.path, "video")
+        self.audio: list[tuple[list[float], list[int], Fraction]] = []
+        self.codecs: list[str] = []
+        self.languages: list[str | None] = []
+        if like.has_audio:
+            with av.open(str(like.path), metadata_errors="replace") as c:
+                self.codecs = [s.codec_context.name for s in c.streams.audio]
+                self.languages = [(s.metadata or {}).get("language") for s in c.streams.audio]
+            self.audio = [([float(p * tb) for p in pts], pts, tb) for pts, tb in _packet_pts(like.path, "audio")]
+        if one_audio:                   # a container of one audio stream: the writer copied the first
+            self.audio, self.codecs, self.languages = self.audio[:1], self.codecs[:1], self.languages[:1]
 
     def first_video(self, start: float | None) -> Fraction:
         lo = -math.inf if start is None else start - _EPS          # VideoReader's rule for --start
         p = next(p for p in self.video if float(p * self.vtb) - self.like.start_time >= lo)
         return (p - _clock_ticks(self.base, self.vtb)) * self.vtb
 
-    def first_audio(self, start: float | None) -> Fraction:
+    def _first(self, j: int, start: float | None) -> int:
+        """Index of the first packet of source audio stream ``j`` the writer copies for ``start``."""
         lo = -math.inf if not start else self.like.start_time + start - 1e-9   # VideoWriter's rule
-        p = next(p for p in self.audio if float(p * self.atb) >= lo)
-        return (p - _clock_ticks(self.base, self.atb)) * self.atb
+        return bisect.bisect_left(self.audio[j][0], lo)
+
+    def first_audio(self, j: int, start: float | None) -> Fraction:
+        """Where the first packet of source audio stream ``j`` in a span from ``start`` belongs."""
+        _, pts, tb = self.audio[j]
+        return (pts[self._first(j, start)] - _clock_ticks(self.base, tb)) * tb
+
+    def audio_streams(self, n: int, start: float | None, end: float | None) -> list[int] | None:
+        """Which source audio stream each of a span file's ``n`` audio streams is (in order), or None.
+
+        An MP4/MOV keeps no track without packets, so a span where a track has not started yet (or
+        has ended) holds fewer audio streams than the source: those the writer copied a packet of,
+        by its rule (``[start, end)``, no start: from the first packet).
+        """
+        if n == len(self.audio) or n == 0:
+            return list(range(n))
+        hi = math.inf if end is None else self.like.start_time + end - 1e-9
+        held = [j for j, (times, _, _) in enumerate(self.audio)
+                if self._first(j, start) < len(times) and times[self._first(j, start)] < hi]
+        return held if len(held) == n else None
 
 
 def join_segments(parts: Sequence[str | os.PathLike], out: str | os.PathLike, like,
-                  starts: Sequence[float | None], rotation: int = 0) -> int:
+                  starts: Sequence[float | None], rotation: int = 0, end: float | None = None) -> int:
     """Concatenate span files (written by VideoWriter with ``start=starts[i]``) into ``out`` losslessly.
+
+    Every audio stream is carried: a span's audio streams are the source's (those with packets in
+    the span), each joined onto its own output track with the source's language tag, as a single
+    run writes them.
 
     Args:
         parts: span files in time order.
@@ -172,71 +219,96 @@ def join_segments(parts: Sequence[str | os.PathLike], out: str | os.PathLike, li
         like: the source's VideoInfo (the source's packets place the spans on the clock).
         starts: each span's ``start`` as given to its writer (None for the beginning).
         rotation: display rotation to write (the writer's ``keep_rotation`` choice).
+        end: the last span's ``end`` as given to its writer (None: to the end of the source).
 
     Returns the number of video packets written.
     """
     if len(parts) != len(starts) or not parts:
         raise ValueError("one start per part, at least one part")
-    clock = _Clock(like, like.start_time + (starts[0] or 0.0))
+    one_audio = Path(parts[0]).suffix.lower() in _ONE_AUDIO_STREAM
+    clock = _Clock(like, like.start_time + (starts[0] or 0.0), one_audio)
+    ends = [*starts[1:], end]
     ins = [av.open(str(p)) for p in parts]
     try:
         v0 = ins[0].streams.video[0]
-        # a span before an audio track starts or after it ends holds no audio stream: any span's serves
-        a0 = next((c.streams.audio[0] for c in ins if c.streams.audio), None)
-        for p, c in zip(parts, ins):
-            if not c.streams.video or not _same_codec(c.streams.video[0], v0):
-                raise PipelineError(f"{p} was encoded differently from {parts[0]}; the spans cannot be joined losslessly",
-                                    hint="run every rank with the same fsvideo, FFmpeg and --codec/--crf settings")
-            if c.streams.audio and c.streams.audio[0].codec_context.name != like.audio_codec:
-                raise PipelineError(f"{p}: its audio was re-encoded ({like.audio_codec} -> "
-                                    f"{c.streams.audio[0].codec_context.name}), so the spans cannot be joined "
-                                    "without a gap at each seam",
-                                    hint="write an .mp4/.mkv output (copies the audio), or do not split the video")
+        maps = [_span_audio(p, c, v0, parts[0], clock, a, b) for p, c, a, b in zip(parts, ins, starts, ends)]
         with av.open(str(out), mode="w") as o:
             vo = o.add_stream_from_template(v0)
             if rotation:
                 vo.set_display_rotation(rotation)
-            ao = o.add_stream_from_template(a0) if a0 is not None else None
+            # a span before an audio track starts or after it ends does not hold it: any span's serves
+            templates: dict[int, object] = {}
+            for c, m in zip(ins, maps):
+                for s, j in zip(c.streams.audio, m):
+                    templates.setdefault(j, s)
+            aos = {}
+            for j in sorted(templates):
+                aos[j] = o.add_stream_from_template(templates[j])
+                if clock.languages[j]:
+                    aos[j].metadata["language"] = clock.languages[j]
             n = 0
-            for p, c, s in zip(parts, ins, starts):
-                n += _copy_span(p, c, o, vo, ao, clock, s)
+            for p, c, m, s in zip(parts, ins, maps, starts):
+                tracks = {a.index: (j, aos[j]) for a, j in zip(c.streams.audio, m)}
+                n += _copy_span(p, c, o, vo, tracks, clock, s)
     finally:
         for c in ins:
             c.close()
-    log.info("joined %d spans into %s (%d video packets, no re-encoding)", len(parts), out, n)
+    log.info("joined %d spans into %s (%d video packets, %d audio streams, no re-encoding)", len(parts), out, n,
+             len(aos))
     return n
 
 
-def _copy_span(path, c, o, vo, ao, clock: _Clock, start: float | None) -> int:
+def _span_audio(path, c, v0, first, clock: _Clock, start: float | None, end: float | None) -> list[int]:
+    """Checks span file ``c`` joins losslessly; returns the source audio stream each of its audio streams is."""
+    if not c.streams.video or not _same_codec(c.streams.video[0], v0):
+        raise PipelineError(f"{path} was encoded differently from {first}; the spans cannot be joined losslessly",
+                            hint="run every rank with the same fsvideo, FFmpeg and --codec/--crf settings")
+    m = clock.audio_streams(len(c.streams.audio), start, end)
+    if m is None:
+        raise PipelineError(f"{path} holds {len(c.streams.audio)} audio streams, which do not match the "
+                            f"{len(clock.audio)} of {clock.like.path} in its span; the spans cannot be joined",
+                            hint="write every span from this source with the same fsvideo and --start/--end")
+    for s, j in zip(c.streams.audio, m):
+        if s.codec_context.name != clock.codecs[j]:
+            raise PipelineError(f"{path}: its audio was re-encoded ({clock.codecs[j]} -> "
+                                f"{s.codec_context.name}), so the spans cannot be joined without a gap at each seam",
+                                hint="write an .mp4/.mkv output (copies the audio), or do not split the video")
+    return m
+
+
+def _copy_span(path, c, o, vo, tracks: dict, clock: _Clock, start: float | None) -> int:
     """Copy one span file's packets into ``o``, moved so its first packets land where the source's are.
 
-    Timestamps are handed to the muxer in the *source* stream's time base, as the writer handed
-    them, so the muxer rounds them exactly as in a single run (span files may use a finer one).
+    ``tracks``: each of the span's audio stream indices -> (source audio stream, output stream).  Timestamps
+    are handed to the muxer in the *source* stream's time base, as the writer handed them, so the
+    muxer rounds them exactly as in a single run (span files may use a finer one).
     """
-    streams = [c.streams.video[0]] + ([c.streams.audio[0]] if ao is not None and c.streams.audio else [])
-    src_tb = {"video": clock.vtb, "audio": clock.atb}
+    v, audio = c.streams.video[0], list(c.streams.audio)
+    src_tb = {v.index: clock.vtb, **{s.index: clock.audio[tracks[s.index][0]][2] for s in audio}}
+    dest = {v.index: vo, **{s.index: tracks[s.index][1] for s in audio}}
+    have = {v.index: _packet_pts(path, "video")[0]}
+    have.update(zip((s.index for s in audio), _packet_pts(path, "audio") if audio else ()))
     shift = {}
-    for s in streams:
-        pts, tb = _packet_pts(path, s.type)
-        if pts:
-            want = clock.first_video(start) if s.type == "video" else clock.first_audio(start)
-            shift[s.type] = int(want / src_tb[s.type]) - round(pts[0] * tb / src_tb[s.type])
+    for i, (pts, tb) in have.items():
+        if pts:                                       # (an empty track of an .mkv span has none to place)
+            want = clock.first_video(start) if i == v.index else clock.first_audio(tracks[i][0], start)
+            shift[i] = int(want / src_tb[i]) - round(pts[0] * tb / src_tb[i])
     n = 0
-    for pkt in c.demux(streams):
+    for pkt in c.demux(v, *audio):
         if pkt.dts is None and pkt.pts is None:
             continue                                  # the demuxer's flush packet
-        kind = pkt.stream.type
-        scale = Fraction(pkt.time_base) / src_tb[kind]
+        i = pkt.stream.index
+        scale = Fraction(pkt.time_base) / src_tb[i]
         if pkt.pts is not None:
-            pkt.pts = round(pkt.pts * scale) + shift[kind]
+            pkt.pts = round(pkt.pts * scale) + shift[i]
         if pkt.dts is not None:
-            pkt.dts = round(pkt.dts * scale) + shift[kind]
+            pkt.dts = round(pkt.dts * scale) + shift[i]
         if pkt.duration:
             pkt.duration = round(pkt.duration * scale)
-        pkt.time_base = src_tb[kind]
-        pkt.stream = vo if kind == "video" else ao
+        pkt.time_base = src_tb[i]
+        pkt.stream = dest[i]
         o.mux(pkt)
-        n += kind == "video"
+        n += i == v.index
     return n
 
 
