@@ -235,6 +235,23 @@ def test_cli_image_to_a_video_extension_fails_before_the_models_load(tiny, face_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
 
 
+def test_cli_usage_errors_are_one_line_with_the_fix(face_clip, tmp_path, capsys):
+    """A bad option value, a missing argument, a misspelt option, a folder as -o: one line each (click's
+    own three-line usage block before), naming the fix and where to read more; -o FOLDER names --out-dir."""
+    cases = {
+        ("edit", face_clip, "--attr", "smile", "-o", tmp_path): [f"{tmp_path} is a folder", f"--out-dir {tmp_path}"],
+        ("invert", face_clip, "--latents-out", tmp_path): [f"{tmp_path} is a folder"],
+        ("edit", face_clip, "--strength", "abc"): ["'abc' is not a valid float"],
+        ("edit", face_clip, "--strenght", "2"): ["--strength"],
+        ("edit",): ["Missing argument"],
+    }
+    for args, wanted in cases.items():
+        code, text = cli(capsys, *args)
+        assert code == 2 and len(text.strip().splitlines()) == 1 and "Usage:" not in text, text
+        assert all(w in text for w in wanted) and f"`fsvideo {args[0]} --help`" in text, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("where", ["parent-is-a-file", "proc"])
 def test_unwritable_output_fails_even_as_root(tiny, face_clip, tmp_path, where, capsys):
     blocker = tmp_path / "not-a-folder"

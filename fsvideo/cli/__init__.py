@@ -136,6 +136,11 @@ def main(argv=None) -> None:
             sys.exit(128 + cause.signum)
         err_console.print("[bold red]interrupted[/]: no output was written")
         sys.exit(130)
+    except click.UsageError as e:   # a bad option value, a missing argument: one line, and where to read more
+        where = e.ctx.command_path if e.ctx is not None else "fsvideo"
+        err_console.print(f"[bold red]error:[/] {e.format_message()} (see `{where} --help`)", highlight=False,
+                          soft_wrap=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

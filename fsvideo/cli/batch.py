@@ -16,6 +16,20 @@ from fsvideo.cli._console import console
 from fsvideo.errors import InputError
 
 
+class OutputFile(click.Path):
+    """``-o``/``--latents-out`` of edit and invert: a file name; an existing folder is refused with the
+    way to write into it (``--out-dir``)."""
+
+    def __init__(self):
+        super().__init__(dir_okay=True)
+
+    def convert(self, value, param, ctx):
+        if os.path.isdir(value):
+            self.fail(f"{value} is a folder: give a file name, or --out-dir {value} to write there an output "
+                      "named after each input", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def batch_options(f):
     """``--out-dir``, ``--split-time`` and ``--split-context`` (added to edit and invert)."""
     opts = [

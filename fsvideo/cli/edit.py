@@ -155,7 +155,7 @@ def _report(summary, quiet: bool, as_json: bool) -> None:
               help="A direction file (.npy: (1, 9216), (18, 512) or (512,)). Repeatable.")
 @click.option("--strength", "strengths", multiple=True, type=float,
               help="Strength of each --attr, then each --direction, in order (default 1). Negative undoes.")
-@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="Output file.")
+@click.option("-o", "--output", default=None, type=batch.OutputFile(), help="Output file.")
 @click.option("--latents", default=None, type=click.Path(),
               help="Re-edit from latents made by `fsvideo invert` (no detection or encoding): a latents file, "
                    "or a folder holding INPUT.latents for each input (`fsvideo invert INPUTS --out-dir FOLDER`).")
@@ -202,9 +202,9 @@ def edit(inputs, attrs, directions, strengths, output, latents, compare, quiet, 
 
 @click.command("invert")
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
-@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", default=None, type=batch.OutputFile(),
               help="Reconstruction video (default INPUT.inversion.EXT).")
-@click.option("--latents-out", default=None, type=click.Path(dir_okay=False),
+@click.option("--latents-out", default=None, type=batch.OutputFile(),
               help="Latents file (default INPUT.latents).")
 @run_options
 @batch_options
