@@ -10,6 +10,7 @@ import pytest
 
 from fsvideo.utils import atomic_output
 from fsvideo.video import VideoReader, VideoWriter, probe
+from fsvideo.video.join import SpanWriter, frame_times, join_segments, split_spans
 from fsvideo.video.synth import make_test_clip
 
 SRT = """1
@@ -125,3 +126,21 @@ def test_container_without_subtitles_warns_once_naming_the_stream(source, tmp_pa
     assert len(warned) == 1 and "#2 (srt, fra)" in warned[0] and ".mkv" in warned[0], warned
     with av.open(str(tmp_path / f"out{ext}")) as c:
         assert not c.streams.subtitles
+
+
+@pytest.mark.parametrize("trim", [(None, None), (0.5, 1.6)])
+def test_split_run_joins_with_the_single_runs_subtitles(source, tmp_path, trim):
+    """Spans edited apart and joined carry the cues as a single run does (the join crashed on nothing but
+    dropped them silently before: it copies only video and audio)."""
+    start, end = trim
+    info = probe(source)
+    write(source, tmp_path / "single.mkv", start, end)
+    spans = split_spans(frame_times(source, info), 3, start, end)
+    parts = [tmp_path / f"p{i}.mkv" for i in range(len(spans))]
+    for p, (a, b) in zip(parts, spans):
+        with SpanWriter(VideoWriter(p, info, audio_from=source, start=a, end=b, preset="ultrafast"),
+                        info, a, b) as w:
+            for f in VideoReader(source, max(0.0, (a or 0.0) - 0.3) or None, b, info=info):
+                w.write_frame(f)
+    join_segments(parts, tmp_path / "joined.mkv", info, [a for a, _ in spans], end=spans[-1][1])
+    assert cues(tmp_path / "joined.mkv") == cues(tmp_path / "single.mkv") == [("fra", "srt", kept(start or 0.0, end))]

@@ -64,10 +64,11 @@ class SubtitlePassthrough:
         start: the trim start (seconds, player clock), or None: cues ending before ``offset_s`` are left out.
         end_abs: absolute source time where the cues stop, or None for the end.
         shown: the output's name for log lines (the user's file, not a temporary one).
+        warn: log the warning about streams left out (False where another writer already did).
     """
 
     def __init__(self, out, src: Path, *, offset_s: float, start: float | None, end_abs: float | None,
-                 shown: str):
+                 shown: str, warn: bool = True):
         self._out = out
         self.offset_s, self.start, self.end_abs = offset_s, start, end_abs
         self.done = True
@@ -89,7 +90,7 @@ class SubtitlePassthrough:
                 dropped.append(s)
             else:
                 self._streams[s.index] = track
-        if dropped:
+        if dropped and warn:
             fix = "write an .mkv output to keep them"
             log.warning("%s: a %s file cannot hold the subtitle stream%s %s of %s; %s left out (%s)", shown, ext,
                         "s" if len(dropped) > 1 else "", ", ".join(_describe(s) for s in dropped), src,
