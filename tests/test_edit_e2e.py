@@ -293,3 +293,39 @@ def test_face_parser_is_loaded_once_per_file_version(tiny, monkeypatch):
     jobs.face_parser(cfg, "parsing", torch.device("cpu"))
     assert len(loads) == 2
     jobs._bisenet.cache_clear()
+
+
+def test_cli_edit_keeps_subtitles_with_start(tiny, face_clip, tmp_path, capsys):
+    """`fsvideo edit film.mkv --start 0.04 -o out.mkv`: the French SRT stream comes out with its cues moved
+    by -0.04 s like the audio (a cue shown across --start from 0); subtitles were silently dropped before."""
+    import av
+
+    (tmp_path / "fra.srt").write_text("1\n00:00:00,010 --> 00:00:00,060\nBonjour\n\n"
+                                      "2\n00:00:00,090 --> 00:00:00,500\nFin\n")
+    src = tmp_path / "film.mkv"
+    with av.open(str(face_clip)) as a, av.open(str(tmp_path / "fra.srt")) as s, av.open(str(src), "w") as o:
+        outs = {st.index: o.add_stream_from_template(st) for st in (a.streams.video[0], a.streams.audio[0])}
+        so = o.add_stream_from_template(s.streams.subtitles[0])
+        so.metadata["language"] = "fra"
+        for pkt in a.demux(a.streams.video[0], a.streams.audio[0]):
+            if pkt.dts is not None:
+                pkt.stream = outs[pkt.stream.index]
+                o.mux(pkt)
+        for pkt in s.demux(s.streams.subtitles[0]):
+            if pkt.size:
+                pkt.stream = so
+                o.mux(pkt)
+
+    def cues(path):
+        with av.open(str(path)) as c:
+            s = c.streams.subtitles[0]
+            return s.metadata.get("language"), [(round(float(p.pts * s.time_base), 3),
+                                                 round(float((p.pts + p.duration) * s.time_base), 3), bytes(p))
+                                                for p in c.demux(s) if p.size]
+    lang, before = cues(src)
+    assert lang == "fra" and [t for *_, t in before] == [b"Bonjour", b"Fin"]
+    code, text = cli_edit(capsys, tiny, src, tmp_path / "out.mkv", "--start", "0.04")
+    assert code == 0, text
+    start = probe(src).start_time + 0.04
+    want = [(round(max(a, start) - start, 3), round(b - start, 3), t) for a, b, t in before if b > start]
+    assert cues(tmp_path / "out.mkv") == ("fra", want) and len(want) == 2
