@@ -15,7 +15,7 @@ from fsvideo.cli import main as cli_main
 from fsvideo.errors import OutputError
 from fsvideo.models.random_init import random_model, save_official_checkpoints
 from fsvideo.video import VideoReader, probe
-from fsvideo.video.synth import make_test_clip
+from fsvideo.video.synth import add_subtitles, make_test_clip
 
 FACE_CLIP = "videos/other/liveportrait-d18.mp4"
 SIZE = 256          # frames are downscaled to SIZE x SIZE (the face stays well above dlib's 80 px)
@@ -303,18 +303,7 @@ def test_cli_edit_keeps_subtitles_with_start(tiny, face_clip, tmp_path, capsys):
     (tmp_path / "fra.srt").write_text("1\n00:00:00,010 --> 00:00:00,060\nBonjour\n\n"
                                       "2\n00:00:00,090 --> 00:00:00,500\nFin\n")
     src = tmp_path / "film.mkv"
-    with av.open(str(face_clip)) as a, av.open(str(tmp_path / "fra.srt")) as s, av.open(str(src), "w") as o:
-        outs = {st.index: o.add_stream_from_template(st) for st in (a.streams.video[0], a.streams.audio[0])}
-        so = o.add_stream_from_template(s.streams.subtitles[0])
-        so.metadata["language"] = "fra"
-        for pkt in a.demux(a.streams.video[0], a.streams.audio[0]):
-            if pkt.dts is not None:
-                pkt.stream = outs[pkt.stream.index]
-                o.mux(pkt)
-        for pkt in s.demux(s.streams.subtitles[0]):
-            if pkt.size:
-                pkt.stream = so
-                o.mux(pkt)
+    add_subtitles(face_clip, tmp_path / "fra.srt", src, "fra")
 
     def cues(path):
         with av.open(str(path)) as c:

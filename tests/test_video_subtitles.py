@@ -11,7 +11,7 @@ import pytest
 from fsvideo.utils import atomic_output
 from fsvideo.video import VideoReader, VideoWriter, probe
 from fsvideo.video.join import SpanWriter, frame_times, join_segments, split_spans
-from fsvideo.video.synth import make_test_clip
+from fsvideo.video.synth import add_subtitles, make_test_clip
 
 SRT = """1
 00:00:00,200 --> 00:00:00,800
@@ -45,18 +45,7 @@ def source(tmp_path_factory):
     make_test_clip(d / "a.mp4")
     (d / "fra.srt").write_text(SRT)
     src = d / "film.mkv"
-    with av.open(str(d / "a.mp4")) as a, av.open(str(d / "fra.srt")) as s, av.open(str(src), "w") as o:
-        outs = {st.index: o.add_stream_from_template(st) for st in (a.streams.video[0], a.streams.audio[0])}
-        so = o.add_stream_from_template(s.streams.subtitles[0])
-        so.metadata["language"] = "fra"
-        for pkt in a.demux(a.streams.video[0], a.streams.audio[0]):
-            if pkt.dts is not None:
-                pkt.stream = outs[pkt.stream.index]
-                o.mux(pkt)
-        for pkt in s.demux(s.streams.subtitles[0]):
-            if pkt.size:
-                pkt.stream = so
-                o.mux(pkt)
+    add_subtitles(d / "a.mp4", d / "fra.srt", src, "fra")
     return src
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import av.error
 
-from fsvideo.video.probe import _open_error
+from fsvideo.video.audio import SourceCopy
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _describe(s) -> str:
     return f"#{s.index} ({s.codec_context.name}{', ' + lang if lang else ''})"
 
 
-class SubtitlePassthrough:
+class SubtitlePassthrough(SourceCopy):
     """Carries the subtitle streams of ``src`` into ``out`` (an open output container, header not written).
 
     Args:
@@ -69,16 +69,9 @@ class SubtitlePassthrough:
 
     def __init__(self, out, src: Path, *, offset_s: float, start: float | None, end_abs: float | None,
                  shown: str, warn: bool = True):
-        self._out = out
-        self.offset_s, self.start, self.end_abs = offset_s, start, end_abs
+        super().__init__(out, src, offset_s=offset_s, start=start, end_abs=end_abs)
         self.done = True
         self._streams: dict[int, _Track] = {}       # source stream index -> its output track
-        self._pending = None
-        self._iter = None
-        try:
-            self._in = av.open(str(src), mode="r", metadata_errors="replace")
-        except av.error.FFmpegError as e:
-            raise _open_error(src, e) from e
         sources = list(self._in.streams.subtitles)
         if not sources:
             return
@@ -172,10 +165,17 @@ class SubtitlePassthrough:
             end = int(math.floor(self.end_abs / track.tb + 1e-9)) - off
             dur = max(1, min(dur, end - pts))
         if track.convert:
-            cues = track.src.codec_context.decode2(pkt)
-            if cues is None:
+            try:
+                cues = track.src.codec_context.decode2(pkt)
+                if cues is None:
+                    return
+                pkt = track.out.codec_context.encode_subtitle(cues)
+            except (av.error.FFmpegError, ValueError) as e:
+                log.warning("subtitle stream %s of %s stops at %.2f s: a cue could not be converted to %s (%s); "
+                            "write an .mkv output to keep it whole", _describe(track.src), self._in.name,
+                            pts * float(track.tb), track.out.codec_context.name, e)
+                track.ended = True
                 return
-            pkt = track.out.codec_context.encode_subtitle(cues)
         pkt.pts = pkt.dts = pts
         pkt.duration = dur
         pkt.time_base = track.tb
@@ -183,11 +183,6 @@ class SubtitlePassthrough:
         self._out.mux(pkt)
 
     def close(self) -> None:
-        """Close the source file (idempotent; errors are ignored, the output's matter)."""
+        """Stop and close the source file (idempotent)."""
         self.done = True
-        if self._in is not None:
-            try:
-                self._in.close()
-            except Exception:  # noqa: BLE001 - closing a reader cannot lose data
-                pass
-            self._in = None
+        super().close()
