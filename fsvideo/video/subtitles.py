@@ -5,8 +5,8 @@ container holds the source's codec (SRT/ASS/WebVTT in MKV, mov_text in MP4/MOV, 
 packets are copied as they are.  Where it holds text subtitles of another codec (SRT or ASS into an
 MP4 or a WebM) each cue is decoded and re-encoded to the container's text codec (``mov_text``,
 ``webvtt``), with PyAV's subtitle encoder (``SubtitleCodecContext.encode_subtitle``, PyAV >= 16).
-Where the output holds no subtitles (GIF, AVI, FLV), or a bitmap subtitle (DVD, PGS) would need
-converting to text, the streams are left out with ONE warning naming them and the fix.
+Where the output holds no subtitles players read (GIF, AVI, FLV, MPEG-TS), or a bitmap subtitle (DVD,
+PGS) would need converting to text, the streams are left out with ONE warning naming them and the fix.
 
 Timing follows the audio (:mod:`fsvideo.video.audio`): output time 0 is source time ``offset_s``,
 and with a trim only the cues that overlap ``[start, end)`` are kept, cut to it (a cue shown from
@@ -30,8 +30,9 @@ from fsvideo.video.audio import SourceCopy
 
 log = logging.getLogger(__name__)
 
-# Containers that hold no subtitle stream a text cue can go into.
-_NO_SUBTITLES = (".gif", ".avi", ".flv")
+# Containers that hold subtitle streams players read: Matroska any codec, the others those of _TEXT_CODEC.
+# (An MPEG-TS takes SRT packets as an unnamed data stream no player shows; GIF, AVI and FLV take none.)
+_HOLDS_SUBTITLES = (".mkv", ".mp4", ".m4v", ".mov", ".webm")
 # The text subtitle codec a container takes when the source's codec cannot be copied into it.
 _TEXT_CODEC = {".mp4": "mov_text", ".m4v": "mov_text", ".mov": "mov_text", ".webm": "webvtt"}
 # Decoders that give text cues (ASS events) an encoder of another text codec can take.
@@ -78,7 +79,7 @@ class SubtitlePassthrough(SourceCopy):
         ext = Path(shown).suffix.lower()
         dropped = []
         for s in sources:
-            track = None if ext in _NO_SUBTITLES else self._add_output_stream(s, ext)
+            track = self._add_output_stream(s, ext) if ext in _HOLDS_SUBTITLES else None
             if track is None:
                 dropped.append(s)
             else:
