@@ -15,7 +15,7 @@ from fsvideo.cli import main as cli_main
 from fsvideo.errors import OutputError
 from fsvideo.models.random_init import random_model, save_official_checkpoints
 from fsvideo.video import VideoReader, probe
-from fsvideo.video.synth import make_test_clip
+from fsvideo.video.synth import add_subtitles, make_test_clip
 
 FACE_CLIP = "videos/other/liveportrait-d18.mp4"
 SIZE = 256          # frames are downscaled to SIZE x SIZE (the face stays well above dlib's 80 px)
@@ -310,3 +310,28 @@ def test_face_parser_is_loaded_once_per_file_version(tiny, monkeypatch):
     jobs.face_parser(cfg, "parsing", torch.device("cpu"))
     assert len(loads) == 2
     jobs._bisenet.cache_clear()
+
+
+def test_cli_edit_keeps_subtitles_with_start(tiny, face_clip, tmp_path, capsys):
+    """`fsvideo edit film.mkv --start 0.04 -o out.mkv`: the French SRT stream comes out with its cues moved
+    by -0.04 s like the audio (a cue shown across --start from 0); subtitles were silently dropped before."""
+    import av
+
+    (tmp_path / "fra.srt").write_text("1\n00:00:00,010 --> 00:00:00,060\nBonjour\n\n"
+                                      "2\n00:00:00,090 --> 00:00:00,500\nFin\n")
+    src = tmp_path / "film.mkv"
+    add_subtitles(face_clip, tmp_path / "fra.srt", src, "fra")
+
+    def cues(path):
+        with av.open(str(path)) as c:
+            s = c.streams.subtitles[0]
+            return s.metadata.get("language"), [(round(float(p.pts * s.time_base), 3),
+                                                 round(float((p.pts + p.duration) * s.time_base), 3), bytes(p))
+                                                for p in c.demux(s) if p.size]
+    lang, before = cues(src)
+    assert lang == "fra" and [t for *_, t in before] == [b"Bonjour", b"Fin"]
+    code, text = cli_edit(capsys, tiny, src, tmp_path / "out.mkv", "--start", "0.04")
+    assert code == 0, text
+    start = probe(src).start_time + 0.04
+    want = [(round(max(a, start) - start, 3), round(b - start, 3), t) for a, b, t in before if b > start]
+    assert cues(tmp_path / "out.mkv") == ("fra", want) and len(want) == 2

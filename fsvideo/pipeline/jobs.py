@@ -202,7 +202,7 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
         width = info.width * (3 if opts.compare else 1)
         writer = VideoWriter(out_tmp, info, codec=opts.codec, crf=opts.crf, preset=opts.preset,
                              shown=summary.output,
-                             audio_from=info.path if info.has_audio else None, start=opts.start, end=opts.end,
+                             audio_from=info.path, start=opts.start, end=opts.end,
                              width=width, height=info.height, keep_rotation=not opts.compare)
     ex = job.components.executor
     budget = core_budget(device_type=job.device.type, threads=opts.threads, workers=opts.workers,

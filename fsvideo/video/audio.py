@@ -37,7 +37,33 @@ class _Track:
         self.ended = False
 
 
-class AudioPassthrough:
+class SourceCopy:
+    """What a passthrough of a source's streams into an output shares: the open source and the output clock.
+
+    Args: see :class:`AudioPassthrough`.  ``_pending`` holds a packet read ahead of the output time.
+    """
+
+    def __init__(self, out, src: Path, *, offset_s: float, start: float | None, end_abs: float | None):
+        self._out = out
+        self.offset_s, self.start, self.end_abs = offset_s, start, end_abs
+        self._pending = None
+        self._iter = None
+        try:
+            self._in = av.open(str(src), mode="r", metadata_errors="replace")
+        except av.error.FFmpegError as e:
+            raise _open_error(src, e) from e
+
+    def close(self) -> None:
+        """Close the source file (idempotent; errors are ignored, the output's matter)."""
+        if self._in is not None:
+            try:
+                self._in.close()
+            except Exception:  # noqa: BLE001 - closing a reader cannot lose data
+                pass
+            self._in = None
+
+
+class AudioPassthrough(SourceCopy):
     """Copies the audio streams of ``src`` into ``out`` (an open output container).
 
     Args:
@@ -52,18 +78,9 @@ class AudioPassthrough:
 
     def __init__(self, out, src: Path, *, offset_s: float, start: float | None, end_abs: float | None,
                  shown: str):
-        self._out = out
-        self.offset_s = offset_s
-        self.start = start
-        self.end_abs = end_abs
+        super().__init__(out, src, offset_s=offset_s, start=start, end_abs=end_abs)
         self.done = False
         self._streams: dict[int, _Track] = {}       # source stream index -> its output track
-        self._pending = None
-        self._iter = None
-        try:
-            self._in = av.open(str(src), mode="r", metadata_errors="replace")
-        except av.error.FFmpegError as e:
-            raise _open_error(src, e) from e
         sources = list(self._in.streams.audio)
         if not sources:
             log.info("%s has no audio stream; writing video only", src)
@@ -169,12 +186,3 @@ class AudioPassthrough:
         for track in self._streams.values():
             if track.transcode:
                 self._out.mux(track.out.encode(None))
-
-    def close(self) -> None:
-        """Close the source file (idempotent; errors are ignored, the output's matter)."""
-        if self._in is not None:
-            try:
-                self._in.close()
-            except Exception:  # noqa: BLE001 - closing a reader cannot lose data
-                pass
-            self._in = None

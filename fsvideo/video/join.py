@@ -13,7 +13,9 @@ A long video edited on several processes (``torchrun ... fsvideo edit long.mp4 -
    copied as is by :class:`~fsvideo.video.VideoWriter`) come back exactly as a single run copies
    them: together the spans hold every packet once.  Every audio stream is joined onto its own
    track, with the source's language tag; a span holds only the tracks with packets in it (an MP4
-   keeps no empty track), and the source's packets tell which they are.
+   keeps no empty track), and the source's packets tell which they are.  Subtitle streams are taken
+   from the source itself (:class:`~fsvideo.video.subtitles.SubtitlePassthrough`, on the joined
+   file's clock), as a single run writes them; the span files' own copies are not used.
 
 The span files must come from the same encoder settings (same codec parameters); the join checks
 the codec headers and refuses otherwise, since concatenated packets would not decode.  Audio that
@@ -34,6 +36,7 @@ import av
 
 from fsvideo.errors import InputError, PipelineError
 from fsvideo.video.audio import _ONE_AUDIO_STREAM
+from fsvideo.video.subtitles import SubtitlePassthrough
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +214,7 @@ def join_segments(parts: Sequence[str | os.PathLike], out: str | os.PathLike, li
 
     Every audio stream is carried: a span's audio streams are the source's (those with packets in
     the span), each joined onto its own output track with the source's language tag, as a single
-    run writes them.
+    run writes them.  The source's subtitle streams are carried from the source on the joined clock.
 
     Args:
         parts: span files in time order.
@@ -246,10 +249,17 @@ def join_segments(parts: Sequence[str | os.PathLike], out: str | os.PathLike, li
                 aos[j] = o.add_stream_from_template(templates[j])
                 if clock.languages[j]:
                     aos[j].metadata["language"] = clock.languages[j]
-            n = 0
-            for p, c, m, s in zip(parts, ins, maps, starts):
-                tracks = {a.index: (j, aos[j]) for a, j in zip(c.streams.audio, m)}
-                n += _copy_span(p, c, o, vo, tracks, clock, s)
+            subs = SubtitlePassthrough(o, Path(like.path), offset_s=clock.base, start=starts[0],
+                                       end_abs=None if end is None else like.start_time + end, shown=str(out),
+                                       warn=False)   # (each span's writer warned about streams left out)
+            try:
+                n = 0
+                for p, c, m, s in zip(parts, ins, maps, starts):
+                    tracks = {a.index: (j, aos[j]) for a, j in zip(c.streams.audio, m)}
+                    n += _copy_span(p, c, o, vo, tracks, clock, s, subs.pump)
+                subs.pump(None)
+            finally:
+                subs.close()
     finally:
         for c in ins:
             c.close()
@@ -276,8 +286,11 @@ def _span_audio(path, c, v0, first, clock: _Clock, start: float | None, end: flo
     return m
 
 
-def _copy_span(path, c, o, vo, tracks: dict, clock: _Clock, start: float | None) -> int:
+def _copy_span(path, c, o, vo, tracks: dict, clock: _Clock, start: float | None, pump_subtitles) -> int:
     """Copy one span file's packets into ``o``, moved so its first packets land where the source's are.
+
+    ``pump_subtitles(t)`` is called before each video packet with its output time (seconds), so the
+    subtitle cues are interleaved with the video.
 
     ``tracks``: each of the span's audio stream indices -> (source audio stream, output stream).  Timestamps
     are handed to the muxer in the *source* stream's time base, as the writer handed them, so the
@@ -307,6 +320,8 @@ def _copy_span(path, c, o, vo, tracks: dict, clock: _Clock, start: float | None)
             pkt.duration = round(pkt.duration * scale)
         pkt.time_base = src_tb[i]
         pkt.stream = dest[i]
+        if i == v.index and pkt.pts is not None:
+            pump_subtitles(float(pkt.pts * src_tb[i]))
         o.mux(pkt)
         n += i == v.index
     return n

@@ -86,3 +86,23 @@ def make_test_clip(path: str | os.PathLike, *, n_frames: int = 48, width: int = 
     finally:
         out.close()
     return times
+
+
+def add_subtitles(video: str | os.PathLike, srt: str | os.PathLike, dst: str | os.PathLike,
+                  language: str | None = None) -> None:
+    """Write ``dst`` (an .mkv): the video and audio packets of ``video`` plus the SRT file ``srt`` as a
+    subtitle stream tagged ``language`` (copied, nothing re-encoded)."""
+    with av.open(str(video)) as a, av.open(str(srt)) as s, av.open(str(dst), "w") as o:
+        keep = [*a.streams.video[:1], *a.streams.audio]
+        outs = {st.index: o.add_stream_from_template(st) for st in keep}
+        so = o.add_stream_from_template(s.streams.subtitles[0])
+        if language:
+            so.metadata["language"] = language
+        for pkt in a.demux(*keep):
+            if pkt.dts is not None:
+                pkt.stream = outs[pkt.stream.index]
+                o.mux(pkt)
+        for pkt in s.demux(s.streams.subtitles[0]):
+            if pkt.size:
+                pkt.stream = so
+                o.mux(pkt)

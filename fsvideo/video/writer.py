@@ -20,7 +20,8 @@ round trip does not shift colours whichever way a player interprets them.  GIF f
 adaptive 256-colour palette each (Pillow's octree quantiser).
 
 Which encoder runs (``codec="auto"``, NVENC on a GPU, the preset) is decided in
-:mod:`fsvideo.video.encoders`; the audio is copied by :class:`~fsvideo.video.audio.AudioPassthrough`.
+:mod:`fsvideo.video.encoders`; the audio is copied by :class:`~fsvideo.video.audio.AudioPassthrough`,
+the subtitles carried by :class:`~fsvideo.video.subtitles.SubtitlePassthrough` (same trim and shift).
 
 Example::
 
@@ -48,6 +49,7 @@ from fsvideo.video.audio import AudioPassthrough
 from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
 from fsvideo.video.images import check_image
 from fsvideo.video.probe import VideoInfo
+from fsvideo.video.subtitles import SubtitlePassthrough
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ class VideoWriter:
             :data:`~fsvideo.video.encoders.DEFAULT_PRESET`); mapped for VP9 and NVENC.
         pix_fmt: ``yuv420p`` (default, plays everywhere), ``yuv420p10le``, ``yuv444p``...
             (ignored for GIF, which is palette-based).
-        audio_from: a file whose audio streams are copied packet by packet (None: no audio).
+        audio_from: a file whose audio and subtitle streams are copied packet by packet (None: none).
         start, end: the trim the frames were read with (seconds, player clock): the output clock
             starts at ``start`` and only the audio in ``[start, end)`` is copied.
         width, height: upright output size when it differs from ``like`` (e.g. a side-by-side
@@ -139,6 +141,7 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._durations: dict[int, int] = {}
         self._audio: AudioPassthrough | None = None
+        self._subs: SubtitlePassthrough | None = None
         if ext == ".gif":
             pix_fmt = "pal8"
 
@@ -162,6 +165,8 @@ class VideoWriter:
                 end_abs = None if end is None else like.start_time + end
                 self._audio = AudioPassthrough(self._out, Path(audio_from), offset_s=self.offset_s,
                                                start=start, end_abs=end_abs, shown=self.shown)
+                self._subs = SubtitlePassthrough(self._out, Path(audio_from), offset_s=self.offset_s,
+                                                 start=start, end_abs=end_abs, shown=self.shown)
         except BaseException:
             self._abort()
             raise
@@ -265,8 +270,9 @@ class VideoWriter:
         frame.time_base = tb
         self._mux_video(self._video.encode(frame))
         self.frames_written += 1
-        if self._audio is not None:
-            self._audio.pump(float(out_pts * tb))
+        for passthrough in (self._audio, self._subs):
+            if passthrough is not None:
+                passthrough.pump(float(out_pts * tb))
 
     def write_frame(self, frame, image: np.ndarray | None = None) -> None:
         """Write ``image`` (default ``frame.image``) with the timing of source ``frame`` (a reader Frame)."""
@@ -297,8 +303,9 @@ class VideoWriter:
                 raise OutputError(f"no frame was written to {self.shown}", hint="check --start/--end")
             self._clamp_last_duration()
             self._mux_video(self._video.encode(None))
-            if self._audio is not None:
-                self._audio.pump(None)
+            for passthrough in (self._audio, self._subs):
+                if passthrough is not None:
+                    passthrough.pump(None)
             self._out.close()
         except av.error.FFmpegError as e:
             self._abort()
@@ -307,8 +314,7 @@ class VideoWriter:
             self._abort()
             raise
         finally:
-            if self._audio is not None:
-                self._audio.close()
+            self._close_sources()
 
     def _clamp_last_duration(self) -> None:
         """Do not let the last frame outlast the source's video end (an edit list may cut it short)."""
@@ -322,11 +328,15 @@ class VideoWriter:
         if d is not None and 0 < end_ticks - self._last_pts < d:
             self._durations[self._last_pts] = end_ticks - self._last_pts
 
+    def _close_sources(self) -> None:
+        for passthrough in (self._audio, self._subs):
+            if passthrough is not None:
+                passthrough.close()
+
     def _abort(self) -> None:
         """Close everything without caring about errors (the caller's atomic_output removes the file)."""
         self._closed = True
-        if self._audio is not None:
-            self._audio.close()
+        self._close_sources()
         out = getattr(self, "_out", None)
         if out is not None:
             try:
