@@ -256,6 +256,19 @@ def test_every_audio_stream_is_kept_with_its_language(clips, tmp_path):
         if name == "trim.mkv":
             for (_, _, g), (_, _, w) in zip(got, want):
                 assert abs(len(g) - 44100 / 1024) <= 2 and g == w[w.index(g[0]):w.index(g[0]) + len(g)]
+    # QuickTime keeps a language only in its own codes: French is "fra" there, German "ger" (not "deu")
+    with av.open(str(src)) as i, av.open(str(tmp_path / "de.mkv"), "w") as o:
+        outs = {s.index: o.add_stream_from_template(s) for s in (i.streams.video[0], i.streams.audio[1])}
+        outs[i.streams.audio[1].index].metadata["language"] = "deu"
+        for pkt in i.demux(i.streams.video[0], i.streams.audio[1]):
+            if pkt.dts is not None:
+                pkt.stream = outs[pkt.stream.index]
+                o.mux(pkt)
+    for name, lang in (("de.mov", "ger"), ("de.mp4", "deu")):
+        roundtrip(tmp_path / "de.mkv", tmp_path / name)
+        assert [t[0] for t in tracks(tmp_path / name)] == [lang]
+    roundtrip(src, tmp_path / "all.mov")
+    assert [t[0] for t in tracks(tmp_path / "all.mov")] == ["eng", "fra"]
     roundtrip(src, tmp_path / "one.flv")                                     # FLV holds one audio stream
     assert [t[2] for t in tracks(tmp_path / "one.flv")] == [tracks(src)[0][2]]
 

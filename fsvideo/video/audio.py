@@ -37,6 +37,22 @@ class _Track:
         self.ended = False
 
 
+#: QuickTime (.mov) keeps a language only as one of its Macintosh codes, which for these languages is the
+#: other ISO 639-2 form (German "ger", not "deu"; Swedish "sve"): FFmpeg's MOV muxer drops the others
+#: (measured: a .mov written with "deu" reads back with no language, with "ger" as "ger").
+_MOV_LANGUAGE = {"sqi": "alb", "hye": "arm", "eus": "baq", "mya": "bur", "zho": "chi", "nld": "dut", "kat": "geo",
+                 "deu": "ger", "ell": "gre", "isl": "ice", "mkd": "mac", "msa": "may", "fas": "per", "bod": "tib",
+                 "cym": "wel", "cze": "ces", "fre": "fra", "rum": "ron", "slo": "slk", "swe": "sve"}
+
+
+def language_tag(lang: str | None, ext: str) -> str | None:
+    """The tag that keeps language ``lang`` (ISO 639-2, a stream's ``language`` metadata) in an output
+    of extension ``ext`` (".mov"): the QuickTime form for a .mov, ``lang`` itself elsewhere."""
+    if lang and ext.lower() == ".mov":
+        return _MOV_LANGUAGE.get(lang.lower(), lang)
+    return lang
+
+
 class SourceCopy:
     """What a passthrough of a source's streams into an output shares: the open source and the output clock.
 
@@ -121,7 +137,7 @@ class AudioPassthrough(SourceCopy):
             stream = self._out.add_stream(target, rate=rate)
             channels = a_in.codec_context.channels if hasattr(a_in.codec_context, "channels") else 2
             stream.layout = "mono" if channels == 1 else "stereo"
-        lang = (a_in.metadata or {}).get("language")
+        lang = language_tag((a_in.metadata or {}).get("language"), Path(shown).suffix)
         if lang:
             stream.metadata["language"] = lang
         return stream, transcode

@@ -35,7 +35,7 @@ from typing import Sequence
 import av
 
 from fsvideo.errors import InputError, PipelineError
-from fsvideo.video.audio import _ONE_AUDIO_STREAM
+from fsvideo.video.audio import _ONE_AUDIO_STREAM, language_tag
 from fsvideo.video.subtitles import SubtitlePassthrough
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def join_segments(parts: Sequence[str | os.PathLike], out: str | os.PathLike, li
             for j in sorted(templates):
                 aos[j] = o.add_stream_from_template(templates[j])
                 if clock.languages[j]:
-                    aos[j].metadata["language"] = clock.languages[j]
+                    aos[j].metadata["language"] = language_tag(clock.languages[j], Path(out).suffix)
             subs = SubtitlePassthrough(o, Path(like.path), offset_s=clock.base, start=starts[0],
                                        end_abs=None if end is None else like.start_time + end, shown=str(out),
                                        warn=False)   # (each span's writer warned about streams left out)

@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import av.error
 
-from fsvideo.video.audio import SourceCopy
+from fsvideo.video.audio import SourceCopy, language_tag
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class SubtitlePassthrough(SourceCopy):
                 return None
             convert = True
             log.info("converting subtitle stream %s to %s", _describe(s), target)
-        lang = (s.metadata or {}).get("language")
+        lang = language_tag((s.metadata or {}).get("language"), ext)
         if lang:
             out.metadata["language"] = lang
         return _Track(s, out, convert)
