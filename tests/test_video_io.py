@@ -435,6 +435,34 @@ def test_a_stream_that_changes_size_midway_is_scaled_to_the_first_size(tmp_path,
     assert n == 6 and len(list(VideoReader(tmp_path / "out.mp4"))) == 6
 
 
+def test_a_video_cut_before_its_first_key_frame_says_so_not_truncated(tmp_path, caplog):
+    """A copy cut in the middle of a group of pictures: the frames before the first key frame cannot be
+    decoded.  The warning names that (it said "may be truncated", which sends the user looking for a
+    damaged end)."""
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w") as out:
+        s = out.add_stream("libx264", rate=25, options={"g": "12", "bf": "0"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(48):
+            f = av.VideoFrame.from_ndarray(pattern(i, 64, 48), format="rgb24")
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+
+    def cut(dst, keep):
+        with av.open(str(whole)) as i, av.open(str(dst), "w") as o:
+            vo = o.add_stream_from_template(i.streams.video[0])
+            for n, pkt in enumerate(p for p in i.demux(i.streams.video[0]) if p.dts is not None):
+                if keep(n):
+                    pkt.stream = vo
+                    o.mux(pkt)
+    cut(tmp_path / "head.mp4", lambda n: n >= 5)              # frames 5-11 wait for the key frame at 12
+    with caplog.at_level(logging.WARNING):
+        frames = list(VideoReader(tmp_path / "head.mp4"))
+    assert len(frames) == 36 and "first 0.28 s of video could not be decoded" in caplog.text
+    assert "truncated" not in caplog.text
+
+
 # ------------------------------------------------------------------------------------------- images
 
 def test_images_are_one_frame_videos_with_exif_orientation(tmp_path):

@@ -159,7 +159,7 @@ class VideoReader:
             index = 0
             resized = False
             prev_pts: int | None = None
-            first = True
+            first, first_pts = True, 0
             try:
                 frames = _avi_frames(container, v) if container.format.name == "avi" else container.decode(v)
                 for frame in frames:
@@ -171,6 +171,8 @@ class VideoReader:
                         log.debug("seek overshot in %s (%.3f s > %.3f s); decoding from the start", self.path, t,
                                   start)
                         return False
+                    if first:
+                        first_pts = pts
                     first = False
                     if start is not None and t < start - 1e-6:
                         continue
@@ -201,8 +203,14 @@ class VideoReader:
                 raise InputError(f"{self.path}: no frame decoded" + (f" between {start} s and {end} s" if trimmed else ""),
                                  hint="check --start/--end" if trimmed else "the file may be truncated; re-export it")
             if start is None and end is None and v.frames and index < 0.9 * v.frames:
-                log.warning("%s: decoded %d of the %d frames its index lists; the file may be truncated",
-                            self.path, index, v.frames)
+                lead = float((first_pts - (v.start_time or 0)) * tb)     # first decoded frame after the stream's start
+                if lead > 1.5 / float(info.fps or 25):
+                    log.warning("%s: its first %.2f s of video could not be decoded (the stream does not begin "
+                                "with a key frame, as in a cut copy); decoded %d of the %d frames its index lists, "
+                                "from there on", self.path, lead, index, v.frames)
+                else:
+                    log.warning("%s: decoded %d of the %d frames its index lists; the file may be truncated",
+                                self.path, index, v.frames)
             return True
         finally:
             container.close()
