@@ -136,18 +136,18 @@ def _same_codec(a, b) -> bool:
             and (ca.width, ca.height) == (cb.width, cb.height))
 
 
-def _packet_pts(path, kind: str) -> list[tuple[list[int], Fraction]]:
-    """Sorted timestamps of the packets (no decoding) and the time base of each ``kind`` stream.
-
-    One entry per stream in the file's order: every audio stream, the first video stream only.
-    """
-    with av.open(str(path)) as c:
-        streams = list(c.streams.video[:1] if kind == "video" else c.streams.audio)
-        pts: dict[int, list[int]] = {s.index: [] for s in streams}
-        for p in c.demux(*streams) if streams else ():          # (demux() of no stream reads them all)
+def _packet_pts(path) -> tuple[tuple[list[int], Fraction], list[tuple[list[int], Fraction]], list[tuple]]:
+    """Sorted timestamps of the packets (no decoding) and the time base of the first video stream and
+    of every audio stream, read in one pass, and each audio stream's ``(codec, language tag or None)``."""
+    with av.open(str(path), metadata_errors="replace") as c:
+        video, audio = list(c.streams.video[:1]), list(c.streams.audio)
+        pts: dict[int, list[int]] = {s.index: [] for s in video + audio}
+        for p in c.demux(*video, *audio) if pts else ():          # (demux() of no stream reads them all)
             if p.pts is not None and p.size:
                 pts[p.stream.index].append(p.pts)
-        return [(sorted(pts[s.index]), Fraction(s.time_base)) for s in streams]
+        table = [(sorted(pts[s.index]), Fraction(s.time_base)) for s in video + audio]
+        described = [(s.codec_context.name, (s.metadata or {}).get("language")) for s in audio]
+    return table[0] if video else ([], None), table[len(video):], described
 
 
 class _Clock:
@@ -166,15 +166,11 @@ class _Clock:
 
     def __init__(self, like, base: float, one_audio: bool = False):
         self.like, self.base = like, base
-        (self.video, self.vtb), = _packet_pts(like.path, "video")
-        self.audio: list[tuple[list[float], list[int], Fraction]] = []
-        self.codecs: list[str] = []
-        self.languages: list[str | None] = []
-        if like.has_audio:
-            with av.open(str(like.path), metadata_errors="replace") as c:
-                self.codecs = [s.codec_context.name for s in c.streams.audio]
-                self.languages = [(s.metadata or {}).get("language") for s in c.streams.audio]
-            self.audio = [([float(p * tb) for p in pts], pts, tb) for pts, tb in _packet_pts(like.path, "audio")]
+        (self.video, self.vtb), audio, described = _packet_pts(like.path)
+        self.audio: list[tuple[list[float], list[int], Fraction]] = [
+            ([float(p * tb) for p in pts], pts, tb) for pts, tb in audio]
+        self.codecs: list[str] = [codec for codec, _ in described]
+        self.languages: list[str | None] = [lang for _, lang in described]
         if one_audio:                   # a container of one audio stream: the writer copied the first
             self.audio, self.codecs, self.languages = self.audio[:1], self.codecs[:1], self.languages[:1]
 
@@ -299,8 +295,8 @@ def _copy_span(path, c, o, vo, tracks: dict, clock: _Clock, start: float | None,
     v, audio = c.streams.video[0], list(c.streams.audio)
     src_tb = {v.index: clock.vtb, **{s.index: clock.audio[tracks[s.index][0]][2] for s in audio}}
     dest = {v.index: vo, **{s.index: tracks[s.index][1] for s in audio}}
-    have = {v.index: _packet_pts(path, "video")[0]}
-    have.update(zip((s.index for s in audio), _packet_pts(path, "audio") if audio else ()))
+    video_pts, audio_pts, _ = _packet_pts(path)
+    have = {v.index: video_pts, **dict(zip((s.index for s in audio), audio_pts))}
     shift = {}
     for i, (pts, tb) in have.items():
         if pts:                                       # (an empty track of an .mkv span has none to place)
