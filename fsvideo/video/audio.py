@@ -28,11 +28,12 @@ log = logging.getLogger(__name__)
 _ONE_AUDIO_STREAM = (".flv",)
 
 
-class _Track:
-    """One copied audio stream: its source stream, output stream, and whether it is re-encoded."""
+class Track:
+    """One carried stream (audio here, subtitles in :mod:`fsvideo.video.subtitles`): its source stream,
+    output stream, and whether its packets are re-encoded rather than copied."""
 
-    def __init__(self, src, out, transcode: bool):
-        self.src, self.out, self.transcode = src, out, transcode
+    def __init__(self, src, out, recode: bool):
+        self.src, self.out, self.recode = src, out, recode
         self.tb = Fraction(src.time_base)
         self.ended = False
 
@@ -96,7 +97,7 @@ class AudioPassthrough(SourceCopy):
                  shown: str):
         super().__init__(out, src, offset_s=offset_s, start=start, end_abs=end_abs)
         self.done = False
-        self._streams: dict[int, _Track] = {}       # source stream index -> its output track
+        self._streams: dict[int, Track] = {}       # source stream index -> its output track
         sources = list(self._in.streams.audio)
         if not sources:
             log.info("%s has no audio stream; writing video only", src)
@@ -111,7 +112,7 @@ class AudioPassthrough(SourceCopy):
                         Path(shown).suffix, len(sources) - 1, src)
             sources = sources[:1]
         for a_in in sources:
-            self._streams[a_in.index] = _Track(a_in, *self._add_output_stream(a_in, shown))
+            self._streams[a_in.index] = Track(a_in, *self._add_output_stream(a_in, shown))
         a_in = sources[0]
         if start:
             target = int(math.floor((offset_s - 1.0) / a_in.time_base)) if a_in.time_base else 0
@@ -175,7 +176,7 @@ class AudioPassthrough(SourceCopy):
             if until is not None and t_abs - self.offset_s > until:
                 self._pending = pkt
                 return
-            if track.transcode:
+            if track.recode:
                 self._reencode(track, pkt)
             else:
                 a_off = int(math.floor(self.offset_s / track.tb + 1e-9))
@@ -186,7 +187,7 @@ class AudioPassthrough(SourceCopy):
                 pkt.stream = track.out
                 self._out.mux(pkt)
 
-    def _reencode(self, track: _Track, pkt) -> None:
+    def _reencode(self, track: Track, pkt) -> None:
         for fr in pkt.decode():
             if fr.pts is not None:
                 t = float(fr.pts * track.tb) - self.offset_s
@@ -200,5 +201,5 @@ class AudioPassthrough(SourceCopy):
             return
         self.done = True
         for track in self._streams.values():
-            if track.transcode:
+            if track.recode:
                 self._out.mux(track.out.encode(None))

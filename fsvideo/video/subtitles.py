@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import av.error
 
-from fsvideo.video.audio import SourceCopy, language_tag
+from fsvideo.video.audio import SourceCopy, Track, language_tag
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +38,6 @@ _TEXT_CODEC = {".mp4": "mov_text", ".m4v": "mov_text", ".mov": "mov_text", ".web
 _TEXT_SOURCES = ("subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text")
 # A cue that began more than this before --start is not looked for (the seek lands this far before it).
 _LOOKBACK_S = 60.0
-
-
-class _Track:
-    """One carried subtitle stream: its source stream, output stream, and whether cues are re-encoded."""
-
-    def __init__(self, src, out, convert: bool):
-        self.src, self.out, self.convert = src, out, convert
-        self.tb = Fraction(src.time_base)
-        self.ended = False
 
 
 def _describe(s) -> str:
@@ -72,7 +62,7 @@ class SubtitlePassthrough(SourceCopy):
                  shown: str, warn: bool = True):
         super().__init__(out, src, offset_s=offset_s, start=start, end_abs=end_abs)
         self.done = True
-        self._streams: dict[int, _Track] = {}       # source stream index -> its output track
+        self._streams: dict[int, Track] = {}       # source stream index -> its output track
         sources = list(self._in.streams.subtitles)
         if not sources:
             return
@@ -102,7 +92,7 @@ class SubtitlePassthrough(SourceCopy):
         self._iter = self._in.demux(*kept)
         self.done = False
 
-    def _add_output_stream(self, s, ext: str) -> _Track | None:
+    def _add_output_stream(self, s, ext: str) -> Track | None:
         """The output track for source stream ``s``: a copy, a text conversion, or None (not possible)."""
         try:
             out, convert = self._out.add_stream_from_template(s), False
@@ -125,7 +115,7 @@ class SubtitlePassthrough(SourceCopy):
         lang = language_tag((s.metadata or {}).get("language"), ext)
         if lang:
             out.metadata["language"] = lang
-        return _Track(s, out, convert)
+        return Track(s, out, convert)
 
     def pump(self, until: float | None) -> None:
         """Carry the cues that start up to output time ``until`` seconds (None: to the end)."""
@@ -156,7 +146,7 @@ class SubtitlePassthrough(SourceCopy):
                 return
             self._mux(track, pkt)
 
-    def _mux(self, track: _Track, pkt) -> None:
+    def _mux(self, track: Track, pkt) -> None:
         """Shift ``pkt`` by the audio's offset, cut it to the kept span, and write it (re-encoded if need be)."""
         off = int(math.floor(self.offset_s / track.tb + 1e-9))
         pts, dur = int(pkt.pts) - off, int(pkt.duration or 0)
@@ -165,7 +155,7 @@ class SubtitlePassthrough(SourceCopy):
         if self.end_abs is not None and dur:
             end = int(math.floor(self.end_abs / track.tb + 1e-9)) - off
             dur = max(1, min(dur, end - pts))
-        if track.convert:
+        if track.recode:
             try:
                 cues = track.src.codec_context.decode2(pkt)
                 if cues is None:
