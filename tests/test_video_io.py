@@ -435,19 +435,24 @@ def test_a_stream_that_changes_size_midway_is_scaled_to_the_first_size(tmp_path,
     assert n == 6 and len(list(VideoReader(tmp_path / "out.mp4"))) == 6
 
 
+def _pattern_h264(path, n: int, *, encoder: dict | None = None, muxer: dict | None = None) -> None:
+    """``n`` frames of ``pattern`` at 64x48, 25 frames/s, H.264 with ``encoder`` options, muxed with ``muxer``'s."""
+    with av.open(str(path), "w", options=muxer or {}) as out:
+        s = out.add_stream("libx264", rate=25, options=encoder or {})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(pattern(i, 64, 48), format="rgb24")
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+
+
 def test_a_video_cut_before_its_first_key_frame_says_so_not_truncated(tmp_path, caplog):
     """A copy cut in the middle of a group of pictures: the frames before the first key frame cannot be
     decoded.  The warning names that (it said "may be truncated", which sends the user looking for a
     damaged end)."""
     whole = tmp_path / "whole.mp4"
-    with av.open(str(whole), "w") as out:
-        s = out.add_stream("libx264", rate=25, options={"g": "12", "bf": "0"})
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(48):
-            f = av.VideoFrame.from_ndarray(pattern(i, 64, 48), format="rgb24")
-            f.pts = i
-            out.mux(s.encode(f))
-        out.mux(s.encode(None))
+    _pattern_h264(whole, 48, encoder={"g": "12", "bf": "0"})
 
     def cut(dst, keep):
         with av.open(str(whole)) as i, av.open(str(dst), "w") as o:
@@ -505,14 +510,7 @@ def bad_files(tmp_path_factory, clips, shared_dir):
     (d / "random.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
     data = clips["cfr"].read_bytes()
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])  # index (moov) at the end: cut off
-    with av.open(str(d / "fast.mp4"), "w", options={"movflags": "faststart"}) as out:  # index first
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(24):
-            f = av.VideoFrame.from_ndarray(pattern(i, 64, 48), format="rgb24")
-            f.pts = i
-            out.mux(s.encode(f))
-        out.mux(s.encode(None))
+    _pattern_h264(d / "fast.mp4", 24, muxer={"movflags": "faststart"})              # index first
     fast = (d / "fast.mp4").read_bytes()
     (d / "truncated_faststart.mp4").write_bytes(fast[: len(fast) * 2 // 3])
     shutil.copy(shared_dir / "media/images/wild/facerec-obama.jpg", d / "photo.mp4")
