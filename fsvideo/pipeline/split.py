@@ -85,7 +85,7 @@ def _latents_leads(u: Unit, ident: dict, times: list[float], spans, context_s: f
     """
     from fsvideo.faces.blend import mask_history_start
     from fsvideo.latents import LatentsReader
-    from fsvideo.video.join import _EPS
+    from fsvideo.video.reader import TIME_EPS
     r = LatentsReader(u.source_latents)
     try:
         r.check_source(u.src, ident["input_sha256"])
@@ -99,8 +99,8 @@ def _latents_leads(u: Unit, ident: dict, times: list[float], spans, context_s: f
         r.close()
     leads = []
     for a, _ in spans:
-        s = 0 if a is None else bisect.bisect_left(times, a - _EPS)
-        lo = 0 if a is None else bisect.bisect_left(times, a - context_s - _EPS)
+        s = 0 if a is None else bisect.bisect_left(times, a - TIME_EPS)
+        lo = 0 if a is None else bisect.bisect_left(times, a - context_s - TIME_EPS)
         k = mask_history_start(tracks.__getitem__, s, min(lo, s))
         leads.append((k, times[k]))
     return leads

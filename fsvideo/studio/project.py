@@ -95,7 +95,7 @@ class Project:
         """
         from fsvideo.utils import atomic_output
         from fsvideo.video import VideoReader
-        from fsvideo.video.join import _EPS, frame_times
+        from fsvideo.video.join import frame_times, span_times
         if self.info.is_image:
             return [0.0]
         kept = self.dir / "frame_times.npy"                 # the key names the content and the span
@@ -105,8 +105,7 @@ class Project:
             except (OSError, ValueError) as e:
                 log.warning("%s is unreadable (%s); listing the frames again", kept, e)
         s, e = self.options.start, self.options.end
-        times = [t for t in frame_times(self.source, self.info)
-                 if (s is None or t >= s - _EPS) and (e is None or t < e - _EPS)]
+        times = span_times(frame_times(self.source, self.info), s, e)
         if not times:
             n = max(1, len(VideoReader(self.source, s, e, info=self.info)))
             return [self.start + i / self.fps for i in range(n)]

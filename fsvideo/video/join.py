@@ -36,11 +36,10 @@ import av
 
 from fsvideo.errors import InputError, PipelineError
 from fsvideo.video.audio import _ONE_AUDIO_STREAM, language_tag
+from fsvideo.video.reader import TIME_EPS
 from fsvideo.video.subtitles import SubtitlePassthrough
 
 log = logging.getLogger(__name__)
-
-_EPS = 1e-6  # seconds; the tolerance VideoReader uses for start / end
 
 
 def frame_times(path: str | os.PathLike, info=None) -> list[float]:
@@ -56,7 +55,7 @@ def frame_times(path: str | os.PathLike, info=None) -> list[float]:
 
 def span_times(times: Sequence[float], start: float | None = None, end: float | None = None) -> list[float]:
     """The times of ``times`` in ``[start, end)`` (None: open), as :class:`~fsvideo.video.VideoReader` reads them."""
-    return [t for t in times if (start is None or t >= start - _EPS) and (end is None or t < end - _EPS)]
+    return [t for t in times if (start is None or t >= start - TIME_EPS) and (end is None or t < end - TIME_EPS)]
 
 
 def split_spans(times: Sequence[float], parts: int, start: float | None = None,
@@ -101,7 +100,7 @@ class SpanWriter:
             raise PipelineError("a frame without a timestamp reached a span writer",
                                 hint="split only videos whose frames carry timestamps")
         t = float(pts * self.info.time_base) - self.info.start_time
-        return (self.start is None or t >= self.start - _EPS) and (self.end is None or t < self.end - _EPS)
+        return (self.start is None or t >= self.start - TIME_EPS) and (self.end is None or t < self.end - TIME_EPS)
 
     def write(self, image, pts: int | None = None, *, time: float | None = None, duration: int | None = None):
         if self.inside(pts):
@@ -175,7 +174,7 @@ class _Clock:
             self.audio, self.codecs, self.languages = self.audio[:1], self.codecs[:1], self.languages[:1]
 
     def first_video(self, start: float | None) -> Fraction:
-        lo = -math.inf if start is None else start - _EPS          # VideoReader's rule for --start
+        lo = -math.inf if start is None else start - TIME_EPS          # VideoReader's rule for --start
         p = next(p for p in self.video if float(p * self.vtb) - self.like.start_time >= lo)
         return (p - _clock_ticks(self.base, self.vtb)) * self.vtb
 

@@ -30,6 +30,9 @@ from fsvideo.video.probe import VideoInfo, _open_input, probe, video_stream
 
 log = logging.getLogger(__name__)
 
+#: Seconds of tolerance in the ``start <= t < end`` rule of ``--start`` / ``--end`` (every span follows it).
+TIME_EPS = 1e-6
+
 
 @dataclass
 class Frame:
@@ -167,16 +170,16 @@ class VideoReader:
                     if pts is None:
                         pts = frame.dts if frame.dts is not None else (prev_pts + step if prev_pts is not None else 0)
                     t = float(pts * tb) - info.start_time
-                    if first and seek and t > start + 1e-6:
+                    if first and seek and t > start + TIME_EPS:
                         log.debug("seek overshot in %s (%.3f s > %.3f s); decoding from the start", self.path, t,
                                   start)
                         return False
                     if first:
                         first_pts = pts
                     first = False
-                    if start is not None and t < start - 1e-6:
+                    if start is not None and t < start - TIME_EPS:
                         continue
-                    if end is not None and t >= end - 1e-6:
+                    if end is not None and t >= end - TIME_EPS:
                         break
                     prev_pts = pts
                     size = None
