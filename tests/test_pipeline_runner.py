@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import _thread
+import os
 import random
 import threading
 import time
@@ -538,3 +539,58 @@ def test_core_budget_is_decided_once_from_the_machine_and_restored():
     with core_budget(device_type="cuda", threads=True, cores=4).applied():
         assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 1)
     assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+
+
+def _cgroup(tmp_path, cgroup_line: str, files: dict[str, str]):
+    """A fake /sys/fs/cgroup tree and /proc/self/cgroup under tmp_path."""
+    root = tmp_path / "cgroup"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text + "\n")
+    (tmp_path / "self").write_text(cgroup_line + "\n")
+    return dict(root=root, self_cgroup=tmp_path / "self")
+
+
+@pytest.mark.parametrize("line, files, want", [
+    ("0::/", {}, None),                                                          # no controller files
+    ("0::/", {"cpu.max": "max 100000"}, None),                                   # v2, no quota
+    ("0::/", {"cpu.max": "200000 100000"}, 2.0),                                 # v2 in a container's namespace
+    ("0::/kubepods/pod1/c1", {"kubepods/cpu.max": "800000 100000",               # v2: the smallest up the tree
+                              "kubepods/pod1/cpu.max": "150000 100000", "kubepods/pod1/c1/cpu.max": "max 100000"},
+     1.5),
+    ("0::/docker/abc", {"cpu.max": "300000 100000"}, 3.0),                      # host path absent: the root's
+    ("4:cpu,cpuacct:/docker/abc", {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000",    # v1
+                                   "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000"}, 0.5),
+    ("1:cpu:/", {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),  # v1, no quota
+    ("0::/", {"cpu.max": "garbage"}, None),
+])
+def test_a_cgroup_cpu_quota_is_read_from_v1_and_v2_trees(tmp_path, line, files, want):
+    from fsvideo.pipeline.budget import cgroup_cpu_quota
+    assert cgroup_cpu_quota(**_cgroup(tmp_path, line, files)) == want
+
+
+def test_a_containers_cpu_quota_caps_the_cores_and_openmps_threads(monkeypatch):
+    """`docker run --cpus 2` on a 64-core host: the run splits 2 cores, and torch's pool (OpenMP, sized
+    when torch is imported) is told 2 threads before the CLI imports it, unless the user said."""
+    import fsvideo.pipeline.budget as B
+    monkeypatch.setattr(B, "_affinity", lambda: 64)
+    monkeypatch.setattr(B, "cgroup_cpu_quota", lambda: 2.5)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert B.available_cores() == 2
+    assert B.core_budget(device_type="cpu", threads=True).cores == 2
+    assert B.threads_within_quota() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")                             # the user's setting stays
+    assert B.threads_within_quota() is None and os.environ["OMP_NUM_THREADS"] == "7"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(B, "cgroup_cpu_quota", lambda: 0.4)                 # under one core: one thread
+    assert B.available_cores() == 1
+    monkeypatch.setattr(B, "cgroup_cpu_quota", lambda: None)                # no quota: nothing is set
+    assert B.available_cores() == 64 and B.threads_within_quota() is None and "OMP_NUM_THREADS" not in os.environ
+    calls = []
+    monkeypatch.setattr(B, "threads_within_quota", lambda: calls.append(1))
+    from fsvideo.cli import main
+    try:
+        main(["--version"])
+    except SystemExit:
+        pass
+    assert calls == [1]
