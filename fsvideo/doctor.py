@@ -129,7 +129,7 @@ def check_device() -> tuple[bool, str]:
         parts.append(", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())))
     else:
         parts.append(f"CPU only ({torch.get_num_threads()} threads)")
-    from fsvideo.pipeline.budget import available_cores, cgroup_cpu_quota
+    from fsvideo.cores import available_cores, cgroup_cpu_quota
     quota = cgroup_cpu_quota()
     parts.append(f"{available_cores()} cores for the run" + (f" (cgroup CPU quota {quota:g})" if quota else ""))
     from fsvideo.pipeline.memory import huge_pages_status

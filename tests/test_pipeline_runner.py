@@ -565,19 +565,21 @@ def _cgroup(tmp_path, cgroup_line: str, files: dict[str, str]):
     ("0::/", {"cpu.max": "garbage"}, None),
 ])
 def test_a_cgroup_cpu_quota_is_read_from_v1_and_v2_trees(tmp_path, line, files, want):
-    from fsvideo.pipeline.budget import cgroup_cpu_quota
+    from fsvideo.cores import cgroup_cpu_quota
     assert cgroup_cpu_quota(**_cgroup(tmp_path, line, files)) == want
 
 
 def test_a_containers_cpu_quota_caps_the_cores_and_openmps_threads(monkeypatch):
     """`docker run --cpus 2` on a 64-core host: the run splits 2 cores, and torch's pool (OpenMP, sized
     when torch is imported) is told 2 threads before the CLI imports it, unless the user said."""
-    import fsvideo.pipeline.budget as B
+    import fsvideo.cores as B
+    from fsvideo.pipeline.budget import core_budget
     monkeypatch.setattr(B, "_affinity", lambda: 64)
     monkeypatch.setattr(B, "cgroup_cpu_quota", lambda: 2.5)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert B.available_cores() == 2
-    assert B.core_budget(device_type="cpu", threads=True).cores == 2
+    assert core_budget(device_type="cpu", threads=True).cores == 2
+    assert B.codec_threads() == 2                                           # FFmpeg's decoders and x264 too
     assert B.threads_within_quota() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
     monkeypatch.setenv("OMP_NUM_THREADS", "7")                             # the user's setting stays
     assert B.threads_within_quota() is None and os.environ["OMP_NUM_THREADS"] == "7"
@@ -586,6 +588,7 @@ def test_a_containers_cpu_quota_caps_the_cores_and_openmps_threads(monkeypatch):
     assert B.available_cores() == 1
     monkeypatch.setattr(B, "cgroup_cpu_quota", lambda: None)                # no quota: nothing is set
     assert B.available_cores() == 64 and B.threads_within_quota() is None and "OMP_NUM_THREADS" not in os.environ
+    assert B.codec_threads() == 0                                           # FFmpeg chooses, as before
     calls = []
     monkeypatch.setattr(B, "threads_within_quota", lambda: calls.append(1))
     from fsvideo.cli import main

@@ -121,7 +121,7 @@ def _termination_as_interrupt():
 def main(argv=None) -> None:
     """Entry point: runs the CLI and turns errors into one line and an exit code."""
     from fsvideo.cli._console import err_console
-    from fsvideo.pipeline.budget import threads_within_quota
+    from fsvideo.cores import threads_within_quota
     from fsvideo.pipeline.memory import use_huge_pages
     use_huge_pages()                # before any command imports torch (1024 px on a CPU: 1.4x faster)
     threads_within_quota()          # a container's --cpus, before torch sizes its pool by the host

@@ -24,6 +24,7 @@ import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from fsvideo.cores import codec_threads
 from fsvideo.errors import InputError
 from fsvideo.video.images import read_image
 from fsvideo.video.probe import VideoInfo, _open_input, probe, video_stream
@@ -147,6 +148,7 @@ class VideoReader:
             v = video_stream(container)
             if self.threads:
                 v.thread_type = "AUTO"
+                v.thread_count = codec_threads()    # 0: FFmpeg's choice, but within a CPU quota
             tb = Fraction(v.time_base) if v.time_base else info.time_base
             step = max(1, int(round(1 / (float(info.fps) * tb)))) if info.fps else 1
             if seek:

@@ -44,6 +44,7 @@ import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from fsvideo.cores import codec_threads
 from fsvideo.errors import InputError, OutputError
 from fsvideo.video.audio import AudioPassthrough
 from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
@@ -104,7 +105,7 @@ class VideoWriter:
             comparison); default ``like.width``/``like.height``.
         keep_rotation: write the source's rotation metadata and turn frames back to the stored
             orientation (default), or write upright frames without rotation metadata.
-        threads: encoder threads (0 lets FFmpeg choose: one per core).
+        threads: encoder threads (0 lets FFmpeg choose from the cores, :func:`fsvideo.cores.codec_threads`).
         shown: the name to use in messages (the user's output when ``path`` is a temporary name).
 
     Attributes:
@@ -203,7 +204,7 @@ class VideoWriter:
         s.time_base = tb
         # x264 (and x265) parallelise best over frames; PyAV's default asks for slice threads.
         cc.thread_type = "FRAME" if self.encoder in ("libx264", "libx265") else cc.thread_type
-        cc.thread_count = int(threads)
+        cc.thread_count = int(threads) or codec_threads()     # (0: FFmpeg's choice, but within a CPU quota)
         if self.encoder == "libx265" and self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
             s.codec_tag = "hvc1"  # what Apple players want for HEVC in MP4
         color = (like.color or {}) if pix_fmt != "pal8" else {}
