@@ -111,7 +111,7 @@ def main() -> None:
 
 def data_parallel(sizes: list[int], repeats: int) -> None:
     """Images/s of the encoder and of G(w, F): N faces in one call on N threads vs N one-face calls at once."""
-    from fsvideo.pipeline.budget import available_cores
+    from fsvideo.cores import available_cores
     n = available_cores()
     print(f"CPU, {n} cores, torch {torch.__version__}; ratio = data-parallel / one call (same run)")
     print(f"{'network':<24}{'size':>6}{'one call, img/s':>18}{'data-parallel, img/s':>23}{'ratio':>8}")

@@ -520,7 +520,8 @@ def test_core_budget_is_decided_once_from_the_machine_and_restored():
     import cv2
     import torch
 
-    from fsvideo.pipeline.budget import available_cores, core_budget
+    from fsvideo.cores import available_cores
+    from fsvideo.pipeline.budget import core_budget
     seq = core_budget(device_type="cpu", threads=False, cores=2)
     assert (seq.torch_threads, seq.opencv_threads, seq.workers) == (2, 2, 1)
     cpu = core_budget(device_type="cpu", threads=True, cores=2)       # one single-threaded network call per core
