@@ -1,4 +1,5 @@
-"""The cores a process may use: its CPU affinity, capped by its cgroup's CPU quota.
+"""The cores a process may use: its CPU affinity, capped by its cgroup's CPU quota, shared by torchrun's
+processes on the machine.
 
 A container started with ``--cpus 2`` (Docker, a Kubernetes CPU limit, a Slurm or systemd quota) sees
 every core of the host in its affinity but is given two cores' worth of time.  Torch's OpenMP pool,
@@ -25,29 +26,39 @@ def _affinity() -> int:
 
 
 def available_cores() -> int:
-    """Cores this process may use: its CPU affinity, capped by its cgroup's CPU quota.
+    """Cores this process may use: its CPU affinity, capped by its cgroup's CPU quota, shared with the
+    other processes torchrun started on this machine (``LOCAL_WORLD_SIZE``).
 
     The quota is rounded down (at least 1), as Go's ``automaxprocs`` does: a pool one thread over its
-    quota is paused for the rest of every period.
+    quota is paused for the rest of every period.  ``torchrun --nproc-per-node 4`` on a 16-core machine
+    gives each process 4 cores (each one took all 16 before: 64 busy threads).
     """
     n = _affinity()
     quota = cgroup_cpu_quota()
     if quota is not None:
         n = min(n, int(quota))
-    return max(1, n)
+    return max(1, n // _local_processes())
+
+
+def _local_processes() -> int:
+    """Processes of this run on this machine: torchrun's ``LOCAL_WORLD_SIZE`` (1 when unset or bad)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def codec_threads() -> int:
-    """Threads to ask an FFmpeg codec for: 0 (FFmpeg chooses from the affinity) unless a CPU quota
-    caps the cores, then :func:`available_cores`."""
+    """Threads to ask an FFmpeg codec for: 0 (FFmpeg chooses from the affinity) unless a CPU quota or
+    other processes of the run share the cores, then :func:`available_cores`."""
     n = available_cores()
     return n if n < _affinity() else 0
 
 
 def threads_within_quota() -> int | None:
     """Tell OpenMP (torch's intra-op pool) to start no more threads than :func:`available_cores`
-    where a CPU quota is under the cores the process sees (``OMP_NUM_THREADS``), unless the
-    environment already says.  Torch reads it once, when imported: call this before (the CLI's
+    where that is under the cores the process sees (``OMP_NUM_THREADS``), unless the environment
+    already says (torchrun sets 1 for several processes a machine).  Torch reads it once, when imported: call this before (the CLI's
     :func:`~fsvideo.cli.main` does); child processes inherit it.  Returns the number set, or None.
     """
     if os.environ.get("OMP_NUM_THREADS"):
@@ -56,7 +67,7 @@ def threads_within_quota() -> int | None:
     if n >= _affinity():
         return None
     os.environ["OMP_NUM_THREADS"] = str(n)
-    log.debug("CPU quota of %d cores: OMP_NUM_THREADS=%d", n, n)
+    log.debug("%d cores for this process (CPU quota): OMP_NUM_THREADS=%d", n, n)
     return n
 
 

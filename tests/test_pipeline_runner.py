@@ -570,9 +570,10 @@ def test_a_cgroup_cpu_quota_is_read_from_v1_and_v2_trees(tmp_path, line, files, 
     assert cgroup_cpu_quota(**_cgroup(tmp_path, line, files)) == want
 
 
-def test_a_containers_cpu_quota_caps_the_cores_and_openmps_threads(monkeypatch):
+def test_a_containers_cpu_quota_and_torchruns_processes_share_the_cores(monkeypatch):
     """`docker run --cpus 2` on a 64-core host: the run splits 2 cores, and torch's pool (OpenMP, sized
-    when torch is imported) is told 2 threads before the CLI imports it, unless the user said."""
+    when torch is imported) is told 2 threads before the CLI imports it, unless the user said;
+    torchrun's processes on one machine share its cores."""
     import fsvideo.cores as B
     from fsvideo.pipeline.budget import core_budget
     monkeypatch.setattr(B, "_affinity", lambda: 64)
@@ -590,6 +591,11 @@ def test_a_containers_cpu_quota_caps_the_cores_and_openmps_threads(monkeypatch):
     monkeypatch.setattr(B, "cgroup_cpu_quota", lambda: None)                # no quota: nothing is set
     assert B.available_cores() == 64 and B.threads_within_quota() is None and "OMP_NUM_THREADS" not in os.environ
     assert B.codec_threads() == 0                                           # FFmpeg chooses, as before
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")                             # torchrun --nproc-per-node 4
+    assert B.available_cores() == 16 and B.codec_threads() == 16
+    monkeypatch.setattr(B, "cgroup_cpu_quota", lambda: 6.0)
+    assert B.available_cores() == 1                                         # 6 cores' time for 4 processes
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     calls = []
     monkeypatch.setattr(B, "threads_within_quota", lambda: calls.append(1))
     from fsvideo.cli import main
