@@ -113,6 +113,32 @@ def test_reader_trims(clips):
         VideoReader(clips["cfr"], start=60)
 
 
+def test_a_video_that_starts_after_its_audio_is_trimmed_on_its_own_span(clips, tmp_path):
+    """The audio begins 1 s before the first picture (a camera's or an editor's export): --start near
+    the video's end was refused as past the end (the check used its duration, not where it ends), and
+    the progress total counted frames before the video began."""
+    src = tmp_path / "late.mkv"
+    with av.open(str(clips["cfr"])) as i, av.open(str(src), "w") as o:
+        v, a = i.streams.video[0], i.streams.audio[0]
+        outs = {v.index: o.add_stream_from_template(v), a.index: o.add_stream_from_template(a)}
+        shift = int(1 / v.time_base)
+        for pkt in i.demux(v, a):
+            if pkt.dts is None:
+                continue
+            if pkt.stream.index == v.index:
+                pkt.pts, pkt.dts = pkt.pts + shift, pkt.dts + shift
+            pkt.stream = outs[pkt.stream.index]
+            o.mux(pkt)
+    info = probe(src)
+    lo, hi = info.span
+    assert lo == pytest.approx(1.0, abs=0.05) and hi == pytest.approx(1.0 + probe(clips["cfr"]).duration_s, abs=0.1)
+    near_end = hi - 0.2
+    assert len(list(VideoReader(src, start=near_end))) == len(VideoReader(src, start=near_end)) == 5
+    assert len(list(VideoReader(src, end=1.5))) == len(VideoReader(src, end=1.5)) == 12   # 1.02, 1.06 ... 1.46
+    with pytest.raises(InputError, match=r"its video runs from 1\.0\d s"):
+        list(VideoReader(src, start=0.2, end=0.8))
+
+
 @pytest.mark.parametrize("rotation, corner", [(90, (-1, 0)), (180, (-1, -1)), (-90, (0, -1))])
 def test_rotation_is_applied_so_frames_are_upright(clips, rotation, corner):
     """The green block sits top-left in the stored picture; a CCW display rotation moves it."""

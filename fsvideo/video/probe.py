@@ -62,6 +62,8 @@ class VideoInfo:
             FFmpeg integers; the writer copies them.
         end_time: where the video stream's presentation ends (seconds, player clock), or None.  An
             edit list can end it before the last frame's natural end; the writer keeps that end.
+        video_start: where the video stream starts (seconds, player clock): after 0 where the audio
+            begins first.  :attr:`span` is the video's ``(start, end)``.
     """
 
     path: Path
@@ -82,6 +84,13 @@ class VideoInfo:
     audio_codec: str | None = None
     color: dict = field(default_factory=dict)
     end_time: float | None = None
+    video_start: float = 0.0
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """Where the video stream starts and ends, seconds on the player clock (``Frame.time``'s).  A
+        stream may start after the container (its audio begins first: the first frame is at 0.85 s)."""
+        return self.video_start, self.end_time if self.end_time is not None else self.duration_s
 
 
 
@@ -193,16 +202,20 @@ def _probe_container(p: Path, container) -> VideoInfo:
         duration = container.duration / _AV_TIME_BASE
     else:
         duration = 0.0
-    n_frames = int(v.frames) if v.frames and v.frames > 0 else max(1, int(round(duration * float(fps))))
     if container.start_time is not None:
         start_time = container.start_time / _AV_TIME_BASE
     elif v.start_time is not None:
         start_time = float(v.start_time * tb)
     else:
         start_time = 0.0
+    video_start = max(0.0, float(v.start_time * tb) - start_time) if v.start_time is not None else 0.0
     end_time = None
     if v.duration is not None and v.duration > 0:
         end_time = float(((v.start_time or 0) + v.duration) * tb) - start_time
+        shown = duration
+    else:                                        # the container's duration, from its start: the video's part
+        shown = max(0.0, duration - video_start)
+    n_frames = int(v.frames) if v.frames and v.frames > 0 else max(1, int(round(shown * float(fps))))
     rotation = _rotation_of(v, first)
     cw, ch = first.width, first.height
     w, h = (ch, cw) if rotation in (90, -90) else (cw, ch)
@@ -215,7 +228,8 @@ def _probe_container(p: Path, container) -> VideoInfo:
     return VideoInfo(path=p, width=w, height=h, fps=fps, time_base=tb, duration_s=duration,
                      n_frames=n_frames, rotation=rotation, has_audio=audio is not None, codec=codec,
                      pix_fmt=first.format.name, is_image=False, start_time=start_time, coded_width=cw,
-                     coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time)
+                     coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time,
+                     video_start=video_start)
 
 
 def video_stream(container):

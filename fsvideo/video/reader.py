@@ -105,8 +105,9 @@ class VideoReader:
             raise InputError(f"--start {start} is negative", hint="pass a time in seconds >= 0")
         if end is not None and start is not None and end <= start:
             raise InputError(f"--end {end} is not after --start {start}", hint="pass --end greater than --start")
-        if not self.info.is_image and start is not None and self.info.duration_s and start >= self.info.duration_s:
-            raise InputError(f"--start {start} is past the end of {self.path} ({self.info.duration_s:.2f} s)",
+        last = self.info.span[1]
+        if not self.info.is_image and start is not None and last and start >= last:
+            raise InputError(f"--start {start} is past the end of {self.path} ({last:.2f} s)",
                              hint="pass a smaller --start")
         self.start = start
         self.end = end
@@ -119,8 +120,9 @@ class VideoReader:
             return 1
         if self.start is None and self.end is None:
             return info.n_frames
-        s = self.start or 0.0
-        e = min(self.end, info.duration_s) if self.end is not None else info.duration_s
+        lo, hi = info.span            # the video stream's own (its audio may start earlier or end later)
+        s = max(self.start or 0.0, lo)
+        e = min(self.end, hi) if self.end is not None else hi
         return max(0, int(round((e - s) * float(info.fps))))
 
     def __iter__(self) -> Iterator[Frame]:
@@ -205,8 +207,9 @@ class VideoReader:
                                  hint="re-export the file, or process only the good part with --end") from e
             if index == 0:
                 trimmed = start is not None or end is not None
+                span = "its video runs from {:.2f} s to {:.2f} s".format(*info.span)
                 raise InputError(f"{self.path}: no frame decoded" + (f" between {start} s and {end} s" if trimmed else ""),
-                                 hint="check --start/--end" if trimmed else "the file may be truncated; re-export it")
+                                 hint=f"check --start/--end ({span})" if trimmed else "the file may be truncated; re-export it")
             if start is None and end is None and v.frames and index < 0.9 * v.frames:
                 lead = float((first_pts - (v.start_time or 0)) * tb)     # first decoded frame after the stream's start
                 if lead > 1.5 / float(info.fps or 25):
