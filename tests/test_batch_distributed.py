@@ -105,8 +105,9 @@ def test_a_video_split_in_time_joins_into_the_single_run(tiny, media_dir, tmp_pa
     # timing and audio: identical packets (no re-encode); each span began with a key frame
     assert _packets(joined, "video") == _packets(single, "video")
     assert _packets(joined, "audio") == _packets(single, "audio")
-    with av.open(str(joined)) as c:
+    with av.open(str(joined)) as c, av.open(str(single)) as d:
         keys = [i for i, pk in enumerate(x for x in c.demux(c.streams.video[0]) if x.size) if pk.is_keyframe]
+        assert c.metadata["comment"] == d.metadata["comment"]          # "faces edited: dir.npy+2; ..."
     assert 30 in keys
     a = [f.image.astype(np.int16) for f in VideoReader(single)]
     b = [f.image.astype(np.int16) for f in VideoReader(joined)]

@@ -19,6 +19,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 # Pillow formats whose extra frames are an animation (refused rather than silently cut to the first
 # frame); a JPEG's extra frames (MPO: a phone's gain or depth map) are not, and are ignored.
 _ANIMATED_FORMATS = ("PNG", "WEBP")
+_IMAGE_DESCRIPTION = 0x010E     # the EXIF / TIFF tag that says what an image is
 
 
 def read_image(p: Path) -> np.ndarray:
@@ -55,8 +56,9 @@ def check_image(image, name: str, shape: tuple[int, int] | None = None) -> None:
 
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95) -> None:
-    """Write uint8 [H, W, 3] RGB ``image`` to ``path`` (format from the extension; JPEG ``quality``).
+def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95, comment: str | None = None) -> None:
+    """Write uint8 [H, W, 3] RGB ``image`` to ``path`` (format from the extension; JPEG ``quality``;
+    ``comment`` in the EXIF ImageDescription where the format keeps EXIF, i.e. not BMP).
 
     Call it inside :func:`fsvideo.utils.atomic_output`, which hands a temporary name with the same
     extension.
@@ -67,6 +69,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95
     p = Path(path)
     ext = p.suffix.lower()
     kwargs = {"quality": int(quality)} if ext in (".jpg", ".jpeg", ".webp") else {}
+    if comment and ext != ".bmp":
+        exif = Image.Exif()
+        exif[_IMAGE_DESCRIPTION] = comment
+        kwargs["exif"] = exif
     if ext not in IMAGE_EXTENSIONS:
         raise OutputError(f"{p}: unknown image extension {p.suffix!r}", hint="use .jpg, .png, .webp, .bmp or .tiff")
     try:
@@ -85,14 +91,15 @@ class ImageWriter:
         path: output image file (format from the extension); give it the temporary path of
             :func:`fsvideo.utils.atomic_output`.
         quality: JPEG/WebP quality.
+        comment: how the image was made (EXIF ImageDescription).
     """
 
-    def __init__(self, path: str | os.PathLike, *, quality: int = 95):
+    def __init__(self, path: str | os.PathLike, *, quality: int = 95, comment: str | None = None):
         self.path = Path(path)
         if self.path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise OutputError(f"{self.path}: unknown image extension {self.path.suffix!r}",
                               hint="use .jpg, .png, .webp, .bmp or .tiff")
-        self.quality = quality
+        self.quality, self.comment = quality, comment
         self.frames_written = 0
         self._image: np.ndarray | None = None
         self._closed = False
@@ -115,7 +122,7 @@ class ImageWriter:
         self._closed = True
         if self._image is None:
             raise OutputError(f"no image was written to {self.path}")
-        write_image(self.path, self._image, quality=self.quality)
+        write_image(self.path, self._image, quality=self.quality, comment=self.comment)
 
     def __enter__(self) -> "ImageWriter":
         return self

@@ -38,6 +38,7 @@ from fsvideo.errors import InputError, PipelineError
 from fsvideo.video.audio import _ONE_AUDIO_STREAM, language_tag
 from fsvideo.video.reader import TIME_EPS
 from fsvideo.video.subtitles import SubtitlePassthrough
+from fsvideo.video.writer import container_tags
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,7 @@ def join_segments(parts: Sequence[str | os.PathLike], out: str | os.PathLike, li
         v0 = ins[0].streams.video[0]
         maps = [_span_audio(p, c, v0, parts[0], clock, a, b) for p, c, a, b in zip(parts, ins, starts, ends)]
         with av.open(str(out), mode="w") as o:
+            o.metadata.update(container_tags(dict(ins[0].metadata)))   # the spans' (the source's and the comment)
             vo = o.add_stream_from_template(v0)
             if rotation:
                 vo.set_display_rotation(rotation)

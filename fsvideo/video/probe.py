@@ -64,6 +64,7 @@ class VideoInfo:
             edit list can end it before the last frame's natural end; the writer keeps that end.
         video_start: where the video stream starts (seconds, player clock): after 0 where the audio
             begins first.  :attr:`span` is the video's ``(start, end)``.
+        tags: the container's metadata (title, creation_time, location...); the writer carries them.
     """
 
     path: Path
@@ -85,6 +86,7 @@ class VideoInfo:
     color: dict = field(default_factory=dict)
     end_time: float | None = None
     video_start: float = 0.0
+    tags: dict = field(default_factory=dict)
 
     @property
     def span(self) -> tuple[float, float]:
@@ -229,7 +231,7 @@ def _probe_container(p: Path, container) -> VideoInfo:
                      n_frames=n_frames, rotation=rotation, has_audio=audio is not None, codec=codec,
                      pix_fmt=first.format.name, is_image=False, start_time=start_time, coded_width=cw,
                      coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time,
-                     video_start=video_start)
+                     video_start=video_start, tags=dict(container.metadata))
 
 
 def video_stream(container):

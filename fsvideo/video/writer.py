@@ -59,6 +59,17 @@ log = logging.getLogger(__name__)
 _FRAME_CLOCK_FORMATS = (".avi",)
 # AVI: an AAC priming packet before 0 would make the muxer shift every stream, the video by a slot.
 _MUXER_OPTIONS = {".avi": {"avoid_negative_ts": "disabled"}}
+# Container tags a muxer writes itself: not carried from the source.
+_MUXER_OWN_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder", "duration"})
+
+
+def container_tags(source: dict, comment: str | None = None) -> dict[str, str]:
+    """The tags an output container gets: the source's (``source``: its ``container.metadata``) but
+    those its muxer writes itself (brands, encoder), with ``comment`` in place of the source's."""
+    tags = {k: v for k, v in source.items() if k.lower() not in _MUXER_OWN_TAGS}
+    if comment:
+        tags = {k: v for k, v in tags.items() if k.lower() != "comment"} | {"comment": comment}
+    return tags
 
 
 def _chroma_even(pix_fmt: str) -> tuple[bool, bool]:
@@ -107,6 +118,8 @@ class VideoWriter:
             orientation (default), or write upright frames without rotation metadata.
         threads: encoder threads (0 lets FFmpeg choose from the cores, :func:`fsvideo.cores.codec_threads`).
         shown: the name to use in messages (the user's output when ``path`` is a temporary name).
+        comment: the container's ``comment`` tag: how the video was made (players show it; GIF keeps
+            none).  The source's other tags (title, creation_time, location...) are kept, as ffmpeg keeps them.
 
     Attributes:
         encoder: the encoder that runs (e.g. ``libx264``, ``h264_nvenc``, ``gif``), for the run summary.
@@ -124,7 +137,8 @@ class VideoWriter:
                  preset: str = DEFAULT_PRESET, pix_fmt: str = "yuv420p",
                  audio_from: str | os.PathLike | None = None, start: float | None = None,
                  end: float | None = None, width: int | None = None, height: int | None = None,
-                 keep_rotation: bool = True, threads: int = 0, shown: str | os.PathLike | None = None):
+                 keep_rotation: bool = True, threads: int = 0, shown: str | os.PathLike | None = None,
+                 comment: str | None = None):
         if not 0 <= int(crf) <= 63:
             raise InputError(f"crf {crf} is out of range", hint="use 0 (best) .. 51 (x264/x265) or 63 (vp9)")
         self.path = Path(path)
@@ -157,6 +171,7 @@ class VideoWriter:
             self._out = av.open(str(self.path), mode="w", options=_MUXER_OPTIONS.get(ext, {}))
         except (av.error.FFmpegError, ValueError) as e:
             raise OutputError(f"cannot write {self.shown} ({e})", hint="check the output folder") from e
+        self._out.metadata.update(container_tags(getattr(like, "tags", {}), comment))
         try:
             w, h = cw + self._pad[1], ch + self._pad[0]
             self.encoder = choose_encoder(ext, codec, self._out.supported_codecs, w, h, pix_fmt, self.shown)
