@@ -176,10 +176,16 @@ def pick_device(name: str | None = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise InputError(f"unknown device {name!r}", hint="use auto, cpu, cuda or cuda:N") from e
+        raise InputError(f"unknown device {name!r}", hint="use auto, cpu, cuda, cuda:N or mps") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {name!r} requested but CUDA is not available",
                          hint="use --device cpu (or auto)")
+    if dev.type != "cpu":
+        try:                                   # mps on Linux, cuda:3 of 1 GPU, a backend torch lacks
+            torch.empty(1, device=dev)
+        except (RuntimeError, AssertionError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"device {name!r} is not usable here ({why})", hint="use --device cpu (or auto)") from e
     return dev
 
 
