@@ -136,3 +136,26 @@ def test_dlib_embedder_tells_people_apart(media_dir):
     d_pair = [np.linalg.norm(emb(two, f) - emb(solo, obama)) for f in pair]
     # Obama is in both photos; the other person is not him.
     assert min(d_pair) < 0.6 < max(d_pair)
+
+
+def test_a_track_id_no_face_has_is_said_with_the_ids_there_are(caplog):
+    """`--face 7` on a video whose only person is track 0 edited nothing, silently: the aligner now warns
+    once at the end, naming the ids; an id that appears, or `largest`, says nothing."""
+    import logging
+
+    from fsvideo.faces.stream import FaceAligner
+    tr = FaceTracker()
+    seven, zero = FaceSelector(7, tr), FaceSelector(0, tr)
+    for t in range(3):
+        faces = tr.update([_face(100 + t, 100), _face(400, 100, 90)])
+        seven(faces), zero(faces)
+    assert seven.missing_id_message().startswith("no face has track id 7 (the track ids are 0, 1)")
+    assert zero.missing_id_message() is None and FaceSelector("largest").missing_id_message() is None
+    assert "no face was found" in FaceSelector(2).missing_id_message()
+    aligner = FaceAligner(None, fps=25, output_size=64, policy=5)
+    image = np.zeros((200, 200, 3), np.uint8)
+    for i in range(3):
+        aligner.push(i, image, [])
+    with caplog.at_level(logging.WARNING):
+        aligner.flush()
+    assert [r.getMessage() for r in caplog.records if "track id 5" in r.getMessage()] != []

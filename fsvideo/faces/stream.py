@@ -195,4 +195,7 @@ class FaceAligner:
 
     def flush(self) -> list[FrameFaces]:
         """Finish every remaining frame (call at the end of the stream)."""
+        missing = self.selector.missing_id_message()
+        if missing:
+            log.warning(missing)
         return self._finish(self.stabilizer.flush())

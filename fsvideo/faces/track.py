@@ -336,11 +336,27 @@ class FaceSelector:
         self.policy = parse_policy(policy)
         self.tracker = tracker
         self.locked: int | None = None
+        self.seen: set[int] = set()        # track ids met, and faces chosen: see missing_id_message
+        self.chosen = 0
 
     def __call__(self, faces: Sequence[Face]) -> list[Face]:
+        faces = list(faces)
+        self.seen.update(f.track_id for f in faces if f.track_id is not None)
+        chosen = self._choose(faces)
+        self.chosen += len(chosen)
+        return chosen
+
+    def missing_id_message(self) -> str | None:
+        """A track id asked for that no face had (so none was chosen), said with the ids there were."""
+        if not isinstance(self.policy, int) or self.chosen:
+            return None
+        ids = ", ".join(str(i) for i in sorted(self.seen)) or "none: no face was found"
+        return (f"no face has track id {self.policy} (the track ids are {ids}), so no face was chosen; "
+                "use --face largest, --face all, or an id that `fsvideo align` lists")
+
+    def _choose(self, faces: list[Face]) -> list[Face]:
         if self.policy != "largest":
             return select_faces(faces, self.policy)
-        faces = list(faces)
         if self.locked is not None:
             mine = [f for f in faces if f.track_id == self.locked]
             if mine:
