@@ -159,3 +159,21 @@ def test_a_track_id_no_face_has_is_said_with_the_ids_there_are(caplog):
     with caplog.at_level(logging.WARNING):
         aligner.flush()
     assert [r.getMessage() for r in caplog.records if "track id 5" in r.getMessage()] != []
+
+
+def test_several_track_ids_select_those_people():
+    """`--face 0,2`: two people of three (a group video); an id of them missing is said."""
+    from fsvideo.faces.track import parse_policy, policy_text
+    faces = [_face(0, 0), _face(200, 0), _face(400, 0)]
+    for k, f in enumerate(faces):
+        f.track_id = k
+    assert select_faces(faces, "0,2") == [faces[0], faces[2]] == select_faces(faces, " 2, 0 ")
+    assert parse_policy("1,1") == 1 and policy_text(parse_policy("2,0")) == "0,2"
+    for bad in ("0,x", "0,-1", ",", "0;2"):
+        with pytest.raises(InputError, match="several such as 0,2"):
+            parse_policy(bad)
+    tr = FaceTracker()
+    sel = FaceSelector("0,5", tr)
+    for _ in range(2):
+        assert [f.track_id for f in sel(tr.update([_face(100, 100)]))] == [0]
+    assert sel.missing_id_message().startswith("no face has track id 5 (the track ids are 0);")

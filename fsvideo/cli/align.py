@@ -84,7 +84,7 @@ def _face_record(file: str, tf, extra: dict) -> dict:
 @click.option("--size", default=1024, show_default=True, type=click.IntRange(min=8),
               help="Side of the aligned crops.")
 @detector_option()
-@click.option("--face", "face_policy", default=None, metavar="largest|ID|all",
+@click.option("--face", "face_policy", default=None, metavar="largest|all|ID[,ID...]",
               help="Which faces: the largest, one track id, or all.  [default: all for photos and "
                    "folders of photos (dataset preparation), largest for videos]")
 @click.option("--no-stabilize", is_flag=True,
@@ -122,7 +122,7 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
     detection box and score; plus a summary with the frames without a face.
     """
     from fsvideo.faces import make_detector
-    from fsvideo.faces.track import parse_policy
+    from fsvideo.faces.track import parse_policy, policy_text
     from fsvideo.video import IMAGE_EXTENSIONS
 
     if input_path.is_dir():
@@ -154,7 +154,7 @@ def align(input_path: Path, out: Path, size, detector, face_policy, no_stabilize
         else:
             doc = _align_images(files, tmp, det, size, policy, method)
         doc.update(input=str(input_path), kind=kind, output_size=size, method=method, detector=det.name,
-                   face=str(policy))
+                   face=policy_text(policy))
         doc["summary"]["seconds"] = round(time.perf_counter() - t0, 2)
         (tmp / JSON_NAME).write_text(json.dumps(doc, indent=1))
     s = doc["summary"]

@@ -44,7 +44,7 @@ def run_options(f):
         click.option("--track", default=D.track, show_default=True, type=click.Choice(TRACK_MODES),
                      help="Between full detections: roi (the detector's own search around each face, "
                           "the same quality) or flow (optical flow, faster, less close to per-frame detection)."),
-        click.option("--face", default=D.face, show_default=True, help="Which faces: largest, all, or a track id."),
+        click.option("--face", default=D.face, show_default=True, help="Which faces: largest, all, a track id, or several (0,2)."),
         click.option("--on-missing-face", "on_missing", default=D.on_missing, show_default=True,
                      type=click.Choice(["passthrough", "hold", "error"]),
                      help="Frames without a face: keep unedited, hold the last face, or stop."),

@@ -149,7 +149,7 @@ def photo_faces(image: np.ndarray, detector, *, output_size: int, policy: str | 
     """Aligned faces of one photo: ``(faces chosen by policy, faces found)``.
 
     Faces are numbered largest first (``track_id`` 0, 1, ...); ``policy`` is ``"all"``,
-    ``"largest"`` or one number.  ``method="exact"`` is the FFHQ procedure (supersampled at
+    ``"largest"``, one number or several (``"0,2"``).  ``method="exact"`` is the FFHQ procedure (supersampled at
     ``transform_size``), ``"fast"`` one cv2 warp.  No tracking or smoothing: a photo stands alone.
     """
     from fsvideo.faces.align import align_face, align_face_fast

@@ -86,7 +86,7 @@ class FaceAligner:
         detector: a ready :class:`~fsvideo.faces.detect.FaceDetector`.
         fps: frame rate of the pushed frames (used for the stabiliser's seconds).
         output_size: side of the aligned crops.
-        policy: ``"largest"`` (one person, kept while tracked), a track id, or ``"all"``.
+        policy: ``"largest"`` (one person, kept while tracked), a track id, several (``"0,2"``), or ``"all"``.
         stabilize: temporal stabilisation: True or ``"fsvideo"`` (optical flow + local linear
             smoothing, ``sigma_s``, relative to the face's flow-measured motion), ``"official"`` (the
             official pipeline's filter, see :func:`~fsvideo.faces.stabilize.stabilizer_options`), or

@@ -294,26 +294,41 @@ class DlibFaceEmbedder:
         return np.asarray(d, dtype=np.float64)
 
 
-def parse_policy(policy) -> str | int:
-    """``"largest"``, ``"all"`` or an int track id from a CLI string or a value (InputError otherwise)."""
+def parse_policy(policy) -> str | int | frozenset[int]:
+    """``"largest"``, ``"all"``, an int track id, or several (``"0,2"``: a frozenset) from a CLI string
+    or a value (InputError otherwise)."""
     if isinstance(policy, (int, np.integer)) and not isinstance(policy, bool):
         if policy < 0:
             raise InputError(f"face track id {policy} is negative", hint="use largest, all or a track id >= 0")
         return int(policy)
+    if isinstance(policy, (set, frozenset, tuple, list)) and policy:
+        ids = frozenset(parse_policy(int(i)) if str(i).isdigit() else -1 for i in policy)
+        if -1 not in ids:
+            return next(iter(ids)) if len(ids) == 1 else ids
     if isinstance(policy, str):
         p = policy.strip().lower()
         if p in ("largest", "all"):
             return p
         if p.isdigit():
             return int(p)
-    raise InputError(f"unknown face selection {policy!r}", hint="use largest, all, or a track id such as 0")
+        parts = [x.strip() for x in p.split(",")]
+        if len(parts) > 1 and all(x.isdigit() for x in parts):
+            return parse_policy(parts)
+    raise InputError(f"unknown face selection {policy!r}",
+                     hint="use largest, all, a track id such as 0, or several such as 0,2")
+
+
+def policy_text(policy: str | int | frozenset[int]) -> str:
+    """The CLI spelling of a parsed policy (``"largest"``, ``"3"``, ``"0,2"``)."""
+    return ",".join(str(i) for i in sorted(policy)) if isinstance(policy, frozenset) else str(policy)
 
 
 def select_faces(faces: Sequence[Face], policy: str | int = "largest") -> list[Face]:
     """The faces of one frame to edit under ``policy``.
 
     ``"largest"``: the face with the largest box (or none); ``"all"``: every face; an int: the faces
-    whose ``track_id`` equals it.  Strings such as ``"3"`` are read as ids.
+    whose ``track_id`` equals it; a set of ints: those whose ``track_id`` is in it.  Strings such as
+    ``"3"`` or ``"0,2"`` are read as ids.
     """
     p = parse_policy(policy)
     faces = list(faces)
@@ -321,7 +336,8 @@ def select_faces(faces: Sequence[Face], policy: str | int = "largest") -> list[F
         return faces
     if p == "largest":
         return [max(faces, key=lambda f: f.area)] if faces else []
-    return [f for f in faces if f.track_id == p]
+    ids = p if isinstance(p, frozenset) else {p}
+    return [f for f in faces if f.track_id in ids]
 
 
 class FaceSelector:
@@ -347,12 +363,17 @@ class FaceSelector:
         return chosen
 
     def missing_id_message(self) -> str | None:
-        """A track id asked for that no face had (so none was chosen), said with the ids there were."""
-        if not isinstance(self.policy, int) or self.chosen:
+        """The track ids asked for that no face had, said with the ids there were (None: all were met)."""
+        if self.policy in ("largest", "all"):
+            return None
+        asked = self.policy if isinstance(self.policy, frozenset) else {self.policy}
+        missing = sorted(asked - self.seen) if self.chosen else sorted(asked)
+        if not missing:
             return None
         ids = ", ".join(str(i) for i in sorted(self.seen)) or "none: no face was found"
-        return (f"no face has track id {self.policy} (the track ids are {ids}), so no face was chosen; "
-                "use --face largest, --face all, or an id that `fsvideo align` lists")
+        what = f"track id {missing[0]}" if len(missing) == 1 else "track ids " + ", ".join(map(str, missing))
+        return (f"no face has {what} (the track ids are {ids}){'' if self.chosen else ', so no face was chosen'}; "
+                "use --face largest, --face all, or ids that `fsvideo align` lists")
 
     def _choose(self, faces: list[Face]) -> list[Face]:
         if self.policy != "largest":
