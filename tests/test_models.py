@@ -214,3 +214,39 @@ def test_resolve_edits_sefa_and_unknown(model):
     assert [s.strength for s in specs] == [1.5, -1.0]
     with pytest.raises(InputError, match="unknown attribute 'frown'"):
         resolve_edits([EditRequest("frown", 1.0)], ModelConfig(), model)
+
+
+def test_a_batch_out_of_device_memory_runs_again_in_halves(model, caplog):
+    """A GPU too small for --batch-size 4 at 1024 px raised torch.OutOfMemoryError out of the run (an
+    internal error): the executor halves the batch for the rest of the run, with the same results;
+    one face that does not fit is a one-line error naming the fixes."""
+    import logging
+
+    from fsvideo.errors import PipelineError
+    from fsvideo.models.execution import ModelExecutor
+    ex = ModelExecutor(model, batch_size=4)
+    crops = np.random.default_rng(0).integers(0, 256, (5, 256, 256, 3), dtype=np.uint8)
+    want_w, want_f = ex.encode(crops)
+    want_img = ex.generate(want_w, want_f)
+    calls = []
+    real_encode, real_decode = ex._encode_fn, ex._decode_fn
+
+    def fits(limit, fn):
+        def call(*xs):
+            calls.append(len(xs[0]))
+            if len(xs[0]) > limit:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return fn(*xs)
+        return call
+    ex._encode_fn, ex._decode_fn = fits(2, real_encode), fits(1, real_decode)
+    with caplog.at_level(logging.WARNING):
+        w, f = ex.encode(crops)
+        img = ex.generate(w, f)
+    assert calls[:4] == [4, 2, 2, 1] and ex.batch_size == 2 and ex.generate_batch == 1
+    assert torch.allclose(w, want_w, atol=1e-5) and torch.allclose(f, want_f, atol=1e-4)
+    assert np.abs(img.astype(int) - want_img).max() <= 1
+    assert sum("out of cpu memory with 4 faces per call: running 2" in r.getMessage() for r in caplog.records) == 1
+    ex._decode_fn = fits(0, real_decode)
+    with pytest.raises(PipelineError, match="out of cpu memory with one face per call") as e:
+        ex.generate(w[:1], f[:1])
+    assert "--precision fp16" in str(e.value)

@@ -22,14 +22,18 @@ The eager pure-PyTorch path stays the reference (``tests/test_compile.py`` compa
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from fsvideo.errors import PipelineError
 from fsvideo.models.encoder import ENCODER_INPUT
 from fsvideo.models.fse import FeatureStyleModel, to_model_input, to_uint8
+
+log = logging.getLogger(__name__)
 
 CodesFn = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]
 
@@ -76,6 +80,36 @@ class ModelExecutor:
     def _decode(self, w: Tensor, f: Tensor | None) -> Tensor:
         return self.model.decode(w, f, self.noise)
 
+    def _batched(self, n: int, attr: str, call) -> list:
+        """``call(chunk, size)`` over ``n`` faces in chunks of ``getattr(self, attr)`` (``batch_size`` or
+        ``generate_batch``).  A chunk that runs out of device memory runs again in chunks of half the
+        size, which the rest of the run keeps (one warning); out of memory on one face is an error."""
+        out, i = [], 0
+        while i < n:
+            size = getattr(self, attr)
+            chunk = slice(i, min(n, i + size))
+            try:
+                out.append(call(chunk, size))
+            except torch.OutOfMemoryError as e:
+                self._out_of_memory(attr, size, e)
+                continue
+            i = chunk.stop
+        return out
+
+    def _out_of_memory(self, attr: str, size: int, e: Exception) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        G = self.model.generator
+        if size == 1:
+            raise PipelineError(f"out of {self.device} memory with one face per call ({G.size} px generator, "
+                                f"{str(self.dtype).replace('torch.', '')})",
+                                hint="close other programs using the GPU, use --precision fp16, or --device cpu") from e
+        setattr(self, attr, size // 2)
+        if attr == "batch_size":
+            self.generate_batch = min(self.generate_batch, self.batch_size)
+        log.warning("out of %s memory with %d faces per call: running %d per call from now on "
+                    "(--batch-size %d avoids the retry)", self.device, size, size // 2, size // 2)
+
     def _padded(self, fn, size: int, *xs: Tensor | None):
         """``fn(*xs)`` with the batch padded to ``size`` when compiled (one shape: no recompiles)."""
         n = len(xs[0])
@@ -94,11 +128,6 @@ class ModelExecutor:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _chunks(self, n: int, size: int | None = None):
-        size = size or self.batch_size
-        for i in range(0, n, size):
-            yield slice(i, min(n, i + size))
-
     def empty_codes(self) -> tuple[Tensor, Tensor]:
         """(w [0, n_latent, 512], F [0, C, h, w]): the codes of a frame without a face."""
         G = self.model.generator
@@ -110,16 +139,16 @@ class ModelExecutor:
         S = self.crop_size
         if crops.ndim != 4 or crops.shape[1:] != (S, S, 3):
             raise ValueError(f"crops must be [N, {S}, {S}, 3] uint8, got {crops.shape}")
-        ws, fs = [], []
-        for sl in self._chunks(len(crops)):
+
+        def call(sl, size):
             x = to_model_input(torch.from_numpy(np.ascontiguousarray(crops[sl])).to(self.device))
             with self.autocast():
-                w, f = self._padded(self._encode_fn, self.batch_size, x)
-            ws.append(w.float().cpu())
-            fs.append(f.float().cpu())
-        if not ws:
+                w, f = self._padded(self._encode_fn, size, x)
+            return w.float().cpu(), f.float().cpu()
+        parts = self._batched(len(crops), "batch_size", call)
+        if not parts:
             return self.empty_codes()
-        return torch.cat(ws), torch.cat(fs)
+        return torch.cat([w for w, _ in parts]), torch.cat([f for _, f in parts])
 
     @torch.no_grad()
     def map_codes(self, fn: CodesFn, w: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
@@ -129,24 +158,25 @@ class ModelExecutor:
         """
         if len(w) == 0:
             return w, f
-        ws, fs = [], []
-        for sl in self._chunks(len(w)):
+
+        def call(sl, size):
             with self.autocast():
                 we, fe = fn(w[sl].to(self.device), f[sl].to(self.device))
-            ws.append(we.float().cpu())
-            fs.append(fe.float().cpu())
-        return torch.cat(ws), torch.cat(fs)
+            return we.float().cpu(), fe.float().cpu()
+        parts = self._batched(len(w), "batch_size", call)
+        return torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])
 
     @torch.no_grad()
     def generate(self, w: Tensor, f: Tensor | None) -> np.ndarray:
         """G(w, F) -> uint8 [N, S, S, 3] with S = :func:`crop_size` (F None: G(w))."""
         S = self.crop_size
-        out = []
-        for sl in self._chunks(len(w), self.generate_batch):
+
+        def call(sl, size):
             with self.autocast():
-                img = self._padded(self._decode_fn, self.generate_batch, w[sl].to(self.device),
+                img = self._padded(self._decode_fn, size, w[sl].to(self.device),
                                    None if f is None else f[sl].to(self.device))
             if img.shape[-1] != S:
                 img = torch.nn.functional.interpolate(img.float(), size=(S, S), mode="bicubic", align_corners=False)
-            out.append(to_uint8(img).cpu().numpy())
+            return to_uint8(img).cpu().numpy()
+        out = self._batched(len(w), "generate_batch", call)
         return np.concatenate(out) if out else np.zeros((0, S, S, 3), np.uint8)
