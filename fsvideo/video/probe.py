@@ -62,6 +62,9 @@ class VideoInfo:
             FFmpeg integers; the writer copies them.
         end_time: where the video stream's presentation ends (seconds, player clock), or None.  An
             edit list can end it before the last frame's natural end; the writer keeps that end.
+        sar: sample (pixel) aspect ratio of the stored picture, display width / stored width of a pixel
+            (``Fraction(64, 45)`` for 16:9 PAL DV stored as 720x576; 1 for square pixels).  Frames are
+            read in stored pixels; the face stages work on square pixels and the writer keeps it.
     """
 
     path: Path
@@ -82,6 +85,7 @@ class VideoInfo:
     audio_codec: str | None = None
     color: dict = field(default_factory=dict)
     end_time: float | None = None
+    sar: Fraction = Fraction(1)
 
 
 
@@ -215,7 +219,16 @@ def _probe_container(p: Path, container) -> VideoInfo:
     return VideoInfo(path=p, width=w, height=h, fps=fps, time_base=tb, duration_s=duration,
                      n_frames=n_frames, rotation=rotation, has_audio=audio is not None, codec=codec,
                      pix_fmt=first.format.name, is_image=False, start_time=start_time, coded_width=cw,
-                     coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time)
+                     coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time, sar=_sar_of(v))
+
+
+def _sar_of(stream) -> Fraction:
+    """The stored picture's sample aspect ratio (1 when unset or nonsensical)."""
+    try:
+        sar = Fraction(stream.sample_aspect_ratio or 0)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return Fraction(1)
+    return sar if 0.1 < sar < 10 else Fraction(1)
 
 
 def video_stream(container):

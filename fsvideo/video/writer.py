@@ -10,6 +10,9 @@ rotation metadata and its coded pictures have the source's orientation.  ``keep_
 writes upright pictures and no rotation metadata.  Both play the same.  (GIF has no rotation
 metadata: it always gets upright pictures.)
 
+Pixel aspect.  An anamorphic source (non-square pixels, e.g. 720x576 stored for 16:9) keeps its
+sample aspect ratio (``VideoInfo.sar``), so the output shows at the source's display size.
+
 Odd sizes.  4:2:0 (and 4:2:2) encoders need even sizes.  The writer pads an odd width/height by one
 pixel, repeating the last column/row (never scales, so the original pixels stay untouched); the
 output is then one pixel larger than the source in that dimension.  ``yuv444p`` needs no padding.
@@ -215,11 +218,23 @@ class VideoWriter:
                     log.debug("cannot set %s on the encoder", key)
         if self.rotation:
             s.set_display_rotation(self.rotation)
+        sar = self._sample_aspect()
+        if sar != 1:
+            cc.sample_aspect_ratio = sar
         self._video = s
         # 2 is "unspecified": leave swscale its default (BT.601) rather than ask for a conversion.
         self._src_colorspace = color.get("colorspace") if color.get("colorspace") not in (None, 0, 2) else None
         self._color_range = color.get("color_range") or None
         self._reformatter = VideoReformatter()  # one swscale context for the whole video
+
+    def _sample_aspect(self) -> Fraction:
+        """The output's pixel aspect: the source's (an anamorphic 720x576 16:9 clip stays 16:9), inverted
+        when the picture is written upright from a source stored turned by 90 degrees; 1 for GIF."""
+        sar = Fraction(getattr(self.like, "sar", 1) or 1)
+        if self.path.suffix.lower() == ".gif":
+            return Fraction(1)
+        turned = self.like.rotation in (90, -90) and self.rotation not in (90, -90)
+        return 1 / sar if turned else sar
 
     # -- writing
 
