@@ -99,3 +99,41 @@ def test_anamorphic_faces_in_the_chain(anamorphic):
         run_chain(build_chain("align", comps), queue_size=2)
         crops.append(got)
     _crops_close(*crops)
+
+
+# ------------------------------------------------------------------------------ colours round-trip
+
+def _planes_mean_rgb(frame) -> np.ndarray:
+    """The exact BT.601 mean colour of a decoded 4:2:0 frame (linear, so the mean of its planes converted)."""
+    y, u, v = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width].astype(float).mean()
+               for p in frame.planes)
+    u, v = u - 128, v - 128
+    if int(frame.color_range) != 2:
+        y, u, v = (y - 16) * 255 / 219, u * 255 / 224, v * 255 / 224
+    r, b = y + 1.402 * v, y + 1.772 * u
+    return np.array([r, (y - 0.299 * r - 0.114 * b) / 0.587, b])
+
+
+def test_reader_colours_are_not_biased(media_dir):
+    """YUV -> RGB rounds: swscale's default truncated, every frame about a level dark (R, G, B -1.05,
+    -1.52, -1.24 on this clip), so every edit darkened the whole video."""
+    import av
+    path = media_dir / "videos/other/pyfeat-single_face.mp4"
+    with av.open(str(path)) as c:
+        want = np.mean([_planes_mean_rgb(f) for f, _ in zip(c.decode(video=0), range(3))], axis=0)
+    got = np.mean([f.image.reshape(-1, 3).mean(0) for f, _ in zip(VideoReader(path), range(3))], axis=0)
+    assert np.abs(got - want).max() < 0.15
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuvj420p"])
+def test_limited_and_full_range_colours_round_trip(media_dir, tmp_path, pix_fmt):
+    """decode -> encode (crf 0) keeps the mean colour: it was 1 level darker (limited range) and 2 levels
+    less red and blue (full range: swscale's RGB -> full-range YUV centres the chroma half a level low)."""
+    frames = [f.image for f, _ in zip(VideoReader(media_dir / "videos/other/pyfeat-single_face.mp4"), range(3))]
+    src = tmp_path / f"{pix_fmt}.mp4"
+    make_test_clip(src, images=frames, pix_fmt=pix_fmt, audio=False)
+    info, out = roundtrip(src, tmp_path / "out.mp4", crf=0)
+    assert info.color["color_range"] == out.color["color_range"] == (2 if pix_fmt == "yuvj420p" else 0)
+    a = np.mean([f.image.reshape(-1, 3).mean(0) for f in VideoReader(src)], axis=0)
+    b = np.mean([f.image.reshape(-1, 3).mean(0) for f in VideoReader(tmp_path / "out.mp4")], axis=0)
+    assert np.abs(b - a).max() < 0.1

@@ -19,7 +19,8 @@ output is then one pixel larger than the source in that dimension.  ``yuv444p`` 
 
 Colour.  RGB -> YUV uses the source's colour matrix and range (as tagged; BT.601 when untagged),
 the inverse of what the reader did, and the output carries the same tags, so a decode -> encode
-round trip does not shift colours whichever way a player interprets them.  GIF frames get an
+round trip does not shift colours whichever way a player interprets them (both ways rounded, a
+full-range 4:2:0 output converted exactly: :mod:`fsvideo.video.colour`).  GIF frames get an
 adaptive 256-colour palette each (Pillow's octree quantiser).
 
 Which encoder runs (``codec="auto"``, NVENC on a GPU, the preset) is decided in
@@ -49,6 +50,7 @@ from av.video.reformatter import VideoReformatter
 
 from fsvideo.errors import InputError, OutputError
 from fsvideo.video.audio import AudioPassthrough
+from fsvideo.video.colour import EXACT_COLOUR, rgb_to_yuv420_full
 from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
 from fsvideo.video.images import check_image
 from fsvideo.video.probe import VideoInfo
@@ -277,10 +279,12 @@ class VideoWriter:
         img = np.ascontiguousarray(img)
         if self._video.pix_fmt == "pal8":
             frame = _palette_frame(img)
+        elif self._color_range == 2 and self._video.pix_fmt in ("yuv420p", "yuvj420p"):
+            frame = rgb_to_yuv420_full(img, self._src_colorspace, self._video.pix_fmt)  # swscale's is biased
         else:
             frame = self._reformatter.reformat(av.VideoFrame.from_ndarray(img, format="rgb24"),
                                                format=self._video.pix_fmt, dst_colorspace=self._src_colorspace,
-                                               dst_color_range=self._color_range)
+                                               dst_color_range=self._color_range, interpolation=EXACT_COLOUR)
         frame.pts = out_pts
         frame.time_base = tb
         self._mux_video(self._video.encode(frame))
