@@ -137,3 +137,55 @@ def test_limited_and_full_range_colours_round_trip(media_dir, tmp_path, pix_fmt)
     a = np.mean([f.image.reshape(-1, 3).mean(0) for f in VideoReader(src)], axis=0)
     b = np.mean([f.image.reshape(-1, 3).mean(0) for f in VideoReader(tmp_path / "out.mp4")], axis=0)
     assert np.abs(b - a).max() < 0.1
+
+
+# ------------------------------------------------------------- bit depth, chroma, HDR: said in one warning
+
+def _hdr10_clip(path, n=3):
+    """A 10-bit HEVC clip tagged BT.2020 / PQ (HDR10), 64x48."""
+    import av
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx265", rate=25, options={"preset": "ultrafast", "x265-params": "log-level=error"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p10le"
+        cc = s.codec_context
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 9, 9, 16, 1
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            f = f.reformat(format="yuv420p10le", dst_colorspace=9, dst_color_range=1)
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+
+
+def _conversion_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "written as" in r.getMessage()]
+
+
+def test_hdr10_source_keeps_its_tags_and_says_what_was_converted(tmp_path, caplog):
+    """HDR10 -> the default H.264 output: 8 bits, but the BT.2020 / PQ tags are kept and one warning says
+    so (it was converted silently); with --codec libx265 the output stays 10-bit HDR10."""
+    src = tmp_path / "hdr10.mkv"
+    _hdr10_clip(src)
+    tags = ("colorspace", "color_primaries", "color_trc")
+    with caplog.at_level("WARNING"):
+        info, out = roundtrip(src, tmp_path / "out.mp4")
+    assert out.pix_fmt == "yuv420p" and [out.color[k] for k in tags] == [info.color[k] for k in tags] == [9, 9, 16]
+    (msg,) = _conversion_warnings(caplog)
+    assert "10-bit edited in 8 bits" in msg and "HDR (PQ)" in msg and "libx265" in msg
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _, out = roundtrip(src, tmp_path / "out265.mp4", codec="libx265")
+    assert out.pix_fmt == "yuv420p10le" and [out.color[k] for k in tags] == [9, 9, 16]
+    (msg,) = _conversion_warnings(caplog)
+    assert "written 10-bit" in msg and "HDR" not in msg
+
+
+@pytest.mark.parametrize("pix_fmt, said", [("yuv444p", "4:4:4 chroma to 4:2:0"), ("yuv420p10le", "10-bit"),
+                                           ("yuv420p", None)])
+def test_a_lossy_pixel_format_conversion_is_said_once(tmp_path, caplog, pix_fmt, said):
+    src = tmp_path / "src.mp4"
+    make_test_clip(src, n_frames=2, pix_fmt=pix_fmt, audio=False)
+    with caplog.at_level("WARNING"):
+        roundtrip(src, tmp_path / "out.mp4")
+    msgs = _conversion_warnings(caplog)
+    assert (len(msgs), said in msgs[0] if msgs else None) == ((1, True) if said else (0, None))

@@ -19,6 +19,7 @@ default conversions are biased:
 from __future__ import annotations
 
 import av
+import av.error
 import numpy as np
 from av.video.reformatter import Interpolation
 
@@ -79,3 +80,45 @@ def yuv420_to_rgb(frame: av.VideoFrame) -> np.ndarray | None:
     chroma[0] = np.frombuffer(u, np.uint8).reshape(h // 2, u.line_size)[:, :w // 2].ravel()
     chroma[1] = np.frombuffer(v, np.uint8).reshape(h // 2, v.line_size)[:, :w // 2].ravel()
     return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+
+
+def pix_fmt_bits(pix_fmt: str) -> int:
+    """Bits per component of ``pix_fmt`` (8 when unknown)."""
+    try:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+    except (ValueError, av.error.FFmpegError):
+        return 8
+
+
+_HDR_TRC = {16: "PQ", 18: "HLG"}     # AVColorTransferCharacteristic of HDR transfer functions
+
+
+def pixel_conversion(src_pix_fmt: str, src_trc: int | None, out_pix_fmt: str) -> list[str]:
+    """What writing a ``src_pix_fmt`` source as ``out_pix_fmt`` loses, in words (empty: nothing).
+
+    fsvideo edits 8-bit RGB frames, so a deeper source is rounded to 8 bits whatever the output; an
+    output of the same depth as the source at least keeps its format (an HDR10 file must be 10-bit)."""
+    try:
+        src, out = av.VideoFormat(src_pix_fmt), av.VideoFormat(out_pix_fmt)
+    except (ValueError, av.error.FFmpegError):
+        return []
+    if out.has_palette or src.has_palette:
+        return []
+    parts = []
+    src_bits, out_bits = pix_fmt_bits(src_pix_fmt), pix_fmt_bits(out_pix_fmt)
+    if src_bits > 8:
+        parts.append(f"{src_bits}-bit edited in 8 bits" + (f", written {out_bits}-bit" if out_bits > 8 else ""))
+    if src.is_rgb and not out.is_rgb:
+        parts.append("RGB to YUV")
+    if len(src.components) >= 3 and (out.chroma_width(4), out.chroma_height(4)) < (src.chroma_width(4),
+                                                                                 src.chroma_height(4)):
+        names = {(4, 4): "4:4:4", (2, 4): "4:2:2", (2, 2): "4:2:0", (4, 2): "4:4:0", (1, 4): "4:1:1"}
+        s, o = ((f.chroma_width(4), f.chroma_height(4)) for f in (src, out))
+        if not src.is_rgb:
+            parts.append(f"{names.get(s, 'full')} chroma to {names.get(o, 'subsampled')}")
+        else:
+            parts[-1] += f" {names.get(o, 'subsampled')}"
+    hdr = _HDR_TRC.get(int(src_trc or 0))
+    if hdr and out_bits < 10:
+        parts.append(f"HDR ({hdr}) in 8 bits, its colour tags kept")
+    return parts

@@ -50,7 +50,7 @@ from av.video.reformatter import VideoReformatter
 
 from fsvideo.errors import InputError, OutputError
 from fsvideo.video.audio import AudioPassthrough
-from fsvideo.video.colour import EXACT_COLOUR, rgb_to_yuv420_full
+from fsvideo.video.colour import EXACT_COLOUR, pix_fmt_bits, pixel_conversion, rgb_to_yuv420_full
 from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
 from fsvideo.video.images import check_image
 from fsvideo.video.probe import VideoInfo
@@ -100,8 +100,10 @@ class VideoWriter:
         crf: constant-quality factor (lower is better; 18 is visually lossless for x264; NVENC's cq).
         preset: speed/quality trade-off, ``ultrafast`` .. ``veryslow`` (see
             :data:`~fsvideo.video.encoders.DEFAULT_PRESET`); mapped for VP9 and NVENC.
-        pix_fmt: ``yuv420p`` (default, plays everywhere), ``yuv420p10le``, ``yuv444p``...
-            (ignored for GIF, which is palette-based).
+        pix_fmt: ``yuv420p``, ``yuv420p10le``, ``yuv444p``... (ignored for GIF, which is palette-based).
+            Default: ``yuv420p`` (plays everywhere), ``yuv420p10le`` for a 10-bit source written with
+            libx265 (HEVC Main 10, what HDR10 needs).  What the output loses against the source
+            (bit depth, chroma, RGB, HDR in 8 bits) is said in one warning.
         audio_from: a file whose audio and subtitle streams are copied packet by packet (None: none).
         start, end: the trim the frames were read with (seconds, player clock): the output clock
             starts at ``start`` and only the audio in ``[start, end)`` is copied.
@@ -125,7 +127,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, like: VideoInfo, *, codec: str = "auto", crf: int = 18,
-                 preset: str = DEFAULT_PRESET, pix_fmt: str = "yuv420p",
+                 preset: str = DEFAULT_PRESET, pix_fmt: str | None = None,
                  audio_from: str | os.PathLike | None = None, start: float | None = None,
                  end: float | None = None, width: int | None = None, height: int | None = None,
                  keep_rotation: bool = True, threads: int = 0, shown: str | os.PathLike | None = None):
@@ -149,6 +151,8 @@ class VideoWriter:
         self._subs: SubtitlePassthrough | None = None
         if ext == ".gif":
             pix_fmt = "pal8"
+        auto_pix_fmt = pix_fmt is None
+        pix_fmt = pix_fmt or "yuv420p"
 
         # Stored (coded) size: upright size turned back by the rotation, then padded for chroma.
         cw, ch = (self.height, self.width) if self.rotation in (90, -90) else (self.width, self.height)
@@ -164,6 +168,9 @@ class VideoWriter:
         try:
             w, h = cw + self._pad[1], ch + self._pad[0]
             self.encoder = choose_encoder(ext, codec, self._out.supported_codecs, w, h, pix_fmt, self.shown)
+            if auto_pix_fmt and self.encoder == "libx265" and pix_fmt_bits(like.pix_fmt) > 8:
+                pix_fmt = "yuv420p10le"
+            self._warn_conversion(pix_fmt)
             self.encoder_options = encoder_options(self.encoder, crf, preset)
             self._setup_video(pix_fmt, w, h, threads)
             if audio_from is not None:
@@ -228,6 +235,17 @@ class VideoWriter:
         self._src_colorspace = color.get("colorspace") if color.get("colorspace") not in (None, 0, 2) else None
         self._color_range = color.get("color_range") or None
         self._reformatter = VideoReformatter()  # one swscale context for the whole video
+
+    def _warn_conversion(self, pix_fmt: str) -> None:
+        like = self.like
+        if like.is_image:
+            return
+        lost = pixel_conversion(like.pix_fmt, (like.color or {}).get("color_trc"), pix_fmt)
+        if lost:
+            tip = ("; --codec libx265 keeps 10 bits" if pix_fmt_bits(like.pix_fmt) > 8 and pix_fmt_bits(pix_fmt) <= 8
+                   and "hevc" in self._out.supported_codecs else "")
+            log.warning("%s: the source is %s, written as %s (%s%s)", self.shown, like.pix_fmt, pix_fmt,
+                        "; ".join(lost), tip)
 
     def _sample_aspect(self) -> Fraction:
         """The output's pixel aspect: the source's (an anamorphic 720x576 16:9 clip stays 16:9), inverted
