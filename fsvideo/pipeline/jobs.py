@@ -199,7 +199,7 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
     from fsvideo.video.join import SpanWriter
     info = job.info
     if info.is_image:
-        writer = ImageWriter(out_tmp)
+        writer = ImageWriter(out_tmp, source=info.path, shown=summary.output)
     else:
         width = info.width * (3 if opts.compare else 1)
         writer = VideoWriter(out_tmp, info, codec=opts.codec, crf=opts.crf, preset=opts.preset,
