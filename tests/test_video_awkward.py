@@ -189,3 +189,29 @@ def test_a_lossy_pixel_format_conversion_is_said_once(tmp_path, caplog, pix_fmt,
         roundtrip(src, tmp_path / "out.mp4")
     msgs = _conversion_warnings(caplog)
     assert (len(msgs), said in msgs[0] if msgs else None) == ((1, True) if said else (0, None))
+
+
+# ----------------------------------------------------------------------------- EXIF orientation
+
+@pytest.mark.parametrize("orientation, shape, corner", [(3, (30, 40), (-1, -1)), (8, (40, 30), (-1, 0)),
+                                                        (2, (30, 40), (0, -1)), (5, (40, 30), (0, 0))])
+def test_every_exif_orientation_is_read_upright_and_written_without_the_tag(tmp_path, orientation, shape, corner):
+    """The green marker stored top-left shows where EXIF orientation ``orientation`` puts it (180 degrees,
+    270 degrees, mirrored, transposed); the output is the upright picture with no orientation tag (a
+    viewer would turn it a second time)."""
+    from PIL import Image
+
+    from fsvideo.video import ImageWriter
+    img = np.zeros((30, 40, 3), np.uint8)
+    img[:6, :6, 1] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(img).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    (frame,) = list(VideoReader(tmp_path / "photo.jpg"))
+    assert frame.image.shape[:2] == shape
+    y, x = corner
+    assert frame.image[y * 3:(y * 3 + 3) or None, x * 3:(x * 3 + 3) or None, 1].mean() > 200
+    with atomic_output(tmp_path / "out.jpg") as tmp, ImageWriter(tmp, source=tmp_path / "photo.jpg") as w:
+        w.write_frame(frame)
+    with Image.open(tmp_path / "out.jpg") as out:
+        assert out.size == shape[::-1] and 0x0112 not in out.getexif()
