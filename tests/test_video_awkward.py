@@ -181,10 +181,10 @@ def test_hdr10_source_keeps_its_tags_and_says_what_was_converted(tmp_path, caplo
 
 
 @pytest.mark.parametrize("pix_fmt, said", [("yuv444p", "4:4:4 chroma to 4:2:0"), ("yuv420p10le", "10-bit"),
-                                           ("yuv420p", None)])
+                                           ("rgba", "RGB to YUV 4:2:0; alpha channel dropped"), ("yuv420p", None)])
 def test_a_lossy_pixel_format_conversion_is_said_once(tmp_path, caplog, pix_fmt, said):
-    src = tmp_path / "src.mp4"
-    make_test_clip(src, n_frames=2, pix_fmt=pix_fmt, audio=False)
+    src = tmp_path / "src.mov"
+    make_test_clip(src, n_frames=2, pix_fmt=pix_fmt, audio=False, codec="png" if pix_fmt == "rgba" else "libx264")
     with caplog.at_level("WARNING"):
         roundtrip(src, tmp_path / "out.mp4")
     msgs = _conversion_warnings(caplog)

@@ -118,6 +118,8 @@ def pixel_conversion(src_pix_fmt: str, src_trc: int | None, out_pix_fmt: str) ->
             parts.append(f"{names.get(s, 'full')} chroma to {names.get(o, 'subsampled')}")
         else:
             parts[-1] += f" {names.get(o, 'subsampled')}"
+    if any(c.is_alpha for c in src.components) and not any(c.is_alpha for c in out.components):
+        parts.append("alpha channel dropped")
     hdr = _HDR_TRC.get(int(src_trc or 0))
     if hdr and out_bits < 10:
         parts.append(f"HDR ({hdr}) in 8 bits, its colour tags kept")
