@@ -215,3 +215,29 @@ def test_every_exif_orientation_is_read_upright_and_written_without_the_tag(tmp_
         w.write_frame(frame)
     with Image.open(tmp_path / "out.jpg") as out:
         assert out.size == shape[::-1] and 0x0112 not in out.getexif()
+
+
+# --------------------------------------------------------------------------------- MPEG-TS clocks
+
+def _ts_at(path, first_pts: int, n: int = 4):
+    """An MPEG-TS of n frames (25 fps, 64x48) whose clock starts at ``first_pts`` (90 kHz ticks)."""
+    import av
+    with av.open(str(path), "w", format="mpegts") as out:
+        s = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 90000)
+        for i in range(n):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 30 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = first_pts + 3600 * i, Fraction(1, 90000)
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+
+
+@pytest.mark.parametrize("first_pts", [10 * 3600 * 90000, 2 ** 33 - 7200], ids=["10h", "wrapping"])
+def test_mpegts_far_from_zero_trims(tmp_path, first_pts):
+    """A broadcast recording whose clock reads 10 hours (or wraps past 2^33 ticks) trimmed with --start: the
+    container's seek found no frame and the run failed with 'no frame decoded between 0.04 s and ...'."""
+    src = tmp_path / "rec.ts"
+    _ts_at(src, first_pts)
+    assert [round(f.time, 3) for f in VideoReader(src)] == [0.0, 0.04, 0.08, 0.12]
+    assert [round(f.time, 3) for f in VideoReader(src, start=0.04, end=0.1)] == [0.04, 0.08]

@@ -203,6 +203,9 @@ class VideoReader:
                                             if prev_pts is not None else "")
                 raise InputError(f"{self.path} is damaged at {where} (FFmpeg: {e})",
                                  hint="re-export the file, or process only the good part with --end") from e
+            if index == 0 and seek and first:    # the seek landed past every frame (MPEG-TS far from 0)
+                log.debug("seek found no frame in %s; decoding from the start", self.path)
+                return False
             if index == 0:
                 trimmed = start is not None or end is not None
                 raise InputError(f"{self.path}: no frame decoded" + (f" between {start} s and {end} s" if trimmed else ""),
