@@ -241,3 +241,23 @@ def test_mpegts_far_from_zero_trims(tmp_path, first_pts):
     _ts_at(src, first_pts)
     assert [round(f.time, 3) for f in VideoReader(src)] == [0.0, 0.04, 0.08, 0.12]
     assert [round(f.time, 3) for f in VideoReader(src, start=0.04, end=0.1)] == [0.04, 0.08]
+
+
+@pytest.mark.parametrize("kind, said", [("rgb16", "16 bits per channel to 8"), ("cmyk", "CMYK to RGB"), ("rgb8", None)])
+def test_an_image_read_as_8_bit_rgb_says_what_was_converted(tmp_path, caplog, kind, said):
+    """A 16-bit PNG or a CMYK JPEG is edited as 8-bit RGB: one warning says so (it was silent)."""
+    from PIL import Image
+
+    from fsvideo.video import ImageWriter
+    img = (np.arange(30 * 40 * 3).reshape(30, 40, 3) % 251).astype(np.uint8)
+    src = tmp_path / ("photo.jpg" if kind == "cmyk" else "photo.png")
+    if kind == "rgb16":
+        cv2.imwrite(str(src), img[..., ::-1].astype(np.uint16) * 257)
+    else:
+        Image.fromarray(img).convert("CMYK" if kind == "cmyk" else "RGB").save(src)
+    (frame,) = list(VideoReader(src))
+    with caplog.at_level("WARNING"):
+        with atomic_output(tmp_path / "out.png") as tmp, ImageWriter(tmp, source=src) as w:
+            w.write_frame(frame)
+    msgs = [r.getMessage() for r in caplog.records if "written as 8-bit RGB" in r.getMessage()]
+    assert len(msgs) == (1 if said else 0) and (not said or said in msgs[0])

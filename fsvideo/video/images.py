@@ -53,20 +53,27 @@ def read_image(p: Path) -> np.ndarray:
 
 
 
-def image_extras(p: Path) -> tuple[np.ndarray | None, bytes | None]:
-    """(alpha, ICC profile) of image ``p``, both as :func:`read_image` orients the picture: alpha is
-    uint8 [H, W] when the image has transparency that is not fully opaque, else None; the ICC profile
-    is the embedded one of an RGB or greyscale image (a CMYK profile does not describe the RGB frame)."""
+def image_extras(p: Path) -> tuple[np.ndarray | None, bytes | None, list[str]]:
+    """(alpha, ICC profile, conversions) of image ``p``, as :func:`read_image` orients the picture:
+    alpha is uint8 [H, W] when the image has transparency that is not fully opaque, else None; the ICC
+    profile is the embedded one of an RGB or greyscale image (a CMYK profile does not describe the
+    RGB frame); conversions says in words what reading it as 8-bit RGB changed (16 bits, CMYK)."""
     from PIL import Image, ImageOps
 
     with Image.open(p) as im:
+        raw = str(im.tile[0][3][0] if im.tile and isinstance(im.tile[0][3], tuple) else
+                  im.tile[0][3] if im.tile else "")
+        notes = ["16 bits per channel to 8"] if ";16" in raw or im.mode.startswith("I;16") else []
+        if im.mode == "CMYK":
+            notes.append("CMYK to RGB" + (" (its CMYK colour profile not applied)" if im.info.get("icc_profile")
+                                          else ""))
         im = ImageOps.exif_transpose(im)
         icc = im.info.get("icc_profile") if im.mode not in ("CMYK", "YCbCr", "LAB") else None
         alpha = None
         if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
             a = np.asarray(im.convert("RGBA").getchannel("A"), dtype=np.uint8)
             alpha = a if a.min() < 255 else None
-    return alpha, icc or None
+    return alpha, icc or None, notes
 
 
 def check_image(image, name: str, shape: tuple[int, int] | None = None) -> None:
@@ -155,7 +162,10 @@ class ImageWriter:
         self._closed = True
         if self._image is None:
             raise OutputError(f"no image was written to {self.path}")
-        alpha, icc = image_extras(Path(self.source)) if self.source is not None else (None, None)
+        alpha, icc, notes = image_extras(Path(self.source)) if self.source is not None else (None, None, [])
+        if notes:
+            log.warning("%s: the source %s is written as 8-bit RGB (%s)", self.shown or self.path, self.source,
+                        "; ".join(notes))
         if alpha is not None and alpha.shape != self._image.shape[:2]:
             alpha = None                               # not the source's picture (e.g. side by side)
         write_image(self.path, self._image, quality=self.quality, alpha=alpha, icc_profile=icc, shown=self.shown)
