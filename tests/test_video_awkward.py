@@ -261,3 +261,23 @@ def test_an_image_read_as_8_bit_rgb_says_what_was_converted(tmp_path, caplog, ki
             w.write_frame(frame)
     msgs = [r.getMessage() for r in caplog.records if "written as 8-bit RGB" in r.getMessage()]
     assert len(msgs) == (1 if said else 0) and (not said or said in msgs[0])
+
+
+def test_an_interlaced_source_says_it_is_written_progressive(tmp_path, caplog):
+    """1080i camcorder footage: the fields are edited and written as whole progressive frames (not
+    deinterlaced); the warning says so (it was silent, and the output lost its interlaced coding)."""
+    import av
+    src = tmp_path / "tff.mp4"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "x264-params": "interlaced=1:tff=1"})
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(2):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="rgb24")
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    assert probe(src).interlaced
+    with caplog.at_level("WARNING"):
+        roundtrip(src, tmp_path / "out.mp4")
+    (msg,) = _conversion_warnings(caplog)
+    assert "interlaced fields written as progressive frames" in msg

@@ -65,6 +65,8 @@ class VideoInfo:
         sar: sample (pixel) aspect ratio of the stored picture, display width / stored width of a pixel
             (``Fraction(64, 45)`` for 16:9 PAL DV stored as 720x576; 1 for square pixels).  Frames are
             read in stored pixels; the face stages work on square pixels and the writer keeps it.
+        interlaced: the first frame is interlaced (two fields woven, e.g. 1080i): frames are edited
+            and written whole, as progressive frames (the writer's conversion warning says so).
     """
 
     path: Path
@@ -86,6 +88,7 @@ class VideoInfo:
     color: dict = field(default_factory=dict)
     end_time: float | None = None
     sar: Fraction = Fraction(1)
+    interlaced: bool = False
 
 
 
@@ -219,7 +222,8 @@ def _probe_container(p: Path, container) -> VideoInfo:
     return VideoInfo(path=p, width=w, height=h, fps=fps, time_base=tb, duration_s=duration,
                      n_frames=n_frames, rotation=rotation, has_audio=audio is not None, codec=codec,
                      pix_fmt=first.format.name, is_image=False, start_time=start_time, coded_width=cw,
-                     coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time, sar=_sar_of(v))
+                     coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time, sar=_sar_of(v),
+                     interlaced=bool(getattr(first, "interlaced_frame", False)))
 
 
 def _sar_of(stream) -> Fraction:

@@ -241,6 +241,8 @@ class VideoWriter:
         if like.is_image:
             return
         lost = pixel_conversion(like.pix_fmt, (like.color or {}).get("color_trc"), pix_fmt)
+        if getattr(like, "interlaced", False):
+            lost.append("interlaced fields written as progressive frames, not deinterlaced")
         if lost:
             tip = ("; --codec libx265 keeps 10 bits" if pix_fmt_bits(like.pix_fmt) > 8 and pix_fmt_bits(pix_fmt) <= 8
                    and "hevc" in self._out.supported_codecs else "")
