@@ -281,3 +281,13 @@ def test_an_interlaced_source_says_it_is_written_progressive(tmp_path, caplog):
         roundtrip(src, tmp_path / "out.mp4")
     (msg,) = _conversion_warnings(caplog)
     assert "interlaced fields written as progressive frames" in msg
+
+
+@pytest.mark.parametrize("codec, pix_fmt", [("png", "rgb24"), ("ffv1", "bgr0")])
+def test_an_rgb_source_gets_the_matrix_it_was_converted_with(tmp_path, codec, pix_fmt):
+    """A PNG / FFV1 RGB video becomes YUV: the output names the BT.601 matrix it was converted with (it was
+    untagged, and players read untagged HD video as BT.709: saturated colours shifted)."""
+    src = tmp_path / ("rgb.mov" if codec == "png" else "rgb.mkv")
+    make_test_clip(src, n_frames=2, width=64, height=48, codec=codec, pix_fmt=pix_fmt, audio=False)
+    _, out = roundtrip(src, tmp_path / "out.mp4")
+    assert out.color["colorspace"] == 6

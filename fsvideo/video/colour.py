@@ -90,6 +90,14 @@ def pix_fmt_bits(pix_fmt: str) -> int:
         return 8
 
 
+def is_rgb(pix_fmt: str) -> bool:
+    """``pix_fmt`` stores RGB (PNG, FFV1 ``bgr0``, QuickTime Animation ``argb``...), not YUV."""
+    try:
+        return bool(av.VideoFormat(pix_fmt).is_rgb)
+    except (ValueError, av.error.FFmpegError):
+        return False
+
+
 _HDR_TRC = {16: "PQ", 18: "HLG"}     # AVColorTransferCharacteristic of HDR transfer functions
 
 

@@ -50,7 +50,7 @@ from av.video.reformatter import VideoReformatter
 
 from fsvideo.errors import InputError, OutputError
 from fsvideo.video.audio import AudioPassthrough
-from fsvideo.video.colour import EXACT_COLOUR, pix_fmt_bits, pixel_conversion, rgb_to_yuv420_full
+from fsvideo.video.colour import EXACT_COLOUR, is_rgb, pix_fmt_bits, pixel_conversion, rgb_to_yuv420_full
 from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
 from fsvideo.video.images import check_image
 from fsvideo.video.probe import VideoInfo
@@ -219,6 +219,8 @@ class VideoWriter:
         if self.encoder == "libx265" and self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
             s.codec_tag = "hvc1"  # what Apple players want for HEVC in MP4
         color = (like.color or {}) if pix_fmt != "pal8" else {}
+        if color and is_rgb(like.pix_fmt) and color.get("colorspace") in (None, 0, 2):
+            color = {**color, "colorspace": 6}   # RGB has no matrix: tag the BT.601 it is converted with
         for key in ("colorspace", "color_range", "color_primaries", "color_trc"):
             if color.get(key):
                 try:
