@@ -154,6 +154,30 @@ def test_awkward_clips_with_a_face_are_edited(tiny, face_frames, tmp_path, kind)
     assert all(mean_abs(x[:16], y[:16]) < 2.0 for x, y in zip(before, after))  # upright: top rows kept
 
 
+def test_a_transparent_photo_with_a_colour_profile_keeps_both(tiny, face_frames, tmp_path, caplog):
+    """An RGBA PNG with an ICC profile: the edited PNG keeps the alpha and the profile (both were
+    dropped: a transparent logo came out on black, a Display P3 photo was shown as sRGB); a JPEG output
+    keeps the profile and says the transparency is dropped."""
+    from PIL import Image, ImageCms
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    alpha = np.full((SIZE, SIZE), 255, np.uint8)
+    alpha[:40] = 0
+    alpha[40:60] = 128
+    src = tmp_path / "logo.png"
+    Image.fromarray(np.dstack([face_frames[0], alpha]), "RGBA").save(src, icc_profile=icc)
+    s = edit(tiny, src, tmp_path / "out.png")
+    assert s.faces_edited == 1
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == "RGBA" and im.info.get("icc_profile") == icc
+        out = np.asarray(im)
+    assert np.array_equal(out[..., 3], alpha) and mean_abs(out[..., :3], face_frames[0]) > 0.5
+    with caplog.at_level("WARNING"):
+        edit(tiny, src, tmp_path / "out.jpg")
+    with Image.open(tmp_path / "out.jpg") as im:
+        assert im.mode == "RGB" and im.info.get("icc_profile") == icc
+    assert any("transparency is dropped" in r.getMessage() for r in caplog.records)
+
+
 # ------------------------------------------------------------------------------------- CLI, outputs
 
 def cli(capsys, *args) -> tuple[int, str]:

@@ -160,7 +160,7 @@ def test_ten_bit_decodes_to_rgb24(clips):
 
 # ---------------------------------------------------------------------------------------- roundtrip
 
-@pytest.mark.parametrize("name", ["cfr", "vfr", "rot90", "rot-90", "tenbit"])
+@pytest.mark.parametrize("name", ["cfr", "vfr", "rot90", "rot180", "rot-90", "tenbit"])
 def test_roundtrip_keeps_count_rate_duration_timestamps_audio(clips, tmp_path, name):
     check_roundtrip(clips[name], tmp_path / f"{name}.out.mp4")
 

@@ -93,14 +93,20 @@ def ffhq_geometry(landmarks) -> dict[str, np.ndarray | float]:
                 x=x, y=y, c=c, quad=quad, qsize=qsize)
 
 
-def ffhq_quad(landmarks) -> tuple[np.ndarray, float]:
+def ffhq_quad(landmarks, aspect: float = 1.0) -> tuple[np.ndarray, float]:
     """The FFHQ crop quad of 68 landmarks: (float64 [4, 2] quad, qsize).
 
     Corners are top-left, bottom-left, bottom-right, top-right in image pixels; ``qsize`` is the
-    side length.  Example: ``quad, qsize = ffhq_quad(face.landmarks)``.
+    side length.  Example: ``quad, qsize = ffhq_quad(face.landmarks)``.  ``aspect``: width / height
+    of one image pixel (a non-square-pixel video's, :mod:`fsvideo.faces.aspect`): the quad is built
+    on square pixels (``qsize`` in those) and returned in the image's, where it is a parallelogram.
     """
-    g = ffhq_geometry(landmarks)
-    return g["quad"], g["qsize"]
+    if aspect == 1.0:
+        g = ffhq_geometry(landmarks)
+        return g["quad"], g["qsize"]
+    s = np.array([float(aspect), 1.0])
+    g = ffhq_geometry(check_landmarks(landmarks) * s)
+    return g["quad"] / s, g["qsize"]
 
 
 def quad_size(quad) -> float:

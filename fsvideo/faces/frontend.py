@@ -32,6 +32,7 @@ from typing import Iterable, Iterator, Protocol, TypeVar
 import numpy as np
 
 from fsvideo.errors import InputError
+from fsvideo.faces.aspect import upright_pixel_aspect
 from fsvideo.faces.stream import AlignStats, FaceAligner, FrameFaces, TrackedFace
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class VideoFaces:
         self.fps = float(self.info.fps or 25.0) / self.every
         self.detect_batch = max(1, int(detect_batch))
         aligner.setdefault("source", str(self.path))
+        aligner.setdefault("pixel_aspect", upright_pixel_aspect(self.info))
         self.aligner = FaceAligner(detector, self.fps, output_size=output_size, **aligner)
 
     def __len__(self) -> int:

@@ -147,6 +147,8 @@ class FaceStabilizer:
         follow_motion: smooth relative to the face's motion measured by the optical flow (step 2;
             needs ``optical_flow``); False in the official filter.
         source: a name for error messages (e.g. the video file).
+        pixel_aspect: width / height of one frame pixel: the quads are built on square pixels
+            (an anamorphic video's, see :mod:`fsvideo.faces.aspect`).
 
     ``push(index, image, landmarks)`` returns the frames finished so far (a list, in order) and
     :meth:`flush` the rest; indices must increase.
@@ -156,7 +158,7 @@ class FaceStabilizer:
                  truncate: float = 2.0, optical_flow: bool = True, flow_scale: float = 0.1,
                  flow_px: float | None = None, fit: str = "linear", max_gap_s: float = 0.2,
                  on_missing: str = "passthrough", cut_threshold: float = 0.3,
-                 follow_motion: bool = True, source: str = "the video"):
+                 follow_motion: bool = True, source: str = "the video", pixel_aspect: float = 1.0):
         if not fps or fps <= 0 or not math.isfinite(fps):
             raise ValueError(f"fps must be a positive number, got {fps}")
         if sigma_s < 0 or (quad_sigma_s is not None and quad_sigma_s < 0):
@@ -165,6 +167,7 @@ class FaceStabilizer:
             raise InputError(f"unknown missing-face policy {on_missing!r}",
                              hint=f"use one of {', '.join(MISSING_POLICIES)}")
         self.fps = float(fps)
+        self.pixel_aspect = float(pixel_aspect)
         self.sigma_s = float(sigma_s)
         self.quad_sigma_s = 2.0 * self.sigma_s if quad_sigma_s is None else float(quad_sigma_s)
         self.optical_flow = optical_flow
@@ -291,7 +294,7 @@ class FaceStabilizer:
                     quad_in.append(s)
                 else:
                     lm = s.value.reshape(68, 2) + s.extra  # back from the flow's moving frame
-                    quad = ffhq_quad(lm)[0] - s.extra
+                    quad = ffhq_quad(lm, self.pixel_aspect)[0] - s.extra
                     quad_in.append(Item(s.index, quad.ravel(), s.status, s.segment, (lm, s.extra)))
         out: list[StabilizedFrame] = []
         for it in quad_in + [None] if final else quad_in:

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from fsvideo.faces.align import AlignedFace, align_quad, align_quad_fast
+from fsvideo.faces.aspect import square_pixels
 from fsvideo.faces.detect import Face, FaceDetector, check_image
 from fsvideo.faces.keyframes import DEFAULT_TRACK, KeyframeStats, with_keyframes
 from fsvideo.faces.stabilize import DEFAULT_SMOOTHING_S, MISSING_POLICIES, stabilizer_options
@@ -102,20 +103,24 @@ class FaceAligner:
             wrapped in a :class:`~fsvideo.faces.keyframes.KeyframeDetector` (see
             :func:`~fsvideo.faces.keyframes.with_keyframes`); :attr:`keyframes` is its stats.
         track: how faces are followed between full detections, ``roi`` or ``flow`` (``--track``).
+        pixel_aspect: width / height of one pixel of the pushed frames (an anamorphic video's,
+            :func:`~fsvideo.faces.aspect.upright_pixel_aspect`): faces are detected on a square-pixel
+            copy and their quads built on square pixels (:mod:`fsvideo.faces.aspect`).
         **stab_kwargs: more :class:`~fsvideo.faces.stabilize.FaceStabilizer` options.
     """
 
     def __init__(self, detector: FaceDetector | None, fps: float, *, output_size: int = 1024,
                  policy: str | int = "largest", stabilize: bool | str = True, sigma_s: float = DEFAULT_SMOOTHING_S,
                  on_missing: str = "passthrough", method: str = "fast", tracker: FaceTracker | None = None,
-                 source: str = "the video", detect_every=0, track: str = DEFAULT_TRACK, **stab_kwargs):
+                 source: str = "the video", detect_every=0, track: str = DEFAULT_TRACK, pixel_aspect: float = 1.0,
+                 **stab_kwargs):
         if method not in ("fast", "exact"):
             raise ValueError(f"method must be 'fast' or 'exact', got {method!r}")
         if on_missing not in MISSING_POLICIES:
             from fsvideo.errors import InputError
             raise InputError(f"unknown missing-face policy {on_missing!r}",
                              hint=f"use one of {', '.join(MISSING_POLICIES)}")
-        self.detector = with_keyframes(detector, detect_every, fps, track)
+        self.detector = square_pixels(with_keyframes(detector, detect_every, fps, track), pixel_aspect)
         self.output_size = int(output_size)
         self.method = method
         self.tracker = tracker or FaceTracker()
@@ -124,7 +129,7 @@ class FaceAligner:
             kw = stabilizer_options("fsvideo" if stabilize is True else stabilize, fps, sigma_s)
         else:
             kw = dict(sigma_s=0.0, quad_sigma_s=0.0, optical_flow=False, max_gap_s=0.0, shot_cuts=False)
-        kw.update(stab_kwargs)
+        kw.update(stab_kwargs, pixel_aspect=pixel_aspect)
         self.stabilizer = MultiFaceStabilizer(fps, on_missing=on_missing, source=source, **kw)
         self._frames: dict[int, tuple[np.ndarray, dict[int, Face]]] = {}
         self.stats = AlignStats()

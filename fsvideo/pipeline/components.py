@@ -38,6 +38,8 @@ class Components:
         fps: frame rate of the frames pushed (``track_align``, ``blend``: seconds -> frames).
         resolution: side of the aligned crops (``track_align``, ``read_latents``).
         source: the input's name, for error messages.
+        pixel_aspect: width / height of one pixel of the frames (``detect``, ``track_align``: an
+            anamorphic video's faces are found and aligned on square pixels, :mod:`fsvideo.faces.aspect`).
         latents: a :class:`~fsvideo.latents.LatentsReader` (``read_latents``).
         latents_writer: a :class:`~fsvideo.latents.LatentsWriter` (``write_latents``).
         frame_sink: ``frame_sink(packet)`` (``write_aligned``: the caller writes the crops).
@@ -53,6 +55,7 @@ class Components:
     fps: float = 25.0
     resolution: int | None = None
     source: str = "the video"
+    pixel_aspect: float = 1.0
     latents: LatentsReader | None = None
     latents_writer: LatentsWriter | None = None
     frame_sink: Callable[[dict], None] | None = None

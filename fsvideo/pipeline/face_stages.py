@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from fsvideo.faces.align import AlignedFace, quad_matrix, transform_points
+from fsvideo.faces.aspect import square_pixels
 from fsvideo.faces.blend import MASK_SIDES, MASK_TAU_S, TrackMasks, face_mask
 from fsvideo.faces.paste import paste_back
 from fsvideo.faces.stabilize import parse_stabilize
@@ -200,13 +201,15 @@ def make_detect(components: Components, *, batch_size: int = DEFAULTS.detect_bat
     """
     from fsvideo.faces.keyframes import KeyframeDetector, with_keyframes
     det = with_keyframes(components.need("detector", "detect"), detect_every, components.fps, track)
+    per_frame = not isinstance(det, KeyframeDetector)
+    det = square_pixels(det, components.pixel_aspect)
 
     def run(ps):
         for p, faces in zip(ps, det.detect_batch([p["image"] for p in ps])):
             p["detections"] = faces
         return ps
     return FunctionStage("detect", run, needs=("image",), adds=("detections",), batch_size=int(batch_size),
-                         per_frame=not isinstance(det, KeyframeDetector))
+                         per_frame=per_frame)
 
 
 @register_stage("track_align")
@@ -220,7 +223,7 @@ def make_track_align(components: Components, *, face: str | int = DEFAULTS.face,
     cls, extra = (FaceAligner, {}) if device is None else (DeviceFaceAligner, {"device": device})
     aligner = cls(None, components.fps, output_size=components.need("resolution", "track_align"),
                   policy=face, stabilize=stabilizer, sigma_s=sigma_s, on_missing=on_missing,
-                  method=method, source=components.source, **extra)
+                  method=method, source=components.source, pixel_aspect=components.pixel_aspect, **extra)
     return TrackAlignStage(aligner)
 
 

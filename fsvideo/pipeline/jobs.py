@@ -149,6 +149,7 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
     ``model`` / ``detector``: ready ones (a batch loads them once); ``reader``: a ready frame source
     (a batch prefetches the next video); ``context_s``: seconds read before / after the span.
     """
+    from fsvideo.faces.aspect import upright_pixel_aspect
     from fsvideo.faces.detect import make_detector
     from fsvideo.models.execution import ModelExecutor
     from fsvideo.utils import pick_device, pick_dtype
@@ -172,7 +173,8 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
         det = detector if detector is not None else make_detector(opts.detector, device, max_side=640)
     comps = Components(executor=executor, reader=reader,
                        fps=float(info.fps or 25), resolution=executor.crop_size, source=src.name,
-                       parser=face_parser(cfg, opts.mask, device), detector=det, edit_step=cfg.edit_step)
+                       parser=face_parser(cfg, opts.mask, device), detector=det, edit_step=cfg.edit_step,
+                       pixel_aspect=upright_pixel_aspect(info))
     log.info("device %s (%s), generator %d px, batch %d%s", device, dtype, model.resolution, batch,
              ", torch.compile" if opts.compile else "")
     return Job(info, cfg, device, comps)
@@ -199,7 +201,7 @@ def run_job(job: Job, pipeline: str, out_tmp: Path, opts: RunOptions, progress: 
     info = job.info
     comment = provenance(summary)
     if info.is_image:
-        writer = ImageWriter(out_tmp, comment=comment)
+        writer = ImageWriter(out_tmp, source=info.path, shown=summary.output, comment=comment)
     else:
         width = info.width * (3 if opts.compare else 1)
         writer = VideoWriter(out_tmp, info, codec=opts.codec, crf=opts.crf, preset=opts.preset,

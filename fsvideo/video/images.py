@@ -2,16 +2,22 @@
 
 An image input is a one-frame video (see :func:`fsvideo.video.probe.probe`); :class:`ImageWriter`
 is the one-frame twin of :class:`~fsvideo.video.writer.VideoWriter`, so a chain ends in the same
-``encode_video`` stage for both.
+``encode_video`` stage for both.  What the RGB frame leaves out of the source comes back when the
+output is written (:func:`image_extras`): its transparency (a PNG, WebP or TIFF output keeps it; a
+JPEG or BMP cannot, and a warning says it was dropped) and its colour profile (an iPhone's Display P3
+photo stays P3 instead of being shown as sRGB, duller).
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from fsvideo.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 #: File extensions read as still images (with Pillow, EXIF orientation applied).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -20,6 +26,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 # frame); a JPEG's extra frames (MPO: a phone's gain or depth map) are not, and are ignored.
 _ANIMATED_FORMATS = ("PNG", "WEBP")
 _IMAGE_DESCRIPTION = 0x010E     # the EXIF / TIFF tag that says what an image is
+# Output formats that hold an alpha channel.
+_ALPHA_EXTENSIONS = (".png", ".webp", ".tif", ".tiff")
 
 
 def read_image(p: Path) -> np.ndarray:
@@ -46,6 +54,29 @@ def read_image(p: Path) -> np.ndarray:
 
 
 
+def image_extras(p: Path) -> tuple[np.ndarray | None, bytes | None, list[str]]:
+    """(alpha, ICC profile, conversions) of image ``p``, as :func:`read_image` orients the picture:
+    alpha is uint8 [H, W] when the image has transparency that is not fully opaque, else None; the ICC
+    profile is the embedded one of an RGB or greyscale image (a CMYK profile does not describe the
+    RGB frame); conversions says in words what reading it as 8-bit RGB changed (16 bits, CMYK)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(p) as im:
+        raw = str(im.tile[0][3][0] if im.tile and isinstance(im.tile[0][3], tuple) else
+                  im.tile[0][3] if im.tile else "")
+        notes = ["16 bits per channel to 8"] if ";16" in raw or im.mode.startswith("I;16") else []
+        if im.mode == "CMYK":
+            notes.append("CMYK to RGB" + (" (its CMYK colour profile not applied)" if im.info.get("icc_profile")
+                                          else ""))
+        im = ImageOps.exif_transpose(im)
+        icc = im.info.get("icc_profile") if im.mode not in ("CMYK", "YCbCr", "LAB") else None
+        alpha = None
+        if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+            a = np.asarray(im.convert("RGBA").getchannel("A"), dtype=np.uint8)
+            alpha = a if a.min() < 255 else None
+    return alpha, icc or None, notes
+
+
 def check_image(image, name: str, shape: tuple[int, int] | None = None) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
@@ -56,12 +87,15 @@ def check_image(image, name: str, shape: tuple[int, int] | None = None) -> None:
 
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95, comment: str | None = None) -> None:
-    """Write uint8 [H, W, 3] RGB ``image`` to ``path`` (format from the extension; JPEG ``quality``;
-    ``comment`` in the EXIF ImageDescription where the format keeps EXIF, i.e. not BMP).
+def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95, alpha: np.ndarray | None = None,
+                icc_profile: bytes | None = None, shown: str | os.PathLike | None = None,
+                comment: str | None = None) -> None:
+    """Write uint8 [H, W, 3] RGB ``image`` to ``path`` (format from the extension; JPEG ``quality``).
 
-    Call it inside :func:`fsvideo.utils.atomic_output`, which hands a temporary name with the same
-    extension.
+    ``alpha`` (uint8 [H, W]) is written as the image's transparency where the format holds one (PNG,
+    WebP, TIFF; otherwise a warning naming ``shown`` says it was dropped); ``icc_profile`` is embedded
+    (not in a BMP), and ``comment`` as the EXIF ImageDescription (not in a BMP).  Call it inside
+    :func:`fsvideo.utils.atomic_output`, which hands a temporary name with the same extension.
     """
     from PIL import Image
 
@@ -75,8 +109,16 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95
         kwargs["exif"] = exif
     if ext not in IMAGE_EXTENSIONS:
         raise OutputError(f"{p}: unknown image extension {p.suffix!r}", hint="use .jpg, .png, .webp, .bmp or .tiff")
+    if icc_profile and ext != ".bmp":
+        kwargs["icc_profile"] = icc_profile
+    pic = Image.fromarray(image, "RGB")
+    if alpha is not None and ext in _ALPHA_EXTENSIONS:
+        pic.putalpha(Image.fromarray(alpha, "L"))
+    elif alpha is not None:
+        log.warning("%s: the source's transparency is dropped (a %s file has none); write a .png to keep it",
+                    shown or p, ext)
     try:
-        Image.fromarray(image, "RGB").save(p, **kwargs)
+        pic.save(p, **kwargs)
     except OSError as e:
         raise OutputError(f"cannot write {p} ({e})", hint="check the output folder") from e
 
@@ -91,15 +133,20 @@ class ImageWriter:
         path: output image file (format from the extension); give it the temporary path of
             :func:`fsvideo.utils.atomic_output`.
         quality: JPEG/WebP quality.
+        source: the input image, whose transparency and colour profile the output keeps
+            (:func:`image_extras`), or None.
+        shown: the name to use in messages (the user's output when ``path`` is a temporary name).
         comment: how the image was made (EXIF ImageDescription).
     """
 
-    def __init__(self, path: str | os.PathLike, *, quality: int = 95, comment: str | None = None):
+    def __init__(self, path: str | os.PathLike, *, quality: int = 95, source: str | os.PathLike | None = None,
+                 shown: str | os.PathLike | None = None, comment: str | None = None):
         self.path = Path(path)
         if self.path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise OutputError(f"{self.path}: unknown image extension {self.path.suffix!r}",
                               hint="use .jpg, .png, .webp, .bmp or .tiff")
         self.quality, self.comment = quality, comment
+        self.source, self.shown = source, shown
         self.frames_written = 0
         self._image: np.ndarray | None = None
         self._closed = False
@@ -122,7 +169,14 @@ class ImageWriter:
         self._closed = True
         if self._image is None:
             raise OutputError(f"no image was written to {self.path}")
-        write_image(self.path, self._image, quality=self.quality, comment=self.comment)
+        alpha, icc, notes = image_extras(Path(self.source)) if self.source is not None else (None, None, [])
+        if notes:
+            log.warning("%s: the source %s is written as 8-bit RGB (%s)", self.shown or self.path, self.source,
+                        "; ".join(notes))
+        if alpha is not None and alpha.shape != self._image.shape[:2]:
+            alpha = None                               # not the source's picture (e.g. side by side)
+        write_image(self.path, self._image, quality=self.quality, alpha=alpha, icc_profile=icc, shown=self.shown,
+                    comment=self.comment)
 
     def __enter__(self) -> "ImageWriter":
         return self

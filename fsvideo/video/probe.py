@@ -65,6 +65,11 @@ class VideoInfo:
         video_start: where the video stream starts (seconds, player clock): after 0 where the audio
             begins first.  :attr:`span` is the video's ``(start, end)``.
         tags: the container's metadata (title, creation_time, location...); the writer carries them.
+        sar: sample (pixel) aspect ratio of the stored picture, display width / stored width of a pixel
+            (``Fraction(64, 45)`` for 16:9 PAL DV stored as 720x576; 1 for square pixels).  Frames are
+            read in stored pixels; the face stages work on square pixels and the writer keeps it.
+        interlaced: the first frame is interlaced (two fields woven, e.g. 1080i): frames are edited
+            and written whole, as progressive frames (the writer's conversion warning says so).
     """
 
     path: Path
@@ -87,6 +92,8 @@ class VideoInfo:
     end_time: float | None = None
     video_start: float = 0.0
     tags: dict = field(default_factory=dict)
+    sar: Fraction = Fraction(1)
+    interlaced: bool = False
 
     @property
     def span(self) -> tuple[float, float]:
@@ -230,8 +237,18 @@ def _probe_container(p: Path, container) -> VideoInfo:
     return VideoInfo(path=p, width=w, height=h, fps=fps, time_base=tb, duration_s=duration,
                      n_frames=n_frames, rotation=rotation, has_audio=audio is not None, codec=codec,
                      pix_fmt=first.format.name, is_image=False, start_time=start_time, coded_width=cw,
-                     coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time,
-                     video_start=video_start, tags=dict(container.metadata))
+                     coded_height=ch, audio_codec=audio_codec, color=color, end_time=end_time, sar=_sar_of(v),
+                     interlaced=bool(getattr(first, "interlaced_frame", False)), video_start=video_start,
+                     tags=dict(container.metadata))
+
+
+def _sar_of(stream) -> Fraction:
+    """The stored picture's sample aspect ratio (1 when unset or nonsensical)."""
+    try:
+        sar = Fraction(stream.sample_aspect_ratio or 0)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return Fraction(1)
+    return sar if 0.1 < sar < 10 else Fraction(1)
 
 
 def video_stream(container):

@@ -3,7 +3,8 @@
 Frames keep the source's presentation timestamps (``Frame.pts``, stream time base) so the writer
 can keep variable frame rates; ``Frame.time`` is seconds on the player's clock (see
 :mod:`fsvideo.video.probe`).  Colour: YUV -> RGB uses the source's tagged matrix and range (the
-swscale default BT.601 when untagged); the writer converts back with the same tags.
+swscale default BT.601 when untagged), rounded (:mod:`fsvideo.video.colour`); the writer converts
+back with the same tags.
 A still image is a one-frame video, so the pipeline treats both alike.  A stream that changes its
 frame size mid-way (a broadcast, a screen recording) is scaled back to the probed first frame's size
 (what ``ffmpeg`` does), with a warning, so every frame of a video has one size.
@@ -26,6 +27,7 @@ from av.video.reformatter import VideoReformatter
 
 from fsvideo.cores import codec_threads
 from fsvideo.errors import InputError
+from fsvideo.video.colour import EXACT_COLOUR, yuv420_to_rgb
 from fsvideo.video.images import read_image
 from fsvideo.video.probe import VideoInfo, _open_input, probe, video_stream
 
@@ -194,8 +196,11 @@ class VideoReader:
                                         "frames to the first frame's %dx%d", self.path, frame.width, frame.height,
                                         index, t, *size)
                         resized = True
-                    image = rgb.reformat(frame, format="rgb24", src_color_range=int(frame.color_range) or None,
-                                         width=size and size[0], height=size and size[1]).to_ndarray()
+                    image = yuv420_to_rgb(frame) if size is None else None
+                    if image is None:
+                        image = rgb.reformat(frame, format="rgb24", src_color_range=int(frame.color_range) or None,
+                                             width=size and size[0], height=size and size[1],
+                                             interpolation=EXACT_COLOUR).to_ndarray()
                     image = upright(image, info.rotation)
                     dur = frame.duration if getattr(frame, "duration", None) else None
                     yield Frame(index=index, pts=int(pts), time=t, image=image, duration=dur)
@@ -205,6 +210,9 @@ class VideoReader:
                                             if prev_pts is not None else "")
                 raise InputError(f"{self.path} is damaged at {where} (FFmpeg: {e})",
                                  hint="re-export the file, or process only the good part with --end") from e
+            if index == 0 and seek and first:    # the seek landed past every frame (MPEG-TS far from 0)
+                log.debug("seek found no frame in %s; decoding from the start", self.path)
+                return False
             if index == 0:
                 trimmed = start is not None or end is not None
                 span = "its video runs from {:.2f} s to {:.2f} s".format(*info.span)

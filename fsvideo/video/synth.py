@@ -29,7 +29,8 @@ def pattern(i: int, width: int, height: int) -> np.ndarray:
 def make_test_clip(path: str | os.PathLike, *, n_frames: int = 48, width: int = 64, height: int = 48,
                    fps: int | Fraction = 25, audio: bool = True, tone_hz: float = 440.0, sample_rate: int = 44100,
                    vfr: bool = False, pix_fmt: str = "yuv420p", rotation: int = 0, codec: str = "libx264",
-                   audio_codec: str = "aac", images: list[np.ndarray] | None = None) -> list[float]:
+                   audio_codec: str = "aac", images: list[np.ndarray] | None = None,
+                   sar: Fraction | None = None) -> list[float]:
     """Write a test clip and return the presentation times of its frames (seconds; the muxer may
     change the time base, so ticks would not compare).
 
@@ -40,6 +41,7 @@ def make_test_clip(path: str | os.PathLike, *, n_frames: int = 48, width: int = 
         pix_fmt: the stored pixel format (``yuv420p10le`` for 10-bit; ``yuv444p`` allows odd sizes).
         rotation: counter-clockwise display rotation written as a display matrix (0, 90, 180, -90).
         codec: the video encoder.
+        sar: sample aspect ratio of the stored pixels (an anamorphic clip: ``Fraction(64, 45)``).
         images: upright uint8 [H, W, 3] RGB frames to write instead of the pattern (e.g. frames of a
             clip with a face); they set ``n_frames``, ``width`` and ``height``, and are stored turned
             back by ``rotation`` so that a player (and :class:`~fsvideo.video.VideoReader`) shows
@@ -61,6 +63,8 @@ def make_test_clip(path: str | os.PathLike, *, n_frames: int = 48, width: int = 
         s.time_base = tb
         if rotation:
             s.set_display_rotation(rotation)
+        if sar:
+            s.codec_context.sample_aspect_ratio = Fraction(sar)
         a = None
         if audio:
             a = out.add_stream(audio_codec, rate=sample_rate)

@@ -10,13 +10,17 @@ rotation metadata and its coded pictures have the source's orientation.  ``keep_
 writes upright pictures and no rotation metadata.  Both play the same.  (GIF has no rotation
 metadata: it always gets upright pictures.)
 
+Pixel aspect.  An anamorphic source (non-square pixels, e.g. 720x576 stored for 16:9) keeps its
+sample aspect ratio (``VideoInfo.sar``), so the output shows at the source's display size.
+
 Odd sizes.  4:2:0 (and 4:2:2) encoders need even sizes.  The writer pads an odd width/height by one
 pixel, repeating the last column/row (never scales, so the original pixels stay untouched); the
 output is then one pixel larger than the source in that dimension.  ``yuv444p`` needs no padding.
 
 Colour.  RGB -> YUV uses the source's colour matrix and range (as tagged; BT.601 when untagged),
 the inverse of what the reader did, and the output carries the same tags, so a decode -> encode
-round trip does not shift colours whichever way a player interprets them.  GIF frames get an
+round trip does not shift colours whichever way a player interprets them (both ways rounded, a
+full-range 4:2:0 output converted exactly: :mod:`fsvideo.video.colour`).  GIF frames get an
 adaptive 256-colour palette each (Pillow's octree quantiser).
 
 Which encoder runs (``codec="auto"``, NVENC on a GPU, the preset) is decided in
@@ -47,6 +51,7 @@ from av.video.reformatter import VideoReformatter
 from fsvideo.cores import codec_threads
 from fsvideo.errors import InputError, OutputError
 from fsvideo.video.audio import AudioPassthrough
+from fsvideo.video.colour import EXACT_COLOUR, is_rgb, pix_fmt_bits, pixel_conversion, rgb_to_yuv420_full
 from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
 from fsvideo.video.images import check_image
 from fsvideo.video.probe import VideoInfo
@@ -107,8 +112,10 @@ class VideoWriter:
         crf: constant-quality factor (lower is better; 18 is visually lossless for x264; NVENC's cq).
         preset: speed/quality trade-off, ``ultrafast`` .. ``veryslow`` (see
             :data:`~fsvideo.video.encoders.DEFAULT_PRESET`); mapped for VP9 and NVENC.
-        pix_fmt: ``yuv420p`` (default, plays everywhere), ``yuv420p10le``, ``yuv444p``...
-            (ignored for GIF, which is palette-based).
+        pix_fmt: ``yuv420p``, ``yuv420p10le``, ``yuv444p``... (ignored for GIF, which is palette-based).
+            Default: ``yuv420p`` (plays everywhere), ``yuv420p10le`` for a 10-bit source written with
+            libx265 (HEVC Main 10, what HDR10 needs).  What the output loses against the source
+            (bit depth, chroma, RGB, HDR in 8 bits) is said in one warning.
         audio_from: a file whose audio and subtitle streams are copied packet by packet (None: none).
         start, end: the trim the frames were read with (seconds, player clock): the output clock
             starts at ``start`` and only the audio in ``[start, end)`` is copied.
@@ -134,7 +141,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, like: VideoInfo, *, codec: str = "auto", crf: int = 18,
-                 preset: str = DEFAULT_PRESET, pix_fmt: str = "yuv420p",
+                 preset: str = DEFAULT_PRESET, pix_fmt: str | None = None,
                  audio_from: str | os.PathLike | None = None, start: float | None = None,
                  end: float | None = None, width: int | None = None, height: int | None = None,
                  keep_rotation: bool = True, threads: int = 0, shown: str | os.PathLike | None = None,
@@ -159,6 +166,8 @@ class VideoWriter:
         self._subs: SubtitlePassthrough | None = None
         if ext == ".gif":
             pix_fmt = "pal8"
+        auto_pix_fmt = pix_fmt is None
+        pix_fmt = pix_fmt or "yuv420p"
 
         # Stored (coded) size: upright size turned back by the rotation, then padded for chroma.
         cw, ch = (self.height, self.width) if self.rotation in (90, -90) else (self.width, self.height)
@@ -175,6 +184,9 @@ class VideoWriter:
         try:
             w, h = cw + self._pad[1], ch + self._pad[0]
             self.encoder = choose_encoder(ext, codec, self._out.supported_codecs, w, h, pix_fmt, self.shown)
+            if auto_pix_fmt and self.encoder == "libx265" and pix_fmt_bits(like.pix_fmt) > 8:
+                pix_fmt = "yuv420p10le"
+            self._warn_conversion(pix_fmt)
             self.encoder_options = encoder_options(self.encoder, crf, preset)
             self._setup_video(pix_fmt, w, h, threads)
             if audio_from is not None:
@@ -223,6 +235,8 @@ class VideoWriter:
         if self.encoder == "libx265" and self.path.suffix.lower() in (".mp4", ".mov", ".m4v"):
             s.codec_tag = "hvc1"  # what Apple players want for HEVC in MP4
         color = (like.color or {}) if pix_fmt != "pal8" else {}
+        if color and is_rgb(like.pix_fmt) and color.get("colorspace") in (None, 0, 2):
+            color = {**color, "colorspace": 6}   # RGB has no matrix: tag the BT.601 it is converted with
         for key in ("colorspace", "color_range", "color_primaries", "color_trc"):
             if color.get(key):
                 try:
@@ -231,11 +245,36 @@ class VideoWriter:
                     log.debug("cannot set %s on the encoder", key)
         if self.rotation:
             s.set_display_rotation(self.rotation)
+        sar = self._sample_aspect()
+        if sar != 1:
+            cc.sample_aspect_ratio = sar
         self._video = s
         # 2 is "unspecified": leave swscale its default (BT.601) rather than ask for a conversion.
         self._src_colorspace = color.get("colorspace") if color.get("colorspace") not in (None, 0, 2) else None
         self._color_range = color.get("color_range") or None
         self._reformatter = VideoReformatter()  # one swscale context for the whole video
+
+    def _warn_conversion(self, pix_fmt: str) -> None:
+        like = self.like
+        if like.is_image:
+            return
+        lost = pixel_conversion(like.pix_fmt, (like.color or {}).get("color_trc"), pix_fmt)
+        if getattr(like, "interlaced", False):
+            lost.append("interlaced fields written as progressive frames, not deinterlaced")
+        if lost:
+            tip = ("; --codec libx265 keeps 10 bits" if pix_fmt_bits(like.pix_fmt) > 8 and pix_fmt_bits(pix_fmt) <= 8
+                   and "hevc" in self._out.supported_codecs else "")
+            log.warning("%s: the source is %s, written as %s (%s%s)", self.shown, like.pix_fmt, pix_fmt,
+                        "; ".join(lost), tip)
+
+    def _sample_aspect(self) -> Fraction:
+        """The output's pixel aspect: the source's (an anamorphic 720x576 16:9 clip stays 16:9), inverted
+        when the picture is written upright from a source stored turned by 90 degrees; 1 for GIF."""
+        sar = Fraction(getattr(self.like, "sar", 1) or 1)
+        if self.path.suffix.lower() == ".gif":
+            return Fraction(1)
+        turned = self.like.rotation in (90, -90) and self.rotation not in (90, -90)
+        return 1 / sar if turned else sar
 
     # -- writing
 
@@ -278,10 +317,12 @@ class VideoWriter:
         img = np.ascontiguousarray(img)
         if self._video.pix_fmt == "pal8":
             frame = _palette_frame(img)
+        elif self._color_range == 2 and self._video.pix_fmt in ("yuv420p", "yuvj420p"):
+            frame = rgb_to_yuv420_full(img, self._src_colorspace, self._video.pix_fmt)  # swscale's is biased
         else:
             frame = self._reformatter.reformat(av.VideoFrame.from_ndarray(img, format="rgb24"),
                                                format=self._video.pix_fmt, dst_colorspace=self._src_colorspace,
-                                               dst_color_range=self._color_range)
+                                               dst_color_range=self._color_range, interpolation=EXACT_COLOUR)
         frame.pts = out_pts
         frame.time_base = tb
         self._mux_video(self._video.encode(frame))
