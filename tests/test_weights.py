@@ -569,3 +569,14 @@ def test_cli_subprocess_missing_weights_message(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "weights `fse-ffhq` are missing; run `fsvideo weights download fse-ffhq`" in " ".join(p.stderr.split())
+
+
+def test_cli_main_download_failure_exits_nonzero(server, monkeypatch, capsys):
+    """Through the real entry point (not CliRunner): click returns a command's Exit code in
+    non-standalone mode, and `fsvideo weights download` exited 0 after a failed download."""
+    from fsvideo.cli import main
+    _use(monkeypatch, "direction-smile", Source(url=server.base + "/nope.npy", sha256=SMILE_SHA))
+    with pytest.raises(SystemExit) as ei:
+        main(["weights", "download", "direction-smile"])
+    assert ei.value.code == 2
+    assert "HTTP 404" in capsys.readouterr().err
