@@ -104,6 +104,16 @@ def test_cli_dry_run_prints_the_resolved_config(tmp_path):
     assert res.exit_code != 0 and "mse_weight" in str(res.exception)
 
 
+def test_cli_error_naming_a_config_section_is_printed_verbatim(capsys):
+    """The message starts `tiny.yaml:train: ...`; rich printed `:train:` as an emoji (tiny.yaml🚋 ...)."""
+    from fsvideo.cli import main
+    with pytest.raises(SystemExit) as ei:
+        main(["train", "--config", "tiny", "--set", "schedule.epochs=0", "--dry-run"])
+    assert ei.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: tiny.yaml:train: schedule.epochs and schedule.iters_per_epoch must be >= 1" in err
+
+
 # ------------------------------------------------------------------------------------------------
 # losses
 
