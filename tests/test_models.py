@@ -214,3 +214,17 @@ def test_resolve_edits_sefa_and_unknown(model):
     assert [s.strength for s in specs] == [1.5, -1.0]
     with pytest.raises(InputError, match="unknown attribute 'frown'"):
         resolve_edits([EditRequest("frown", 1.0)], ModelConfig(), model)
+
+
+def test_a_checkpoint_of_the_wrong_network_is_named_in_the_error(tmp_path):
+    """`--generator encoder.pt` said only "not a StyleGAN2 generator checkpoint (...)": which of the
+    files passed was wrong was left to guess.  Now every such error names the file."""
+    enc, gen = save_official_checkpoints(random_model(32, seed=0), tmp_path)
+    with pytest.raises(WeightsError, match=f"^{enc}: not a StyleGAN2 generator checkpoint"):
+        load_generator_checkpoint(enc)
+    with pytest.raises(WeightsError, match=f"^{gen}: not a Feature-Style encoder state dict"):
+        load_encoder_checkpoint(gen)
+    with pytest.raises(WeightsError, match=f"^{enc}: encoder predicts .* W\\+ rows but the generator needs 99"):
+        load_encoder_checkpoint(enc, n_styles=99)
+    G, _ = load_generator_checkpoint(gen)                        # the right files still load
+    assert load_encoder_checkpoint(enc, n_styles=G.n_latent) is not None
