@@ -214,3 +214,17 @@ def test_outputs_in_the_input_folder_are_not_taken_for_inputs(tiny, inputs, tmp_
     assert [row.status for row in r.rows] == ["done"]
     r = run_batch([inputs], inputs, _job(tiny))                       # not pyfeat-single_face.dir+2.dir+2.mp4
     assert [(row.input.split("/")[-1], row.status) for row in r.rows] == [("pyfeat-single_face.mp4", "skipped")]
+
+
+@pytest.mark.parametrize("text", ["[1, 2, 3]", '"a string"', '{"input_sha256": "s", "settings_key": "k", "outputs": "x"}'])
+def test_a_record_that_is_not_a_record_means_made_again(tmp_path, text):
+    """A record file holding valid JSON of another shape (a list, a string, outputs not a mapping: damage,
+    another version) raised AttributeError, an internal error on every later run of the batch."""
+    from fsvideo.pipeline.manifest import Manifest
+    m = Manifest(tmp_path)
+    m.ensure()
+    out = tmp_path / "talk.dir+2.mp4"
+    out.write_bytes(b"video")
+    m.path(out.name).write_text(text)
+    assert m.finished(out.name, "s", "k", {"video": out}) is None
+    assert m.made_by_us(out.name)                       # still the batch's own output: replaced without --overwrite
