@@ -30,13 +30,13 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from fsvideo.distributed import DistInfo, ProcessGroup, device_for
-from fsvideo.errors import ConfigError, InputError, OutputError
+from fsvideo.errors import ConfigError, OutputError
 from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.train import checkpoint as ckpt
 from fsvideo.train.config import TrainConfig, dump_train_config, load_train_config
@@ -227,30 +227,12 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         c = ckpt.require_checkpoint(self.run_dir)
-        fix = (f"remove {c.folder} to resume from the checkpoint before it, or start the run afresh with "
-               "--config ... --overwrite")
-        enc = c.load_encoder()
-        if not isinstance(enc, Mapping):
-            raise InputError(f"{c.encoder} is not an encoder state dict ({type(enc).__name__})", hint=fix)
-        try:    # in place (not load_strict's assign): the optimiser holds these parameters
-            self.E.load_state_dict(enc, strict=True)
-        except RuntimeError as e:   # another run's encoder (other widths) or another network's file
-            why = " ".join(str(e).split())
-            raise InputError(f"{c.encoder} does not fit this run's encoder ({why[:300]})", hint=fix) from e
-        state = c.load_state()
-        try:
-            if not isinstance(state, Mapping):
-                raise TypeError(f"a {type(state).__name__}, not a mapping")
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.step = int(state["step"])
-            rng = state["rng"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{c.state} is not the training state of this run ({type(e).__name__}: {e})",
-                             hint=fix) from e
+        state = ckpt.restore(c, self.E, self.optimizer)
+        self.step = int(state["step"])
         if int(state.get("world", 1)) != self.dist.world:
             log.warning("resuming a run of %s process(es) with %d: the data order changes from here",
                         state.get("world"), self.dist.world)
-        ckpt.set_rng_state(rng)
+        ckpt.set_rng_state(state["rng"])
         log.info("resumed %s at step %d", self.run_dir, self.step)
 
     # --------------------------------------------------------------------------------------------
