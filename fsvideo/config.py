@@ -20,6 +20,8 @@ from fsvideo.errors import ConfigError
 T = TypeVar("T")
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: the top-level sections of a config file (``configs/ffhq.yaml`` has both)
+CONFIG_SECTIONS = ("model", "train")
 
 
 def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
@@ -88,9 +90,12 @@ def read_yaml(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"config file {p} not found", hint=f"see the files in {CONFIG_DIR}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML ({e.__class__.__name__})", hint="check its indentation") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p} is not a UTF-8 text file ({e.reason} at byte {e.start})",
+                          hint="save the config as UTF-8 YAML") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return data
@@ -100,6 +105,10 @@ def load_config(path: str | Path, cls: type[T], section: str | None = None) -> T
     """Read ``path`` (YAML) into ``cls``; with ``section`` only that top-level key is read."""
     data = read_yaml(path)
     if section is not None:
+        unknown = sorted(map(str, set(data) - set(CONFIG_SECTIONS)))
+        if unknown:     # a misspelt section would be ignored, and the defaults used instead of the file
+            raise ConfigError(f"{Path(path).name}: unknown top-level key(s) {', '.join(unknown)}",
+                              hint=f"a config has the sections {', '.join(CONFIG_SECTIONS)}")
         data = data.get(section, {})
     return from_dict(cls, data, f"{Path(path).name}" + (f":{section}" if section else ""))
 

@@ -159,6 +159,10 @@ def check_weights() -> tuple[bool, str]:
     need = {"stylegan2-ffhq", "fse-ffhq"}
     missing = sorted(need - set(have))
     detail = f"present: {', '.join(have) or 'none'}"
+    problem = _unwritable(weights.weights_home())
+    if missing and problem:     # a read-only cache is fine once it holds everything; otherwise nothing can be added
+        return False, (f"{detail}; the weights folder {weights.weights_home()} cannot be written ({problem}), so "
+                       f"{', '.join(missing)} cannot be downloaded or imported: set FSVIDEO_HOME to a writable folder")
     if missing:
         sizes = ", ".join(f"{n} {weights.size_text(weights.entry(n))}" for n in missing)
         if weights.offline():
@@ -168,6 +172,21 @@ def check_weights() -> tuple[bool, str]:
             detail += f"; `fsvideo edit` fetches {sizes} on first use " \
                       f"(or: fsvideo weights download {' '.join(missing)})"
     return True, detail
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in ``folder`` (or in its nearest existing parent, when it does not exist
+    yet: the store creates it), or None; only a temporary file is made and removed."""
+    p = Path(folder)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return f"{p} is a file"
+    try:
+        with tempfile.TemporaryFile(dir=p):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
 
 
 def check_pipeline(workdir: Path | None = None) -> tuple[bool, str]:

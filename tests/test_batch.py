@@ -214,3 +214,31 @@ def test_outputs_in_the_input_folder_are_not_taken_for_inputs(tiny, inputs, tmp_
     assert [row.status for row in r.rows] == ["done"]
     r = run_batch([inputs], inputs, _job(tiny))                       # not pyfeat-single_face.dir+2.dir+2.mp4
     assert [(row.input.split("/")[-1], row.status) for row in r.rows] == [("pyfeat-single_face.mp4", "skipped")]
+
+
+@pytest.mark.parametrize("text", ["[1, 2, 3]", '"a string"', '{"input_sha256": "s", "settings_key": "k", "outputs": "x"}'])
+def test_a_record_that_is_not_a_record_means_made_again(tmp_path, text):
+    """A record file holding valid JSON of another shape (a list, a string, outputs not a mapping: damage,
+    another version) raised AttributeError, an internal error on every later run of the batch."""
+    from fsvideo.pipeline.manifest import Manifest
+    m = Manifest(tmp_path)
+    m.ensure()
+    out = tmp_path / "talk.dir+2.mp4"
+    out.write_bytes(b"video")
+    m.path(out.name).write_text(text)
+    assert m.finished(out.name, "s", "k", {"video": out}) is None
+    assert m.made_by_us(out.name)                       # still the batch's own output: replaced without --overwrite
+
+
+def test_an_out_dir_that_cannot_hold_the_records_is_one_line(tiny, inputs, tmp_path):
+    """A file named .fsvideo-batch (or an --out-dir under a file) raised NotADirectoryError, an internal
+    error; now an OutputError naming the folder, before any work."""
+    from fsvideo.errors import OutputError
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / STATE_DIR).write_text("not a folder")
+    with pytest.raises(OutputError, match=f"cannot write the batch's records in {out / STATE_DIR}"):
+        run_batch([inputs / "pyfeat-single_face.mp4"], out, _job(tiny))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="cannot create --out-dir .*afile/sub"):
+        run_batch([inputs / "pyfeat-single_face.mp4"], tmp_path / "afile" / "sub", _job(tiny))

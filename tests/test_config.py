@@ -38,3 +38,17 @@ def test_unknown_key_and_wrong_type_are_errors(tmp_path):
         load_config(p, ModelConfig, section="model")
     with pytest.raises(ConfigError, match="no config named"):
         resolve_config_path("nope")
+
+
+def test_misspelt_section_and_binary_file_are_one_line_errors(tmp_path):
+    """A misspelt top-level section was ignored (the defaults ran instead of the file); a file that is not
+    UTF-8 raised UnicodeDecodeError (an internal error in the CLI)."""
+    p = tmp_path / "typo.yaml"
+    p.write_text("modle:\n  resolution: 64\n")
+    with pytest.raises(ConfigError, match="typo.yaml: unknown top-level key.*modle"):
+        load_config(p, ModelConfig, section="model")
+    assert load_config(resolve_config_path("ffhq"), ModelConfig, section="model").resolution == 1024  # model + train
+    b = tmp_path / "bin.yaml"
+    b.write_bytes(b"\xff\xfe\x00model: {}")
+    with pytest.raises(ConfigError, match="bin.yaml is not a UTF-8 text file"):
+        load_config(b, ModelConfig, section="model")

@@ -62,3 +62,24 @@ def test_nothing_measurable_is_an_error(media_dir, tmp_path, capsys):
     assert e.value.code == 2
     captured = capsys.readouterr()
     assert "no such file or folder" in captured.out and "could be measured" in captured.err
+
+
+def test_result_files_it_did_not_write_are_never_replaced(media_dir, tmp_path, capsys):
+    """A folder holding the user's own metrics.csv (no earlier run there), or a metrics.json that is not a
+    result of this command (damaged, another tool's), had those files silently replaced."""
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.csv").write_text("my own table\n")
+    argv = ["metrics", str(media_dir / SINGLE), "--source-only", "--every", "10", "--max-frames", "2",
+            "--identity", "dlib", "--detector", "dlib", "--out", str(out)]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and f"{out} holds metrics.csv, not written by `fsvideo metrics`" in err
+    assert (out / "metrics.csv").read_text() == "my own table\n"
+    (out / "metrics.json").write_text("{damaged")
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "metrics.json is not a result of `fsvideo metrics` (or it is damaged)" in " ".join(
+        capsys.readouterr().err.split())
+    assert (out / "metrics.json").read_text() == "{damaged"

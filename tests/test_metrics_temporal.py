@@ -254,6 +254,9 @@ def test_pairing_rules(tmp_path):
     with pytest.raises(InputError, match="3 edited videos but 2 --source files"):
         find_pairs([out / "stray.mp4", out / "talk.smile+2.mp4", out / "my.clip.inversion.mp4"],
                    [src / "other.mp4", src / "talk.mp4"])
+    (tmp_path / "empty").mkdir()       # said "no edited video given; pass ... --edited-dir FOLDER" for the folder given
+    with pytest.raises(InputError, match=f"--edited-dir {tmp_path / 'empty'} holds no video files"):
+        find_pairs(edited_dir=tmp_path / "empty")
 
 
 # ------------------------------------------------------------------------------------ CLI, torchrun

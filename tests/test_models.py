@@ -250,3 +250,34 @@ def test_a_batch_out_of_device_memory_runs_again_in_halves(model, caplog):
     with pytest.raises(PipelineError, match="out of cpu memory with one face per call") as e:
         ex.generate(w[:1], f[:1])
     assert "--precision fp16" in str(e.value)
+
+
+def test_a_checkpoint_of_the_wrong_network_is_named_in_the_error(tmp_path):
+    """`--generator encoder.pt` said only "not a StyleGAN2 generator checkpoint (...)": which of the
+    files passed was wrong was left to guess.  Now every such error names the file."""
+    enc, gen = save_official_checkpoints(random_model(32, seed=0), tmp_path)
+    with pytest.raises(WeightsError, match=f"^{enc}: not a StyleGAN2 generator checkpoint"):
+        load_generator_checkpoint(enc)
+    with pytest.raises(WeightsError, match=f"^{gen}: not a Feature-Style encoder state dict"):
+        load_encoder_checkpoint(gen)
+    with pytest.raises(WeightsError, match=f"^{enc}: encoder predicts .* W\\+ rows but the generator needs 99"):
+        load_encoder_checkpoint(enc, n_styles=99)
+    G, _ = load_generator_checkpoint(gen)                        # the right files still load
+    assert load_encoder_checkpoint(enc, n_styles=G.n_latent) is not None
+
+
+def test_a_damaged_cached_direction_names_the_download_that_fixes_it(tmp_path, shared_dir):
+    """The cached released direction, truncated after download, said "cannot be read ...; pass a .npy array
+    of floats": advice for a file the user passed, not for one fsvideo downloaded."""
+    from fsvideo import weights as W
+    from fsvideo.config import ModelConfig
+    from fsvideo.edits import EditRequest, resolve_edits
+    W.import_file("direction-smile", shared_dir / "directions" / "Smiling_boundary.npy")
+    cached = W.path_of("direction-smile")
+    model = random_model(32, seed=0)
+    with pytest.raises(InputError, match="shape"):      # intact, but not for this tiny generator: unchanged error
+        resolve_edits([EditRequest("smile", 1.0)], ModelConfig(), model)
+    cached.write_bytes(cached.read_bytes()[:500])
+    with pytest.raises(WeightsError, match=r"cached `direction-smile` .* changed since it was downloaded.*"
+                                           r"fsvideo weights download direction-smile --force"):
+        resolve_edits([EditRequest("smile", 1.0)], ModelConfig(), model)

@@ -368,6 +368,22 @@ def test_cli_help_remote_warning_and_busy_port(capsys, media_dir):
     assert e.value.code == 2 and "no such file" in capsys.readouterr().err
 
 
+def test_cli_start_up_errors_are_one_line(capsys, media_dir, tmp_path):
+    """An unreadable video started the server (the error came later, in the page); a --workdir that cannot
+    be made raised NotADirectoryError and --port 99999 OverflowError (internal errors)."""
+    from fsvideo.cli import main as cli_main
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(range(256)) * 20)
+    (tmp_path / "afile").write_text("x")
+    for argv, expect in [([str(bad)], f"{bad} is not a video or image file"),
+                         ([str(media_dir / CLIP), "--workdir", str(tmp_path / "afile" / "sub")],
+                          f"the studio's work folder {tmp_path / 'afile' / 'sub'} cannot be written"),
+                         ([str(media_dir / CLIP), "--port", "99999"], "99999 is not in the range 0<=x<=65535")]:
+        with pytest.raises(SystemExit) as e:
+            cli_main(["studio", *argv, "--no-browser"])
+        err = " ".join(capsys.readouterr().err.split())
+        assert e.value.code == 2 and expect in err and "internal error" not in err, err
+
 def test_cli_serves_the_page_on_loopback(tiny, media_dir, tmp_path):
     """`fsvideo studio VIDEO --no-browser` prints its address, serves the page and answers the API."""
     import os

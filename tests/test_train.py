@@ -104,6 +104,29 @@ def test_cli_dry_run_prints_the_resolved_config(tmp_path):
     assert res.exit_code != 0 and "mse_weight" in str(res.exception)
 
 
+@pytest.mark.parametrize("key, value, match", [("data.workers", -2, "data.workers and data.holdout must be >= 0"),
+                                               ("data.holdout", -3, "data.workers and data.holdout must be >= 0"),
+                                               ("model.random_generator.size", 60, "power of two >= 32, got 60"),
+                                               ("model.random_generator.n_mlp", 0, "random_generator.n_mlp")])
+def test_config_values_the_trainer_cannot_use_are_config_errors(key, value, match):
+    """They reached the DataLoader / Generator as ValueError (an internal error), or a negative holdout
+    was silently taken as none."""
+    sets = {"data.workers": {"data": {"workers": value}}, "data.holdout": {"data": {"holdout": value}},
+            "model.random_generator.size": {"model": {"random_generator": {"size": value}}},
+            "model.random_generator.n_mlp": {"model": {"random_generator": {"n_mlp": value}}}}[key]
+    with pytest.raises(ConfigError, match=match):
+        load_train_config("tiny", overrides=sets)
+
+def test_cli_error_naming_a_config_section_is_printed_verbatim(capsys):
+    """The message starts `tiny.yaml:train: ...`; rich printed `:train:` as an emoji (tiny.yaml🚋 ...)."""
+    from fsvideo.cli import main
+    with pytest.raises(SystemExit) as ei:
+        main(["train", "--config", "tiny", "--set", "schedule.epochs=0", "--dry-run"])
+    assert ei.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: tiny.yaml:train: schedule.epochs and schedule.iters_per_epoch must be >= 1" in err
+
+
 # ------------------------------------------------------------------------------------------------
 # losses
 

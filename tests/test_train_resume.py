@@ -74,6 +74,27 @@ def test_stop_after_then_resume(faces, tmp_path):
     assert Trainer.resume(tmp_path / "r", nets=nets_for(cfg)).fit()["step"] == 6
 
 
+@pytest.mark.parametrize("damage", ["foreign-encoder", "state-without-keys", "state-is-a-tensor", "truncated-state"])
+def test_resume_from_a_foreign_checkpoint_is_one_line_naming_the_file(faces, tmp_path, damage):
+    """A checkpoint that reads but is not this run's (another network's file, a state without its keys)
+    raised RuntimeError / KeyError / IndexError: an internal error instead of the file and the fix; a
+    truncated one said "download it again"."""
+    from fsvideo.errors import InputError
+    cfg = _config(faces, "paper")
+    Trainer(cfg, tmp_path / "r", nets=nets_for(cfg)).fit(stop_after=2)
+    c = ckpt.latest_checkpoint(tmp_path / "r")
+    if damage == "foreign-encoder":
+        target = c.encoder
+        torch.save({"conv.0.weight": torch.zeros(3, 3, 1, 1), "other": torch.zeros(2)}, target)
+    elif damage == "truncated-state":      # the reader's own message, with this fix instead of "download it again"
+        target = c.state
+        target.write_bytes(target.read_bytes()[:300])
+    else:
+        target = c.state
+        torch.save({"x": 1} if damage == "state-without-keys" else torch.zeros(3), target)
+    with pytest.raises(InputError, match=f"{target}.*remove {c.folder} to resume from the checkpoint before it"):
+        Trainer.resume(tmp_path / "r", nets=nets_for(cfg))
+
 @pytest.mark.parametrize("target", ["state", "run-encoder"])
 def test_failure_during_a_checkpoint_write_keeps_the_previous_one(faces, tmp_path, monkeypatch, target):
     cfg = _config(faces, "paper")

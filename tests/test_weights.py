@@ -340,6 +340,39 @@ def test_concurrent_download_is_refused(server, monkeypatch, smile_bytes):
     assert W.download("direction-smile").read_bytes() == smile_bytes
 
 
+def test_full_or_read_only_cache_is_one_line_naming_the_folder(server, monkeypatch, smile_bytes):
+    """A full disk (here RLIMIT_FSIZE: EFBIG, as ENOSPC) or a read-only cache folder raised a bare OSError,
+    an internal error; now a WeightsError naming the folder and FSVIDEO_HOME.  The .part stays (resumable)."""
+    import errno
+    import pathlib
+    resource = pytest.importorskip("resource")
+    _use(monkeypatch, "direction-smile", Source(url=server.add("/s.npy", smile_bytes), sha256=SMILE_SHA))
+    W.weights_home().mkdir(parents=True, exist_ok=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20000, hard))      # Python ignores SIGXFSZ: writes fail
+    try:
+        with pytest.raises(WeightsError) as ei:
+            W.download("direction-smile")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert f"cannot write `direction-smile` into the weights folder {W.weights_home()}" in str(ei.value)
+    assert "free space in" in str(ei.value) and "FSVIDEO_HOME" in str(ei.value)
+    assert _files() == ["Smiling_boundary.npy.part"]
+
+    real_mkdir = pathlib.Path.mkdir
+
+    def read_only(self, *a, **k):
+        if self.name == ".locks":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *a, **k)
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    with pytest.raises(WeightsError, match=r"cannot write the lock of `direction-smile` into the weights folder .*"
+                                           r"\(Permission denied\); make .* writable or set FSVIDEO_HOME"):
+        W.download("direction-smile")
+    monkeypatch.setattr(pathlib.Path, "mkdir", real_mkdir)
+    assert W.download("direction-smile").read_bytes() == smile_bytes          # resumes from the .part
+
+
 # ---------------------------------------------------------------------------------------------
 # Google Drive
 
@@ -569,3 +602,14 @@ def test_cli_subprocess_missing_weights_message(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "weights `fse-ffhq` are missing; run `fsvideo weights download fse-ffhq`" in " ".join(p.stderr.split())
+
+
+def test_cli_main_download_failure_exits_nonzero(server, monkeypatch, capsys):
+    """Through the real entry point (not CliRunner): click returns a command's Exit code in
+    non-standalone mode, and `fsvideo weights download` exited 0 after a failed download."""
+    from fsvideo.cli import main
+    _use(monkeypatch, "direction-smile", Source(url=server.base + "/nope.npy", sha256=SMILE_SHA))
+    with pytest.raises(SystemExit) as ei:
+        main(["weights", "download", "direction-smile"])
+    assert ei.value.code == 2
+    assert "HTTP 404" in capsys.readouterr().err

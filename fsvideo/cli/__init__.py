@@ -127,7 +127,9 @@ def main(argv=None) -> None:
     threads_within_quota()          # a container's --cpus, before torch sizes its pool by the host
     try:
         with _termination_as_interrupt():
-            cli.main(args=argv, prog_name="fsvideo", standalone_mode=False)
+            code = cli.main(args=argv, prog_name="fsvideo", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)      # a command's `click.exceptions.Exit(n)`: returned, not raised, in this mode
     except FsvideoError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

@@ -32,16 +32,33 @@ def _weights_stamp(ref: str) -> dict:
         return {"name": ref}
 
 
+# what a run writes into --out, by its JSON document: (the document's "tool", the files it replaces)
+_RESULTS = {"metrics.json": ("fsvideo metrics", ("metrics.csv", "metrics.json", "ic_boxplot.png", "ic_boxplot.svg")),
+            "temporal.json": ("fsvideo metrics --edited", ("temporal.csv", "temporal_frames.csv", "temporal.json"))}
+
+
 def _check_out_dir(out: Path, network: str, name: str = "metrics.json") -> None:
-    """Refuse an --out folder whose results (``name``) were measured with another identity network."""
+    """Refuse an --out folder whose results (``name``) were measured with another identity network, or
+    that holds result files an earlier run of this command did not write (they would be replaced)."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file", hint="pass a folder (it is created if needed)")
+    tool, files = _RESULTS[name]
     prev = out / name
+    doc = None
     if prev.is_file():
         try:
             doc = json.loads(prev.read_text())
-        except ValueError:
-            return
+        except (OSError, ValueError):
+            doc = None
+        if not (isinstance(doc, dict) and doc.get("tool") == tool):
+            raise OutputError(f"{prev} is not a result of `{tool}` (or it is damaged); this run would replace it",
+                              hint="choose another --out folder, or remove the file")
+    elif not (out / "clips").is_dir():      # no earlier run here (its cache would be): other files are the user's
+        present = [f for f in files if (out / f).exists()]
+        if present:
+            raise OutputError(f"{out} holds {', '.join(present)}, not written by `{tool}`; this run would replace "
+                              f"{'it' if len(present) == 1 else 'them'}", hint="choose another --out folder")
+    if doc is not None:
         old = doc.get("identity_network")
         if old and old != network:
             raise OutputError(f"{prev} holds results measured with the identity network {old}; this run measures "

@@ -13,7 +13,7 @@ from fsvideo.cli.edit import _options, run_options
 @click.argument("video", required=False, type=click.Path(dir_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on. Anything but 127.0.0.1/localhost exposes the page to the network.")
-@click.option("--port", default=7870, show_default=True, type=int, help="Port to listen on.")
+@click.option("--port", default=7870, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--no-browser", is_flag=True, help="Do not open the page in a browser.")
 @click.option("--draft-res", default=None, type=int,
               help="Generator size of the draft shown while a frame renders (default 256, see benchmarks/studio.py).")
@@ -52,12 +52,17 @@ def studio(video, host, port, no_browser, draft_res, workdir, max_upload_mb, cac
     from fsvideo.utils import check_input_file
     from fsvideo.weights import weights_home
     src = check_input_file(video, "video") if video else None
+    if src is not None:
+        from fsvideo.video import probe
+        probe(src)          # an unreadable video fails here, not in the page after the server started
     check_limits(cache_gb, cache_days)
+    work = Path(workdir) if workdir else weights_home() / "studio"
+    _check_workdir(work)
     if host not in LOOPBACK:
         err_console.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this machine "
                           f"can use the studio and see your video{'' if not allow_paths else ' and open its files'}. "
                           "Use the default 127.0.0.1 unless you mean it.", highlight=False)
-    config = StudioConfig(options=_options(kw), workdir=Path(workdir) if workdir else weights_home() / "studio",
+    config = StudioConfig(options=_options(kw), workdir=work,
                           video=src, draft_res=draft_res, host=host, allow_paths=True if allow_paths else None,
                           max_upload_mb=max_upload_mb, cache_gb=cache_gb, cache_days=cache_days)
 
@@ -66,3 +71,18 @@ def studio(video, host, port, no_browser, draft_res, workdir, max_upload_mb, cac
             console.print(f"fsvideo studio at [bold]{url}[/] (Ctrl-C to stop); files in {config.workdir}",
                           highlight=False)
     serve(config, port=port, open_browser=not no_browser, ready=ready)
+
+
+def _check_workdir(work: Path) -> None:
+    """The work folder (cache, uploads, exports) is created and written to before the server starts: a
+    read-only or impossible one used to start a studio whose every inversion then failed in the page."""
+    import tempfile
+
+    from fsvideo.errors import OutputError
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=work):
+            pass
+    except OSError as e:
+        raise OutputError(f"the studio's work folder {work} cannot be written ({e.strerror or e})",
+                          hint="pass --workdir with a writable folder (or set FSVIDEO_HOME)") from e

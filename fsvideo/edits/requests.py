@@ -16,7 +16,7 @@ import torch
 from fsvideo.config import ModelConfig
 from fsvideo.edits.directions import load_direction, user_direction_path
 from fsvideo.edits.eq1 import EditSpec
-from fsvideo.errors import InputError
+from fsvideo.errors import InputError, WeightsError
 from fsvideo.models.fse import FeatureStyleModel
 from fsvideo.weights import resolve as resolve_weights
 
@@ -57,7 +57,7 @@ def resolve_edits(requests: list[EditRequest], cfg: ModelConfig, model: FeatureS
         elif attr.endswith((".npy", ".pt", ".pth")) or Path(attr).is_file():
             d = load_direction(attr, G.n_latent, G.style_dim)
         elif attr in cfg.directions:
-            d = load_direction(resolve_weights(cfg.directions[attr]), G.n_latent, G.style_dim)
+            d = _configured_direction(cfg.directions[attr], G.n_latent, G.style_dim)
         else:
             d = _user_direction(attr, G.n_latent, G.style_dim)
             if d is None:
@@ -66,6 +66,23 @@ def resolve_edits(requests: list[EditRequest], cfg: ModelConfig, model: FeatureS
                                  hint=f"use one of {known}, sefa:N, a fitted direction name, or --direction FILE.npy")
         specs.append(EditSpec(attr, d.float(), float(req.strength)))
     return specs
+
+
+def _configured_direction(ref: str, n_latent: int, style_dim: int) -> torch.Tensor:
+    """A config's direction (registry name or path).  A cached registry file that no longer has the
+    checksum it was downloaded with is named as such, with the command that fetches it again (the
+    reader's own hint, "pass a .npy array of floats", does not fit a file fsvideo downloaded)."""
+    from fsvideo import weights
+    path = resolve_weights(ref)
+    try:
+        return load_direction(path, n_latent, style_dim)
+    except InputError:
+        if not weights.is_path_ref(ref):
+            rec = weights.manifest_record(ref) or {}
+            if rec.get("sha256") and rec["sha256"] != weights.sha256_file(path):
+                raise WeightsError(f"the cached `{ref}` ({path}) changed since it was downloaded and does not load",
+                                   hint=f"run `fsvideo weights download {ref} --force`") from None
+        raise
 
 
 def _user_direction(name: str, n_latent: int, style_dim: int) -> torch.Tensor | None:

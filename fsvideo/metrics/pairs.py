@@ -83,6 +83,10 @@ def find_pairs(edited: Sequence[str | os.PathLike] = (), sources: Sequence[str |
         if not d.is_dir():
             raise InputError(f"--edited-dir {d} is not a folder", hint="pass the folder holding the edited videos")
         found, _ = find_clips([d])
+        if not found and not files:
+            raise InputError(f"--edited-dir {d} holds no video files",
+                             hint="pass the folder holding the edited videos (fsvideo edit names them "
+                                  "<source>.<edit>.<ext>)")
         files += found
     if not files:
         raise InputError("no edited video given", hint="pass --edited FILE (repeatable) or --edited-dir FOLDER")

@@ -18,7 +18,9 @@ Encoder format: the plain ``fs_encoder_v2`` state dict (``143_enc.pth``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import re
 import warnings
 import zipfile
@@ -191,6 +193,19 @@ def generator_config(sd: Mapping[str, torch.Tensor]) -> dict:
                            hint="is this a StyleGAN2 (rosinality layout) file?") from e
 
 
+@contextlib.contextmanager
+def _naming(src):
+    """A WeightsError about the contents of checkpoint file ``src`` names the file (the user may have
+    passed several: --generator and --encoder)."""
+    try:
+        yield
+    except WeightsError as e:
+        if isinstance(src, (str, os.PathLike)) and str(src) not in e.message:
+            e.message = f"{src}: {e.message}"
+            e.args = (e.message,)
+        raise
+
+
 def load_generator_checkpoint(src, *, device: torch.device | str = "cpu") -> tuple[Generator, torch.Tensor]:
     """Build a :class:`Generator` from a checkpoint and load it strictly.
 
@@ -198,6 +213,11 @@ def load_generator_checkpoint(src, *, device: torch.device | str = "cpu") -> tup
     ``latent_avg`` of shape (512,) is repeated to every W+ row; when the file has none it is
     estimated from 4096 mapped samples (and logged).
     """
+    with _naming(src):
+        return _load_generator_checkpoint(src, device=device)
+
+
+def _load_generator_checkpoint(src, *, device) -> tuple[Generator, torch.Tensor]:
     sd, latent_avg = generator_state_dict(read_checkpoint(src))
     G = empty(lambda: Generator(**generator_config(sd)))
     load_strict(G, sd, "generator")
@@ -229,6 +249,11 @@ def encoder_config(sd: Mapping[str, torch.Tensor]) -> dict:
 def load_encoder_checkpoint(src, n_styles: int | None = None, *,
                             device: torch.device | str = "cpu") -> FeatureStyleEncoder:
     """Build a :class:`FeatureStyleEncoder` from a checkpoint and load it strictly (eval mode)."""
+    with _naming(src):
+        return _load_encoder_checkpoint(src, n_styles, device=device)
+
+
+def _load_encoder_checkpoint(src, n_styles: int | None, *, device) -> FeatureStyleEncoder:
     obj = read_checkpoint(src)
     if isinstance(obj, Mapping) and "encoder" in obj and isinstance(obj["encoder"], Mapping):
         obj = obj["encoder"]

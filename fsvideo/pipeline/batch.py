@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from fsvideo.distributed import ProcessGroup, device_for, env_info, shard
-from fsvideo.errors import FsvideoError, InputError
+from fsvideo.errors import FsvideoError, InputError, OutputError
 from fsvideo.pipeline.batch_plan import BatchJob, BatchRow, Unit, expand_inputs, plan
 from fsvideo.pipeline.edit import edit_video
 from fsvideo.pipeline.invert import invert_video
@@ -290,7 +290,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, j
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out-dir {out} is a file", hint="give a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create --out-dir {out} ({e.strerror or e})", hint="choose another --out-dir") from e
     manifest = Manifest(out)
     paths, bad = expand_inputs(inputs)
     # outputs of an earlier batch into the input folder itself are not inputs
@@ -298,7 +301,11 @@ def run_batch(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, j
     if not paths and not bad:
         raise InputError("no input given", hint="pass video or image files, folders or glob patterns")
     units = plan(paths, job)
-    manifest.ensure()
+    try:
+        manifest.ensure()
+    except OSError as e:    # a file in the way, a read-only folder
+        raise OutputError(f"cannot write the batch's records in {manifest.dir} ({e.strerror or e})",
+                          hint="make it a writable folder, or choose another --out-dir") from e
     worker = BatchWorker(job, out, manifest, rank=env.rank, prefetch=prefetch)
     with ProcessGroup(backend="gloo") as pg:        # results are small Python objects: gloo suffices
         if split_time:

@@ -70,17 +70,22 @@ class Manifest:
         if not p.is_file():
             return None
         try:
-            return json.loads(p.read_text())
+            rec = json.loads(p.read_text())
         except (OSError, ValueError):
+            rec = None
+        if not isinstance(rec, dict):       # damaged, or not a record at all (a list, a string)
             log.warning("%s is unreadable; its output will be made again", p)
             return None
+        return rec
 
     def finished(self, name: str, input_sha: str, key: str, files: dict[str, Path]) -> dict | None:
         """The record of ``name`` when it matches this input and settings and the files are intact."""
         rec = self.read(name)
         if rec is None or rec.get("input_sha256") != input_sha or rec.get("settings_key") != key:
             return None
-        sums = rec.get("outputs", {})
+        sums = rec.get("outputs")
+        if not isinstance(sums, dict):
+            return None
         for role, f in files.items():
             if not f.is_file() or sums.get(role) != sha256_file(f):
                 return None

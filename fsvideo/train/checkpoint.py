@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from fsvideo.errors import InputError
+from fsvideo.errors import InputError, WeightsError
 from fsvideo.models.loading import read_checkpoint
 from fsvideo.utils import atomic_dir, atomic_output
 
@@ -187,3 +187,34 @@ def require_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
         raise InputError(f"{run_dir} has no complete checkpoint to resume from",
                          hint="start a new run with `fsvideo train --config ...`")
     return ck
+
+
+def restore(c: Checkpoint, encoder: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Mapping:
+    """Load checkpoint ``c`` into ``encoder`` and ``optimizer`` (in place: the optimiser holds the encoder's
+    parameters) and return its training state (``step``, ``rng``, ``world``...).
+
+    A checkpoint that is damaged, or reads but is not this run's (another network's encoder, a state
+    without its keys), is an :class:`InputError` naming the file and the fix, not a bare RuntimeError.
+    """
+    fix = f"remove {c.folder} to resume from the checkpoint before it, or start the run afresh with --config ... --overwrite"
+    try:
+        enc, state = c.load_encoder(), c.load_state()
+    except WeightsError as e:   # truncated or damaged: the reader's hint ("download it again") does not apply
+        raise InputError(e.message, hint=fix) from e
+    if not isinstance(enc, Mapping):
+        raise InputError(f"{c.encoder} is not an encoder state dict ({type(enc).__name__})", hint=fix)
+    try:
+        encoder.load_state_dict(enc, strict=True)
+    except RuntimeError as e:   # another run's encoder (other widths) or another network's file
+        why = " ".join(str(e).split())
+        raise InputError(f"{c.encoder} does not fit this run's encoder ({why[:300]})", hint=fix) from e
+    try:
+        if not isinstance(state, Mapping):
+            raise TypeError(f"a {type(state).__name__}, not a mapping")
+        optimizer.load_state_dict(state["optimizer"])
+        if not isinstance(state["step"], int) or not isinstance(state["rng"], Mapping):
+            raise TypeError("its step or rng has the wrong type")
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{c.state} is not the training state of this run ({type(e).__name__}: {e})",
+                         hint=fix) from e
+    return state

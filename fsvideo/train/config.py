@@ -193,6 +193,16 @@ class TrainConfig:
             raise ConfigError(f"{where}: set model.generator (name or path) or model.random_generator")
         if len(m.encoder_widths) != 4 or len(m.encoder_layers) != 4:
             raise ConfigError(f"{where}: model.encoder_widths and model.encoder_layers need 4 values each")
+        if d.workers < 0 or d.holdout < 0:
+            raise ConfigError(f"{where}: data.workers and data.holdout must be >= 0, got {d.workers} and {d.holdout}")
+        rg = m.random_generator
+        if rg is not None:
+            if rg.size < 32 or rg.size & (rg.size - 1):
+                raise ConfigError(f"{where}: model.random_generator.size must be a power of two >= 32, got {rg.size}",
+                                  hint="e.g. 64")
+            for key in ("channel_max", "style_dim", "n_mlp"):
+                if getattr(rg, key) < 1:
+                    raise ConfigError(f"{where}: model.random_generator.{key} must be >= 1")
         if self.loss.lpips_scales < 1:
             raise ConfigError(f"{where}: loss.lpips_scales must be >= 1")
         for key in ("every", "checkpoint_every", "sample_every"):

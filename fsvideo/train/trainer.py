@@ -227,9 +227,7 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         c = ckpt.require_checkpoint(self.run_dir)
-        self.E.load_state_dict(c.load_encoder(), strict=True)
-        state = c.load_state()
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = ckpt.restore(c, self.E, self.optimizer)
         self.step = int(state["step"])
         if int(state.get("world", 1)) != self.dist.world:
             log.warning("resuming a run of %s process(es) with %d: the data order changes from here",

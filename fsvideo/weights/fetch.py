@@ -335,7 +335,7 @@ def download(name: str, progress: Progress | None = None, force: bool = False, *
     mirror = registry.mirror_source(e, os.environ.get(MIRROR_ENV))
     sources = ([mirror] if mirror else []) + list(e.sources)
     errors = []
-    with store.download_lock(name):
+    with store.download_lock(name), store.cache_writes(f"`{name}`"):
         for src in sources:
             try:
                 path, sha, verdict, converted = _fetch(e, src, progress=progress, retries=retries, timeout=timeout)

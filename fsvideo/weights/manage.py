@@ -56,7 +56,7 @@ def import_file(name: str, file: str | os.PathLike) -> ImportResult:
     final = home / (src.name if src.name in e.filenames() else e.filename)
     part = final.with_name(final.name + ".part")
     converted = False
-    with store.download_lock(name), store.removing(part):
+    with store.download_lock(name), store.cache_writes(f"`{name}`"), store.removing(part):
         converted = store.test_load_or_convert(e, src, part)
         if converted:
             warnings.append(f"{src.name} was converted to the layout fsvideo loads")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import importlib
 import importlib.util
@@ -109,6 +110,23 @@ def removing(path: Path):
             path.unlink()
 
 
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+@contextlib.contextmanager
+def cache_writes(what: str):
+    """Turn a failed write in the cache folder (read-only, full, over quota) into one WeightsError."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, (ConnectionError, TimeoutError)) or e.errno is None:
+            raise
+        h = weights_home()
+        fix = (f"free space in {h}" if e.errno in _NO_ROOM else f"make {h} writable") + \
+            " or set FSVIDEO_HOME to another folder"
+        raise WeightsError(f"cannot write {what} into the weights folder {h} ({e.strerror or e})", hint=fix) from e
+
+
 @contextlib.contextmanager
 def download_lock(name: str):
     """One fsvideo process at a time downloads/imports ``name`` (POSIX ``flock``; no-op elsewhere)."""
@@ -118,8 +136,10 @@ def download_lock(name: str):
         yield
         return
     locks = home(create=True) / ".locks"
-    locks.mkdir(exist_ok=True)
-    with open(locks / f"{name}.lock", "a") as f:
+    with cache_writes(f"the lock of `{name}`"):
+        locks.mkdir(exist_ok=True)
+        f = open(locks / f"{name}.lock", "a")
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -398,6 +418,6 @@ def test_load_or_convert(e: WeightsEntry, file: Path, out: Path) -> bool:
         return True
 
 
-__all__ = ["MANIFEST", "WEIGHT_SUFFIXES", "first_run_downloads", "is_path_ref", "known_checksum",
+__all__ = ["MANIFEST", "WEIGHT_SUFFIXES", "cache_writes", "first_run_downloads", "is_path_ref", "known_checksum",
            "manifest_record", "offline", "path_of", "require", "require_all", "resolve", "sha256_file",
            "test_load", "weights_home", "REGISTRY"]
