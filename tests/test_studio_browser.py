@@ -1,6 +1,10 @@
-"""`fsvideo studio` in a real headless Chromium: invert, drag a strength slider, see the frame change, export.
+"""`fsvideo studio` in a real headless Chromium: invert, drag a strength slider, see the frame change, export;
+then what a user meets around that: the keyboard, the timeline, resetting edits, picking a face, a long
+export with its progress and cancel, a server error, a lost connection, and the page's idle traffic.
 
-Skipped when Playwright or Debian's chromium is missing (both are installed by .ci/run).
+One server (tiny seeded models, 1 s of a shared clip) and one browser serve the whole module; each test
+opens its own tab (its own session; the inversion is shared).  Skipped when Playwright or Debian's
+chromium is missing (both are installed by .ci/run).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from test_studio_api import CLIP, opts, tiny  # noqa: F401 - fixtures
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]
+MULTI = "videos/other/facerec-short_hamilton_clip.mp4"     # one face, then none, then another
 
 
 def _free_port() -> int:
@@ -27,12 +32,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(opts, media_dir, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def server(opts, media_dir, tmp_path_factory):  # noqa: F811
     import uvicorn
 
     from fsvideo.studio.app import StudioConfig, create_app
-    app = create_app(StudioConfig(options=opts, workdir=tmp_path / "work", video=media_dir / CLIP))
+    work = tmp_path_factory.mktemp("studio-browser")
+    app = create_app(StudioConfig(options=opts, workdir=work, video=media_dir / CLIP))
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)
@@ -42,6 +48,35 @@ def server(opts, media_dir, tmp_path):  # noqa: F811
     yield f"http://127.0.0.1:{port}/", app
     srv.should_exit = True
     th.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh tab on the studio, its video inverted and its first frame shown; ``page.errors`` collects
+    uncaught exceptions and ``page.console_errors`` the console's errors (failed loads among them)."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.errors, pg.console_errors = [], []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(f"{m.text} {m.location.get('url')}"))
+    pg.goto(server[0])
+    pg.wait_for_function("() => /ready/.test(document.getElementById('inv-text').textContent)", timeout=300_000)
+    _settled(pg)
+    yield pg
+    ctx.close()
 
 
 def _png(data: bytes) -> np.ndarray:
@@ -54,61 +89,46 @@ def _settled(page, timeout=120_000):
                            "document.getElementById('view').dataset.quality === 'full'", timeout=timeout)
 
 
-def test_studio_in_chromium(server, tmp_path, media_dir):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed")
+def test_studio_in_chromium(page, server, tmp_path, media_dir):
     from fsvideo.video import probe
     url, app = server
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 860}, accept_downloads=True)
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            page.wait_for_function("() => /ready/.test(document.getElementById('inv-text').textContent)",
-                                   timeout=300_000)
-            _settled(page)
-            page.click("#add-edit")
-            page.select_option(".edit-row select.attr", "sefa:1")
-            _settled(page)
-            before = _png(page.locator("#view").screenshot())
-            drafts = page.evaluate("studio.drafts")
-            page.locator(".strength-slider").fill("4")              # drag the strength slider
-            _settled(page)
-            after = _png(page.locator("#view").screenshot())
-            assert page.evaluate("studio.drafts") > drafts            # a draft was shown first
-            assert np.abs(after - before).mean() > 0.5                # the frame changed
-            page.wait_for_function("() => document.getElementById('command').textContent"
-                                   ".includes('--attr sefa:1 --strength 4')", timeout=60_000)
-            page.check("input[name=view][value=edit]")
-            _settled(page)
-            page.check("input[name=view][value=composite]")
-            page.check("#mask")
-            _settled(page)
-            page.uncheck("#mask")
-            _settled(page)
-            frame = page.evaluate("studio.frame")                     # the label shows the frame's own time
-            (project,) = app.state.studio.projects.values()
-            assert page.locator("#frame-label").text_content() == f"{frame} / 29  {project.time(frame):.2f} s"
-            page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
+    page.click("#add-edit")
+    page.select_option(".edit-row select.attr", "sefa:1")
+    _settled(page)
+    before = _png(page.locator("#view").screenshot())
+    drafts = page.evaluate("studio.drafts")
+    page.locator(".strength-slider").fill("4")              # drag the strength slider
+    _settled(page)
+    after = _png(page.locator("#view").screenshot())
+    assert page.evaluate("studio.drafts") > drafts            # a draft was shown first
+    assert np.abs(after - before).mean() > 0.5                # the frame changed
+    page.wait_for_function("() => document.getElementById('command').textContent"
+                           ".includes('--attr sefa:1 --strength 4')", timeout=60_000)
+    page.check("input[name=view][value=edit]")
+    _settled(page)
+    page.check("input[name=view][value=composite]")
+    page.check("#mask")
+    _settled(page)
+    page.uncheck("#mask")
+    _settled(page)
+    frame = page.evaluate("studio.frame")                     # the label shows the frame's own time
+    (project,) = [p for p in app.state.studio.projects.values() if p.source.name == Path(CLIP).name]
+    assert page.locator("#frame-label").text_content() == f"{frame} / 29  {project.time(frame):.2f} s"
+    page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
 
-            page.click("#export-btn")
-            page.wait_for_selector("#export-link:not([hidden])", timeout=300_000)
-            with page.expect_download() as dl:
-                page.click("#export-link")
-            got = tmp_path / "export.mp4"
-            dl.value.save_as(got)
-            info, src = probe(got), probe(media_dir / CLIP)
-            assert info.n_frames == 30 and info.fps == src.fps and info.has_audio
-            assert "fsvideo edit" in page.locator("#command").text_content()
+    page.click("#export-btn")
+    page.wait_for_selector("#export-link:not([hidden])", timeout=300_000)
+    with page.expect_download() as dl:
+        page.click("#export-link")
+    got = tmp_path / "export.mp4"
+    dl.value.save_as(got)
+    info, src = probe(got), probe(media_dir / CLIP)
+    assert info.n_frames == 30 and info.fps == src.fps and info.has_audio
+    assert "fsvideo edit" in page.locator("#command").text_content()
 
-            other = browser.new_page()                                # a second tab: its own session
-            other.goto(url)
-            other.wait_for_function("() => studio.sid && studio.state && studio.state.project")
-            assert other.evaluate("studio.sid") != page.evaluate("studio.sid")
-            assert other.evaluate("studio.edits.length") == 0 and page.evaluate("studio.edits.length") == 1
-            assert not errors, errors
-        finally:
-            browser.close()
+    other = page.context.new_page()                           # a second tab: its own session
+    other.goto(url)
+    other.wait_for_function("() => studio.sid && studio.state && studio.state.project")
+    assert other.evaluate("studio.sid") != page.evaluate("studio.sid")
+    assert other.evaluate("studio.edits.length") == 0 and page.evaluate("studio.edits.length") == 1
+    assert not page.errors, page.errors
