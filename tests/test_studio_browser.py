@@ -132,3 +132,4 @@ def test_studio_in_chromium(page, server, tmp_path, media_dir):
     assert other.evaluate("studio.sid") != page.evaluate("studio.sid")
     assert other.evaluate("studio.edits.length") == 0 and page.evaluate("studio.edits.length") == 1
     assert not page.errors, page.errors
+    assert not page.console_errors, page.console_errors      # e.g. no 404 for a favicon
