@@ -133,3 +133,36 @@ def test_studio_in_chromium(page, server, tmp_path, media_dir):
     assert other.evaluate("studio.edits.length") == 0 and page.evaluate("studio.edits.length") == 1
     assert not page.errors, page.errors
     assert not page.console_errors, page.console_errors      # e.g. no 404 for a favicon
+
+
+def test_keyboard_and_timeline_drag_move_the_frame(page):
+    """Arrows step a frame, Shift+arrows ten, Home/End go to the ends (not only inside the scrub slider);
+    the timeline can be dragged as well as clicked; a key in a text box stays there."""
+    frame = lambda: page.evaluate("studio.frame")            # noqa: E731
+    page.locator("#add-edit").focus()                         # a button has the focus, not the slider
+    page.keyboard.press("End")
+    assert frame() == 29
+    page.keyboard.press("Home")
+    assert frame() == 0
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Shift+ArrowRight")
+    assert frame() == 11
+    page.keyboard.press("Shift+ArrowLeft")
+    assert frame() == 1
+    box = page.locator("#timeline").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    assert frame() == 15
+    page.mouse.move(box["x"] + box["width"] * 0.8, y, steps=5)
+    page.mouse.up()
+    assert frame() == 24
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)           # the button is up: no more scrubbing
+    assert frame() == 24
+    page.locator("#clip-seconds").focus()
+    page.keyboard.press("Home")
+    assert frame() == 24
+    _settled(page)
+    assert page.locator("#scrub").get_attribute("aria-valuetext").startswith("frame 24 of 29")
+    assert not page.errors, page.errors

@@ -155,15 +155,25 @@ function setFrame(i) {
 $("scrub").oninput = () => setFrame(parseInt($("scrub").value, 10));
 $("prev").onclick = () => setFrame(studio.frame - 1);
 $("next").onclick = () => setFrame(studio.frame + 1);
+// Arrows: one frame (Shift: ten); Home/End: the first and last frame.  Controls that use these keys
+// themselves (text and number boxes, sliders, lists, radio groups, the clip player) keep them.
+const FRAME_KEYS = ["ArrowLeft", "ArrowRight", "Home", "End"];
 document.addEventListener("keydown", (e) => {
-  if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName)) return;   // they handle arrows themselves
-  if (e.key === "ArrowLeft") setFrame(studio.frame - 1);
-  if (e.key === "ArrowRight") setFrame(studio.frame + 1);
+  const t = e.target;
+  if (!FRAME_KEYS.includes(e.key) || e.ctrlKey || e.altKey || e.metaKey) return;
+  if (["SELECT", "TEXTAREA", "VIDEO"].includes(t.tagName) || t.isContentEditable) return;
+  if (t.tagName === "INPUT" && !["checkbox", "button", "submit"].includes(t.type)) return;
+  e.preventDefault();                                                     // Home/End would scroll the page
+  const step = e.shiftKey ? 10 : 1;
+  setFrame({ ArrowLeft: studio.frame - step, ArrowRight: studio.frame + step, Home: 0, End: 1e9 }[e.key]);
 });
-$("timeline").onclick = (e) => {
-  const c = $("timeline"), n = studio.state.project.timeline.n_frames;
-  setFrame(Math.floor((e.offsetX / c.clientWidth) * n));
-};
+// The timeline is clicked or dragged like a scrubber (the pointer is captured while the button is down).
+function timelineFrame(e) {
+  const c = $("timeline"), p = studio.state && studio.state.project;
+  if (p) setFrame(Math.floor((e.offsetX / c.clientWidth) * p.timeline.n_frames));
+}
+$("timeline").onpointerdown = (e) => { $("timeline").setPointerCapture(e.pointerId); timelineFrame(e); };
+$("timeline").onpointermove = (e) => { if ($("timeline").hasPointerCapture(e.pointerId)) timelineFrame(e); };
 
 function drawTimeline() {
   const c = $("timeline"), p = studio.state && studio.state.project;
@@ -184,6 +194,7 @@ function drawTimeline() {
   const known = studio.time && studio.time.frame === studio.frame;   // the frame's own timestamp once shown
   const secs = known ? studio.time.t : p.start + studio.frame / p.fps;
   $("frame-label").textContent = `${studio.frame} / ${n - 1}  ${known ? "" : "≈"}${secs.toFixed(2)} s`;
+  $("scrub").setAttribute("aria-valuetext", `frame ${studio.frame} of ${n - 1}, ${secs.toFixed(2)} s`);
 }
 
 function updateFaces(tracks) {
