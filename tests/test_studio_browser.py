@@ -166,3 +166,54 @@ def test_keyboard_and_timeline_drag_move_the_frame(page):
     _settled(page)
     assert page.locator("#scrub").get_attribute("aria-valuetext").startswith("frame 24 of 29")
     assert not page.errors, page.errors
+
+
+def _names(page) -> dict[str, str]:
+    """Accessible name (aria-label, a label, or the text) of every visible control, by a short id."""
+    return page.evaluate("""() => Object.fromEntries(Array.from(document.querySelectorAll('input, select, button'))
+        .filter((e) => e.offsetParent !== null)
+        .map((e, k) => [`${e.tagName.toLowerCase()}#${e.id || e.className || k}:${k}`,
+                        (e.getAttribute('aria-label') || (e.labels && e.labels[0] && e.labels[0].textContent)
+                         || e.textContent || '').trim()]))""")
+
+
+def test_edits_combine_reset_and_every_control_is_named(page):
+    """A second edit picks another direction; each slider, number box and remove button names its
+    direction (also after the direction is changed); Reset puts every strength back to 0 and a double
+    click one; every control has a name a screen reader can say (not a bare ◀ or ×)."""
+    page.click("#add-edit")
+    page.click("#add-edit")
+    _settled(page)
+    attrs = page.eval_on_selector_all(".edit-row select.attr", "els => els.map((e) => e.value)")
+    assert attrs == ["sefa:0", "sefa:1"]
+    page.locator(".edit-row select.attr").nth(1).select_option("sefa:3")
+    row = page.locator(".edit-row").nth(1)
+    assert row.locator(".strength-slider").get_attribute("aria-label") == "strength of sefa:3"
+    assert row.locator("input.strength").get_attribute("aria-label") == "strength of sefa:3 (number)"
+    assert row.locator("button").get_attribute("aria-label") == "remove the edit sefa:3"
+    page.locator(".strength-slider").nth(0).fill("2")
+    page.locator(".strength-slider").nth(1).fill("-3")
+    _settled(page)
+    page.wait_for_function("() => /--strength -3/.test(document.getElementById('command').textContent)")
+    page.locator(".strength-slider").nth(1).dblclick()
+    _settled(page)
+    assert page.evaluate("studio.edits.map((e) => e.strength)") == [2, 0]
+    assert page.locator("input.strength").nth(1).input_value() == "0"
+    page.click("#reset-edits")
+    _settled(page)
+    assert page.evaluate("studio.edits.map((e) => e.strength)") == [0, 0]
+    assert [page.locator(".strength-slider").nth(k).input_value() for k in (0, 1)] == ["0", "0"]
+    page.wait_for_function("() => /--strength 0 .*--strength 0 /.test(document.getElementById('command').textContent)")
+
+    names = _names(page)
+    unnamed = {k: v for k, v in names.items() if len(v) < 2 or v in ("◀", "▶", "×")}
+    assert not unnamed, unnamed
+    # links are readable on the dark page (WCAG AA: contrast 4.5:1)
+    ratio = page.evaluate("""() => {
+        const a = document.createElement('a'); a.href = '#'; document.querySelector('aside').append(a);
+        const lum = (c) => { const [r, g, b] = c.match(/\\d+/g).slice(0, 3).map((v) => { v /= 255;
+            return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const fg = lum(getComputedStyle(a).color), bg = lum(getComputedStyle(document.body).backgroundColor);
+        a.remove(); return (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05); }""")
+    assert ratio >= 4.5, ratio
+    assert not page.errors, page.errors

@@ -37,26 +37,39 @@ function drawEdits() {
   const box = $("edits"); box.textContent = "";
   studio.edits.forEach((e, k) => {
     const row = document.createElement("div"); row.className = "edit-row";
-    const sel = document.createElement("select"); sel.className = "attr"; sel.setAttribute("aria-label", "attribute");
+    const sel = document.createElement("select"); sel.className = "attr"; sel.setAttribute("aria-label", "direction");
     attrOptions().forEach(([v, label]) => { const o = new Option(label, v, false, v === e.attr); sel.add(o); });
-    const del = document.createElement("button"); del.textContent = "×"; del.title = "remove";
+    const del = document.createElement("button"); del.type = "button"; del.textContent = "×";
     const slider = document.createElement("input");
-    Object.assign(slider, { type: "range", min: -5, max: 5, step: 0.1, value: e.strength, className: "strength-slider" });
-    slider.setAttribute("aria-label", `strength of ${e.attr}`);
+    Object.assign(slider, { type: "range", min: -5, max: 5, step: 0.1, value: e.strength, className: "strength-slider",
+                            title: "double-click: back to 0" });
     const num = document.createElement("input");
     Object.assign(num, { type: "number", min: -50, max: 50, step: 0.1, value: e.strength, className: "strength" });
-    sel.onchange = () => { e.attr = sel.value; changed(); };
+    const names = () => {                                 // what a screen reader says follows the direction
+      del.title = `remove the edit ${e.attr}`; del.setAttribute("aria-label", del.title);
+      slider.setAttribute("aria-label", `strength of ${e.attr}`);
+      num.setAttribute("aria-label", `strength of ${e.attr} (number)`);
+    };
+    const set = (v) => { e.strength = v; slider.value = num.value = String(v); changed(); };
+    names();
+    sel.onchange = () => { e.attr = sel.value; names(); changed(); };
     slider.oninput = () => { e.strength = parseFloat(slider.value); num.value = slider.value; changed(); };
-    num.onchange = () => { e.strength = parseFloat(num.value) || 0; slider.value = num.value; changed(); };
+    slider.ondblclick = () => set(0);
+    num.onchange = () => set(parseFloat(num.value) || 0);
     del.onclick = () => { studio.edits.splice(k, 1); drawEdits(); changed(); };
     row.append(sel, del, slider, num); box.append(row);
   });
+  $("reset-edits").hidden = !studio.edits.length;
 }
 
 $("add-edit").onclick = () => {
-  const first = attrOptions()[0];
-  if (!first) return showError("no attribute is available: upload a .npy direction");
-  studio.edits.push({ attr: first[0], strength: 0 }); drawEdits(); changed();
+  const opts = attrOptions(), used = new Set(studio.edits.map((e) => e.attr));
+  const pick = opts.find(([v]) => !used.has(v)) || opts[0];        // a direction not in use yet, when there is one
+  if (!pick) return showError("no attribute is available: upload a .npy direction");
+  studio.edits.push({ attr: pick[0], strength: 0 }); drawEdits(); changed();
+};
+$("reset-edits").onclick = () => {
+  studio.edits.forEach((e) => { e.strength = 0; }); drawEdits(); changed();
 };
 
 $("npy").onchange = async (ev) => {
