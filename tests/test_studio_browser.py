@@ -217,3 +217,35 @@ def test_edits_combine_reset_and_every_control_is_named(page):
         a.remove(); return (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05); }""")
     assert ratio >= 4.5, ratio
     assert not page.errors, page.errors
+
+
+def test_server_errors_and_a_lost_connection_are_shown_then_cleared(page, server, monkeypatch):
+    """A failing render is a message naming the failure, gone once a render works again; when the server
+    cannot be reached (stopped, or the network hiccups) the page says so instead of a bare 'Failed to
+    fetch', and once it answers again the latest change is rendered without the user doing anything."""
+    renderer = server[1].state.studio.renderer
+    working = renderer.render
+
+    def boom(*a, **kw):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(renderer, "render", boom)
+    page.click("#add-edit")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "RuntimeError: boom" in page.locator("#error-text").text_content()
+    monkeypatch.setattr(renderer, "render", working)
+    page.locator(".strength-slider").fill("1")
+    _settled(page)
+    assert page.locator("#error").is_hidden()                 # no stale message once it works
+
+    page.route("**/api/**", lambda route: route.abort("connectionrefused"))
+    page.locator(".strength-slider").fill("2")
+    page.wait_for_selector("#offline:not([hidden])")
+    assert "does not answer" in page.locator("#offline").text_content()
+    assert page.locator("#error").is_hidden(), page.locator("#error-text").text_content()
+    seq = page.evaluate("studio.seq")
+    assert page.evaluate("studio.shown") < seq                # the change is waiting for the server
+    page.unroute("**/api/**")
+    page.wait_for_selector("#offline", state="hidden")
+    _settled(page)                                           # ...rendered now, with the strength set meanwhile
+    assert page.evaluate("studio.shown") >= seq and page.evaluate("studio.edits[0].strength") == 2
+    assert not page.errors, page.errors

@@ -6,15 +6,27 @@ const studio = { sid: null, cfg: null, frame: 0, seq: 0, shown: 0, dirty: false,
                  edits: [], state: null, drafts: 0, exportJob: null, clipJob: null, imageUrl: null };
 window.studio = studio;
 
-function showError(msg) { $("error-text").textContent = msg; $("error").hidden = false; }
+// An error names what failed; one from a render goes away once a render works again.  A server that
+// does not answer (stopped, or a network hiccup) is its own banner, gone when it answers again; the
+// change the user made meanwhile is then rendered.
+function showError(msg, from = null) { $("error-text").textContent = msg; $("error").hidden = false; studio.errorFrom = from; }
+function clearError(from) { if (studio.errorFrom === from) $("error").hidden = true; }
 $("error-close").onclick = () => { $("error").hidden = true; };
+function connection(ok) {
+  $("offline").hidden = ok;
+  if (ok && studio.lost) { studio.lost = false; changed(); }
+}
 
 async function call(path, body, raw) {
   const url = path.startsWith("/") ? path : `/api/s/${studio.sid}/${path}`;
   const opts = body === undefined ? {} : raw
     ? { method: "POST", body: raw.body, headers: { "X-Filename": raw.name, "Content-Type": "application/octet-stream" } }
     : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
-  const r = await fetch(url, opts);
+  let r;
+  try { r = await fetch(url, opts); } catch (e) {                    // no answer at all (not an HTTP error)
+    const err = new Error("the studio server does not answer (is fsvideo studio still running?)");
+    err.network = true; throw err;
+  }
   if (!r.ok) {
     let msg = `${r.status} ${r.statusText}`;
     try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
@@ -97,9 +109,11 @@ async function renderOnce(quality, seq) {
   const t0 = performance.now();
   let r;
   try { r = await call("render", request(quality, seq)); } catch (e) {
+    if (e.network) { studio.lost = true; connection(false); return false; }
     if (e.status === 409) { $("note").textContent = e.message; $("note").hidden = false; return false; }
-    showError(e.message); return false;
+    showError(e.message, "render"); return false;
   }
+  connection(true); clearError("render");
   if (r.status === 204 || seq !== studio.seq) return false;          // superseded by a newer change
   const blob = await r.blob();
   if (seq !== studio.seq) return false;
@@ -238,8 +252,12 @@ function showJob(job, prefix) {
 }
 
 async function poll() {
+  let r;
+  try { r = await fetch(`/api/s/${studio.sid}/state`); } catch (e) {   // stopped, or restarting: try again
+    connection(false); setTimeout(poll, 1000); return;
+  }
+  connection(true);
   try {
-    const r = await fetch(`/api/s/${studio.sid}/state`);
     if (r.status === 404) return showError((await r.json()).error);        // session gone: stop polling
     const s = await r.json();
     const before = studio.state;
@@ -259,7 +277,7 @@ async function poll() {
       if (j.id === studio.exportJob) showJob(j, "export");
       if (j.id === studio.clipJob) showJob(j, "clip");
     }
-  } catch (e) { /* the server may be restarting: try again */ }
+  } catch (e) { /* an answer that is not the state: ask again */ }
   setTimeout(poll, 500);
 }
 
