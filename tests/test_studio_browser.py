@@ -122,6 +122,7 @@ def test_studio_in_chromium(page, server, tmp_path, media_dir):
         page.click("#export-link")
     got = tmp_path / "export.mp4"
     dl.value.save_as(got)
+    assert page.locator("#export-link").text_content() == "download liveportrait-d18.sefa1+4.mp4"
     info, src = probe(got), probe(media_dir / CLIP)
     assert info.n_frames == 30 and info.fps == src.fps and info.has_audio
     assert "fsvideo edit" in page.locator("#command").text_content()
@@ -248,4 +249,33 @@ def test_server_errors_and_a_lost_connection_are_shown_then_cleared(page, server
     page.wait_for_selector("#offline", state="hidden")
     _settled(page)                                           # ...rendered now, with the strength set meanwhile
     assert page.evaluate("studio.shown") >= seq and page.evaluate("studio.edits[0].strength") == 2
+    assert not page.errors, page.errors
+
+
+def test_a_long_export_shows_progress_and_can_be_cancelled(page, server, monkeypatch):
+    """While an export runs its button is off (a second click started a second export, whose progress
+    replaced the first's while both ran), the frames done are counted, and Cancel stops it."""
+    from fsvideo.studio import app as studio_app
+    from fsvideo.studio.jobs import Job
+
+    def slow_export(project, edits, tracks, out, resolution):
+        def work(progress):
+            for i in range(100_000):                          # until cancelled (progress raises then)
+                progress(i % project.n_frames, project.n_frames)
+                time.sleep(0.02)
+        return Job("export", work, project.n_frames, name=out.name)
+    monkeypatch.setattr(studio_app, "start_export", slow_export)
+    page.click("#add-edit")
+    page.locator(".strength-slider").fill("1")
+    _settled(page)
+    page.click("#export-btn")
+    page.wait_for_selector("#export-progress:not([hidden])")
+    page.wait_for_function("() => /^\\d+ \\/ 30 frames/.test(document.getElementById('export-status').textContent)")
+    assert page.locator("#export-btn").is_disabled()
+    page.click("#export-cancel")
+    page.wait_for_function("() => /cancelled/.test(document.getElementById('export-status').textContent)")
+    assert page.locator("#export-btn").is_enabled()
+    assert page.locator("#export-cancel").is_hidden() and page.locator("#export-progress").is_hidden()
+    session = server[1].state.studio.sessions[page.evaluate("studio.sid")]
+    assert [j.state for j in session.jobs.values()] == ["cancelled"]
     assert not page.errors, page.errors

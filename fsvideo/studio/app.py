@@ -9,7 +9,7 @@ foreign site cannot act for the user)::
     POST /api/s/{sid}/open              {path, start, end}: open a video by path (loopback only)
     POST /api/s/{sid}/upload            raw body + X-Filename: upload a video (size, type, decodable)
     POST /api/s/{sid}/direction         raw body + X-Filename: upload a direction .npy
-    GET  /api/s/{sid}/state             inversion progress, timeline, jobs
+    GET  /api/s/{sid}/state             inversion progress, timeline, jobs (state, frames done, output name)
     POST /api/s/{sid}/render            {frame, edits, face, view, quality, mask, seq} -> JPEG
                                         (headers: X-Quality, X-Time of the frame, X-Mask smoothed|frame)
     POST /api/s/{sid}/command           {edits, face} -> the equivalent `fsvideo edit` command

@@ -237,6 +237,7 @@ function updateFaces(tracks) {
 // ------------------------------------------------------------------ jobs and polling
 function showJob(job, prefix) {
   const done = job.state === "done";
+  $(`${prefix}-btn`).disabled = job.state === "running";               // one at a time: a second would run unseen
   $(`${prefix}-status`).textContent = job.state === "running" ? `${job.done} / ${job.total} frames`
     : job.error ? `${job.state}: ${job.error}` : `${job.state} in ${job.seconds} s`;
   if (prefix === "export") {
@@ -244,7 +245,7 @@ function showJob(job, prefix) {
     $("export-cancel").hidden = job.state !== "running";
     if (job.command) $("command").textContent = job.command;
     $("export-link").hidden = !done;
-    if (done) $("export-link").href = `/api/s/${studio.sid}/file/${job.id}`;
+    if (done) { $("export-link").href = `/api/s/${studio.sid}/file/${job.id}`; $("export-link").textContent = `download ${job.name}`; }
   } else if (done && $("clip").dataset.job !== job.id) {
     const v = $("clip"); v.dataset.job = job.id; v.hidden = false;
     v.src = `/api/s/${studio.sid}/file/${job.id}`; v.play().catch(() => {});
@@ -282,18 +283,20 @@ async function poll() {
 }
 
 $("export-btn").onclick = async () => {
+  $("export-btn").disabled = true;                                      // until the job says otherwise
   try {
     const j = await (await call("export", { edits: studio.edits, face: $("face").value })).json();
     studio.exportJob = j.id; showJob(j, "export");
-  } catch (e) { showError(`export: ${e.message}`); }
+  } catch (e) { $("export-btn").disabled = false; showError(`export: ${e.message}`); }
 };
 $("export-cancel").onclick = () => studio.exportJob && call(`cancel/${studio.exportJob}`, {}).catch(() => {});
 $("clip-btn").onclick = async () => {
+  $("clip-btn").disabled = true;
   try {
     const j = await (await call("clip", { edits: studio.edits, face: $("face").value, frame: studio.frame,
                                           seconds: parseFloat($("clip-seconds").value) || 2 })).json();
     studio.clipJob = j.id; showJob(j, "clip");
-  } catch (e) { showError(`clip: ${e.message}`); }
+  } catch (e) { $("clip-btn").disabled = false; showError(`clip: ${e.message}`); }
 };
 
 // ------------------------------------------------------------------ opening a video
