@@ -279,3 +279,12 @@ def test_a_long_export_shows_progress_and_can_be_cancelled(page, server, monkeyp
     session = server[1].state.studio.sessions[page.evaluate("studio.sid")]
     assert [j.state for j in session.jobs.values()] == ["cancelled"]
     assert not page.errors, page.errors
+
+
+def test_an_idle_page_asks_for_its_state_rarely(page):
+    """Nothing moves (inverted, no job): the page polls every few seconds, not twice a second."""
+    asked = []
+    page.on("request", lambda r: r.url.endswith("/state") and asked.append(time.time()))
+    page.wait_for_timeout(4000)                              # (a sleep would not dispatch the events)
+    assert 1 <= len(asked) <= 2, len(asked)
+    assert not page.errors, page.errors

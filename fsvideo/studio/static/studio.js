@@ -252,14 +252,30 @@ function showJob(job, prefix) {
   }
 }
 
+// The state is asked for twice a second while something moves (inversion, a job of this tab), every
+// few seconds when nothing does (it still notices a stopped server), and at once after a change here.
+const POLL_BUSY_MS = 500, POLL_IDLE_MS = 3000, POLL_OFFLINE_MS = 1000;
+let pollTimer = null, polling = false, pollAgain = false;
+function pollSoon(ms = 0) {
+  if (polling) { pollAgain = true; return; }                    // the poll under way asks again when done
+  clearTimeout(pollTimer); pollTimer = setTimeout(poll, ms);
+}
 async function poll() {
+  polling = true;
+  let wait = POLL_BUSY_MS;
+  try { wait = await pollOnce(); } finally { polling = false; }
+  const again = pollAgain; pollAgain = false;
+  if (wait !== null) pollSoon(again ? 0 : wait);
+}
+
+async function pollOnce() {
   let r;
   try { r = await fetch(`/api/s/${studio.sid}/state`); } catch (e) {   // stopped, or restarting: try again
-    connection(false); setTimeout(poll, 1000); return;
+    connection(false); return POLL_OFFLINE_MS;
   }
   connection(true);
   try {
-    if (r.status === 404) return showError((await r.json()).error);        // session gone: stop polling
+    if (r.status === 404) { showError((await r.json()).error); return null; }   // session gone: stop polling
     const s = await r.json();
     const before = studio.state;
     studio.state = s;
@@ -278,31 +294,33 @@ async function poll() {
       if (j.id === studio.exportJob) showJob(j, "export");
       if (j.id === studio.clipJob) showJob(j, "clip");
     }
-  } catch (e) { /* an answer that is not the state: ask again */ }
-  setTimeout(poll, 500);
+    const moving = (p && ["new", "inverting"].includes(p.status.state)) || s.jobs.some((j) => j.state === "running");
+    return moving ? POLL_BUSY_MS : POLL_IDLE_MS;
+  } catch (e) { return POLL_BUSY_MS; }                          // an answer that is not the state: ask again
 }
 
 $("export-btn").onclick = async () => {
   $("export-btn").disabled = true;                                      // until the job says otherwise
   try {
     const j = await (await call("export", { edits: studio.edits, face: $("face").value })).json();
-    studio.exportJob = j.id; showJob(j, "export");
+    studio.exportJob = j.id; showJob(j, "export"); pollSoon();
   } catch (e) { $("export-btn").disabled = false; showError(`export: ${e.message}`); }
 };
-$("export-cancel").onclick = () => studio.exportJob && call(`cancel/${studio.exportJob}`, {}).catch(() => {});
+$("export-cancel").onclick = () => studio.exportJob && call(`cancel/${studio.exportJob}`, {}).then(() => pollSoon())
+  .catch((e) => showError(`cancel: ${e.message}`));
 $("clip-btn").onclick = async () => {
   $("clip-btn").disabled = true;
   try {
     const j = await (await call("clip", { edits: studio.edits, face: $("face").value, frame: studio.frame,
                                           seconds: parseFloat($("clip-seconds").value) || 2 })).json();
-    studio.clipJob = j.id; showJob(j, "clip");
+    studio.clipJob = j.id; showJob(j, "clip"); pollSoon();
   } catch (e) { $("clip-btn").disabled = false; showError(`clip: ${e.message}`); }
 };
 
 // ------------------------------------------------------------------ opening a video
 function opened(info) {
   studio.frame = 0; studio.shown = 0; studio.state = null; $("scrub").value = 0;
-  $("video-name").textContent = info.video; $("error").hidden = true;
+  $("video-name").textContent = info.video; $("error").hidden = true; pollSoon();
 }
 $("open-form").onsubmit = async (ev) => {
   ev.preventDefault();
@@ -324,5 +342,6 @@ $("upload").onchange = async (ev) => {
   const miss = studio.cfg.attributes.missing;
   $("missing").textContent = miss.length ? `not downloaded: ${miss.join(", ")} (fsvideo weights download direction-NAME)` : "";
   if (studio.cfg.video) $("video-name").textContent = studio.cfg.video;
-  poll();
+  pollSoon();
 })();
+window.addEventListener("resize", drawTimeline);
