@@ -288,3 +288,31 @@ def test_an_idle_page_asks_for_its_state_rarely(page):
     page.wait_for_timeout(4000)                              # (a sleep would not dispatch the events)
     assert 1 <= len(asked) <= 2, len(asked)
     assert not page.errors, page.errors
+
+
+def test_a_slider_drag_on_a_slow_server_sends_few_renders_and_the_last_value_wins(page, server, monkeypatch):
+    """At most one render is in flight per tab, and the next one carries the latest value: dragging over
+    30 values while each render takes 0.2 s sends a handful of requests, not one per value."""
+    renderer = server[1].state.studio.renderer
+    working = renderer.render
+
+    def slow(*a, **kw):
+        time.sleep(0.2)
+        return working(*a, **kw)
+    page.click("#add-edit")
+    _settled(page)
+    monkeypatch.setattr(renderer, "render", slow)
+    sent = []
+    page.on("request", lambda r: r.url.endswith("/render") and sent.append(r.post_data_json))
+    box = page.locator(".strength-slider").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] / 2, y)
+    page.mouse.down()
+    for k in range(30):
+        page.mouse.move(box["x"] + box["width"] * (0.5 + k / 62), y)
+        page.wait_for_timeout(30)
+    page.mouse.up()
+    _settled(page)
+    last = page.evaluate("studio.edits[0].strength")
+    assert last > 2 and len(sent) <= 14, (last, len(sent))
+    assert sent[-1]["edits"][0]["strength"] == last and sent[-1]["quality"] == "full"
