@@ -316,3 +316,26 @@ def test_a_slider_drag_on_a_slow_server_sends_few_renders_and_the_last_value_win
     last = page.evaluate("studio.edits[0].strength")
     assert last > 2 and len(sent) <= 14, (last, len(sent))
     assert sent[-1]["edits"][0]["strength"] == last and sent[-1]["quality"] == "full"
+
+
+def test_picking_a_face_goes_to_its_frames_and_marks_its_track(page, media_dir):
+    """Picking a face that is not in the current frame moves to its first frame (before: the frame
+    stayed, saying 'no selected face in this frame', and the user had to find the face's bar)."""
+    page.evaluate("async (path) => opened(await (await call('open', {path, start: 3.0, end: 4.0})).json())",
+                  str(media_dir / MULTI))
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.video === "
+                           f"'{Path(MULTI).name}' && studio.state.project.status.state === 'ready'", timeout=300_000)
+    _settled(page)
+    tracks = page.evaluate("studio.state.project.timeline.tracks")
+    first = tracks[0]["runs"][0][0]
+    assert first > 0, tracks                                   # the span starts without that face
+    assert page.evaluate("studio.frame") == 0
+    page.select_option("#face", str(tracks[0]["id"]))
+    _settled(page)
+    assert page.evaluate("studio.frame") == first
+    assert page.locator("#note").is_hidden()
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("Home")                                # the user may still look elsewhere
+    _settled(page)
+    assert page.evaluate("studio.frame") == 0 and page.locator("#face").input_value() == str(tracks[0]["id"])
+    assert not page.errors, page.errors

@@ -171,7 +171,15 @@ $("copy-command").onclick = () => navigator.clipboard && navigator.clipboard.wri
 
 document.querySelectorAll("input[name=view]").forEach((el) => { el.onchange = changed; });
 $("mask").onchange = changed;
-$("face").onchange = changed;
+// Picking a face that is not in this frame goes to its next run (or its first): its edit is what the
+// user wants to see.
+$("face").onchange = () => {
+  const p = studio.state && studio.state.project, id = $("face").value;
+  const tr = p && p.timeline.tracks.find((t) => String(t.id) === id);
+  if (!tr || tr.runs.some(([a, b]) => a <= studio.frame && studio.frame <= b)) return changed();
+  const next = tr.runs.find(([a]) => a > studio.frame) || tr.runs[0];
+  setFrame(next[0]);
+};
 
 // ------------------------------------------------------------------ timeline
 function setFrame(i) {
@@ -210,11 +218,18 @@ function drawTimeline() {
   if (!p) return;
   const t = p.timeline, n = t.n_frames, x = (i) => (i / n) * W;
   g.fillStyle = "#3a3f48"; g.fillRect(x(t.inverted), 0, W - x(t.inverted), H);
-  const rows = Math.max(1, Math.min(4, t.tracks.length)), rh = (H - 10) / rows;
-  t.tracks.forEach((tr, k) => {
+  const rows = Math.max(1, Math.min(4, t.tracks.length)), rh = (H - 10) / rows, picked = $("face").value;
+  g.font = `${Math.min(12, rh - 3)}px system-ui, sans-serif`; g.textBaseline = "middle";
+  t.tracks.forEach((tr, k) => {                  // the picked face's bar stands out; each bar says its face
+    g.globalAlpha = picked === "all" || picked === String(tr.id) ? 1 : 0.3;
     g.fillStyle = `hsl(${(210 + 67 * k) % 360} 80% 62%)`;
     tr.runs.forEach(([a, b]) => g.fillRect(x(a), (k % rows) * rh + 1, Math.max(1, x(b + 1) - x(a)), rh - 2));
+    const [a, b] = tr.runs.reduce((l, r) => (r[1] - r[0] > l[1] - l[0] ? r : l));
+    if (rh >= 9 && x(b + 1) - x(a) > 44) {
+      g.fillStyle = "#000"; g.fillText(`face ${tr.id}`, x(a) + 4, (k % rows) * rh + rh / 2);
+    }
   });
+  g.globalAlpha = 1;
   g.fillStyle = "#d0574f";
   t.no_face.forEach(([a, b]) => g.fillRect(x(a), H - 8, Math.max(1, x(b + 1) - x(a)), 7));
   g.fillStyle = "#fff"; g.fillRect(x(studio.frame + 0.5) - 1, 0, 2, H);
