@@ -339,3 +339,32 @@ def test_picking_a_face_goes_to_its_frames_and_marks_its_track(page, media_dir):
     _settled(page)
     assert page.evaluate("studio.frame") == 0 and page.locator("#face").input_value() == str(tracks[0]["id"])
     assert not page.errors, page.errors
+
+
+def test_holding_compare_shows_the_original_frame_without_rendering_the_edit_again(page):
+    """Holding C (or the compare button) shows the source frame over the edit, releasing it shows the edit
+    again at once: no render of the edit is asked for (before, the only way was to switch the view to
+    'original' and back, one generator pass each way)."""
+    page.click("#add-edit")
+    page.locator(".strength-slider").fill("4")
+    _settled(page)
+    edited = _png(page.locator(".frame-box").screenshot())
+    renders = []
+    page.on("request", lambda r: r.url.endswith("/render") and renders.append(r.post_data_json["view"]))
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.down("c")
+    page.wait_for_function("() => { const c = document.getElementById('compare-view');"
+                           " return !c.hidden && c.complete && c.naturalWidth > 0; }")
+    original = _png(page.locator(".frame-box").screenshot())
+    assert np.abs(original - edited).mean() > 0.5
+    page.keyboard.up("c")
+    assert page.locator("#compare-view").is_hidden()
+    assert np.abs(_png(page.locator(".frame-box").screenshot()) - edited).mean() < 0.5
+    box = page.locator("#compare").bounding_box()               # the button, held with the mouse
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.wait_for_selector("#compare-view:not([hidden])")
+    page.mouse.up()
+    assert page.locator("#compare-view").is_hidden()
+    assert renders and set(renders) == {"original"}, renders  # the edit was not rendered again
+    assert not page.errors, page.errors

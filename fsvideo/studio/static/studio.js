@@ -181,11 +181,48 @@ $("face").onchange = () => {
   setFrame(next[0]);
 };
 
+// Before/after: while the compare button or the C key is held, the source frame lies over the edit
+// (asked for once per frame: a decode, no generator pass); releasing it shows the edit again at once.
+const original = { key: null, url: null };
+async function compare(on) {
+  const over = $("compare-view");
+  studio.comparing = on;
+  if (!on) { over.hidden = true; return; }
+  const p = studio.state && studio.state.project;
+  if (!p) return;
+  const key = `${p.video}#${studio.frame}`;
+  if (original.key !== key) {
+    let r;
+    try {
+      r = await call("render", { frame: studio.frame, edits: [], face: "all", seq: studio.seq, quality: "full",
+                                 view: "original", mask: false });
+    } catch (e) { return showError(`compare: ${e.message}`); }
+    if (r.status !== 200) return;
+    if (original.url) URL.revokeObjectURL(original.url);
+    original.key = key; original.url = URL.createObjectURL(await r.blob());
+  }
+  if (!studio.comparing) return;                                  // released while the frame came
+  over.src = original.url; over.hidden = false;
+}
+$("compare").onpointerdown = (e) => { $("compare").setPointerCapture(e.pointerId); compare(true); };
+$("compare").onpointerup = $("compare").onpointercancel = () => compare(false);
+$("compare").onkeydown = (e) => { if ((e.key === " " || e.key === "Enter") && !e.repeat) { e.preventDefault(); compare(true); } };
+$("compare").onkeyup = (e) => { if (e.key === " " || e.key === "Enter") compare(false); };
+document.addEventListener("keydown", (e) => {
+  const t = e.target;
+  if (e.key.toLowerCase() !== "c" || e.repeat || e.ctrlKey || e.altKey || e.metaKey) return;
+  if (["SELECT", "TEXTAREA"].includes(t.tagName) || (t.tagName === "INPUT" && ["text", "number"].includes(t.type))) return;
+  compare(true);
+});
+document.addEventListener("keyup", (e) => { if (e.key.toLowerCase() === "c" && studio.comparing) compare(false); });
+window.addEventListener("blur", () => compare(false));
+
 // ------------------------------------------------------------------ timeline
 function setFrame(i) {
   const n = studio.state && studio.state.project ? studio.state.project.timeline.n_frames : 1;
   studio.frame = Math.max(0, Math.min(n - 1, i | 0));
   $("scrub").value = studio.frame; drawTimeline(); changed();
+  if (studio.comparing) compare(true);                          // still held: the new frame's source
 }
 $("scrub").oninput = () => setFrame(parseInt($("scrub").value, 10));
 $("prev").onclick = () => setFrame(studio.frame - 1);
