@@ -243,6 +243,10 @@ def test_server_errors_and_a_lost_connection_are_shown_then_cleared(page, server
     page.wait_for_selector("#offline:not([hidden])")
     assert "does not answer" in page.locator("#offline").text_content()
     assert page.locator("#error").is_hidden(), page.locator("#error-text").text_content()
+    banner, code = page.locator("#offline").bounding_box(), page.locator("#offline code").bounding_box()
+    assert code["x"] < banner["x"] + banner["width"] * 0.35  # one sentence, not spread over the banner
+    page.wait_for_timeout(500)                                # the command's debounce: it stays a command
+    assert page.locator("#command").text_content().startswith("fsvideo edit"), page.locator("#command").text_content()
     seq = page.evaluate("studio.seq")
     assert page.evaluate("studio.shown") < seq                # the change is waiting for the server
     page.unroute("**/api/**")

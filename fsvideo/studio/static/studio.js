@@ -164,7 +164,10 @@ async function updateCommand() {
   let text;
   try {
     text = (await (await call("command", { edits: studio.edits, face: $("face").value })).json()).command;
-  } catch (e) { text = e.message; }
+  } catch (e) {                                          // never a message where a command is copied from
+    if (e.network) return;                                 // the last command stands; the banner says why
+    text = `# no command: ${e.message}`;
+  }
   if (seq === commandSeq) $("command").textContent = text;
 }
 $("copy-command").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("command").textContent);
