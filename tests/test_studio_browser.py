@@ -238,6 +238,7 @@ def test_server_errors_and_a_lost_connection_are_shown_then_cleared(page, server
     _settled(page)
     assert page.locator("#error").is_hidden()                 # no stale message once it works
 
+    page.wait_for_function("() => /--strength 1 /.test(document.getElementById('command').textContent)")
     page.route("**/api/**", lambda route: route.abort("connectionrefused"))
     page.locator(".strength-slider").fill("2")
     page.wait_for_selector("#offline:not([hidden])")
@@ -246,7 +247,7 @@ def test_server_errors_and_a_lost_connection_are_shown_then_cleared(page, server
     banner, code = page.locator("#offline").bounding_box(), page.locator("#offline code").bounding_box()
     assert code["x"] < banner["x"] + banner["width"] * 0.35  # one sentence, not spread over the banner
     page.wait_for_timeout(500)                                # the command's debounce: it stays a command
-    assert page.locator("#command").text_content().startswith("fsvideo edit"), page.locator("#command").text_content()
+    assert "--strength 1 " in page.locator("#command").text_content(), page.locator("#command").text_content()
     seq = page.evaluate("studio.seq")
     assert page.evaluate("studio.shown") < seq                # the change is waiting for the server
     page.unroute("**/api/**")
@@ -371,4 +372,51 @@ def test_holding_compare_shows_the_original_frame_without_rendering_the_edit_aga
     page.mouse.up()
     assert page.locator("#compare-view").is_hidden()
     assert renders and set(renders) == {"original"}, renders  # the edit was not rendered again
+    assert not page.errors, page.errors
+
+
+def test_opening_a_video_says_so_and_starts_clean(page, server, media_dir, monkeypatch):
+    """While a video opens (hashing, probing) the page says so and Open is off (before: nothing moved and
+    a second click opened it twice); the last video's export and clip are not offered for the new one;
+    an image has no clip to render."""
+    studio = server[1].state.studio
+    opening = studio.open
+
+    def slow(*a, **kw):
+        time.sleep(1.0)
+        return opening(*a, **kw)
+    monkeypatch.setattr(studio, "open", slow)
+    page.click("#add-edit")
+    page.locator(".strength-slider").fill("1")
+    _settled(page)
+    page.click("#export-btn")
+    page.wait_for_selector("#export-link:not([hidden])", timeout=300_000)
+    image = "images/wild/facerec-two_people.jpg"
+    page.fill("#open-path", str(media_dir / image))
+    page.click("#open-btn")
+    page.wait_for_function(f"() => document.getElementById('inv-text').textContent === 'opening {Path(image).name}…'")
+    assert page.locator("#open-btn").is_disabled()
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.video === "
+                           f"'{Path(image).name}' && studio.state.project.status.state === 'ready'", timeout=300_000)
+    _settled(page)
+    assert page.locator("#open-btn").is_enabled()
+    assert page.locator("#export-link").is_hidden() and page.locator("#export-status").text_content() == ""
+    assert page.locator("#clip-box").is_hidden()
+    assert not page.errors, page.errors
+
+
+def test_a_failed_inversion_is_an_error_message(page, media_dir, monkeypatch):
+    """An inversion that fails says so in the error banner, naming the video (before: only the small grey
+    text at the end of the progress bar)."""
+    import fsvideo
+    from fsvideo.errors import InputError
+
+    def broken(*a, **kw):
+        raise InputError("no usable frames", hint="try another span")
+    monkeypatch.setattr(fsvideo, "invert_video", broken)
+    page.evaluate("async (path) => opened(await (await call('open', {path, start: 0.1, end: 0.4})).json())",
+                  str(media_dir / CLIP))
+    page.wait_for_selector("#error:not([hidden])")
+    text = page.locator("#error-text").text_content()
+    assert text.startswith(f"the inversion of {Path(CLIP).name} failed: no usable frames"), text
     assert not page.errors, page.errors

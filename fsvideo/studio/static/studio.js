@@ -3,7 +3,8 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const studio = { sid: null, cfg: null, frame: 0, seq: 0, shown: 0, dirty: false, busy: false,
-                 edits: [], state: null, drafts: 0, exportJob: null, clipJob: null, imageUrl: null };
+                 edits: [], state: null, drafts: 0, exportJob: null, clipJob: null, imageUrl: null,
+                 jobState: {} };
 window.studio = studio;
 
 // An error names what failed; one from a render goes away once a render works again.  A server that
@@ -292,6 +293,7 @@ function updateFaces(tracks) {
 // ------------------------------------------------------------------ jobs and polling
 function showJob(job, prefix) {
   const done = job.state === "done";
+  studio.jobState[prefix] = job.state;
   $(`${prefix}-btn`).disabled = job.state === "running";               // one at a time: a second would run unseen
   $(`${prefix}-status`).textContent = job.state === "running" ? `${job.done} / ${job.total} frames`
     : job.error ? `${job.state}: ${job.error}` : `${job.state} in ${job.seconds} s`;
@@ -340,6 +342,9 @@ async function pollOnce() {
       const st = p.status;
       $("inv-progress").value = st.done / Math.max(1, st.total);
       $("inv-text").textContent = st.state === "failed" ? `failed: ${st.error}` : `${st.state} ${st.done} / ${st.total}`;
+      const failedBefore = before && before.project && before.project.video === p.video && before.project.status.state === "failed";
+      if (st.state === "failed" && !failedBefore) showError(`the inversion of ${p.video} failed: ${st.error}`);
+      $("clip-box").hidden = p.is_image;                                  // an image has no clip to play
       $("scrub").max = Math.max(0, p.timeline.n_frames - 1);
       updateFaces(p.timeline.tracks); drawTimeline();
       const first = !before || !before.project || before.project.video !== p.video;
@@ -373,19 +378,33 @@ $("clip-btn").onclick = async () => {
 };
 
 // ------------------------------------------------------------------ opening a video
+// Opening hashes and probes the file (seconds for a large one): the page says so and Open waits.  The
+// last video's finished export and clip are not offered for the new one (a running job goes on).
 function opened(info) {
   studio.frame = 0; studio.shown = 0; studio.state = null; $("scrub").value = 0;
-  $("video-name").textContent = info.video; $("error").hidden = true; pollSoon();
+  $("video-name").textContent = info.video; $("error").hidden = true;
+  for (const prefix of ["export", "clip"]) {
+    if (studio.jobState[prefix] === "running") continue;
+    studio[`${prefix}Job`] = null; $(`${prefix}-status`).textContent = "";
+    if (prefix === "export") $("export-link").hidden = true; else $("clip").hidden = true;
+  }
+  pollSoon();
 }
-$("open-form").onsubmit = async (ev) => {
+async function openVideo(name, request) {
+  $("open-btn").disabled = $("upload").disabled = true;
+  $("inv-text").textContent = `opening ${name}…`; $("inv-progress").removeAttribute("value");   // indeterminate
+  try { opened(await (await request()).json()); } catch (e) { showError(e.message); pollSoon(); } finally {
+    $("open-btn").disabled = $("upload").disabled = false;
+  }
+}
+$("open-form").onsubmit = (ev) => {
   ev.preventDefault();
-  try { opened(await (await call("open", { path: $("open-path").value })).json()); } catch (e) { showError(e.message); }
+  const path = $("open-path").value;
+  openVideo(path.split(/[\\/]/).pop() || path, () => call("open", { path }));
 };
-$("upload").onchange = async (ev) => {
+$("upload").onchange = (ev) => {
   const f = ev.target.files[0]; ev.target.value = "";
-  if (!f) return;
-  $("inv-text").textContent = `uploading ${f.name}…`;
-  try { opened(await (await call("upload", null, { body: f, name: f.name })).json()); } catch (e) { showError(e.message); }
+  if (f) openVideo(f.name, () => call("upload", null, { body: f, name: f.name }));
 };
 
 (async function init() {
