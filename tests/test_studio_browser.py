@@ -360,10 +360,11 @@ def test_holding_compare_shows_the_original_frame_without_rendering_the_edit_aga
     page.keyboard.down("c")
     page.wait_for_function("() => { const c = document.getElementById('compare-view');"
                            " return !c.hidden && c.complete && c.naturalWidth > 0; }")
+    assert page.locator("#compare-badge").is_visible()       # the user is told what is shown
     original = _png(page.locator(".frame-box").screenshot())
     assert np.abs(original - edited).mean() > 0.5
     page.keyboard.up("c")
-    assert page.locator("#compare-view").is_hidden()
+    assert page.locator("#compare-view").is_hidden() and page.locator("#compare-badge").is_hidden()
     assert np.abs(_png(page.locator(".frame-box").screenshot()) - edited).mean() < 0.5
     box = page.locator("#compare").bounding_box()               # the button, held with the mouse
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

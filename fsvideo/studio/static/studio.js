@@ -191,7 +191,7 @@ const original = { key: null, url: null };
 async function compare(on) {
   const over = $("compare-view");
   studio.comparing = on;
-  if (!on) { over.hidden = true; return; }
+  if (!on) { over.hidden = $("compare-badge").hidden = true; return; }
   const p = studio.state && studio.state.project;
   if (!p) return;
   const key = `${p.video}#${studio.frame}`;
@@ -206,7 +206,7 @@ async function compare(on) {
     original.key = key; original.url = URL.createObjectURL(await r.blob());
   }
   if (!studio.comparing) return;                                  // released while the frame came
-  over.src = original.url; over.hidden = false;
+  over.src = original.url; over.hidden = $("compare-badge").hidden = false;
 }
 $("compare").onpointerdown = (e) => { $("compare").setPointerCapture(e.pointerId); compare(true); };
 $("compare").onpointerup = $("compare").onpointercancel = () => compare(false);
