@@ -51,6 +51,25 @@ def server(opts, media_dir, tmp_path_factory):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
+def bare_server(server):
+    """A second studio started without a video (``fsvideo studio`` alone), sharing the first one's models."""
+    import uvicorn
+
+    from fsvideo.studio.app import StudioConfig, create_app
+    first = server[1].state.studio
+    app = create_app(StudioConfig(options=first.config.options, workdir=first.workdir), first.renderer)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/", app
+    srv.should_exit = True
+    th.join(10)
+
+
+@pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
@@ -421,3 +440,29 @@ def test_a_failed_inversion_is_an_error_message(page, media_dir, monkeypatch):
     text = page.locator("#error-text").text_content()
     assert text.startswith(f"the inversion of {Path(CLIP).name} failed: no usable frames"), text
     assert not page.errors, page.errors
+
+
+def test_without_a_video_the_page_says_what_to_do(browser, bare_server, media_dir):
+    """Started without a video: the frame area asks for one (before: a broken-image icon), the status
+    says no video is open, the timeline keeps its height; a bad path is an error after which the status
+    is back (before: 'opening…' stayed), and a good one shows its frame."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    try:
+        page.goto(bare_server[0])
+        page.wait_for_function("() => document.getElementById('inv-text').textContent === 'no video open'")
+        assert page.locator("#placeholder").is_visible() and page.locator("#view").is_hidden()
+        assert "upload" in page.locator("#placeholder").text_content()
+        assert page.locator("#timeline").bounding_box()["height"] == 46
+        page.fill("#open-path", "/nonexistent/x.mp4")
+        page.click("#open-btn")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "no such file" in page.locator("#error-text").text_content()
+        page.wait_for_function("() => document.getElementById('inv-text').textContent === 'no video open'")
+        assert page.evaluate("document.getElementById('inv-progress').hasAttribute('value')")   # not 'busy'
+        page.fill("#open-path", str(media_dir / CLIP))
+        page.click("#open-btn")
+        page.wait_for_function("() => /ready/.test(document.getElementById('inv-text').textContent)", timeout=300_000)
+        _settled(page)
+        assert page.locator("#view").is_visible() and page.locator("#placeholder").is_hidden()
+    finally:
+        page.close()

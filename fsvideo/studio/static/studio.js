@@ -122,6 +122,7 @@ async function renderOnce(quality, seq) {
   studio.imageUrl = URL.createObjectURL(blob);
   const img = $("view");
   await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = studio.imageUrl; });
+  img.hidden = false; $("placeholder").hidden = true;
   const q = r.headers.get("X-Quality"), size = r.headers.get("X-Size"), note = r.headers.get("X-Note");
   img.dataset.quality = q; img.dataset.seq = String(seq); studio.shown = seq;
   studio.time = { frame: Number(r.headers.get("X-Frame") ?? -1), t: Number(r.headers.get("X-Time")) };
@@ -350,6 +351,7 @@ async function pollOnce() {
       const first = !before || !before.project || before.project.video !== p.video;
       if (first || (!inverted(studio.frame, before) && inverted(studio.frame))) changed();
     }
+    if (!p && !studio.opening) { $("inv-text").textContent = "no video open"; $("inv-progress").value = 0; }
     for (const j of s.jobs) {
       if (j.id === studio.exportJob) showJob(j, "export");
       if (j.id === studio.clipJob) showJob(j, "clip");
@@ -391,10 +393,10 @@ function opened(info) {
   pollSoon();
 }
 async function openVideo(name, request) {
-  $("open-btn").disabled = $("upload").disabled = true;
+  $("open-btn").disabled = $("upload").disabled = studio.opening = true;
   $("inv-text").textContent = `opening ${name}…`; $("inv-progress").removeAttribute("value");   // indeterminate
   try { opened(await (await request()).json()); } catch (e) { showError(e.message); pollSoon(); } finally {
-    $("open-btn").disabled = $("upload").disabled = false;
+    $("open-btn").disabled = $("upload").disabled = studio.opening = false;
   }
 }
 $("open-form").onsubmit = (ev) => {
@@ -416,6 +418,8 @@ $("upload").onchange = (ev) => {
   const miss = studio.cfg.attributes.missing;
   $("missing").textContent = miss.length ? `not downloaded: ${miss.join(", ")} (fsvideo weights download direction-NAME)` : "";
   if (studio.cfg.video) $("video-name").textContent = studio.cfg.video;
+  $("placeholder").textContent = studio.cfg.video ? "reading the first frame…"
+    : studio.cfg.allow_paths ? "Open a video by its path above, or upload one." : "Upload a video.";
   pollSoon();
 })();
 window.addEventListener("resize", drawTimeline);
