@@ -190,11 +190,25 @@ def test_keyboard_and_timeline_drag_move_the_frame(page):
 
 def _names(page) -> dict[str, str]:
     """Accessible name (aria-label, a label, or the text) of every visible control, by a short id."""
-    return page.evaluate("""() => Object.fromEntries(Array.from(document.querySelectorAll('input, select, button'))
+    return page.evaluate("""() => Object.fromEntries(Array.from(document.querySelectorAll('input, select, button, progress'))
         .filter((e) => e.offsetParent !== null)
         .map((e, k) => [`${e.tagName.toLowerCase()}#${e.id || e.className || k}:${k}`,
                         (e.getAttribute('aria-label') || (e.labels && e.labels[0] && e.labels[0].textContent)
-                         || e.textContent || '').trim()]))""")
+                         || (e.getAttribute('aria-labelledby') && document.getElementById(
+                             e.getAttribute('aria-labelledby')).textContent) || e.textContent || '').trim()]))""")
+
+
+def _contrast(page, fg: str, bg: str, fg_property: str = "color") -> float:
+    """WCAG contrast ratio of the first ``fg`` element's colour (or other property) against ``bg``'s background
+    (an ``a`` in ``fg``'s place is made for the occasion when the page has none)."""
+    return page.evaluate("""([fg, bg, prop]) => {
+        let el = document.querySelector(fg), made = null;
+        if (!el) { made = el = document.createElement('a'); el.href = '#'; document.querySelector('aside').append(el); }
+        const lum = (c) => { const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map((v) => { v /= 255;
+            return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const a = lum(getComputedStyle(el)[prop]), b = lum(getComputedStyle(document.querySelector(bg)).backgroundColor);
+        if (made) made.remove();
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05); }""", [fg, bg, fg_property])
 
 
 def test_edits_combine_reset_and_every_control_is_named(page):
@@ -228,14 +242,12 @@ def test_edits_combine_reset_and_every_control_is_named(page):
     names = _names(page)
     unnamed = {k: v for k, v in names.items() if len(v) < 2 or v in ("◀", "▶", "×")}
     assert not unnamed, unnamed
-    # links are readable on the dark page (WCAG AA: contrast 4.5:1)
-    ratio = page.evaluate("""() => {
-        const a = document.createElement('a'); a.href = '#'; document.querySelector('aside').append(a);
-        const lum = (c) => { const [r, g, b] = c.match(/\\d+/g).slice(0, 3).map((v) => { v /= 255;
-            return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
-        const fg = lum(getComputedStyle(a).color), bg = lum(getComputedStyle(document.body).backgroundColor);
-        a.remove(); return (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05); }""")
-    assert ratio >= 4.5, ratio
+    # links are readable on the dark page (WCAG AA: contrast 4.5:1), the timeline's marks stand out
+    # from its background (3:1 for graphics), and the job and inversion texts are announced
+    assert _contrast(page, "aside a", "body") >= 4.5
+    for mark in (".sw.pending", ".sw.noface", ".sw.track"):
+        assert _contrast(page, mark, "#timeline", "backgroundColor") >= 3, mark
+    assert {page.get_attribute(f"#{k}", "aria-live") for k in ("export-status", "clip-status", "inv-text")} == {"polite"}
     assert not page.errors, page.errors
 
 

@@ -259,7 +259,8 @@ function drawTimeline() {
   g.clearRect(0, 0, W, H);
   if (!p) return;
   const t = p.timeline, n = t.n_frames, x = (i) => (i / n) * W;
-  g.fillStyle = "#3a3f48"; g.fillRect(x(t.inverted), 0, W - x(t.inverted), H);
+  const css = getComputedStyle(document.documentElement), color = (name) => css.getPropertyValue(name).trim();
+  g.fillStyle = color("--pending"); g.fillRect(x(t.inverted), 0, W - x(t.inverted), H);
   const rows = Math.max(1, Math.min(4, t.tracks.length)), rh = (H - 10) / rows, picked = $("face").value;
   g.font = `${Math.min(12, rh - 3)}px system-ui, sans-serif`; g.textBaseline = "middle";
   t.tracks.forEach((tr, k) => {                  // the picked face's bar stands out; each bar says its face
@@ -272,7 +273,7 @@ function drawTimeline() {
     }
   });
   g.globalAlpha = 1;
-  g.fillStyle = "#d0574f";
+  g.fillStyle = color("--noface");
   t.no_face.forEach(([a, b]) => g.fillRect(x(a), H - 8, Math.max(1, x(b + 1) - x(a)), 7));
   g.fillStyle = "#fff"; g.fillRect(x(studio.frame + 0.5) - 1, 0, 2, H);
   const known = studio.time && studio.time.frame === studio.frame;   // the frame's own timestamp once shown
