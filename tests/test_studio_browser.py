@@ -32,13 +32,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(opts, media_dir, tmp_path_factory):  # noqa: F811
+def _serve(app):
+    """Run ``app`` with uvicorn in a thread on a free loopback port; yields (url, app)."""
     import uvicorn
-
-    from fsvideo.studio.app import StudioConfig, create_app
-    work = tmp_path_factory.mktemp("studio-browser")
-    app = create_app(StudioConfig(options=opts, workdir=work, video=media_dir / CLIP))
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)
@@ -48,25 +44,21 @@ def server(opts, media_dir, tmp_path_factory):  # noqa: F811
     yield f"http://127.0.0.1:{port}/", app
     srv.should_exit = True
     th.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(opts, media_dir, tmp_path_factory):  # noqa: F811
+    from fsvideo.studio.app import StudioConfig, create_app
+    work = tmp_path_factory.mktemp("studio-browser")
+    yield from _serve(create_app(StudioConfig(options=opts, workdir=work, video=media_dir / CLIP)))
 
 
 @pytest.fixture(scope="module")
 def bare_server(server):
     """A second studio started without a video (``fsvideo studio`` alone), sharing the first one's models."""
-    import uvicorn
-
     from fsvideo.studio.app import StudioConfig, create_app
     first = server[1].state.studio
-    app = create_app(StudioConfig(options=first.config.options, workdir=first.workdir), first.renderer)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", app
-    srv.should_exit = True
-    th.join(10)
+    yield from _serve(create_app(StudioConfig(options=first.config.options, workdir=first.workdir), first.renderer))
 
 
 @pytest.fixture(scope="module")
