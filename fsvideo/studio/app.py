@@ -4,7 +4,7 @@ Endpoints (``{sid}``: a session id from ``POST /api/session``, one per browser t
 page's memory and never in a cookie, so two tabs never share or corrupt each other's state and a
 foreign site cannot act for the user)::
 
-    GET  /                              the page (static/index.html, studio.js, studio.css)
+    GET  /                              the page (static/index.html, studio.js, controls.js, studio.css)
     POST /api/session                   new session: attributes, draft size, limits
     POST /api/s/{sid}/open              {path, start, end}: open a video by path (loopback only)
     POST /api/s/{sid}/upload            raw body + X-Filename: upload a video (size, type, decodable)
