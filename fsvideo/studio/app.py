@@ -4,12 +4,12 @@ Endpoints (``{sid}``: a session id from ``POST /api/session``, one per browser t
 page's memory and never in a cookie, so two tabs never share or corrupt each other's state and a
 foreign site cannot act for the user)::
 
-    GET  /                              the page (static/index.html, studio.js, studio.css)
+    GET  /                              the page (static/index.html, studio.js, controls.js, studio.css)
     POST /api/session                   new session: attributes, draft size, limits
     POST /api/s/{sid}/open              {path, start, end}: open a video by path (loopback only)
     POST /api/s/{sid}/upload            raw body + X-Filename: upload a video (size, type, decodable)
     POST /api/s/{sid}/direction         raw body + X-Filename: upload a direction .npy
-    GET  /api/s/{sid}/state             inversion progress, timeline, jobs
+    GET  /api/s/{sid}/state             inversion progress, timeline, jobs (state, frames done, output name)
     POST /api/s/{sid}/render            {frame, edits, face, view, quality, mask, seq} -> JPEG
                                         (headers: X-Quality, X-Time of the frame, X-Mask smoothed|frame)
     POST /api/s/{sid}/command           {edits, face} -> the equivalent `fsvideo edit` command

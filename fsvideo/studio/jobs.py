@@ -33,9 +33,9 @@ class Job:
     """A thread running ``work(progress) -> Path`` with progress, cancel and a result file."""
 
     def __init__(self, kind: str, work: Callable[[Callable[[int, int | None], None]], Path], total: int,
-                 command: str = "", uses: tuple[Path, ...] = ()):
+                 command: str = "", uses: tuple[Path, ...] = (), name: str = ""):
         self.id = secrets.token_urlsafe(8)
-        self.kind, self.total, self.command = kind, total, command
+        self.kind, self.total, self.command, self.name = kind, total, command, name   # name: of the output file
         self.uses = uses                          # work-folder entries it reads: kept while it runs
         self.done, self.state, self.error, self.output = 0, "running", None, None
         self.started = time.time()
@@ -67,7 +67,8 @@ class Job:
 
     def status(self) -> dict:
         return dict(id=self.id, kind=self.kind, state=self.state, done=self.done, total=self.total,
-                    error=self.error, command=self.command, seconds=round(time.time() - self.started, 1))
+                    error=self.error, command=self.command, name=self.name,
+                    seconds=round(time.time() - self.started, 1))
 
 
 def write_subset(project: Project, out: Path, first: int, stop: int, tracks: set[int] | None,
@@ -143,7 +144,8 @@ def start_export(project: Project, edits, tracks: set[int] | None, out: Path, re
         edit_video(project.source, out, edits=_requests(edits), options=project.options, latents=latents,
                    progress=progress)
         return out
-    return Job("export", work, project.n_frames, edit_command(project, edits, tracks, out), _uses(project, edits))
+    return Job("export", work, project.n_frames, edit_command(project, edits, tracks, out), _uses(project, edits),
+               name=out.name)
 
 
 def start_clip(project: Project, edits, tracks: set[int] | None, center: int, seconds: float, out: Path,
@@ -176,4 +178,4 @@ def start_clip(project: Project, edits, tracks: set[int] | None, center: int, se
         finally:
             latents.unlink(missing_ok=True)
         return out
-    return Job("clip", work, stop - lead, uses=_uses(project, edits))
+    return Job("clip", work, stop - lead, uses=_uses(project, edits), name=out.name)

@@ -3,18 +3,31 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const studio = { sid: null, cfg: null, frame: 0, seq: 0, shown: 0, dirty: false, busy: false,
-                 edits: [], state: null, drafts: 0, exportJob: null, clipJob: null, imageUrl: null };
+                 edits: [], state: null, drafts: 0, exportJob: null, clipJob: null, imageUrl: null,
+                 jobState: {} };
 window.studio = studio;
 
-function showError(msg) { $("error-text").textContent = msg; $("error").hidden = false; }
+// An error names what failed; one from a render goes away once a render works again.  A server that
+// does not answer (stopped, or a network hiccup) is its own banner, gone when it answers again; the
+// change the user made meanwhile is then rendered.
+function showError(msg, from = null) { $("error-text").textContent = msg; $("error").hidden = false; studio.errorFrom = from; }
+function clearError(from) { if (studio.errorFrom === from) $("error").hidden = true; }
 $("error-close").onclick = () => { $("error").hidden = true; };
+function connection(ok) {
+  $("offline").hidden = ok;
+  if (ok && studio.lost) { studio.lost = false; changed(); }
+}
 
 async function call(path, body, raw) {
   const url = path.startsWith("/") ? path : `/api/s/${studio.sid}/${path}`;
   const opts = body === undefined ? {} : raw
     ? { method: "POST", body: raw.body, headers: { "X-Filename": raw.name, "Content-Type": "application/octet-stream" } }
     : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
-  const r = await fetch(url, opts);
+  let r;
+  try { r = await fetch(url, opts); } catch (e) {                    // no answer at all (not an HTTP error)
+    const err = new Error("the studio server does not answer (is fsvideo studio still running?)");
+    err.network = true; throw err;
+  }
   if (!r.ok) {
     let msg = `${r.status} ${r.statusText}`;
     try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
@@ -37,26 +50,39 @@ function drawEdits() {
   const box = $("edits"); box.textContent = "";
   studio.edits.forEach((e, k) => {
     const row = document.createElement("div"); row.className = "edit-row";
-    const sel = document.createElement("select"); sel.className = "attr"; sel.setAttribute("aria-label", "attribute");
+    const sel = document.createElement("select"); sel.className = "attr"; sel.setAttribute("aria-label", "direction");
     attrOptions().forEach(([v, label]) => { const o = new Option(label, v, false, v === e.attr); sel.add(o); });
-    const del = document.createElement("button"); del.textContent = "×"; del.title = "remove";
+    const del = document.createElement("button"); del.type = "button"; del.textContent = "×";
     const slider = document.createElement("input");
-    Object.assign(slider, { type: "range", min: -5, max: 5, step: 0.1, value: e.strength, className: "strength-slider" });
-    slider.setAttribute("aria-label", `strength of ${e.attr}`);
+    Object.assign(slider, { type: "range", min: -5, max: 5, step: 0.1, value: e.strength, className: "strength-slider",
+                            title: "double-click: back to 0" });
     const num = document.createElement("input");
     Object.assign(num, { type: "number", min: -50, max: 50, step: 0.1, value: e.strength, className: "strength" });
-    sel.onchange = () => { e.attr = sel.value; changed(); };
+    const names = () => {                                 // what a screen reader says follows the direction
+      del.title = `remove the edit ${e.attr}`; del.setAttribute("aria-label", del.title);
+      slider.setAttribute("aria-label", `strength of ${e.attr}`);
+      num.setAttribute("aria-label", `strength of ${e.attr} (number)`);
+    };
+    const set = (v) => { e.strength = v; slider.value = num.value = String(v); changed(); };
+    names();
+    sel.onchange = () => { e.attr = sel.value; names(); changed(); };
     slider.oninput = () => { e.strength = parseFloat(slider.value); num.value = slider.value; changed(); };
-    num.onchange = () => { e.strength = parseFloat(num.value) || 0; slider.value = num.value; changed(); };
+    slider.ondblclick = () => set(0);
+    num.onchange = () => set(parseFloat(num.value) || 0);
     del.onclick = () => { studio.edits.splice(k, 1); drawEdits(); changed(); };
     row.append(sel, del, slider, num); box.append(row);
   });
+  $("reset-edits").hidden = !studio.edits.length;
 }
 
 $("add-edit").onclick = () => {
-  const first = attrOptions()[0];
-  if (!first) return showError("no attribute is available: upload a .npy direction");
-  studio.edits.push({ attr: first[0], strength: 0 }); drawEdits(); changed();
+  const opts = attrOptions(), used = new Set(studio.edits.map((e) => e.attr));
+  const pick = opts.find(([v]) => !used.has(v)) || opts[0];        // a direction not in use yet, when there is one
+  if (!pick) return showError("no attribute is available: upload a .npy direction");
+  studio.edits.push({ attr: pick[0], strength: 0 }); drawEdits(); changed();
+};
+$("reset-edits").onclick = () => {
+  studio.edits.forEach((e) => { e.strength = 0; }); drawEdits(); changed();
 };
 
 $("npy").onchange = async (ev) => {
@@ -84,9 +110,11 @@ async function renderOnce(quality, seq) {
   const t0 = performance.now();
   let r;
   try { r = await call("render", request(quality, seq)); } catch (e) {
+    if (e.network) { studio.lost = true; connection(false); return false; }
     if (e.status === 409) { $("note").textContent = e.message; $("note").hidden = false; return false; }
-    showError(e.message); return false;
+    showError(e.message, "render"); return false;
   }
+  connection(true); clearError("render");
   if (r.status === 204 || seq !== studio.seq) return false;          // superseded by a newer change
   const blob = await r.blob();
   if (seq !== studio.seq) return false;
@@ -94,6 +122,7 @@ async function renderOnce(quality, seq) {
   studio.imageUrl = URL.createObjectURL(blob);
   const img = $("view");
   await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = studio.imageUrl; });
+  img.hidden = false; $("placeholder").hidden = true;
   const q = r.headers.get("X-Quality"), size = r.headers.get("X-Size"), note = r.headers.get("X-Note");
   img.dataset.quality = q; img.dataset.seq = String(seq); studio.shown = seq;
   studio.time = { frame: Number(r.headers.get("X-Frame") ?? -1), t: Number(r.headers.get("X-Time")) };
@@ -137,33 +166,33 @@ async function updateCommand() {
   let text;
   try {
     text = (await (await call("command", { edits: studio.edits, face: $("face").value })).json()).command;
-  } catch (e) { text = e.message; }
+  } catch (e) {                                          // never a message where a command is copied from
+    if (e.network) return;                                 // the last command stands; the banner says why
+    text = `# no command: ${e.message}`;
+  }
   if (seq === commandSeq) $("command").textContent = text;
 }
 $("copy-command").onclick = () => navigator.clipboard && navigator.clipboard.writeText($("command").textContent);
 
 document.querySelectorAll("input[name=view]").forEach((el) => { el.onchange = changed; });
 $("mask").onchange = changed;
-$("face").onchange = changed;
+// Picking a face that is not in this frame goes to its next run (or its first): its edit is what the
+// user wants to see.
+$("face").onchange = () => {
+  const p = studio.state && studio.state.project, id = $("face").value;
+  const tr = p && p.timeline.tracks.find((t) => String(t.id) === id);
+  if (!tr || tr.runs.some(([a, b]) => a <= studio.frame && studio.frame <= b)) return changed();
+  const next = tr.runs.find(([a]) => a > studio.frame) || tr.runs[0];
+  setFrame(next[0]);
+};
 
 // ------------------------------------------------------------------ timeline
 function setFrame(i) {
   const n = studio.state && studio.state.project ? studio.state.project.timeline.n_frames : 1;
   studio.frame = Math.max(0, Math.min(n - 1, i | 0));
   $("scrub").value = studio.frame; drawTimeline(); changed();
+  if (studio.comparing) compare(true);                          // still held: the new frame's source
 }
-$("scrub").oninput = () => setFrame(parseInt($("scrub").value, 10));
-$("prev").onclick = () => setFrame(studio.frame - 1);
-$("next").onclick = () => setFrame(studio.frame + 1);
-document.addEventListener("keydown", (e) => {
-  if (["INPUT", "SELECT", "TEXTAREA"].includes(e.target.tagName)) return;   // they handle arrows themselves
-  if (e.key === "ArrowLeft") setFrame(studio.frame - 1);
-  if (e.key === "ArrowRight") setFrame(studio.frame + 1);
-});
-$("timeline").onclick = (e) => {
-  const c = $("timeline"), n = studio.state.project.timeline.n_frames;
-  setFrame(Math.floor((e.offsetX / c.clientWidth) * n));
-};
 
 function drawTimeline() {
   const c = $("timeline"), p = studio.state && studio.state.project;
@@ -172,18 +201,27 @@ function drawTimeline() {
   g.clearRect(0, 0, W, H);
   if (!p) return;
   const t = p.timeline, n = t.n_frames, x = (i) => (i / n) * W;
-  g.fillStyle = "#3a3f48"; g.fillRect(x(t.inverted), 0, W - x(t.inverted), H);
-  const rows = Math.max(1, Math.min(4, t.tracks.length)), rh = (H - 10) / rows;
-  t.tracks.forEach((tr, k) => {
+  const css = getComputedStyle(document.documentElement), color = (name) => css.getPropertyValue(name).trim();
+  g.fillStyle = color("--pending"); g.fillRect(x(t.inverted), 0, W - x(t.inverted), H);
+  const rows = Math.max(1, Math.min(4, t.tracks.length)), rh = (H - 10) / rows, picked = $("face").value;
+  g.font = `${Math.min(12, rh - 3)}px system-ui, sans-serif`; g.textBaseline = "middle";
+  t.tracks.forEach((tr, k) => {                  // the picked face's bar stands out; each bar says its face
+    g.globalAlpha = picked === "all" || picked === String(tr.id) ? 1 : 0.3;
     g.fillStyle = `hsl(${(210 + 67 * k) % 360} 80% 62%)`;
     tr.runs.forEach(([a, b]) => g.fillRect(x(a), (k % rows) * rh + 1, Math.max(1, x(b + 1) - x(a)), rh - 2));
+    const [a, b] = tr.runs.reduce((l, r) => (r[1] - r[0] > l[1] - l[0] ? r : l));
+    if (rh >= 9 && x(b + 1) - x(a) > 44) {
+      g.fillStyle = "#000"; g.fillText(`face ${tr.id}`, x(a) + 4, (k % rows) * rh + rh / 2);
+    }
   });
-  g.fillStyle = "#d0574f";
+  g.globalAlpha = 1;
+  g.fillStyle = color("--noface");
   t.no_face.forEach(([a, b]) => g.fillRect(x(a), H - 8, Math.max(1, x(b + 1) - x(a)), 7));
   g.fillStyle = "#fff"; g.fillRect(x(studio.frame + 0.5) - 1, 0, 2, H);
   const known = studio.time && studio.time.frame === studio.frame;   // the frame's own timestamp once shown
   const secs = known ? studio.time.t : p.start + studio.frame / p.fps;
   $("frame-label").textContent = `${studio.frame} / ${n - 1}  ${known ? "" : "≈"}${secs.toFixed(2)} s`;
+  $("scrub").setAttribute("aria-valuetext", `frame ${studio.frame} of ${n - 1}, ${secs.toFixed(2)} s`);
 }
 
 function updateFaces(tracks) {
@@ -199,6 +237,8 @@ function updateFaces(tracks) {
 // ------------------------------------------------------------------ jobs and polling
 function showJob(job, prefix) {
   const done = job.state === "done";
+  studio.jobState[prefix] = job.state;
+  $(`${prefix}-btn`).disabled = job.state === "running";               // one at a time: a second would run unseen
   $(`${prefix}-status`).textContent = job.state === "running" ? `${job.done} / ${job.total} frames`
     : job.error ? `${job.state}: ${job.error}` : `${job.state} in ${job.seconds} s`;
   if (prefix === "export") {
@@ -206,17 +246,37 @@ function showJob(job, prefix) {
     $("export-cancel").hidden = job.state !== "running";
     if (job.command) $("command").textContent = job.command;
     $("export-link").hidden = !done;
-    if (done) $("export-link").href = `/api/s/${studio.sid}/file/${job.id}`;
+    if (done) { $("export-link").href = `/api/s/${studio.sid}/file/${job.id}`; $("export-link").textContent = `download ${job.name}`; }
   } else if (done && $("clip").dataset.job !== job.id) {
     const v = $("clip"); v.dataset.job = job.id; v.hidden = false;
     v.src = `/api/s/${studio.sid}/file/${job.id}`; v.play().catch(() => {});
   }
 }
 
+// The state is asked for twice a second while something moves (inversion, a job of this tab), every
+// few seconds when nothing does (it still notices a stopped server), and at once after a change here.
+const POLL_BUSY_MS = 500, POLL_IDLE_MS = 3000, POLL_OFFLINE_MS = 1000;
+let pollTimer = null, polling = false, pollAgain = false;
+function pollSoon(ms = 0) {
+  if (polling) { pollAgain = true; return; }                    // the poll under way asks again when done
+  clearTimeout(pollTimer); pollTimer = setTimeout(poll, ms);
+}
 async function poll() {
+  polling = true;
+  let wait = POLL_BUSY_MS;
+  try { wait = await pollOnce(); } finally { polling = false; }
+  const again = pollAgain; pollAgain = false;
+  if (wait !== null) pollSoon(again ? 0 : wait);
+}
+
+async function pollOnce() {
+  let r;
+  try { r = await fetch(`/api/s/${studio.sid}/state`); } catch (e) {   // stopped, or restarting: try again
+    connection(false); return POLL_OFFLINE_MS;
+  }
+  connection(true);
   try {
-    const r = await fetch(`/api/s/${studio.sid}/state`);
-    if (r.status === 404) return showError((await r.json()).error);        // session gone: stop polling
+    if (r.status === 404) { showError((await r.json()).error); return null; }   // session gone: stop polling
     const s = await r.json();
     const before = studio.state;
     studio.state = s;
@@ -226,48 +286,70 @@ async function poll() {
       const st = p.status;
       $("inv-progress").value = st.done / Math.max(1, st.total);
       $("inv-text").textContent = st.state === "failed" ? `failed: ${st.error}` : `${st.state} ${st.done} / ${st.total}`;
+      const failedBefore = before && before.project && before.project.video === p.video && before.project.status.state === "failed";
+      if (st.state === "failed" && !failedBefore) showError(`the inversion of ${p.video} failed: ${st.error}`);
+      $("clip-box").hidden = p.is_image;                                  // an image has no clip to play
       $("scrub").max = Math.max(0, p.timeline.n_frames - 1);
       updateFaces(p.timeline.tracks); drawTimeline();
       const first = !before || !before.project || before.project.video !== p.video;
       if (first || (!inverted(studio.frame, before) && inverted(studio.frame))) changed();
     }
+    if (!p && !studio.opening) { $("inv-text").textContent = "no video open"; $("inv-progress").value = 0; }
     for (const j of s.jobs) {
       if (j.id === studio.exportJob) showJob(j, "export");
       if (j.id === studio.clipJob) showJob(j, "clip");
     }
-  } catch (e) { /* the server may be restarting: try again */ }
-  setTimeout(poll, 500);
+    const moving = (p && ["new", "inverting"].includes(p.status.state)) || s.jobs.some((j) => j.state === "running");
+    return moving ? POLL_BUSY_MS : POLL_IDLE_MS;
+  } catch (e) { return POLL_BUSY_MS; }                          // an answer that is not the state: ask again
 }
 
 $("export-btn").onclick = async () => {
+  $("export-btn").disabled = true;                                      // until the job says otherwise
   try {
     const j = await (await call("export", { edits: studio.edits, face: $("face").value })).json();
-    studio.exportJob = j.id; showJob(j, "export");
-  } catch (e) { showError(`export: ${e.message}`); }
+    studio.exportJob = j.id; showJob(j, "export"); pollSoon();
+  } catch (e) { $("export-btn").disabled = false; showError(`export: ${e.message}`); }
 };
-$("export-cancel").onclick = () => studio.exportJob && call(`cancel/${studio.exportJob}`, {}).catch(() => {});
+$("export-cancel").onclick = () => studio.exportJob && call(`cancel/${studio.exportJob}`, {}).then(() => pollSoon())
+  .catch((e) => showError(`cancel: ${e.message}`));
 $("clip-btn").onclick = async () => {
+  $("clip-btn").disabled = true;
   try {
     const j = await (await call("clip", { edits: studio.edits, face: $("face").value, frame: studio.frame,
                                           seconds: parseFloat($("clip-seconds").value) || 2 })).json();
-    studio.clipJob = j.id; showJob(j, "clip");
-  } catch (e) { showError(`clip: ${e.message}`); }
+    studio.clipJob = j.id; showJob(j, "clip"); pollSoon();
+  } catch (e) { $("clip-btn").disabled = false; showError(`clip: ${e.message}`); }
 };
 
 // ------------------------------------------------------------------ opening a video
+// Opening hashes and probes the file (seconds for a large one): the page says so and Open waits.  The
+// last video's finished export and clip are not offered for the new one (a running job goes on).
 function opened(info) {
   studio.frame = 0; studio.shown = 0; studio.state = null; $("scrub").value = 0;
   $("video-name").textContent = info.video; $("error").hidden = true;
+  for (const prefix of ["export", "clip"]) {
+    if (studio.jobState[prefix] === "running") continue;
+    studio[`${prefix}Job`] = null; $(`${prefix}-status`).textContent = "";
+    if (prefix === "export") $("export-link").hidden = true; else $("clip").hidden = true;
+  }
+  pollSoon();
 }
-$("open-form").onsubmit = async (ev) => {
+async function openVideo(name, request) {
+  $("open-btn").disabled = $("upload").disabled = studio.opening = true;
+  $("inv-text").textContent = `opening ${name}…`; $("inv-progress").removeAttribute("value");   // indeterminate
+  try { opened(await (await request()).json()); } catch (e) { showError(e.message); pollSoon(); } finally {
+    $("open-btn").disabled = $("upload").disabled = studio.opening = false;
+  }
+}
+$("open-form").onsubmit = (ev) => {
   ev.preventDefault();
-  try { opened(await (await call("open", { path: $("open-path").value })).json()); } catch (e) { showError(e.message); }
+  const path = $("open-path").value;
+  openVideo(path.split(/[\\/]/).pop() || path, () => call("open", { path }));
 };
-$("upload").onchange = async (ev) => {
+$("upload").onchange = (ev) => {
   const f = ev.target.files[0]; ev.target.value = "";
-  if (!f) return;
-  $("inv-text").textContent = `uploading ${f.name}…`;
-  try { opened(await (await call("upload", null, { body: f, name: f.name })).json()); } catch (e) { showError(e.message); }
+  if (f) openVideo(f.name, () => call("upload", null, { body: f, name: f.name }));
 };
 
 (async function init() {
@@ -279,5 +361,8 @@ $("upload").onchange = async (ev) => {
   const miss = studio.cfg.attributes.missing;
   $("missing").textContent = miss.length ? `not downloaded: ${miss.join(", ")} (fsvideo weights download direction-NAME)` : "";
   if (studio.cfg.video) $("video-name").textContent = studio.cfg.video;
-  poll();
+  $("placeholder").textContent = studio.cfg.video ? "reading the first frame…"
+    : studio.cfg.allow_paths ? "Open a video by its path above, or upload one." : "Upload a video.";
+  pollSoon();
 })();
+window.addEventListener("resize", drawTimeline);
