@@ -139,6 +139,24 @@ def test_limited_and_full_range_colours_round_trip(media_dir, tmp_path, pix_fmt)
     assert np.abs(b - a).max() < 0.1
 
 
+def test_the_writers_bt601_conversion_is_the_exact_one_rounded():
+    """RGB -> limited-range BT.601 4:2:0 (the writer's common case) through OpenCV: luma within 0.6 of a
+    level of the exact formula, chroma within one of the 2x2 blocks' means (OpenCV alone takes the
+    top-left pixel's: 95 levels off on this noise; swscale's rounded path: up to 2 levels)."""
+    from fsvideo.video.colour import rgb_to_yuv420
+    img = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    img[:24] = img[:24] // 4 + 96                                     # some smooth, some saturated
+    r, g, b = (img[..., k].astype(float) for k in range(3))
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    want = [16 + y * 219 / 255, 128 + (b - y) / 1.772 * 224 / 255, 128 + (r - y) / 1.402 * 224 / 255]
+    want[1:] = [a.reshape(24, 2, 32, 2).mean(axis=(1, 3)) for a in want[1:]]
+    frame = rgb_to_yuv420(img)
+    got = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width].astype(float) for p in frame.planes]
+    assert frame.format.name == "yuv420p" and [g.shape for g in got] == [(48, 64), (24, 32), (24, 32)]
+    assert np.abs(got[0] - want[0]).max() < 0.6                     # (OpenCV's fixed-point coefficients)
+    assert max(np.abs(g - w).max() for g, w in zip(got[1:], want[1:])) < 1
+
+
 # ------------------------------------------------------------- bit depth, chroma, HDR: said in one warning
 
 def _hdr10_clip(path, n=3):

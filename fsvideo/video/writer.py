@@ -51,7 +51,14 @@ from av.video.reformatter import VideoReformatter
 from fsvideo.cores import codec_threads
 from fsvideo.errors import InputError, OutputError
 from fsvideo.video.audio import AudioPassthrough
-from fsvideo.video.colour import EXACT_COLOUR, is_rgb, pix_fmt_bits, pixel_conversion, rgb_to_yuv420_full
+from fsvideo.video.colour import (
+    EXACT_COLOUR,
+    is_rgb,
+    pix_fmt_bits,
+    pixel_conversion,
+    rgb_to_yuv420,
+    rgb_to_yuv420_full,
+)
 from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
 from fsvideo.video.images import check_image
 from fsvideo.video.probe import VideoInfo
@@ -319,6 +326,8 @@ class VideoWriter:
             frame = _palette_frame(img)
         elif self._color_range == 2 and self._video.pix_fmt in ("yuv420p", "yuvj420p"):
             frame = rgb_to_yuv420_full(img, self._src_colorspace, self._video.pix_fmt)  # swscale's is biased
+        elif self._video.pix_fmt == "yuv420p" and self._src_colorspace in (None, 5, 6):
+            frame = rgb_to_yuv420(img)                        # BT.601 limited range (or untagged): OpenCV's
         else:
             frame = self._reformatter.reformat(av.VideoFrame.from_ndarray(img, format="rgb24"),
                                                format=self._video.pix_fmt, dst_colorspace=self._src_colorspace,
