@@ -11,7 +11,7 @@ default conversions are biased:
   BT.601), goes through OpenCV instead (:func:`yuv420_to_rgb`: 1.3-3.5 ms with the planes' copy,
   bias under 0.07 level, 0.13 level from the exact conversion on average: its chroma is not
   interpolated).
-* RGB -> limited-range BT.601 4:2:0 (the writer, the common case) goes through OpenCV
+* RGB -> limited-range BT.601 4:2:0 (the writer's common case; :func:`encoder_frame` picks the path) goes through OpenCV
   (:func:`rgb_to_yuv420`: rounded, 0.3 ms a 1080p frame against 3.3 ms for swscale's rounded path).
 * RGB -> full-range YUV (the writer, for a full-range source: phones' ``yuvj420p``, webcams' MJPEG,
   PNG/FFV1 RGB video): swscale centres the chroma half a level low, whatever its flags and bit depth
@@ -98,6 +98,34 @@ def rgb_to_yuv420(image: np.ndarray) -> av.VideoFrame:
     mean = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     i420[h:] = cv2.cvtColor(cv2.resize(mean, (w, h), interpolation=cv2.INTER_NEAREST), cv2.COLOR_RGB2YUV_I420)[h:]
     return av.VideoFrame.from_ndarray(i420, format="yuv420p")
+
+
+def encoder_frame(image: np.ndarray, pix_fmt: str, colorspace: int | None, color_range: int | None,
+                  reformatter) -> av.VideoFrame:
+    """The ``pix_fmt`` frame an encoder takes for uint8 [H, W, 3] RGB ``image`` (sizes even where the
+    chroma is subsampled), converted with ``colorspace`` (None: BT.601) and ``color_range`` (2: full):
+    OpenCV for 8-bit 4:2:0 (:func:`rgb_to_yuv420`, :func:`rgb_to_yuv420_full`), a palette for GIF, and
+    ``reformatter`` (one swscale context a video) rounded with :data:`EXACT_COLOUR` otherwise."""
+    if pix_fmt == "pal8":
+        return palette_frame(image)
+    if color_range == 2 and pix_fmt in ("yuv420p", "yuvj420p"):
+        return rgb_to_yuv420_full(image, colorspace, pix_fmt)           # swscale's is biased
+    if pix_fmt == "yuv420p" and colorspace in (None, 5, 6):
+        return rgb_to_yuv420(image)
+    return reformatter.reformat(av.VideoFrame.from_ndarray(image, format="rgb24"), format=pix_fmt,
+                                dst_colorspace=colorspace, dst_color_range=color_range, interpolation=EXACT_COLOUR)
+
+
+def palette_frame(img: np.ndarray) -> av.VideoFrame:
+    """A ``pal8`` frame of uint8 [H, W, 3] RGB ``img`` with its own 256-colour palette (for GIF)."""
+    from PIL import Image
+
+    q = Image.fromarray(img, "RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    pal = np.zeros((256, 4), np.uint8)  # PyAV takes the palette as A, R, G, B bytes per entry
+    rgb = np.asarray(q.getpalette()[: 256 * 3], np.uint8).reshape(-1, 3)
+    pal[:, 0] = 255
+    pal[: len(rgb), 1:] = rgb
+    return av.VideoFrame.from_ndarray((np.asarray(q, np.uint8), pal), format="pal8")
 
 
 def pix_fmt_bits(pix_fmt: str) -> int:

@@ -51,14 +51,7 @@ from av.video.reformatter import VideoReformatter
 from fsvideo.cores import codec_threads
 from fsvideo.errors import InputError, OutputError
 from fsvideo.video.audio import AudioPassthrough
-from fsvideo.video.colour import (
-    EXACT_COLOUR,
-    is_rgb,
-    pix_fmt_bits,
-    pixel_conversion,
-    rgb_to_yuv420,
-    rgb_to_yuv420_full,
-)
+from fsvideo.video.colour import encoder_frame, is_rgb, pix_fmt_bits, pixel_conversion
 from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
 from fsvideo.video.images import check_image
 from fsvideo.video.probe import VideoInfo
@@ -91,18 +84,6 @@ def _chroma_even(pix_fmt: str) -> tuple[bool, bool]:
     except (ValueError, av.error.FFmpegError) as e:
         raise InputError(f"unknown pixel format {pix_fmt!r}", hint="use yuv420p") from e
     return fmt.chroma_width(5) < 5, fmt.chroma_height(5) < 5
-
-
-def _palette_frame(img: np.ndarray) -> av.VideoFrame:
-    """A ``pal8`` frame of uint8 [H, W, 3] RGB ``img`` with its own 256-colour palette (for GIF)."""
-    from PIL import Image
-
-    q = Image.fromarray(img, "RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
-    pal = np.zeros((256, 4), np.uint8)  # PyAV takes the palette as A, R, G, B bytes per entry
-    rgb = np.asarray(q.getpalette()[: 256 * 3], np.uint8).reshape(-1, 3)
-    pal[:, 0] = 255
-    pal[: len(rgb), 1:] = rgb
-    return av.VideoFrame.from_ndarray((np.asarray(q, np.uint8), pal), format="pal8")
 
 
 class VideoWriter:
@@ -322,16 +303,7 @@ class VideoWriter:
         if any(self._pad):
             img = np.pad(img, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         img = np.ascontiguousarray(img)
-        if self._video.pix_fmt == "pal8":
-            frame = _palette_frame(img)
-        elif self._color_range == 2 and self._video.pix_fmt in ("yuv420p", "yuvj420p"):
-            frame = rgb_to_yuv420_full(img, self._src_colorspace, self._video.pix_fmt)  # swscale's is biased
-        elif self._video.pix_fmt == "yuv420p" and self._src_colorspace in (None, 5, 6):
-            frame = rgb_to_yuv420(img)                        # BT.601 limited range (or untagged): OpenCV's
-        else:
-            frame = self._reformatter.reformat(av.VideoFrame.from_ndarray(img, format="rgb24"),
-                                               format=self._video.pix_fmt, dst_colorspace=self._src_colorspace,
-                                               dst_color_range=self._color_range, interpolation=EXACT_COLOUR)
+        frame = encoder_frame(img, self._video.pix_fmt, self._src_colorspace, self._color_range, self._reformatter)
         frame.pts = out_pts
         frame.time_base = tb
         self._mux_video(self._video.encode(frame))
