@@ -353,6 +353,8 @@ def test_cli_help_remote_warning_and_busy_port(capsys, media_dir):
     cli_main(["studio", "--help"])
     out = capsys.readouterr().out
     assert "fsvideo studio talk.mp4" in out and "--no-browser" in out and "--host" in out
+    # the Renderer's default draft size (it said "default 256", the GPU's only)
+    assert "default: 64 on a CPU, 256 on a GPU" in " ".join(out.split())
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()

@@ -120,6 +120,8 @@ def _termination_as_interrupt():
 
 def main(argv=None) -> None:
     """Entry point: runs the CLI and turns errors into one line and an exit code."""
+    from rich.markup import escape
+
     from fsvideo.cli._console import err_console
     from fsvideo.cores import threads_within_quota
     from fsvideo.pipeline.memory import use_huge_pages
@@ -131,18 +133,18 @@ def main(argv=None) -> None:
         if isinstance(code, int) and not isinstance(code, bool) and code:
             sys.exit(code)      # a command's `click.exceptions.Exit(n)`: returned, not raised, in this mode
     except FsvideoError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt) as e:    # click turns Ctrl-C into Abort
         cause = e if isinstance(e, Terminated) else e.__cause__
         if isinstance(cause, Terminated):
-            err_console.print(f"[bold red]terminated[/] ({cause}): no output was written")
+            err_console.print(f"[bold red]terminated[/] ({escape(str(cause))}): no output was written")
             sys.exit(128 + cause.signum)
         err_console.print("[bold red]interrupted[/]: no output was written")
         sys.exit(130)
     except click.UsageError as e:   # a bad option value, a missing argument: one line, and where to read more
         where = e.ctx.command_path if e.ctx is not None else "fsvideo"
-        err_console.print(f"[bold red]error:[/] {e.format_message()} (see `{where} --help`)", highlight=False,
+        err_console.print(f"[bold red]error:[/] {escape(e.format_message())} (see `{where} --help`)", highlight=False,
                           soft_wrap=True)
         sys.exit(e.exit_code)
     except click.ClickException as e:
@@ -153,7 +155,7 @@ def main(argv=None) -> None:
     except Exception as e:  # a bug: one line unless FSVIDEO_DEBUG asks for the traceback
         if os.environ.get("FSVIDEO_DEBUG"):
             raise
-        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} "
+        err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
                           "(set FSVIDEO_DEBUG=1 for the traceback and please report it)",
                           highlight=False, soft_wrap=True)
         sys.exit(1)

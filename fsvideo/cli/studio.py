@@ -16,7 +16,8 @@ from fsvideo.cli.edit import _options, run_options
 @click.option("--port", default=7870, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--no-browser", is_flag=True, help="Do not open the page in a browser.")
 @click.option("--draft-res", default=None, type=int,
-              help="Generator size of the draft shown while a frame renders (default 256, see benchmarks/studio.py).")
+              help="Generator size of the draft shown while a frame renders (default: 64 on a CPU, 256 on a GPU; "
+                   "see benchmarks/studio.py).")
 @click.option("--workdir", default=None, type=click.Path(file_okay=False),
               help="Latents cache, uploads, clips and exports (default $FSVIDEO_HOME/studio).")
 @click.option("--max-upload-mb", default=2048.0, show_default=True, type=float, help="Largest video upload.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 
 import click
+from rich.markup import escape
 
 from fsvideo.cli._console import console, err_console
 from fsvideo.errors import FsvideoError, WeightsError
@@ -94,7 +95,7 @@ def download_cmd(names: tuple[str, ...], force: bool) -> None:
             tag = "[green]verified[/]" if rec.get("verified") else "[yellow]unverified (no published checksum)[/]"
             bar.console.print(f"{name}: {path} {tag}")
     for _name, e in failed:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     if failed:
         raise click.exceptions.Exit(2)
 
@@ -108,7 +109,7 @@ def import_cmd(name: str, file: str) -> None:
     with console.status(f"checking {file}..."):
         res = W.import_file(name, file)
     for w in res.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False, soft_wrap=True)
     tag = "verified" if res.verified else "unverified"
     console.print(f"{name}: imported to {res.path} ({tag}, sha256 {res.sha256})", highlight=False)
 
