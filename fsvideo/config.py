@@ -109,6 +109,9 @@ def load_config(path: str | Path, cls: type[T], section: str | None = None) -> T
         if unknown:     # a misspelt section would be ignored, and the defaults used instead of the file
             raise ConfigError(f"{Path(path).name}: unknown top-level key(s) {', '.join(unknown)}",
                               hint=f"a config has the sections {', '.join(CONFIG_SECTIONS)}")
+        if data and section not in data:  # e.g. a training config given to `fsvideo edit`: the defaults would run
+            raise ConfigError(f"{Path(path).name} has no `{section}:` section (it holds `{'`, `'.join(map(str, data))}`)",
+                              hint=f"pass a config with a `{section}:` section, e.g. --config ffhq")
         data = data.get(section, {})
     return from_dict(cls, data, f"{Path(path).name}" + (f":{section}" if section else ""))
 

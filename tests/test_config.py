@@ -52,3 +52,9 @@ def test_misspelt_section_and_binary_file_are_one_line_errors(tmp_path):
     b.write_bytes(b"\xff\xfe\x00model: {}")
     with pytest.raises(ConfigError, match="bin.yaml is not a UTF-8 text file"):
         load_config(b, ModelConfig, section="model")
+
+
+def test_a_config_without_the_section_asked_for_is_an_error():
+    """`fsvideo edit --config tiny` (a training config: `train:` only) quietly ran the FFHQ defaults."""
+    with pytest.raises(ConfigError, match=r"tiny.yaml has no `model:` section \(it holds `train`\).*--config ffhq"):
+        load_config(resolve_config_path("tiny"), ModelConfig, section="model")
