@@ -495,3 +495,24 @@ def test_export_and_inversion_of_a_source_the_writer_cannot_write_are_mp4(tmp_pa
         out = _export_path(NS(workdir=tmp_path), p, EditsBody(edits=SEFA))
         assert out.parent == tmp_path / "exports" and out.suffix == ext, out
         assert Project._suffix(p) == ext
+
+
+def test_malformed_bodies_are_one_line_errors(client):
+    """A body that does not fit the endpoint was FastAPI's 422 {"detail": [...]} (no "error" for the page),
+    and a 500 when the bad value was NaN (the answer repeated it, and JSON cannot hold it)."""
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    url = f"/api/s/{sid}/render"
+    js = {"Content-Type": "application/json"}
+    cases = [(dict(content=b"{frame:", headers=js), "not valid JSON"),
+             (dict(json=[1, 2]), "must be a JSON object"),
+             (dict(content=b'{"frame": 1}', headers={"Content-Type": "text/plain"}), "must be a JSON object"),
+             (dict(json={"frame": 1.5}), "frame 1.5 is not valid: input should be a valid integer"),
+             (dict(content=b'{"frame": NaN}', headers=js), "frame nan is not valid"),
+             (dict(json={"edits": [{"attr": "sefa:1"}]}), "edits[0].strength is missing"),
+             (dict(json={"edits": [{"attr": "sefa:1", "strength": "x"}]}), "edits[0].strength 'x' is not valid")]
+    for kw, want in cases:
+        r = c.post(url, **kw)
+        assert r.status_code == 422 and want in r.json()["error"] and "\n" not in r.json()["error"], (kw, r.text)
+    r = c.post(f"/api/s/{sid}/open", json={})
+    assert r.status_code == 422 and r.json()["error"] == "path is missing; add it to the request's JSON object"

@@ -30,11 +30,13 @@ import time
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from fsvideo.errors import FsvideoError, InputError
+from fsvideo.studio.guard import validation_message
 from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
 from fsvideo.studio.project import NotReady, Project
 from fsvideo.studio.render import VIEWS, Renderer, jpeg_bytes
@@ -105,6 +107,10 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     @app.exception_handler(HTTPException)
     async def _http_error(request, e: HTTPException):
         return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_body(request, e: RequestValidationError):
+        return JSONResponse({"error": validation_message(e.errors())}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _internal(request, e: Exception):
