@@ -516,3 +516,16 @@ def test_malformed_bodies_are_one_line_errors(client):
         assert r.status_code == 422 and want in r.json()["error"] and "\n" not in r.json()["error"], (kw, r.text)
     r = c.post(f"/api/s/{sid}/open", json={})
     assert r.status_code == 422 and r.json()["error"] == "path is missing; add it to the request's JSON object"
+
+
+def test_odd_face_ids_and_sefa_indices_are_400(client, media_dir):
+    """face '²' passed str.isdigit and failed in int() (500), as did 5000 digits (int's digit limit);
+    sefa:99 passed the name check and failed in the SeFa decomposition (k > style size: 500)."""
+    c = client
+    sid, _ = opened(c, media_dir)
+    for body in (dict(face="²"), dict(face="9" * 5000), dict(face="١"),
+                 dict(edits=[{"attr": "sefa:99", "strength": 1}]), dict(edits=[{"attr": "sefa:10", "strength": 1}])):
+        for endpoint in ("render", "command"):
+            r = c.post(f"/api/s/{sid}/{endpoint}", json=dict(dict(frame=1, edits=SEFA), **body))
+            assert r.status_code == 400 and r.json()["error"], (endpoint, body, r.text)
+    assert render(c, sid, face="0", edits=[{"attr": "sefa:9", "strength": 1}]).status_code == 200

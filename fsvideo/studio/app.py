@@ -52,8 +52,8 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def _tracks(face: str) -> set[int] | None:
     if face == "all":
         return None
-    if not face.isdigit():
-        raise InputError(f"face must be 'all' or a track id, got {face!r}")
+    if not re.fullmatch(r"[0-9]{1,9}", face):      # not str.isdigit: '²' and 5000 digits are digits to it
+        raise InputError(f"face must be 'all' or a track id, got {face[:20]!r}", hint="pick a face in the list")
     return {int(face)}
 
 

@@ -89,6 +89,13 @@ class ClipBody(EditsBody):
     seconds: float = 2.0
 
 
+def _offered_sefa(attr: str) -> bool:
+    """``sefa:0`` ... ``sefa:{SEFA_COUNT - 1}``, the SeFa directions the page lists (a larger index
+    reached the generator's eigen-decomposition and failed there, past its style size, as a 500)."""
+    m = re.fullmatch(r"sefa:([0-9]{1,2})", attr)
+    return m is not None and int(m.group(1)) < SEFA_COUNT
+
+
 class Studio:
     """Sessions, opened projects (shared between sessions by content key) and the renderer."""
 
@@ -220,7 +227,7 @@ class Studio:
             a = it.attr
             if a in s.uploads:
                 out.append((a, str(s.uploads[a]), it.strength))
-            elif a in offered["released"] or a in offered["fitted"] or re.fullmatch(r"sefa:\d{1,2}", a):
+            elif a in offered["released"] or a in offered["fitted"] or _offered_sefa(a):
                 out.append((a, a, it.strength))
             else:
                 raise InputError(f"unknown attribute {a!r}", hint="pick one from the list or upload a .npy direction")
