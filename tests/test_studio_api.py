@@ -529,3 +529,17 @@ def test_odd_face_ids_and_sefa_indices_are_400(client, media_dir):
             r = c.post(f"/api/s/{sid}/{endpoint}", json=dict(dict(frame=1, edits=SEFA), **body))
             assert r.status_code == 400 and r.json()["error"], (endpoint, body, r.text)
     assert render(c, sid, face="0", edits=[{"attr": "sefa:9", "strength": 1}]).status_code == 200
+
+
+def test_open_checks_the_span_and_the_path_first(client, media_dir):
+    """A NaN start failed listing the frames (500), a negative one opened and failed later in the page,
+    and '~nosuchuser/x.mp4' raised RuntimeError in expanduser (500)."""
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    url, clip = f"/api/s/{sid}/open", str(media_dir / CLIP)
+    for body in (f'{{"path": "{clip}", "start": NaN}}', f'{{"path": "{clip}", "end": Infinity}}',
+                 f'{{"path": "{clip}", "start": -5}}', f'{{"path": "{clip}", "start": 0.5, "end": 0.5}}',
+                 '{"path": "~nosuchuser_fsvideo/x.mp4"}'):
+        r = c.post(url, content=body.encode(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"], (body, r.text)
+        assert c.get(f"/api/s/{sid}/state").json()["project"] is None

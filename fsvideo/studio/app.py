@@ -141,8 +141,11 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             raise InputError("opening files by path is off on this server (it listens beyond this machine)",
                              hint="upload the video instead, or restart with --allow-paths")
         o = config.options
-        p = studio.open(s, Path(body.path).expanduser(), o.start if body.start is None else body.start,
-                        o.end if body.end is None else body.end)
+        try:
+            path = Path(body.path).expanduser()
+        except RuntimeError as e:                  # ~user of no such user, or no home folder
+            raise InputError(f"{body.path[:200]}: {e}", hint="give the video's full path") from e
+        p = studio.open(s, path, o.start if body.start is None else body.start, o.end if body.end is None else body.end)
         return dict(video=p.source.name)
 
     @app.post("/api/s/{sid}/upload")

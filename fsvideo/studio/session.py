@@ -89,6 +89,18 @@ class ClipBody(EditsBody):
     seconds: float = 2.0
 
 
+def check_span(start: float | None, end: float | None) -> None:
+    """Raise InputError unless the span to open is finite seconds, ``0 <= start < end`` (None: the file's).
+
+    The reader checks these too, but only when the inversion decodes: a negative start was opened and
+    failed later in the page, and a NaN start failed in the frame listing (500)."""
+    for name, v in (("start", start), ("end", end)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise InputError(f"{name} {v} is not a time in the video", hint="give seconds >= 0 (or leave it empty)")
+    if start is not None and end is not None and end <= start:
+        raise InputError(f"end {end} is not after start {start}", hint="give an end greater than the start")
+
+
 def _offered_sefa(attr: str) -> bool:
     """``sefa:0`` ... ``sefa:{SEFA_COUNT - 1}``, the SeFa directions the page lists (a larger index
     reached the generator's eigen-decomposition and failed there, past its style size, as a 500)."""
@@ -202,6 +214,7 @@ class Studio:
         from dataclasses import replace
 
         from fsvideo.utils import check_input_file
+        check_span(start, end)
         src = check_input_file(path, "video")
         st = src.stat()
         ident = (str(src.resolve()), st.st_size, st.st_mtime_ns)
