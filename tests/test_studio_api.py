@@ -344,6 +344,9 @@ def test_frames_not_inverted_yet_are_409(opts, renderer, tmp_path, media_dir, mo
     assert render(c, sid, frame=2, view="original").status_code == 200         # the source frame is shown
     r = c.post(f"/api/s/{sid}/export", json={"edits": SEFA})
     assert r.status_code == 400 and "still being inverted" in r.json()["error"]
+    r = c.post(f"/api/s/{sid}/clip", json={"edits": SEFA, "frame": 3})     # was a job that failed later
+    assert r.status_code == 409 and "not inverted yet" in r.json()["error"]
+    assert c.get(f"/api/s/{sid}/state").json()["jobs"] == []
 
 
 def test_cli_help_remote_warning_and_busy_port(capsys, media_dir):
@@ -543,3 +546,14 @@ def test_open_checks_the_span_and_the_path_first(client, media_dir):
         r = c.post(url, content=body.encode(), headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and r.json()["error"], (body, r.text)
         assert c.get(f"/api/s/{sid}/state").json()["project"] is None
+
+
+def test_a_clip_outside_the_video_is_400(client, media_dir):
+    """A clip at frame -100 or 10**9 started a job with a negative frame count that failed later
+    ('no latents for frame 0', '--end 1.0 is not after --start 1.0')."""
+    c = client
+    sid, _ = opened(c, media_dir)
+    for frame in (-100, -1, 30, 10**9):
+        r = c.post(f"/api/s/{sid}/clip", json={"edits": SEFA, "frame": frame, "seconds": 0.5})
+        assert r.status_code == 400 and f"frame {frame} is outside the video (0..29)" in r.json()["error"], r.text
+    assert c.get(f"/api/s/{sid}/state").json()["jobs"] == []

@@ -241,6 +241,9 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             raise InputError("an image has no clip to play", hint="use the frame view")
         if not 0.2 <= body.seconds <= 10:
             raise InputError("a clip lasts between 0.2 and 10 seconds")
+        if not 0 <= body.frame < p.n_frames:
+            raise InputError(f"frame {body.frame} is outside the video (0..{p.n_frames - 1})",
+                             hint="center the clip on a frame of the timeline")
         folder = studio.new_clip_folder()
         studio.used(p)
         job = start_clip(p, studio.edits(s, body.edits), _tracks(body.face), body.frame, body.seconds,

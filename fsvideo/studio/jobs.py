@@ -165,6 +165,8 @@ def start_clip(project: Project, edits, tracks: set[int] | None, center: int, se
     half = max(1, int(round(seconds * project.fps / 2)))
     first, stop = max(0, center - half), min(project.n_frames, center + half)
     lead = project.history_start(first, tracks, mask_history_frames(project.fps))
+    for i in (lead, stop - 1):                  # NotReady (409) now rather than a failed job
+        project.latents(i)
     a, b = project.boundary(first), project.boundary(stop)
     opts = replace(project.options, start=a, end=b)
     context = None if lead == first else ((a or 0.0) - (project.boundary(lead) or 0.0), 0.0)
