@@ -557,3 +557,17 @@ def test_a_clip_outside_the_video_is_400(client, media_dir):
         r = c.post(f"/api/s/{sid}/clip", json={"edits": SEFA, "frame": frame, "seconds": 0.5})
         assert r.status_code == 400 and f"frame {frame} is outside the video (0..29)" in r.json()["error"], r.text
     assert c.get(f"/api/s/{sid}/state").json()["jobs"] == []
+
+
+def test_a_job_output_gone_from_disk_is_404(client, media_dir):
+    """The file of a clip pruned by newer clips (MAX_CLIPS), or of an export the user deleted, was a 500
+    (FileResponse fails while sending)."""
+    c = client
+    sid, _ = opened(c, media_dir)
+    job = c.post(f"/api/s/{sid}/clip", json={"edits": SEFA, "frame": 3, "seconds": 0.2}).json()
+    assert wait_job(c, sid, job["id"])["state"] == "done"
+    output = c.app.state.studio.sessions[sid].jobs[job["id"]].output
+    output.unlink()
+    r = c.get(f"/api/s/{sid}/file/{job['id']}")
+    assert r.status_code == 404 and "clip.mp4 is no longer on disk" in r.json()["error"], r.text
+    assert "render the clip again" in r.json()["error"]

@@ -40,7 +40,7 @@ from fsvideo.studio.guard import validation_message
 from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
 from fsvideo.studio.project import NotReady, Project
 from fsvideo.studio.render import VIEWS, Renderer, jpeg_bytes
-from fsvideo.studio.session import LOOPBACK, ClipBody, EditsBody, OpenBody, RenderBody, Session, Studio, StudioConfig
+from fsvideo.studio.session import LOOPBACK, MAX_CLIPS, ClipBody, EditsBody, OpenBody, RenderBody, Session, Studio, StudioConfig
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +263,10 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         job = _job(studio.session(sid), job_id)
         if job.state != "done" or job.output is None:
             raise InputError(f"the {job.kind} is not finished ({job.state})")
+        if not job.output.is_file():          # FileResponse would fail while sending: a 500
+            raise HTTPException(404, f"{job.output.name} is no longer on disk (" + (
+                f"only the {MAX_CLIPS} newest clips are kept); render the clip again" if job.kind == "clip" else
+                "moved or deleted); export again"))
         return FileResponse(job.output, filename=job.output.name, headers={"Cache-Control": "no-store"})
 
     return app
