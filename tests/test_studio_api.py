@@ -571,3 +571,25 @@ def test_a_job_output_gone_from_disk_is_404(client, media_dir):
     r = c.get(f"/api/s/{sid}/file/{job['id']}")
     assert r.status_code == 404 and "clip.mp4 is no longer on disk" in r.json()["error"], r.text
     assert "render the clip again" in r.json()["error"]
+
+
+def test_two_exports_at_once_get_two_names(client, media_dir, monkeypatch):
+    """Two tabs exporting the same edit at once both got `<video>.sefa1+3.mp4` (the name was free until
+    the first finished), so the second export replaced the first's file."""
+    import threading
+
+    import fsvideo
+    release = threading.Event()
+
+    def slow_edit(source, out, **kw):                   # an export still running: nothing written yet
+        release.wait(30)
+        Path(out).write_bytes(b"video")
+    monkeypatch.setattr(fsvideo, "edit_video", slow_edit)
+    c = client
+    (a, _), (b, _) = opened(c, media_dir), opened(c, media_dir)
+    try:
+        ja, jb = (c.post(f"/api/s/{s}/export", json={"edits": SEFA}).json() for s in (a, b))
+        assert ja["name"] != jb["name"] and ja["command"].split(" -o ")[1] != jb["command"].split(" -o ")[1]
+    finally:
+        release.set()
+    assert wait_job(c, a, ja["id"])["state"] == wait_job(c, b, jb["id"])["state"] == "done"

@@ -227,10 +227,12 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             raise InputError("no edit to export", hint="add an edit and set its strength")
         if p.state != "ready":
             raise InputError("the video is still being inverted", hint="export when the progress bar is full")
-        out = _export_path(studio, p, body, fresh=True)
-        studio.used(p)
-        job = start_export(p, edits, _tracks(body.face), out, studio.renderer.size)
-        s.jobs[job.id] = job
+        tracks = _tracks(body.face)
+        with studio.export_lock:         # two exports at once (two tabs) must not pick the same free name
+            out = _export_path(studio, p, body, fresh=True)
+            studio.used(p)
+            job = start_export(p, edits, tracks, out, studio.renderer.size)
+            s.jobs[job.id] = job
         return job.status()
 
     @app.post("/api/s/{sid}/clip")
@@ -291,7 +293,9 @@ def _export_path(studio: Studio, p: Project, body: EditsBody, fresh: bool = Fals
     face = "" if body.face == "all" else f".face{body.face}"
     out = folder / default_output(Path(_safe_name(p.source.stem, "video") + face + ext), reqs, ext).name
     n = 2
-    while fresh and (out.exists() or out.with_suffix(".latents").exists()):
+    running = {j.name for s in list(studio.sessions.values()) for j in list(s.jobs.values())
+               if j.kind == "export" and j.state == "running"} if fresh else set()   # written at their end only
+    while fresh and (out.exists() or out.with_suffix(".latents").exists() or out.name in running):
         out = out.with_name(f"{out.stem.rsplit('~', 1)[0]}~{n}{ext}")
         n += 1
     return out

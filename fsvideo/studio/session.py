@@ -121,6 +121,7 @@ class Studio:
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self._sha: dict[tuple, str] = {}                   # (path, size, mtime) -> sha256: hash a file once
         self._prune_lock = threading.Lock()
+        self.export_lock = threading.Lock()               # picking an export's name and starting it
         self._receiving: set[Path] = set()                 # upload folders being written
         self.prune()                                       # what earlier runs left beyond the limits
         self.renderer = renderer or Renderer(config.options, config.draft_res)
