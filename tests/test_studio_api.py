@@ -593,3 +593,23 @@ def test_two_exports_at_once_get_two_names(client, media_dir, monkeypatch):
     finally:
         release.set()
     assert wait_job(c, a, ja["id"])["state"] == wait_job(c, b, jb["id"])["state"] == "done"
+
+
+def test_pages_of_other_sites_cannot_post(client, media_dir):
+    """A page of another site can send simple requests (form POST, no-cors fetch: no preflight) to
+    127.0.0.1. It cannot read a session id, but 33 POST /api/session evicted the user's session and
+    cancelled its export; any POST that a browser marks as from another origin is now a 403."""
+    c = client
+    sid = c.post("/api/session", headers={"Origin": "http://127.0.0.1", "Sec-Fetch-Site": "same-origin"}).json()["sid"]
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    for _ in range(33):
+        r = c.post("/api/session", headers=evil)
+        assert r.status_code == 403 and "cross-site request refused" in r.json()["error"]
+    assert c.get(f"/api/s/{sid}/state").status_code == 200                   # the user's session is still there
+    for headers in (evil, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://127.0.0.1:9999"}):
+        r = c.post(f"/api/s/{sid}/open", content=f'{{"path": "{media_dir / CLIP}"}}'.encode(), headers=headers)
+        assert r.status_code == 403, headers
+        r = c.post(f"/api/s/{sid}/upload", content=(media_dir / CLIP).read_bytes(), headers=headers)
+        assert r.status_code == 403, headers
+    assert c.get(f"/api/s/{sid}/state").json()["project"] is None
+    assert c.get("/", headers={"Origin": "http://evil.example"}).status_code == 200   # a link to the page is fine

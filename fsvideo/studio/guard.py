@@ -1,10 +1,62 @@
-"""The studio's checks of requests before the endpoints: malformed bodies as one-line errors.
+"""The studio's checks of requests before the endpoints: cross-site requests and malformed bodies.
+
+Why an Origin check besides the Host check (DNS rebinding) and the session ids: a page of another
+site open in the user's browser can still send "simple" requests to 127.0.0.1 (a form POST, or a
+``fetch`` in ``no-cors`` mode: text/plain or multipart, no preflight).  It cannot read the answers,
+so it never learns a session id, but ``POST /api/session`` needs none, and 33 of them evicted the
+user's own session (:data:`~fsvideo.studio.session.MAX_SESSIONS`), cancelling its export.
+Browsers send ``Origin`` with every POST that is not a plain navigation, and ``Sec-Fetch-Site``
+with every request; a POST whose origin is not the studio's own address is refused (403) before
+any endpoint runs.  Clients that are not browsers (curl, scripts) send neither and are not affected.
 
 FastAPI answers a body that does not match an endpoint's model with its own 422 ``{"detail": [...]}``
 (a list of pydantic errors, not the ``{"error": ...}`` the page shows), and fails with a 500 when
 the bad value is NaN or Infinity (Python's JSON reader takes them; the answer cannot hold them).
 """
 from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _json(status: int, message: str):
+    body = json.dumps({"error": message}).encode()
+    return {"type": "http.response.start", "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}, body
+
+
+class SameOrigin:
+    """ASGI middleware: refuse a state-changing request sent by a page of another origin (403)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            why = cross_site(dict((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]))
+            if why:
+                start, body = _json(403, f"cross-site request refused ({why}); "
+                                         "use the studio's own page at the address fsvideo studio printed")
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def cross_site(headers: dict[str, str]) -> str | None:
+    """Why a request with these (lower-case) headers comes from another site, or None."""
+    site = headers.get("sec-fetch-site")
+    if site in ("cross-site", "same-site"):
+        return f"Sec-Fetch-Site: {site}"
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    host = headers.get("host", "")
+    if origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
+        return f"Origin {origin} is not http://{host}"
+    return None
 
 
 def validation_message(errors) -> str:
