@@ -613,3 +613,25 @@ def test_pages_of_other_sites_cannot_post(client, media_dir):
         assert r.status_code == 403, headers
     assert c.get(f"/api/s/{sid}/state").json()["project"] is None
     assert c.get("/", headers={"Origin": "http://evil.example"}).status_code == 200   # a link to the page is fine
+
+
+def test_uploaded_directions_of_odd_dtypes_are_400(opts, renderer, workdir):
+    """A .npy of strings or records was a 500 (TypeError in torch.as_tensor); a complex one was taken
+    with its imaginary part dropped; a float32 one of 1e38 values became all zeros (its norm overflowed)."""
+    c = make_client(opts, renderer, workdir)
+    sid = c.post("/api/session").json()["sid"]
+
+    def up(a, name):
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return c.post(f"/api/s/{sid}/direction", content=buf.getvalue(), headers={"X-Filename": name})
+    n = renderer.runner.model.generator.style_dim
+    for a in (np.array(["a"] * n), np.zeros(n, dtype=[("a", "f4")]), np.ones(n, np.complex64)):
+        r = up(a, "odd.npy")
+        assert r.status_code == 400 and f"holds {a.dtype} values, not real numbers" in r.json()["error"], r.text
+    assert up(np.ones(n, np.int64), "ints.npy").status_code == 200
+    from fsvideo.edits.directions import load_direction
+    big = workdir / "big.npy"
+    np.save(big, np.full(n, 1e38, np.float32))
+    d = load_direction(big, 3, n)
+    assert torch.allclose(d, torch.full((3, n), (3 * n) ** -0.5))
