@@ -635,3 +635,15 @@ def test_uploaded_directions_of_odd_dtypes_are_400(opts, renderer, workdir):
     np.save(big, np.full(n, 1e38, np.float32))
     d = load_direction(big, 3, n)
     assert torch.allclose(d, torch.full((3, n), (3 * n) ** -0.5))
+
+
+def test_an_image_too_large_to_decode_is_400(opts, renderer, workdir, tmp_path):
+    """A 20000 x 12000 PNG (a few hundred kB) raised Pillow's DecompressionBombError: a 500 in the studio's
+    upload, an internal error in `fsvideo edit`."""
+    c = make_client(opts, renderer, workdir)
+    sid = c.post("/api/session").json()["sid"]
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (20000, 12000)).save(bomb, optimize=True)
+    r = c.post(f"/api/s/{sid}/upload", content=bomb.read_bytes(), headers={"X-Filename": "bomb.png"})
+    assert r.status_code == 400 and "too large an image to read safely" in r.json()["error"], r.text
+    assert "240000000 pixels" in r.json()["error"] and "scale it down" in r.json()["error"]
