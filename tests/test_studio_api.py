@@ -647,3 +647,28 @@ def test_an_image_too_large_to_decode_is_400(opts, renderer, workdir, tmp_path):
     r = c.post(f"/api/s/{sid}/upload", content=bomb.read_bytes(), headers={"X-Filename": "bomb.png"})
     assert r.status_code == 400 and "too large an image to read safely" in r.json()["error"], r.text
     assert "240000000 pixels" in r.json()["error"] and "scale it down" in r.json()["error"]
+
+
+def test_a_video_deleted_or_changed_after_opening_is_said(client, media_dir, tmp_path):
+    """Frames are decoded from the file as they are shown: after it was deleted a render was a 500
+    (FileNotFoundError), after it was replaced the new file's frames were shown over the old latents."""
+    import shutil
+    c = client
+    video = tmp_path / "copy.mp4"
+    shutil.copy(media_dir / CLIP, video)
+    sid = c.post("/api/session").json()["sid"]
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(video)}).status_code == 200
+    assert wait_ready(c, sid)["project"]["status"]["state"] == "ready"
+    video.unlink()
+    r = render(c, sid, frame=20, view="original")
+    assert r.status_code == 400 and "copy.mp4 was deleted or moved since the studio opened it" in r.json()["error"]
+    for endpoint in ("export", "clip"):
+        r = c.post(f"/api/s/{sid}/{endpoint}", json={"edits": SEFA, "frame": 3})
+        assert r.status_code == 400 and "was deleted or moved" in r.json()["error"], r.text
+    shutil.copy(media_dir / "videos/other/liveportrait-d13.mp4", video)
+    r = render(c, sid, frame=21, view="original")
+    assert r.status_code == 400 and "copy.mp4 was changed on disk since" in r.json()["error"]
+    shutil.copy(media_dir / CLIP, video)                    # the same video again: opening it works again
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(video)}).status_code == 200
+    assert wait_ready(c, sid)["project"]["status"]["state"] == "ready"
+    assert render(c, sid, frame=22).status_code == 200

@@ -228,6 +228,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             raise InputError("no edit to export", hint="add an edit and set its strength")
         if p.state != "ready":
             raise InputError("the video is still being inverted", hint="export when the progress bar is full")
+        p.check_source()
         tracks = _tracks(body.face)
         with studio.export_lock:         # two exports at once (two tabs) must not pick the same free name
             out = _export_path(studio, p, body, fresh=True)
@@ -244,6 +245,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             raise InputError("an image has no clip to play", hint="use the frame view")
         if not 0.2 <= body.seconds <= 10:
             raise InputError("a clip lasts between 0.2 and 10 seconds")
+        p.check_source()
         if not 0 <= body.frame < p.n_frames:
             raise InputError(f"frame {body.frame} is outside the video (0..{p.n_frames - 1})",
                              hint="center the clip on a frame of the timeline")

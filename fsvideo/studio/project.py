@@ -67,6 +67,7 @@ class Project:
         from fsvideo.weights import sha256_file
         self.source = Path(source)
         self.info = probe(self.source)                       # undecodable input fails here, clearly
+        self._stat = self._source_stat()                     # frames are decoded later: it must not change
         self.options = replace(options, face="all", compare=False, overwrite=True)
         self.sha256 = sha256 or sha256_file(self.source)
         self.key = project_key(self.sha256, self.options)
@@ -112,6 +113,25 @@ class Project:
         with atomic_output(kept, overwrite=True) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.asarray(times, np.float64))
         return times
+
+    def _source_stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.source.stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def source_unchanged(self) -> bool:
+        return self._source_stat() == self._stat
+
+    def check_source(self) -> None:
+        """Raise InputError when the video was deleted or changed on disk since it was opened: its frames
+        would no longer be the ones inverted (FileNotFoundError was a 500; a new file was shown silently)."""
+        now = self._source_stat()
+        if now != self._stat:                                # (size, mtime) as when opened
+            what = "deleted or moved" if now is None else "changed on disk"
+            raise InputError(f"{self.source} was {what} since the studio opened it",
+                             hint="open it again (or restore the file)")
 
     def time(self, i: int) -> float:
         """Seconds (player clock) of frame ``i``."""
@@ -228,6 +248,7 @@ class Project:
             if i in self._frames:
                 self._frames.move_to_end(i)
                 return self._frames[i]
+        self.check_source()
         if self.info.is_image:
             got = {0: next(iter(VideoReader(self.source, info=self.info))).image}
         else:

@@ -222,7 +222,10 @@ class Studio:
         opts = replace(self.config.options, start=start, end=end)
         p = Project(src, opts, self.workdir, sha256=self._sha.get(ident))
         self._sha[ident] = p.sha256
-        p = self.projects.setdefault(p.key, p)              # two tabs on one video share its inversion
+        known = self.projects.get(p.key)                    # two tabs on one video share its inversion,
+        if known is not None and known.source_unchanged():  # unless its file has gone or changed since
+            p = known
+        self.projects[p.key] = p
         s.project = p
         self.used(p)
         p.start_inversion()
