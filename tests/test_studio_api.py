@@ -672,3 +672,40 @@ def test_a_video_deleted_or_changed_after_opening_is_said(client, media_dir, tmp
     assert c.post(f"/api/s/{sid}/open", json={"path": str(video)}).status_code == 200
     assert wait_ready(c, sid)["project"]["status"]["state"] == "ready"
     assert render(c, sid, frame=22).status_code == 200
+
+
+def test_an_upload_the_disk_cannot_hold_is_507(opts, renderer, workdir, monkeypatch):
+    """An upload larger than the free space was written until the disk was full, then a 500 (OSError);
+    now a declared size above the free space is refused before writing, and a full disk is said."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from fsvideo.studio import app as app_mod
+    c = make_client(opts, renderer, workdir)
+    sid = c.post("/api/session").json()["sid"]
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**40, 2**40 - 1000, 1000))
+    r = c.post(f"/api/s/{sid}/upload", content=b"x" * 2000, headers={"X-Filename": "a.mp4"})
+    assert r.status_code == 507 and "MB free" in r.json()["error"], r.text
+    monkeypatch.undo()
+
+    class Full:
+        def __init__(self, *a):
+            self.path = a[0]
+            Path(a[0]).write_bytes(b"")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(app_mod, "open", Full, raising=False)
+    r = c.post(f"/api/s/{sid}/upload", content=b"x" * 2000, headers={"X-Filename": "b.mp4"})
+    assert r.status_code == 507 and "No space left on device" in r.json()["error"], r.text
+    assert not list((workdir / "uploads").rglob("b.mp4"))
+    monkeypatch.undo()
+    assert c.post("/api/session").status_code == 200

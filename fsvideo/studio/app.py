@@ -74,6 +74,12 @@ async def _receive(request: Request, dest: Path, limit_bytes: int) -> None:
     if declared and declared.isdigit() and int(declared) > limit_bytes:
         raise InputError(f"upload is {int(declared) / 2**20:.0f} MB; the limit is {limit_bytes / 2**20:.0f} MB",
                          hint="open the file by path, or start the studio with a larger --max-upload-mb")
+    import shutil
+    free = shutil.disk_usage(dest.parent).free
+    if declared and declared.isdigit() and int(declared) > free:       # it would fill the disk, then fail
+        raise HTTPException(507, f"upload is {int(declared) / 2**20:.0f} MB and the studio's work folder "
+                                 f"{dest.parent.parent.parent} has {free / 2**20:.1f} MB free; free some space, "
+                                 "open the file by path, or start the studio with another --workdir")
     n = 0
     try:
         with open(dest, "wb") as fh:                       # noqa: ASYNC230 - local disk, small chunks
@@ -83,6 +89,10 @@ async def _receive(request: Request, dest: Path, limit_bytes: int) -> None:
                     raise InputError(f"upload is larger than the limit of {limit_bytes / 2**20:.0f} MB",
                                      hint="open the file by path, or start the studio with a larger --max-upload-mb")
                 fh.write(chunk)
+    except OSError as e:                                     # the disk filled up (ENOSPC), or a quota
+        dest.unlink(missing_ok=True)
+        raise HTTPException(507, f"the upload cannot be written to {dest.parent.parent.parent} ({e.strerror}); "
+                                 "free some space, open the file by path, or use another --workdir") from e
     except BaseException:                                    # too large, or the browser went away
         dest.unlink(missing_ok=True)
         raise
