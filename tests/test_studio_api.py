@@ -709,3 +709,42 @@ def test_an_upload_the_disk_cannot_hold_is_507(opts, renderer, workdir, monkeypa
     assert not list((workdir / "uploads").rglob("b.mp4"))
     monkeypatch.undo()
     assert c.post("/api/session").status_code == 200
+
+
+def test_opening_another_video_stops_an_inversion_no_tab_needs(opts, renderer, media_dir, tmp_path, monkeypatch):
+    """Opening a video while another one inverts left the first inversion running with no tab to show
+    it: each open added one more inversion on the CPU (hours each with the real models)."""
+    import fsvideo
+    runs = {}
+
+    def slow_invert(source, out, progress=None, **kw):  # an inversion that takes long, frame by frame
+        runs[Path(source).name] = "running"
+        try:
+            for i in range(3000):
+                progress(i, 3000)
+                time.sleep(0.01)
+        except BaseException:
+            runs[Path(source).name] = "stopped"
+            raise
+    monkeypatch.setattr(fsvideo, "invert_video", slow_invert)
+    c = make_client(opts, renderer, tmp_path)
+    one, two = (c.post("/api/session").json()["sid"] for _ in range(2))
+    video, image = media_dir / CLIP, media_dir / "images/wild/facerec-obama.jpg"
+    studio = c.app.state.studio
+    try:
+        for sid in (one, two):
+            assert c.post(f"/api/s/{sid}/open", json={"path": str(video)}).status_code == 200
+        a = studio.sessions[one].project
+        assert c.post(f"/api/s/{one}/open", json={"path": str(image)}).status_code == 200
+        time.sleep(0.1)
+        assert a.state == "inverting" and runs[video.name] == "running"        # tab two still has it open
+        assert c.post(f"/api/s/{two}/open", json={"path": str(image)}).status_code == 200
+        assert a.wait(10) is False and a.state == "abandoned" and runs[video.name] == "stopped"
+        assert a.key not in studio.projects and not a.latents_path.exists()
+        assert studio.sessions[two].project.state == "inverting"             # the image's goes on
+        assert c.post(f"/api/s/{one}/open", json={"path": str(video)}).status_code == 200   # opened again: anew
+        assert studio.sessions[one].project is not a and studio.sessions[one].project.state == "inverting"
+    finally:
+        for p in list(studio.projects.values()):
+            p.abandon()
+            p.wait(10)

@@ -44,6 +44,10 @@ class NotReady(FsvideoError):
     """The frame is not inverted yet (or was dropped from memory until the latents file is complete)."""
 
 
+class Abandoned(FsvideoError):
+    """The inversion was stopped: no tab has the video open any more (:meth:`Project.abandon`)."""
+
+
 def project_key(source_sha256: str, options) -> str:
     """Hash of the source content and every option that shapes its latents."""
     keep = ("config", "generator", "encoder", "detector", "stabilize", "seed", "start", "end", "face")
@@ -87,6 +91,7 @@ class Project:
         self._chunks: OrderedDict[int, dict[int, FrameLatents]] = OrderedDict()
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
         self._thread: threading.Thread | None = None
+        self._abandon = threading.Event()
 
     def _span_times(self) -> list[float]:
         """Presentation times of the span's frames (a still image: ``[0.0]``).
@@ -181,6 +186,10 @@ class Project:
             invert_video(self.source, self.dir / f"inversion{self._suffix()}", latents_out=self.latents_path,
                          options=self.options, progress=self._progress, on_latents=self._add)
             self._use_file()
+        except Abandoned:
+            log.info("inversion of %s stopped: no tab has it open", self.source)
+            with self._lock:
+                self.state = "abandoned"
         except BaseException as e:  # noqa: BLE001 - shown in the page, the server keeps running
             log.warning("inversion of %s failed: %s", self.source, e)
             with self._lock:
@@ -190,10 +199,18 @@ class Project:
         from fsvideo.pipeline.jobs import video_suffix
         return ".png" if self.info.is_image else video_suffix(self.source)
 
+    def abandon(self) -> None:
+        """Stop the inversion at its next frame (its partial outputs are removed: they are atomic)."""
+        self._abandon.set()
+
     def _progress(self, done: int, total: int | None) -> None:
+        if self._abandon.is_set():
+            raise Abandoned("inversion stopped")
         self.done = done
 
     def _add(self, fl: FrameLatents) -> None:
+        if self._abandon.is_set():
+            raise Abandoned("inversion stopped")
         with self._lock:
             self._tracks[fl.frame] = fl.track
             self._live[fl.frame] = fl

@@ -121,6 +121,7 @@ class Studio:
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self._sha: dict[tuple, str] = {}                   # (path, size, mtime) -> sha256: hash a file once
         self._prune_lock = threading.Lock()
+        self._open_lock = threading.Lock()                 # which project each tab has open
         self.export_lock = threading.Lock()               # picking an export's name and starting it
         self._receiving: set[Path] = set()                 # upload folders being written
         self.prune()                                       # what earlier runs left beyond the limits
@@ -222,15 +223,29 @@ class Studio:
         opts = replace(self.config.options, start=start, end=end)
         p = Project(src, opts, self.workdir, sha256=self._sha.get(ident))
         self._sha[ident] = p.sha256
-        known = self.projects.get(p.key)                    # two tabs on one video share its inversion,
-        if known is not None and known.source_unchanged():  # unless its file has gone or changed since
-            p = known
-        self.projects[p.key] = p
-        s.project = p
+        with self._open_lock:
+            known = self.projects.get(p.key)                    # two tabs on one video share its inversion,
+            if known is not None and known.source_unchanged():  # unless its file has gone or changed since
+                p = known
+            self.projects[p.key] = p
+            before, s.project = s.project, p
+            self._release(before)
         self.used(p)
         p.start_inversion()
         self.prune()
         return p
+
+    def _release(self, p: Project | None) -> None:
+        """Stop ``p``'s inversion when no tab has it open any more and no job reads it: opening another
+        video left it running in the background, one more inversion sharing the CPU with each open."""
+        if p is None or p.state != "inverting":
+            return
+        for s in list(self.sessions.values()):
+            if s.project is p or any(j.state == "running" and p.dir in j.uses for j in list(s.jobs.values())):
+                return
+        p.abandon()
+        if self.projects.get(p.key) is p:                   # opened again later: a fresh inversion
+            del self.projects[p.key]
 
     def edits(self, s: Session, items: list[EditItem]) -> list[tuple[str, str, float]]:
         """Check the page's edits: only names this studio offers; strengths finite and bounded."""
