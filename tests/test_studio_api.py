@@ -748,3 +748,28 @@ def test_opening_another_video_stops_an_inversion_no_tab_needs(opts, renderer, m
         for p in list(studio.projects.values()):
             p.abandon()
             p.wait(10)
+
+
+def test_a_failed_inversion_is_said_and_reopening_retries(opts, renderer, media_dir, tmp_path, monkeypatch):
+    """After the inversion failed, render and clip said 'not inverted yet; wait for the progress bar'
+    (a wait without end), export 'still being inverted', and opening the video again kept the failure
+    until the studio was restarted."""
+    import fsvideo
+    from fsvideo.errors import InputError
+
+    def fails(*a, **kw):
+        raise InputError("no face detector weights", hint="run fsvideo weights download dlib")
+    monkeypatch.setattr(fsvideo, "invert_video", fails)
+    c = make_client(opts, renderer, tmp_path)
+    sid = c.post("/api/session").json()["sid"]
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(media_dir / CLIP)}).status_code == 200
+    assert wait_ready(c, sid)["project"]["status"]["state"] == "failed"
+    for endpoint in ("render", "clip", "export"):
+        r = c.post(f"/api/s/{sid}/{endpoint}", json={"edits": SEFA, "frame": 3})
+        assert r.status_code == 400, (endpoint, r.text)
+        assert "the inversion of liveportrait-d18.mp4 failed: no face detector weights" in r.json()["error"]
+        assert "open the video again to retry" in r.json()["error"]
+    monkeypatch.undo()                                   # the cause fixed: opening it again inverts it
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(media_dir / CLIP)}).status_code == 200
+    assert wait_ready(c, sid)["project"]["status"]["state"] == "ready"
+    assert render(c, sid, frame=3).status_code == 200

@@ -236,6 +236,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         edits = studio.edits(s, body.edits)
         if not edits:
             raise InputError("no edit to export", hint="add an edit and set its strength")
+        p.check_inverted()
         if p.state != "ready":
             raise InputError("the video is still being inverted", hint="export when the progress bar is full")
         p.check_source()

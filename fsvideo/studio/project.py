@@ -126,6 +126,12 @@ class Project:
             return None
         return st.st_size, st.st_mtime_ns
 
+    def check_inverted(self) -> None:
+        """Raise InputError when the inversion failed (its error, and: open the video again to retry)."""
+        if self.state == "failed":
+            raise InputError(f"the inversion of {self.source.name} failed: {self.error}",
+                             hint="fix that, then open the video again to retry")
+
     def source_unchanged(self) -> bool:
         return self._source_stat() == self._stat
 
@@ -243,6 +249,8 @@ class Project:
             if i in self._live:
                 return self._live[i]
             reader, chunk = self._reader, self._chunk_of.get(i)
+            if reader is None and self.state == "failed":  # not "wait": that wait would never end
+                self.check_inverted()
             if reader is None or chunk is None:
                 if i in self._tracks:              # inverted, dropped from memory (LIVE_FRAMES)
                     raise NotReady(f"frame {i} is inverted; it is read back when the inversion finishes",

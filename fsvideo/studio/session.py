@@ -224,9 +224,9 @@ class Studio:
         p = Project(src, opts, self.workdir, sha256=self._sha.get(ident))
         self._sha[ident] = p.sha256
         with self._open_lock:
-            known = self.projects.get(p.key)                    # two tabs on one video share its inversion,
-            if known is not None and known.source_unchanged():  # unless its file has gone or changed since
-                p = known
+            known = self.projects.get(p.key)         # two tabs on one video share its inversion, unless its
+            if known is not None and known.source_unchanged() and known.state != "failed":   # file changed
+                p = known                            # since; a failed inversion is tried again
             self.projects[p.key] = p
             before, s.project = s.project, p
             self._release(before)
