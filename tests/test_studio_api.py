@@ -245,6 +245,8 @@ def test_no_path_reaches_the_filesystem(client, opts, renderer, workdir, media_d
         r = c.get(url)
         assert r.status_code == 404 and b"import" not in r.content, url
     assert c.get("/static/studio.js").status_code == 200
+    for r in (c.get("/api/nope"), c.put(f"/api/s/{sid}/render", json={}), c.get(f"/api/s/{sid}/render")):
+        assert r.status_code in (404, 405) and r.json()["error"] in ("Not Found", "Method Not Allowed"), r.text
     assert c.get("/", headers={"Host": "evil.example:7870"}).status_code == 400     # DNS rebinding
     remote = make_client(opts, renderer, workdir, host="0.0.0.0")
     rs = remote.post("/api/session").json()

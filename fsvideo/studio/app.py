@@ -34,6 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fsvideo.errors import FsvideoError, InputError
 from fsvideo.studio.guard import SameOrigin, validation_message
@@ -115,8 +116,8 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     async def _fsvideo_error(request, e: FsvideoError):
         return JSONResponse({"error": str(e)}, status_code=409 if isinstance(e, NotReady) else 400)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request, e: HTTPException):
+    @app.exception_handler(StarletteHTTPException)      # also the router's 404 and 405, not only ours
+    async def _http_error(request, e: StarletteHTTPException):
         return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
 
     @app.exception_handler(RequestValidationError)
