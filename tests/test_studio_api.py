@@ -775,3 +775,34 @@ def test_a_failed_inversion_is_said_and_reopening_retries(opts, renderer, media_
     assert c.post(f"/api/s/{sid}/open", json={"path": str(media_dir / CLIP)}).status_code == 200
     assert wait_ready(c, sid)["project"]["status"]["state"] == "ready"
     assert render(c, sid, frame=3).status_code == 200
+
+
+def test_jobs_at_once_are_bounded_and_a_new_clip_replaces_the_tab_s_last(client, media_dir, monkeypatch):
+    """Every POST clip/export started one more thread with its own models (a burst could exhaust memory,
+    and a ninth clip at once deleted a running clip's folder); now a tab's new clip cancels its running
+    one, and a request beyond MAX_JOBS running jobs is a 429."""
+    import threading
+
+    import fsvideo
+    from fsvideo.studio.session import MAX_JOBS
+    release = threading.Event()
+
+    def slow_edit(source, out, progress=None, **kw):
+        while not release.is_set():
+            progress(0, 1)
+            time.sleep(0.01)
+        Path(out).write_bytes(b"video")
+    monkeypatch.setattr(fsvideo, "edit_video", slow_edit)
+    c = client
+    sids = [opened(c, media_dir)[0] for _ in range(MAX_JOBS + 1)]
+    try:
+        first, second = (c.post(f"/api/s/{sids[0]}/clip", json={"edits": SEFA, "frame": f}).json() for f in (5, 9))
+        assert wait_job(c, sids[0], first["id"], timeout=30)["state"] == "cancelled"
+        jobs = [second] + [c.post(f"/api/s/{s}/export", json={"edits": SEFA}).json() for s in sids[1:MAX_JOBS]]
+        assert all(j["state"] == "running" for j in jobs), jobs
+        r = c.post(f"/api/s/{sids[-1]}/export", json={"edits": SEFA})
+        assert r.status_code == 429 and f"{MAX_JOBS} exports or clips are running" in r.json()["error"]
+        assert c.post(f"/api/s/{sids[1]}/cancel/{jobs[1]['id']}").status_code == 200
+        assert c.post(f"/api/s/{sids[-1]}/export", json={"edits": SEFA}).status_code == 200
+    finally:
+        release.set()

@@ -242,7 +242,8 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             raise InputError("the video is still being inverted", hint="export when the progress bar is full")
         p.check_source()
         tracks = _tracks(body.face)
-        with studio.export_lock:         # two exports at once (two tabs) must not pick the same free name
+        with studio.jobs_lock:         # two exports at once (two tabs) must not pick the same free name
+            studio.job_room(s, "export")
             out = _export_path(studio, p, body, fresh=True)
             studio.used(p)
             job = start_export(p, edits, tracks, out, studio.renderer.size)
@@ -261,12 +262,15 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         if not 0 <= body.frame < p.n_frames:
             raise InputError(f"frame {body.frame} is outside the video (0..{p.n_frames - 1})",
                              hint="center the clip on a frame of the timeline")
-        folder = studio.new_clip_folder()
-        studio.used(p)
-        job = start_clip(p, studio.edits(s, body.edits), _tracks(body.face), body.frame, body.seconds,
-                         folder / f"clip{p.source.suffix if p.source.suffix.lower() in VIDEO_TYPES else '.mp4'}",
-                         studio.renderer.size)
-        s.jobs[job.id] = job
+        edits, tracks = studio.edits(s, body.edits), _tracks(body.face)
+        with studio.jobs_lock:
+            studio.job_room(s, "clip")
+            folder = studio.new_clip_folder()
+            studio.used(p)
+            job = start_clip(p, edits, tracks, body.frame, body.seconds,
+                             folder / f"clip{p.source.suffix if p.source.suffix.lower() in VIDEO_TYPES else '.mp4'}",
+                             studio.renderer.size)
+            s.jobs[job.id] = job
         return job.status()
 
     @app.post("/api/s/{sid}/cancel/{job_id}")

@@ -61,6 +61,11 @@ class Job:
     def cancel(self) -> None:
         self._cancel.set()
 
+    @property
+    def running(self) -> bool:
+        """Running and not asked to stop (a cancelled job ends at its next frame)."""
+        return self.state == "running" and not self._cancel.is_set()
+
     def wait(self, timeout: float | None = None) -> str:
         self._thread.join(timeout)
         return self.state

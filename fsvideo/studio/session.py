@@ -29,6 +29,7 @@ from fsvideo.studio.render import Renderer
 
 MAX_SESSIONS, MAX_EDITS, MAX_STRENGTH, SEFA_COUNT = 32, 16, 50.0, 10
 MAX_CLIPS = 8          # preview clips kept on disk; older ones are deleted as new ones are made
+MAX_JOBS = 4           # exports and clips running at once (each holds its own models); below MAX_CLIPS
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -122,7 +123,7 @@ class Studio:
         self._sha: dict[tuple, str] = {}                   # (path, size, mtime) -> sha256: hash a file once
         self._prune_lock = threading.Lock()
         self._open_lock = threading.Lock()                 # which project each tab has open
-        self.export_lock = threading.Lock()               # picking an export's name and starting it
+        self.jobs_lock = threading.Lock()                 # counting jobs, picking a name, starting one
         self._receiving: set[Path] = set()                 # upload folders being written
         self.prune()                                       # what earlier runs left beyond the limits
         self.renderer = renderer or Renderer(config.options, config.draft_res)
@@ -195,6 +196,20 @@ class Studio:
                 if p.dir.resolve() in gone or p.source.parent.resolve() in gone:
                     del self.projects[key]
         return removed
+
+    def job_room(self, s: Session, kind: str) -> None:
+        """Make room for a new job of ``kind``: a new clip cancels the tab's running clips (a preview of
+        an older cursor), then at most :data:`MAX_JOBS` may run.  Jobs were unbounded: each loads the
+        models and renders on its own threads, so a burst of requests could exhaust memory, and a
+        ninth clip at once deleted the folder of a running one (:meth:`new_clip_folder`)."""
+        if kind == "clip":
+            for j in list(s.jobs.values()):
+                if j.kind == "clip":
+                    j.cancel()
+        running = [j for t in list(self.sessions.values()) for j in list(t.jobs.values()) if j.running]
+        if len(running) >= MAX_JOBS:
+            raise HTTPException(429, f"{len(running)} exports or clips are running; wait for one to finish "
+                                     "or cancel one, then try again")
 
     def new_session(self) -> Session:
         s = Session(secrets.token_urlsafe(16))
