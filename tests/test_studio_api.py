@@ -247,7 +247,11 @@ def test_no_path_reaches_the_filesystem(client, opts, renderer, workdir, media_d
     assert c.get("/static/studio.js").status_code == 200
     for r in (c.get("/api/nope"), c.put(f"/api/s/{sid}/render", json={}), c.get(f"/api/s/{sid}/render")):
         assert r.status_code in (404, 405) and r.json()["error"] in ("Not Found", "Method Not Allowed"), r.text
-    assert c.get("/", headers={"Host": "evil.example:7870"}).status_code == 400     # DNS rebinding
+    for host in ("evil.example:7870", "127.0.0.1.evil.example", "", "[::2]:7870"):  # DNS rebinding
+        r = c.get("/", headers={"Host": host})
+        assert r.status_code == 400 and "answers only requests to 127.0.0.1" in r.json()["error"], host
+    for host in ("localhost:7870", "LOCALHOST", "[::1]:7870", "127.0.0.1:1"):
+        assert c.get("/", headers={"Host": host}).status_code == 200, host
     remote = make_client(opts, renderer, workdir, host="0.0.0.0")
     rs = remote.post("/api/session").json()
     assert rs["allow_paths"] is False

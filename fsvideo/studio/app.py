@@ -37,7 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fsvideo.errors import FsvideoError, InputError
-from fsvideo.studio.guard import SameOrigin, validation_message
+from fsvideo.studio.guard import LocalHost, SameOrigin, validation_message
 from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
 from fsvideo.studio.project import NotReady, Project
 from fsvideo.studio.render import VIEWS, Renderer, jpeg_bytes
@@ -109,8 +109,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     app.state.studio = studio
     app.add_middleware(SameOrigin)      # a page of another site cannot act through the user's browser
     if config.host in LOOPBACK:         # DNS rebinding: only answer requests addressed to this machine
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+        app.add_middleware(LocalHost)
 
     @app.exception_handler(FsvideoError)
     async def _fsvideo_error(request, e: FsvideoError):

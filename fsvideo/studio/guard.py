@@ -1,4 +1,5 @@
-"""The studio's checks of requests before the endpoints: cross-site requests and malformed bodies.
+"""The studio's checks of requests before the endpoints: the Host (DNS rebinding), cross-site requests
+and malformed bodies, each refused as a one-line ``{"error": ...}`` like every other error.
 
 Why an Origin check besides the Host check (DNS rebinding) and the session ids: a page of another
 site open in the user's browser can still send "simple" requests to 127.0.0.1 (a form POST, or a
@@ -27,6 +28,32 @@ def _json(status: int, message: str):
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}, body
 
 
+async def _refuse(send, status: int, message: str) -> None:
+    start, body = _json(status, message)
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
+class LocalHost:
+    """ASGI middleware against DNS rebinding: answer only requests addressed to this machine by name
+    (a 400 ``{"error"}``, where Starlette's TrustedHostMiddleware answered plain text)."""
+
+    ALLOWED = ("127.0.0.1", "localhost", "[::1]")
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1").strip().lower()
+            host = raw[:raw.find("]") + 1] if raw.startswith("[") else raw.split(":")[0]
+            if host not in self.ALLOWED:
+                await _refuse(send, 400, f"this studio answers only requests to 127.0.0.1 or localhost, not "
+                                         f"{raw[:100]!r}; open it at the address fsvideo studio printed")
+                return
+        await self.app(scope, receive, send)
+
+
 class SameOrigin:
     """ASGI middleware: refuse a state-changing request sent by a page of another origin (403)."""
 
@@ -37,10 +64,8 @@ class SameOrigin:
         if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
             why = cross_site(dict((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]))
             if why:
-                start, body = _json(403, f"cross-site request refused ({why}); "
+                await _refuse(send, 403, f"cross-site request refused ({why}); "
                                          "use the studio's own page at the address fsvideo studio printed")
-                await send(start)
-                await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
 
