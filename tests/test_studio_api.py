@@ -245,7 +245,13 @@ def test_no_path_reaches_the_filesystem(client, opts, renderer, workdir, media_d
         r = c.get(url)
         assert r.status_code == 404 and b"import" not in r.content, url
     assert c.get("/static/studio.js").status_code == 200
-    assert c.get("/", headers={"Host": "evil.example:7870"}).status_code == 400     # DNS rebinding
+    for r in (c.get("/api/nope"), c.put(f"/api/s/{sid}/render", json={}), c.get(f"/api/s/{sid}/render")):
+        assert r.status_code in (404, 405) and r.json()["error"] in ("Not Found", "Method Not Allowed"), r.text
+    for host in ("evil.example:7870", "127.0.0.1.evil.example", "", "[::2]:7870"):  # DNS rebinding
+        r = c.get("/", headers={"Host": host})
+        assert r.status_code == 400 and "answers only requests to 127.0.0.1" in r.json()["error"], host
+    for host in ("localhost:7870", "LOCALHOST", "[::1]:7870", "127.0.0.1:1"):
+        assert c.get("/", headers={"Host": host}).status_code == 200, host
     remote = make_client(opts, renderer, workdir, host="0.0.0.0")
     rs = remote.post("/api/session").json()
     assert rs["allow_paths"] is False
@@ -344,6 +350,9 @@ def test_frames_not_inverted_yet_are_409(opts, renderer, tmp_path, media_dir, mo
     assert render(c, sid, frame=2, view="original").status_code == 200         # the source frame is shown
     r = c.post(f"/api/s/{sid}/export", json={"edits": SEFA})
     assert r.status_code == 400 and "still being inverted" in r.json()["error"]
+    r = c.post(f"/api/s/{sid}/clip", json={"edits": SEFA, "frame": 3})     # was a job that failed later
+    assert r.status_code == 409 and "not inverted yet" in r.json()["error"]
+    assert c.get(f"/api/s/{sid}/state").json()["jobs"] == []
 
 
 def test_cli_help_remote_warning_and_busy_port(capsys, media_dir):
@@ -497,3 +506,309 @@ def test_export_and_inversion_of_a_source_the_writer_cannot_write_are_mp4(tmp_pa
         out = _export_path(NS(workdir=tmp_path), p, EditsBody(edits=SEFA))
         assert out.parent == tmp_path / "exports" and out.suffix == ext, out
         assert Project._suffix(p) == ext
+
+
+def test_malformed_bodies_are_one_line_errors(client):
+    """A body that does not fit the endpoint was FastAPI's 422 {"detail": [...]} (no "error" for the page),
+    and a 500 when the bad value was NaN (the answer repeated it, and JSON cannot hold it)."""
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    url = f"/api/s/{sid}/render"
+    js = {"Content-Type": "application/json"}
+    cases = [(dict(content=b"{frame:", headers=js), "not valid JSON"),
+             (dict(json=[1, 2]), "must be a JSON object"),
+             (dict(content=b'{"frame": 1}', headers={"Content-Type": "text/plain"}), "must be a JSON object"),
+             (dict(json={"frame": 1.5}), "frame 1.5 is not valid: input should be a valid integer"),
+             (dict(content=b'{"frame": NaN}', headers=js), "frame nan is not valid"),
+             (dict(json={"edits": [{"attr": "sefa:1"}]}), "edits[0].strength is missing"),
+             (dict(json={"edits": [{"attr": "sefa:1", "strength": "x"}]}), "edits[0].strength 'x' is not valid")]
+    for kw, want in cases:
+        r = c.post(url, **kw)
+        assert r.status_code == 422 and want in r.json()["error"] and "\n" not in r.json()["error"], (kw, r.text)
+    r = c.post(f"/api/s/{sid}/open", json={})
+    assert r.status_code == 422 and r.json()["error"] == "path is missing; add it to the request's JSON object"
+
+
+def test_odd_face_ids_and_sefa_indices_are_400(client, media_dir):
+    """face '²' passed str.isdigit and failed in int() (500), as did 5000 digits (int's digit limit);
+    sefa:99 passed the name check and failed in the SeFa decomposition (k > style size: 500)."""
+    c = client
+    sid, _ = opened(c, media_dir)
+    for body in (dict(face="²"), dict(face="9" * 5000), dict(face="١"),
+                 dict(edits=[{"attr": "sefa:99", "strength": 1}]), dict(edits=[{"attr": "sefa:10", "strength": 1}])):
+        for endpoint in ("render", "command"):
+            r = c.post(f"/api/s/{sid}/{endpoint}", json=dict(dict(frame=1, edits=SEFA), **body))
+            assert r.status_code == 400 and r.json()["error"], (endpoint, body, r.text)
+    assert render(c, sid, face="0", edits=[{"attr": "sefa:9", "strength": 1}]).status_code == 200
+
+
+def test_open_checks_the_span_and_the_path_first(client, media_dir):
+    """A NaN start failed listing the frames (500), a negative one opened and failed later in the page,
+    and '~nosuchuser/x.mp4' raised RuntimeError in expanduser (500)."""
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    url, clip = f"/api/s/{sid}/open", str(media_dir / CLIP)
+    for body in (f'{{"path": "{clip}", "start": NaN}}', f'{{"path": "{clip}", "end": Infinity}}',
+                 f'{{"path": "{clip}", "start": -5}}', f'{{"path": "{clip}", "start": 0.5, "end": 0.5}}',
+                 '{"path": "~nosuchuser_fsvideo/x.mp4"}'):
+        r = c.post(url, content=body.encode(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"], (body, r.text)
+        assert c.get(f"/api/s/{sid}/state").json()["project"] is None
+
+
+def test_a_clip_outside_the_video_is_400(client, media_dir):
+    """A clip at frame -100 or 10**9 started a job with a negative frame count that failed later
+    ('no latents for frame 0', '--end 1.0 is not after --start 1.0')."""
+    c = client
+    sid, _ = opened(c, media_dir)
+    for frame in (-100, -1, 30, 10**9):
+        r = c.post(f"/api/s/{sid}/clip", json={"edits": SEFA, "frame": frame, "seconds": 0.5})
+        assert r.status_code == 400 and f"frame {frame} is outside the video (0..29)" in r.json()["error"], r.text
+    assert c.get(f"/api/s/{sid}/state").json()["jobs"] == []
+
+
+def test_a_job_output_gone_from_disk_is_404(client, media_dir):
+    """The file of a clip pruned by newer clips (MAX_CLIPS), or of an export the user deleted, was a 500
+    (FileResponse fails while sending)."""
+    c = client
+    sid, _ = opened(c, media_dir)
+    job = c.post(f"/api/s/{sid}/clip", json={"edits": SEFA, "frame": 3, "seconds": 0.2}).json()
+    assert wait_job(c, sid, job["id"])["state"] == "done"
+    output = c.app.state.studio.sessions[sid].jobs[job["id"]].output
+    output.unlink()
+    r = c.get(f"/api/s/{sid}/file/{job['id']}")
+    assert r.status_code == 404 and "clip.mp4 is no longer on disk" in r.json()["error"], r.text
+    assert "render the clip again" in r.json()["error"]
+
+
+def test_two_exports_at_once_get_two_names(client, media_dir, monkeypatch):
+    """Two tabs exporting the same edit at once both got `<video>.sefa1+3.mp4` (the name was free until
+    the first finished), so the second export replaced the first's file."""
+    import threading
+
+    import fsvideo
+    release = threading.Event()
+
+    def slow_edit(source, out, **kw):                   # an export still running: nothing written yet
+        release.wait(30)
+        Path(out).write_bytes(b"video")
+    monkeypatch.setattr(fsvideo, "edit_video", slow_edit)
+    c = client
+    (a, _), (b, _) = opened(c, media_dir), opened(c, media_dir)
+    try:
+        ja, jb = (c.post(f"/api/s/{s}/export", json={"edits": SEFA}).json() for s in (a, b))
+        assert ja["name"] != jb["name"] and ja["command"].split(" -o ")[1] != jb["command"].split(" -o ")[1]
+    finally:
+        release.set()
+    assert wait_job(c, a, ja["id"])["state"] == wait_job(c, b, jb["id"])["state"] == "done"
+
+
+def test_pages_of_other_sites_cannot_post(client, media_dir):
+    """A page of another site can send simple requests (form POST, no-cors fetch: no preflight) to
+    127.0.0.1. It cannot read a session id, but 33 POST /api/session evicted the user's session and
+    cancelled its export; any POST that a browser marks as from another origin is now a 403."""
+    c = client
+    sid = c.post("/api/session", headers={"Origin": "http://127.0.0.1", "Sec-Fetch-Site": "same-origin"}).json()["sid"]
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    for _ in range(33):
+        r = c.post("/api/session", headers=evil)
+        assert r.status_code == 403 and "cross-site request refused" in r.json()["error"]
+    assert c.get(f"/api/s/{sid}/state").status_code == 200                   # the user's session is still there
+    for headers in (evil, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://127.0.0.1:9999"}):
+        r = c.post(f"/api/s/{sid}/open", content=f'{{"path": "{media_dir / CLIP}"}}'.encode(), headers=headers)
+        assert r.status_code == 403, headers
+        r = c.post(f"/api/s/{sid}/upload", content=(media_dir / CLIP).read_bytes(), headers=headers)
+        assert r.status_code == 403, headers
+    assert c.get(f"/api/s/{sid}/state").json()["project"] is None
+    assert c.get("/", headers={"Origin": "http://evil.example"}).status_code == 200   # a link to the page is fine
+
+
+def test_uploaded_directions_of_odd_dtypes_are_400(opts, renderer, workdir):
+    """A .npy of strings or records was a 500 (TypeError in torch.as_tensor); a complex one was taken
+    with its imaginary part dropped; a float32 one of 1e38 values became all zeros (its norm overflowed)."""
+    c = make_client(opts, renderer, workdir)
+    sid = c.post("/api/session").json()["sid"]
+
+    def up(a, name):
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return c.post(f"/api/s/{sid}/direction", content=buf.getvalue(), headers={"X-Filename": name})
+    n = renderer.runner.model.generator.style_dim
+    for a in (np.array(["a"] * n), np.zeros(n, dtype=[("a", "f4")]), np.ones(n, np.complex64)):
+        r = up(a, "odd.npy")
+        assert r.status_code == 400 and f"holds {a.dtype} values, not real numbers" in r.json()["error"], r.text
+    assert up(np.ones(n, np.int64), "ints.npy").status_code == 200
+    from fsvideo.edits.directions import load_direction
+    big = workdir / "big.npy"
+    np.save(big, np.full(n, 1e38, np.float32))
+    d = load_direction(big, 3, n)
+    assert torch.allclose(d, torch.full((3, n), (3 * n) ** -0.5))
+
+
+def test_an_image_too_large_to_decode_is_400(opts, renderer, workdir, tmp_path):
+    """A 20000 x 12000 PNG (a few hundred kB) raised Pillow's DecompressionBombError: a 500 in the studio's
+    upload, an internal error in `fsvideo edit`."""
+    c = make_client(opts, renderer, workdir)
+    sid = c.post("/api/session").json()["sid"]
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (20000, 12000)).save(bomb, optimize=True)
+    r = c.post(f"/api/s/{sid}/upload", content=bomb.read_bytes(), headers={"X-Filename": "bomb.png"})
+    assert r.status_code == 400 and "too large an image to read safely" in r.json()["error"], r.text
+    assert "240000000 pixels" in r.json()["error"] and "scale it down" in r.json()["error"]
+
+
+def test_a_video_deleted_or_changed_after_opening_is_said(client, media_dir, tmp_path):
+    """Frames are decoded from the file as they are shown: after it was deleted a render was a 500
+    (FileNotFoundError), after it was replaced the new file's frames were shown over the old latents."""
+    import shutil
+    c = client
+    video = tmp_path / "copy.mp4"
+    shutil.copy(media_dir / CLIP, video)
+    sid = c.post("/api/session").json()["sid"]
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(video)}).status_code == 200
+    assert wait_ready(c, sid)["project"]["status"]["state"] == "ready"
+    video.unlink()
+    r = render(c, sid, frame=20, view="original")
+    assert r.status_code == 400 and "copy.mp4 was deleted or moved since the studio opened it" in r.json()["error"]
+    for endpoint in ("export", "clip"):
+        r = c.post(f"/api/s/{sid}/{endpoint}", json={"edits": SEFA, "frame": 3})
+        assert r.status_code == 400 and "was deleted or moved" in r.json()["error"], r.text
+    shutil.copy(media_dir / "videos/other/liveportrait-d13.mp4", video)
+    r = render(c, sid, frame=21, view="original")
+    assert r.status_code == 400 and "copy.mp4 was changed on disk since" in r.json()["error"]
+    shutil.copy(media_dir / CLIP, video)                    # the same video again: opening it works again
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(video)}).status_code == 200
+    assert wait_ready(c, sid)["project"]["status"]["state"] == "ready"
+    assert render(c, sid, frame=22).status_code == 200
+
+
+def test_an_upload_the_disk_cannot_hold_is_507(opts, renderer, workdir, monkeypatch):
+    """An upload larger than the free space was written until the disk was full, then a 500 (OSError);
+    now a declared size above the free space is refused before writing, and a full disk is said."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from fsvideo.studio import app as app_mod
+    c = make_client(opts, renderer, workdir)
+    sid = c.post("/api/session").json()["sid"]
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**40, 2**40 - 1000, 1000))
+    r = c.post(f"/api/s/{sid}/upload", content=b"x" * 2000, headers={"X-Filename": "a.mp4"})
+    assert r.status_code == 507 and "MB free" in r.json()["error"], r.text
+    monkeypatch.undo()
+
+    class Full:
+        def __init__(self, *a):
+            self.path = a[0]
+            Path(a[0]).write_bytes(b"")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(app_mod, "open", Full, raising=False)
+    r = c.post(f"/api/s/{sid}/upload", content=b"x" * 2000, headers={"X-Filename": "b.mp4"})
+    assert r.status_code == 507 and "No space left on device" in r.json()["error"], r.text
+    assert not list((workdir / "uploads").rglob("b.mp4"))
+    monkeypatch.undo()
+    assert c.post("/api/session").status_code == 200
+
+
+def test_opening_another_video_stops_an_inversion_no_tab_needs(opts, renderer, media_dir, tmp_path, monkeypatch):
+    """Opening a video while another one inverts left the first inversion running with no tab to show
+    it: each open added one more inversion on the CPU (hours each with the real models)."""
+    import fsvideo
+    runs = {}
+
+    def slow_invert(source, out, progress=None, **kw):  # an inversion that takes long, frame by frame
+        runs[Path(source).name] = "running"
+        try:
+            for i in range(3000):
+                progress(i, 3000)
+                time.sleep(0.01)
+        except BaseException:
+            runs[Path(source).name] = "stopped"
+            raise
+    monkeypatch.setattr(fsvideo, "invert_video", slow_invert)
+    c = make_client(opts, renderer, tmp_path)
+    one, two = (c.post("/api/session").json()["sid"] for _ in range(2))
+    video, image = media_dir / CLIP, media_dir / "images/wild/facerec-obama.jpg"
+    studio = c.app.state.studio
+    try:
+        for sid in (one, two):
+            assert c.post(f"/api/s/{sid}/open", json={"path": str(video)}).status_code == 200
+        a = studio.sessions[one].project
+        assert c.post(f"/api/s/{one}/open", json={"path": str(image)}).status_code == 200
+        time.sleep(0.1)
+        assert a.state == "inverting" and runs[video.name] == "running"        # tab two still has it open
+        assert c.post(f"/api/s/{two}/open", json={"path": str(image)}).status_code == 200
+        assert a.wait(10) is False and a.state == "abandoned" and runs[video.name] == "stopped"
+        assert a.key not in studio.projects and not a.latents_path.exists()
+        assert studio.sessions[two].project.state == "inverting"             # the image's goes on
+        assert c.post(f"/api/s/{one}/open", json={"path": str(video)}).status_code == 200   # opened again: anew
+        assert studio.sessions[one].project is not a and studio.sessions[one].project.state == "inverting"
+    finally:
+        for p in list(studio.projects.values()):
+            p.abandon()
+            p.wait(10)
+
+
+def test_a_failed_inversion_is_said_and_reopening_retries(opts, renderer, media_dir, tmp_path, monkeypatch):
+    """After the inversion failed, render and clip said 'not inverted yet; wait for the progress bar'
+    (a wait without end), export 'still being inverted', and opening the video again kept the failure
+    until the studio was restarted."""
+    import fsvideo
+    from fsvideo.errors import InputError
+
+    def fails(*a, **kw):
+        raise InputError("no face detector weights", hint="run fsvideo weights download dlib")
+    monkeypatch.setattr(fsvideo, "invert_video", fails)
+    c = make_client(opts, renderer, tmp_path)
+    sid = c.post("/api/session").json()["sid"]
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(media_dir / CLIP)}).status_code == 200
+    assert wait_ready(c, sid)["project"]["status"]["state"] == "failed"
+    for endpoint in ("render", "clip", "export"):
+        r = c.post(f"/api/s/{sid}/{endpoint}", json={"edits": SEFA, "frame": 3})
+        assert r.status_code == 400, (endpoint, r.text)
+        assert "the inversion of liveportrait-d18.mp4 failed: no face detector weights" in r.json()["error"]
+        assert "open the video again to retry" in r.json()["error"]
+    monkeypatch.undo()                                   # the cause fixed: opening it again inverts it
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(media_dir / CLIP)}).status_code == 200
+    assert wait_ready(c, sid)["project"]["status"]["state"] == "ready"
+    assert render(c, sid, frame=3).status_code == 200
+
+
+def test_jobs_at_once_are_bounded_and_a_new_clip_replaces_the_tab_s_last(client, media_dir, monkeypatch):
+    """Every POST clip/export started one more thread with its own models (a burst could exhaust memory,
+    and a ninth clip at once deleted a running clip's folder); now a tab's new clip cancels its running
+    one, and a request beyond MAX_JOBS running jobs is a 429."""
+    import threading
+
+    import fsvideo
+    from fsvideo.studio.session import MAX_JOBS
+    release = threading.Event()
+
+    def slow_edit(source, out, progress=None, **kw):
+        while not release.is_set():
+            progress(0, 1)
+            time.sleep(0.01)
+        Path(out).write_bytes(b"video")
+    monkeypatch.setattr(fsvideo, "edit_video", slow_edit)
+    c = client
+    sids = [opened(c, media_dir)[0] for _ in range(MAX_JOBS + 1)]
+    try:
+        first, second = (c.post(f"/api/s/{sids[0]}/clip", json={"edits": SEFA, "frame": f}).json() for f in (5, 9))
+        assert wait_job(c, sids[0], first["id"], timeout=30)["state"] == "cancelled"
+        jobs = [second] + [c.post(f"/api/s/{s}/export", json={"edits": SEFA}).json() for s in sids[1:MAX_JOBS]]
+        assert all(j["state"] == "running" for j in jobs), jobs
+        r = c.post(f"/api/s/{sids[-1]}/export", json={"edits": SEFA})
+        assert r.status_code == 429 and f"{MAX_JOBS} exports or clips are running" in r.json()["error"]
+        assert c.post(f"/api/s/{sids[1]}/cancel/{jobs[1]['id']}").status_code == 200
+        assert c.post(f"/api/s/{sids[-1]}/export", json={"edits": SEFA}).status_code == 200
+    finally:
+        release.set()

@@ -47,6 +47,9 @@ def as_wplus_direction(d: Tensor | np.ndarray, n_latent: int, style_dim: int = 5
     if not torch.isfinite(t).all():
         raise InputError(f"{name} contains NaN or Inf values", hint="re-export the direction")
     norm = float(t.norm())
+    if norm == float("inf"):         # finite values whose norm overflows float32 (e.g. 1e38): scale first
+        t = t / t.abs().max()
+        norm = float(t.norm())
     if norm == 0:
         raise InputError(f"{name} is all zeros", hint="use a non-zero direction")
     if abs(norm - 1.0) <= 1e-4:      # already unit norm (float rounding): keep the values bit-exact
@@ -72,6 +75,9 @@ def load_direction(path: str | Path, n_latent: int, style_dim: int = 512) -> Ten
         raise InputError(f"direction file {p} cannot be read ({e})", hint="pass a .npy array of floats") from e
     if not isinstance(arr, (np.ndarray, Tensor)):
         raise InputError(f"direction file {p} does not hold an array", hint="pass a .npy array of floats")
+    if arr.is_complex() if isinstance(arr, Tensor) else arr.dtype.kind not in "biuf":   # text, records, complex
+        raise InputError(f"direction file {p} holds {arr.dtype} values, not real numbers",
+                         hint="pass a .npy array of floats")
     return as_wplus_direction(arr, n_latent, style_dim, name=str(p))
 
 

@@ -30,15 +30,18 @@ import time
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fsvideo.errors import FsvideoError, InputError
+from fsvideo.studio.guard import LocalHost, SameOrigin, validation_message
 from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
 from fsvideo.studio.project import NotReady, Project
 from fsvideo.studio.render import VIEWS, Renderer, jpeg_bytes
-from fsvideo.studio.session import LOOPBACK, ClipBody, EditsBody, OpenBody, RenderBody, Session, Studio, StudioConfig
+from fsvideo.studio.session import LOOPBACK, MAX_CLIPS, ClipBody, EditsBody, OpenBody, RenderBody, Session, Studio, StudioConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,8 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def _tracks(face: str) -> set[int] | None:
     if face == "all":
         return None
-    if not face.isdigit():
-        raise InputError(f"face must be 'all' or a track id, got {face!r}")
+    if not re.fullmatch(r"[0-9]{1,9}", face):      # not str.isdigit: '²' and 5000 digits are digits to it
+        raise InputError(f"face must be 'all' or a track id, got {face[:20]!r}", hint="pick a face in the list")
     return {int(face)}
 
 
@@ -72,6 +75,12 @@ async def _receive(request: Request, dest: Path, limit_bytes: int) -> None:
     if declared and declared.isdigit() and int(declared) > limit_bytes:
         raise InputError(f"upload is {int(declared) / 2**20:.0f} MB; the limit is {limit_bytes / 2**20:.0f} MB",
                          hint="open the file by path, or start the studio with a larger --max-upload-mb")
+    import shutil
+    free = shutil.disk_usage(dest.parent).free
+    if declared and declared.isdigit() and int(declared) > free:       # it would fill the disk, then fail
+        raise HTTPException(507, f"upload is {int(declared) / 2**20:.0f} MB and the studio's work folder "
+                                 f"{dest.parent.parent.parent} has {free / 2**20:.1f} MB free; free some space, "
+                                 "open the file by path, or start the studio with another --workdir")
     n = 0
     try:
         with open(dest, "wb") as fh:                       # noqa: ASYNC230 - local disk, small chunks
@@ -81,6 +90,10 @@ async def _receive(request: Request, dest: Path, limit_bytes: int) -> None:
                     raise InputError(f"upload is larger than the limit of {limit_bytes / 2**20:.0f} MB",
                                      hint="open the file by path, or start the studio with a larger --max-upload-mb")
                 fh.write(chunk)
+    except OSError as e:                                     # the disk filled up (ENOSPC), or a quota
+        dest.unlink(missing_ok=True)
+        raise HTTPException(507, f"the upload cannot be written to {dest.parent.parent.parent} ({e.strerror}); "
+                                 "free some space, open the file by path, or use another --workdir") from e
     except BaseException:                                    # too large, or the browser went away
         dest.unlink(missing_ok=True)
         raise
@@ -94,17 +107,21 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     studio = Studio(config, renderer)
     app = FastAPI(title="fsvideo studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
+    app.add_middleware(SameOrigin)      # a page of another site cannot act through the user's browser
     if config.host in LOOPBACK:         # DNS rebinding: only answer requests addressed to this machine
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+        app.add_middleware(LocalHost)
 
     @app.exception_handler(FsvideoError)
     async def _fsvideo_error(request, e: FsvideoError):
         return JSONResponse({"error": str(e)}, status_code=409 if isinstance(e, NotReady) else 400)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request, e: HTTPException):
+    @app.exception_handler(StarletteHTTPException)      # also the router's 404 and 405, not only ours
+    async def _http_error(request, e: StarletteHTTPException):
         return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_body(request, e: RequestValidationError):
+        return JSONResponse({"error": validation_message(e.errors())}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _internal(request, e: Exception):
@@ -135,8 +152,11 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             raise InputError("opening files by path is off on this server (it listens beyond this machine)",
                              hint="upload the video instead, or restart with --allow-paths")
         o = config.options
-        p = studio.open(s, Path(body.path).expanduser(), o.start if body.start is None else body.start,
-                        o.end if body.end is None else body.end)
+        try:
+            path = Path(body.path).expanduser()
+        except RuntimeError as e:                  # ~user of no such user, or no home folder
+            raise InputError(f"{body.path[:200]}: {e}", hint="give the video's full path") from e
+        p = studio.open(s, path, o.start if body.start is None else body.start, o.end if body.end is None else body.end)
         return dict(video=p.source.name)
 
     @app.post("/api/s/{sid}/upload")
@@ -216,12 +236,17 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         edits = studio.edits(s, body.edits)
         if not edits:
             raise InputError("no edit to export", hint="add an edit and set its strength")
+        p.check_inverted()
         if p.state != "ready":
             raise InputError("the video is still being inverted", hint="export when the progress bar is full")
-        out = _export_path(studio, p, body, fresh=True)
-        studio.used(p)
-        job = start_export(p, edits, _tracks(body.face), out, studio.renderer.size)
-        s.jobs[job.id] = job
+        p.check_source()
+        tracks = _tracks(body.face)
+        with studio.jobs_lock:         # two exports at once (two tabs) must not pick the same free name
+            studio.job_room(s, "export")
+            out = _export_path(studio, p, body, fresh=True)
+            studio.used(p)
+            job = start_export(p, edits, tracks, out, studio.renderer.size)
+            s.jobs[job.id] = job
         return job.status()
 
     @app.post("/api/s/{sid}/clip")
@@ -232,12 +257,19 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             raise InputError("an image has no clip to play", hint="use the frame view")
         if not 0.2 <= body.seconds <= 10:
             raise InputError("a clip lasts between 0.2 and 10 seconds")
-        folder = studio.new_clip_folder()
-        studio.used(p)
-        job = start_clip(p, studio.edits(s, body.edits), _tracks(body.face), body.frame, body.seconds,
-                         folder / f"clip{p.source.suffix if p.source.suffix.lower() in VIDEO_TYPES else '.mp4'}",
-                         studio.renderer.size)
-        s.jobs[job.id] = job
+        p.check_source()
+        if not 0 <= body.frame < p.n_frames:
+            raise InputError(f"frame {body.frame} is outside the video (0..{p.n_frames - 1})",
+                             hint="center the clip on a frame of the timeline")
+        edits, tracks = studio.edits(s, body.edits), _tracks(body.face)
+        with studio.jobs_lock:
+            studio.job_room(s, "clip")
+            folder = studio.new_clip_folder()
+            studio.used(p)
+            job = start_clip(p, edits, tracks, body.frame, body.seconds,
+                             folder / f"clip{p.source.suffix if p.source.suffix.lower() in VIDEO_TYPES else '.mp4'}",
+                             studio.renderer.size)
+            s.jobs[job.id] = job
         return job.status()
 
     @app.post("/api/s/{sid}/cancel/{job_id}")
@@ -251,6 +283,10 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
         job = _job(studio.session(sid), job_id)
         if job.state != "done" or job.output is None:
             raise InputError(f"the {job.kind} is not finished ({job.state})")
+        if not job.output.is_file():          # FileResponse would fail while sending: a 500
+            raise HTTPException(404, f"{job.output.name} is no longer on disk (" + (
+                f"only the {MAX_CLIPS} newest clips are kept); render the clip again" if job.kind == "clip" else
+                "moved or deleted); export again"))
         return FileResponse(job.output, filename=job.output.name, headers={"Cache-Control": "no-store"})
 
     return app
@@ -275,7 +311,9 @@ def _export_path(studio: Studio, p: Project, body: EditsBody, fresh: bool = Fals
     face = "" if body.face == "all" else f".face{body.face}"
     out = folder / default_output(Path(_safe_name(p.source.stem, "video") + face + ext), reqs, ext).name
     n = 2
-    while fresh and (out.exists() or out.with_suffix(".latents").exists()):
+    running = {j.name for s in list(studio.sessions.values()) for j in list(s.jobs.values())
+               if j.kind == "export" and j.state == "running"} if fresh else set()   # written at their end only
+    while fresh and (out.exists() or out.with_suffix(".latents").exists() or out.name in running):
         out = out.with_name(f"{out.stem.rsplit('~', 1)[0]}~{n}{ext}")
         n += 1
     return out

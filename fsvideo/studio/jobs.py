@@ -61,6 +61,11 @@ class Job:
     def cancel(self) -> None:
         self._cancel.set()
 
+    @property
+    def running(self) -> bool:
+        """Running and not asked to stop (a cancelled job ends at its next frame)."""
+        return self.state == "running" and not self._cancel.is_set()
+
     def wait(self, timeout: float | None = None) -> str:
         self._thread.join(timeout)
         return self.state
@@ -165,6 +170,8 @@ def start_clip(project: Project, edits, tracks: set[int] | None, center: int, se
     half = max(1, int(round(seconds * project.fps / 2)))
     first, stop = max(0, center - half), min(project.n_frames, center + half)
     lead = project.history_start(first, tracks, mask_history_frames(project.fps))
+    for i in (lead, stop - 1):                  # NotReady (409) now rather than a failed job
+        project.latents(i)
     a, b = project.boundary(first), project.boundary(stop)
     opts = replace(project.options, start=a, end=b)
     context = None if lead == first else ((a or 0.0) - (project.boundary(lead) or 0.0), 0.0)

@@ -44,6 +44,10 @@ class NotReady(FsvideoError):
     """The frame is not inverted yet (or was dropped from memory until the latents file is complete)."""
 
 
+class Abandoned(FsvideoError):
+    """The inversion was stopped: no tab has the video open any more (:meth:`Project.abandon`)."""
+
+
 def project_key(source_sha256: str, options) -> str:
     """Hash of the source content and every option that shapes its latents."""
     keep = ("config", "generator", "encoder", "detector", "stabilize", "seed", "start", "end", "face")
@@ -67,6 +71,7 @@ class Project:
         from fsvideo.weights import sha256_file
         self.source = Path(source)
         self.info = probe(self.source)                       # undecodable input fails here, clearly
+        self._stat = self._source_stat()                     # frames are decoded later: it must not change
         self.options = replace(options, face="all", compare=False, overwrite=True)
         self.sha256 = sha256 or sha256_file(self.source)
         self.key = project_key(self.sha256, self.options)
@@ -86,6 +91,7 @@ class Project:
         self._chunks: OrderedDict[int, dict[int, FrameLatents]] = OrderedDict()
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
         self._thread: threading.Thread | None = None
+        self._abandon = threading.Event()
 
     def _span_times(self) -> list[float]:
         """Presentation times of the span's frames (a still image: ``[0.0]``).
@@ -112,6 +118,31 @@ class Project:
         with atomic_output(kept, overwrite=True) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.asarray(times, np.float64))
         return times
+
+    def _source_stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.source.stat()
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def check_inverted(self) -> None:
+        """Raise InputError when the inversion failed (its error, and: open the video again to retry)."""
+        if self.state == "failed":
+            raise InputError(f"the inversion of {self.source.name} failed: {self.error}",
+                             hint="fix that, then open the video again to retry")
+
+    def source_unchanged(self) -> bool:
+        return self._source_stat() == self._stat
+
+    def check_source(self) -> None:
+        """Raise InputError when the video was deleted or changed on disk since it was opened: its frames
+        would no longer be the ones inverted (FileNotFoundError was a 500; a new file was shown silently)."""
+        now = self._source_stat()
+        if now != self._stat:                                # (size, mtime) as when opened
+            what = "deleted or moved" if now is None else "changed on disk"
+            raise InputError(f"{self.source} was {what} since the studio opened it",
+                             hint="open it again (or restore the file)")
 
     def time(self, i: int) -> float:
         """Seconds (player clock) of frame ``i``."""
@@ -161,6 +192,10 @@ class Project:
             invert_video(self.source, self.dir / f"inversion{self._suffix()}", latents_out=self.latents_path,
                          options=self.options, progress=self._progress, on_latents=self._add)
             self._use_file()
+        except Abandoned:
+            log.info("inversion of %s stopped: no tab has it open", self.source)
+            with self._lock:
+                self.state = "abandoned"
         except BaseException as e:  # noqa: BLE001 - shown in the page, the server keeps running
             log.warning("inversion of %s failed: %s", self.source, e)
             with self._lock:
@@ -170,10 +205,18 @@ class Project:
         from fsvideo.pipeline.jobs import video_suffix
         return ".png" if self.info.is_image else video_suffix(self.source)
 
+    def abandon(self) -> None:
+        """Stop the inversion at its next frame (its partial outputs are removed: they are atomic)."""
+        self._abandon.set()
+
     def _progress(self, done: int, total: int | None) -> None:
+        if self._abandon.is_set():
+            raise Abandoned("inversion stopped")
         self.done = done
 
     def _add(self, fl: FrameLatents) -> None:
+        if self._abandon.is_set():
+            raise Abandoned("inversion stopped")
         with self._lock:
             self._tracks[fl.frame] = fl.track
             self._live[fl.frame] = fl
@@ -206,6 +249,8 @@ class Project:
             if i in self._live:
                 return self._live[i]
             reader, chunk = self._reader, self._chunk_of.get(i)
+            if reader is None and self.state == "failed":  # not "wait": that wait would never end
+                self.check_inverted()
             if reader is None or chunk is None:
                 if i in self._tracks:              # inverted, dropped from memory (LIVE_FRAMES)
                     raise NotReady(f"frame {i} is inverted; it is read back when the inversion finishes",
@@ -228,6 +273,7 @@ class Project:
             if i in self._frames:
                 self._frames.move_to_end(i)
                 return self._frames[i]
+        self.check_source()
         if self.info.is_image:
             got = {0: next(iter(VideoReader(self.source, info=self.info))).image}
         else:

@@ -29,6 +29,7 @@ from fsvideo.studio.render import Renderer
 
 MAX_SESSIONS, MAX_EDITS, MAX_STRENGTH, SEFA_COUNT = 32, 16, 50.0, 10
 MAX_CLIPS = 8          # preview clips kept on disk; older ones are deleted as new ones are made
+MAX_JOBS = 4           # exports and clips running at once (each holds its own models); below MAX_CLIPS
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -89,6 +90,25 @@ class ClipBody(EditsBody):
     seconds: float = 2.0
 
 
+def check_span(start: float | None, end: float | None) -> None:
+    """Raise InputError unless the span to open is finite seconds, ``0 <= start < end`` (None: the file's).
+
+    The reader checks these too, but only when the inversion decodes: a negative start was opened and
+    failed later in the page, and a NaN start failed in the frame listing (500)."""
+    for name, v in (("start", start), ("end", end)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise InputError(f"{name} {v} is not a time in the video", hint="give seconds >= 0 (or leave it empty)")
+    if start is not None and end is not None and end <= start:
+        raise InputError(f"end {end} is not after start {start}", hint="give an end greater than the start")
+
+
+def _offered_sefa(attr: str) -> bool:
+    """``sefa:0`` ... ``sefa:{SEFA_COUNT - 1}``, the SeFa directions the page lists (a larger index
+    reached the generator's eigen-decomposition and failed there, past its style size, as a 500)."""
+    m = re.fullmatch(r"sefa:([0-9]{1,2})", attr)
+    return m is not None and int(m.group(1)) < SEFA_COUNT
+
+
 class Studio:
     """Sessions, opened projects (shared between sessions by content key) and the renderer."""
 
@@ -102,6 +122,8 @@ class Studio:
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         self._sha: dict[tuple, str] = {}                   # (path, size, mtime) -> sha256: hash a file once
         self._prune_lock = threading.Lock()
+        self._open_lock = threading.Lock()                 # which project each tab has open
+        self.jobs_lock = threading.Lock()                 # counting jobs, picking a name, starting one
         self._receiving: set[Path] = set()                 # upload folders being written
         self.prune()                                       # what earlier runs left beyond the limits
         self.renderer = renderer or Renderer(config.options, config.draft_res)
@@ -175,6 +197,20 @@ class Studio:
                     del self.projects[key]
         return removed
 
+    def job_room(self, s: Session, kind: str) -> None:
+        """Make room for a new job of ``kind``: a new clip cancels the tab's running clips (a preview of
+        an older cursor), then at most :data:`MAX_JOBS` may run.  Jobs were unbounded: each loads the
+        models and renders on its own threads, so a burst of requests could exhaust memory, and a
+        ninth clip at once deleted the folder of a running one (:meth:`new_clip_folder`)."""
+        if kind == "clip":
+            for j in list(s.jobs.values()):
+                if j.kind == "clip":
+                    j.cancel()
+        running = [j for t in list(self.sessions.values()) for j in list(t.jobs.values()) if j.running]
+        if len(running) >= MAX_JOBS:
+            raise HTTPException(429, f"{len(running)} exports or clips are running; wait for one to finish "
+                                     "or cancel one, then try again")
+
     def new_session(self) -> Session:
         s = Session(secrets.token_urlsafe(16))
         self.sessions[s.id] = s
@@ -195,18 +231,36 @@ class Studio:
         from dataclasses import replace
 
         from fsvideo.utils import check_input_file
+        check_span(start, end)
         src = check_input_file(path, "video")
         st = src.stat()
         ident = (str(src.resolve()), st.st_size, st.st_mtime_ns)
         opts = replace(self.config.options, start=start, end=end)
         p = Project(src, opts, self.workdir, sha256=self._sha.get(ident))
         self._sha[ident] = p.sha256
-        p = self.projects.setdefault(p.key, p)              # two tabs on one video share its inversion
-        s.project = p
+        with self._open_lock:
+            known = self.projects.get(p.key)         # two tabs on one video share its inversion, unless its
+            if known is not None and known.source_unchanged() and known.state != "failed":   # file changed
+                p = known                            # since; a failed inversion is tried again
+            self.projects[p.key] = p
+            before, s.project = s.project, p
+            self._release(before)
         self.used(p)
         p.start_inversion()
         self.prune()
         return p
+
+    def _release(self, p: Project | None) -> None:
+        """Stop ``p``'s inversion when no tab has it open any more and no job reads it: opening another
+        video left it running in the background, one more inversion sharing the CPU with each open."""
+        if p is None or p.state != "inverting":
+            return
+        for s in list(self.sessions.values()):
+            if s.project is p or any(j.state == "running" and p.dir in j.uses for j in list(s.jobs.values())):
+                return
+        p.abandon()
+        if self.projects.get(p.key) is p:                   # opened again later: a fresh inversion
+            del self.projects[p.key]
 
     def edits(self, s: Session, items: list[EditItem]) -> list[tuple[str, str, float]]:
         """Check the page's edits: only names this studio offers; strengths finite and bounded."""
@@ -220,7 +274,7 @@ class Studio:
             a = it.attr
             if a in s.uploads:
                 out.append((a, str(s.uploads[a]), it.strength))
-            elif a in offered["released"] or a in offered["fitted"] or re.fullmatch(r"sefa:\d{1,2}", a):
+            elif a in offered["released"] or a in offered["fitted"] or _offered_sefa(a):
                 out.append((a, a, it.strength))
             else:
                 raise InputError(f"unknown attribute {a!r}", hint="pick one from the list or upload a .npy direction")

@@ -49,6 +49,9 @@ def read_image(p: Path) -> np.ndarray:
             return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
     except UnidentifiedImageError as e:
         raise InputError(f"{p} is not an image Pillow can read", hint="pass a jpg, png, bmp, webp or tiff") from e
+    except Image.DecompressionBombError as e:          # e.g. a 233 kB PNG of 20000 x 12000 pixels
+        raise InputError(f"{p} is too large an image to read safely ({e.args[0].split(',')[0]})",
+                         hint=f"scale it down first (at most {Image.MAX_IMAGE_PIXELS * 2:,} pixels)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{p} is a truncated or damaged image ({e})", hint="re-export or re-download it") from e
 
