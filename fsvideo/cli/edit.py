@@ -61,7 +61,7 @@ def run_options(f):
                           "its own --start-method, use --from)."),
         click.option("--end", type=float, default=D.end, help="End time in seconds."),
         click.option("--seed", default=D.seed, type=int,
-                     help="Generator noise seed, fixed per video [default: 0; with --latents the file's seed]."),
+                     help="Generator noise seed, fixed per video [default: 0; a re-edit from latents: the seed they were made with]."),
         click.option("--codec", default=D.codec, show_default=True, type=click.Choice(VIDEO_CODECS),
                      help="Video encoder; auto: h264_nvenc when a GPU encoder opens, else libx264 "
                           "(a .gif or .webm output uses its own)."),
