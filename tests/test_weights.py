@@ -587,6 +587,25 @@ def test_cli_list_download_verify_path(server, monkeypatch, smile_bytes):
     assert isinstance(r.exception, WeightsError) and "missing" in r.output
 
 
+def test_cli_download_over_a_damaged_cached_file_fetches_it_again(server, monkeypatch, smile_bytes):
+    """`weights download` said 'already present' over a cached file that had changed since (only
+    `weights verify` noticed); it now re-hashes it and fetches a damaged one again."""
+    from click.testing import CliRunner
+
+    from fsvideo.cli import cli
+    _use(monkeypatch, "direction-smile", Source(url=server.add("/s.npy", smile_bytes), sha256=SMILE_SHA))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["weights", "download", "direction-smile"]).exit_code == 0
+    r = runner.invoke(cli, ["weights", "download", "direction-smile"])
+    assert r.exit_code == 0 and "already present" in r.output and "(verified)" in r.output
+    p = W.require("direction-smile")
+    p.write_bytes(p.read_bytes()[:-8])
+    r = runner.invoke(cli, ["weights", "download", "direction-smile"], terminal_width=300)
+    assert r.exit_code == 0, r.output
+    assert "is corrupt" in " ".join(r.output.split()) and "downloading it again" in " ".join(r.output.split())
+    assert p.read_bytes() == smile_bytes and W.verify(["direction-smile"])[0].status == "verified"
+
+
 def test_cli_download_failure_exit_code(server, monkeypatch):
     from click.testing import CliRunner
 

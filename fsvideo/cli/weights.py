@@ -76,17 +76,22 @@ def download_cmd(names: tuple[str, ...], force: bool) -> None:
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn(), console=console, transient=False) as bar:
         for name in names:
-            present = W.path_of(name)
+            present, again = W.path_of(name), force
             if present is not None and not force:
-                bar.console.print(f"{name}: already present at {present}")
-                continue
+                check = W.verify([name], load=False)[0]       # re-hashed: a damaged file is fetched again
+                if check.ok:
+                    bar.console.print(f"{name}: already present at {escape(str(present))} ({check.status})")
+                    continue
+                bar.console.print(f"{name}: the file at {escape(str(present))} is {check.status} "
+                                  f"({escape(check.detail.split(';')[0])}); downloading it again")
+                again = True
             task = bar.add_task(name, total=None)
 
             def cb(done: int, total: int | None, task=task) -> None:
                 bar.update(task, completed=done, total=total)
 
             try:
-                path = W.download(name, progress=cb, force=force)
+                path = W.download(name, progress=cb, force=again)
             except FsvideoError as e:
                 bar.update(task, description=f"[red]{name} failed[/]")
                 failed.append((name, e))
