@@ -99,6 +99,21 @@ def test_fit_direction_recovers_an_attribute_in_wplus():
     np.testing.assert_allclose(flipped.direction, -full.direction, atol=1e-4)   # the SVM is symmetric
 
 
+def test_a_fit_on_a_handful_of_labelled_codes_warns(caplog):
+    """2 labelled codes of 40 fitted silently (sweep): the direction is noise, and no accuracy is held out."""
+    import logging
+    codes, y = _codes(40, _unit(), sep=10.0)
+    lat = read_latents_from_array(codes)
+    rows = np.array([int(np.flatnonzero(y > 0)[0]), int(np.flatnonzero(y < 0)[0])])
+    with caplog.at_level(logging.WARNING):
+        res = fit_direction(lat, rows, y[rows])
+    assert res.val_accuracy is None and "only 1 positive and 1 negative codes" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        fit_direction(lat, np.arange(40), y)
+    assert "only" not in caplog.text
+
+
 def read_latents_from_array(codes: np.ndarray):
     from fsvideo.edits.interfacegan import LatentSet
     return LatentSet(codes.astype(np.float32), {f"x:{i}": i for i in range(len(codes))})

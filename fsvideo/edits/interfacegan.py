@@ -325,6 +325,9 @@ def fit_direction(latents: LatentSet, rows: np.ndarray, y: np.ndarray, *, C: flo
     if n_pos == 0 or n_neg == 0:
         raise InputError(f"the labels have {n_pos} positive and {n_neg} negative codes; both classes are needed",
                          hint="label codes with and without the attribute")
+    if min(n_pos, n_neg) < 5:
+        log.warning("only %d positive and %d negative codes: no accuracy can be held out, and a direction fitted on "
+                    "so few is mostly noise; label at least a few dozen of each", n_pos, n_neg)
     train_idx, val_idx = np.arange(len(rows)), np.arange(0)
     if val_split > 0 and min(n_pos, n_neg) >= 5:
         rng = np.random.default_rng(seed)
