@@ -812,3 +812,23 @@ def test_jobs_at_once_are_bounded_and_a_new_clip_replaces_the_tab_s_last(client,
         assert c.post(f"/api/s/{sids[-1]}/export", json={"edits": SEFA}).status_code == 200
     finally:
         release.set()
+
+
+def test_an_anamorphic_videos_frames_are_shown_on_square_pixels(client, media_dir, tmp_path):
+    """A 16:9 DV clip stored as 4:3 pixels (SAR 64:45): the page showed its whole frames squeezed, as
+    stored; they are now stretched as a player shows them.  The face crops are aligned on square pixels
+    already (faces/aspect.py) and stay as they are."""
+    from fractions import Fraction
+
+    from fsvideo.video import VideoReader
+    from fsvideo.video.synth import make_test_clip
+    frames = [f.image[:, 40:440] for f, _ in zip(VideoReader(media_dir / CLIP), range(4))]    # 400x480
+    src = tmp_path / "dv.mp4"
+    make_test_clip(src, images=frames, fps=25, sar=Fraction(64, 45), audio=False)
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    assert c.post(f"/api/s/{sid}/open", json={"path": str(src)}).status_code == 200
+    assert wait_ready(c, sid)["project"]["status"]["state"] == "ready"
+    for view in ("original", "composite"):
+        assert pixels(render(c, sid, frame=1, view=view)).shape == (480, round(400 * 64 / 45), 3)
+    assert pixels(render(c, sid, frame=1, view="inversion")).shape[:2] == (256, 256)

@@ -33,6 +33,17 @@ def upright_pixel_aspect(info) -> float:
     return 1.0 / sar if getattr(info, "rotation", 0) in (90, -90) else sar
 
 
+def to_square_pixels(image: np.ndarray, aspect: float) -> np.ndarray:
+    """``image`` [H, W, C] whose pixels are ``aspect`` (width / height) wide, stretched to square pixels
+    along its short pixel side (nothing shrunk): what a player shows."""
+    import cv2
+    if aspect == 1:
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, round(w * aspect)), h) if aspect > 1 else (w, max(1, round(h / aspect)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+
+
 class SquarePixelDetector(FaceDetector):
     """``detector`` run on a square-pixel copy of each frame; faces returned in the frame's pixels.
 
@@ -53,10 +64,7 @@ class SquarePixelDetector(FaceDetector):
         return getattr(self.inner, name)
 
     def _square(self, image: np.ndarray) -> np.ndarray:
-        import cv2
-        h, w = image.shape[:2]
-        size = (max(1, round(w * self._scale[0])), max(1, round(h * self._scale[1])))
-        return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        return to_square_pixels(image, self.aspect)
 
     def _back(self, faces: list[Face]) -> list[Face]:
         s = self._scale

@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fsvideo.errors import FsvideoError, InputError
+from fsvideo.faces.aspect import to_square_pixels, upright_pixel_aspect
 from fsvideo.studio.guard import LocalHost, SameOrigin, validation_message
 from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
 from fsvideo.studio.project import NotReady, Project
@@ -216,7 +217,10 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             out = r.render(p, body.frame, edits, tracks=tracks, view=body.view, draft=body.quality == "draft",
                            mask=body.mask)
             ms = (time.perf_counter() - t0) * 1000
-        return Response(jpeg_bytes(out.image), media_type="image/jpeg", headers={
+        image = out.image
+        if body.view in ("original", "composite"):     # a whole frame: shown on square pixels, as players do
+            image = to_square_pixels(image, upright_pixel_aspect(p.info))
+        return Response(jpeg_bytes(image), media_type="image/jpeg", headers={
             "X-Quality": out.quality, "X-Size": str(out.size), "X-Faces": str(out.faces),
             "X-Render-Ms": f"{ms:.0f}", "X-Note": out.note, "X-Mask": out.mask,
             "X-Frame": str(body.frame),
