@@ -690,3 +690,13 @@ def test_atomic_outputs_get_the_umask_permissions_not_the_temp_files(tmp_path):
     assert stat.S_IMODE((tmp_path / "out.mp4").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "crops").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("start, end", [(float("nan"), 1.0), (-1.0, None), (None, float("inf")), (0.5, 0.5)])
+def test_a_span_that_is_not_seconds_in_the_video_is_one_line(start, end):
+    """`fsvideo edit --start nan` was an internal error (NaN passed every comparison, then `int()` failed
+    deep in the run); the reader, the run's preparation and the studio share one check."""
+    from fsvideo.video.reader import check_span
+    with pytest.raises(InputError, match="is not a time in the video|is not after --start"):
+        check_span(start, end)
+    check_span(0.0, 1.0), check_span(None, None)

@@ -154,7 +154,9 @@ def prepare(src: Path, opts: RunOptions, *, seed: int, need_detector: bool = Tru
     from fsvideo.models.execution import ModelExecutor
     from fsvideo.utils import pick_device, pick_dtype
     from fsvideo.video import VideoReader, probe
+    from fsvideo.video.reader import check_span
     info = probe(src)                                    # bad input fails here, before models load
+    check_span(opts.start, opts.end)                     # (a ready reader, or read_span's context, skip the reader's)
     cfg = load_config(resolve_config_path(opts.config), ModelConfig, section="model")
     device = pick_device(opts.device)
     dtype = pick_dtype(device, opts.precision)

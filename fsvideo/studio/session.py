@@ -26,6 +26,7 @@ from fsvideo.studio.jobs import Job
 from fsvideo.studio.project import Project
 from fsvideo.studio.prune import check_limits, prune, touch
 from fsvideo.studio.render import Renderer
+from fsvideo.video.reader import check_span
 
 MAX_SESSIONS, MAX_EDITS, MAX_STRENGTH, SEFA_COUNT = 32, 16, 50.0, 10
 MAX_CLIPS = 8          # preview clips kept on disk; older ones are deleted as new ones are made
@@ -88,18 +89,6 @@ class RenderBody(EditsBody):
 class ClipBody(EditsBody):
     frame: int = 0
     seconds: float = 2.0
-
-
-def check_span(start: float | None, end: float | None) -> None:
-    """Raise InputError unless the span to open is finite seconds, ``0 <= start < end`` (None: the file's).
-
-    The reader checks these too, but only when the inversion decodes: a negative start was opened and
-    failed later in the page, and a NaN start failed in the frame listing (500)."""
-    for name, v in (("start", start), ("end", end)):
-        if v is not None and not (math.isfinite(v) and v >= 0):
-            raise InputError(f"{name} {v} is not a time in the video", hint="give seconds >= 0 (or leave it empty)")
-    if start is not None and end is not None and end <= start:
-        raise InputError(f"end {end} is not after start {start}", hint="give an end greater than the start")
 
 
 def _offered_sefa(attr: str) -> bool:

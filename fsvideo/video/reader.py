@@ -37,6 +37,17 @@ log = logging.getLogger(__name__)
 TIME_EPS = 1e-6
 
 
+def check_span(start: float | None, end: float | None) -> None:
+    """Raise InputError unless ``--start`` / ``--end`` are finite seconds with ``0 <= start < end``
+    (None: the file's own).  A NaN passed every comparison and failed deep in a run (an internal
+    error); a negative start opened the studio's video and failed later in the page."""
+    for name, v in (("--start", start), ("--end", end)):
+        if v is not None and not (math.isfinite(v) and v >= 0):
+            raise InputError(f"{name} {v} is not a time in the video", hint="pass seconds >= 0, or leave it out")
+    if start is not None and end is not None and end <= start:
+        raise InputError(f"--end {end} is not after --start {start}", hint="pass --end greater than --start")
+
+
 @dataclass
 class Frame:
     """One decoded frame.
@@ -103,10 +114,7 @@ class VideoReader:
                  info: VideoInfo | None = None, threads: bool = True):
         self.info = info if info is not None else probe(path)
         self.path = Path(path)
-        if start is not None and start < 0:
-            raise InputError(f"--start {start} is negative", hint="pass a time in seconds >= 0")
-        if end is not None and start is not None and end <= start:
-            raise InputError(f"--end {end} is not after --start {start}", hint="pass --end greater than --start")
+        check_span(start, end)
         last = self.info.span[1]
         if not self.info.is_image and start is not None and last and start >= last:
             raise InputError(f"--start {start} is past the end of {self.path} ({last:.2f} s)",
