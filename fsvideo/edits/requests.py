@@ -77,11 +77,9 @@ def _configured_direction(ref: str, n_latent: int, style_dim: int) -> torch.Tens
     try:
         return load_direction(path, n_latent, style_dim)
     except InputError:
-        if not weights.is_path_ref(ref):
-            rec = weights.manifest_record(ref) or {}
-            if rec.get("sha256") and rec["sha256"] != weights.sha256_file(path):
-                raise WeightsError(f"the cached `{ref}` ({path}) changed since it was downloaded and does not load",
-                                   hint=f"run `fsvideo weights download {ref} --force`") from None
+        if not weights.is_path_ref(ref) and weights.verify([ref], load=False)[0].status == "corrupt":
+            raise WeightsError(f"the cached `{ref}` ({path}) changed since it was downloaded and does not load",
+                               hint=f"run `fsvideo weights download {ref} --force`") from None
         raise
 
 
