@@ -19,6 +19,7 @@ not grow with the video.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -294,6 +295,9 @@ class DlibFaceEmbedder:
         return np.asarray(d, dtype=np.float64)
 
 
+_IDS = re.compile(r"[0-9]+(?:\s*,\s*[0-9]+)*")     # "3", "0,2", "2, 0"
+
+
 def parse_policy(policy) -> str | int | frozenset[int]:
     """``"largest"``, ``"all"``, an int track id, or several (``"0,2"``: a frozenset) from a CLI string
     or a value (InputError otherwise)."""
@@ -301,19 +305,15 @@ def parse_policy(policy) -> str | int | frozenset[int]:
         if policy < 0:
             raise InputError(f"face track id {policy} is negative", hint="use largest, all or a track id >= 0")
         return int(policy)
-    if isinstance(policy, (set, frozenset, tuple, list)) and policy:
-        ids = frozenset(parse_policy(int(i)) if str(i).isdigit() else -1 for i in policy)
-        if -1 not in ids:
-            return next(iter(ids)) if len(ids) == 1 else ids
+    if isinstance(policy, frozenset) and len(policy) > 1 and all(isinstance(i, int) and i >= 0 for i in policy):
+        return policy                                    # parsed already
     if isinstance(policy, str):
         p = policy.strip().lower()
         if p in ("largest", "all"):
             return p
-        if p.isdigit():
-            return int(p)
-        parts = [x.strip() for x in p.split(",")]
-        if len(parts) > 1 and all(x.isdigit() for x in parts):
-            return parse_policy(parts)
+        if _IDS.fullmatch(p):                            # ASCII digits only ("²".isdigit() is true; int() refuses it)
+            ids = frozenset(int(x) for x in p.split(","))
+            return next(iter(ids)) if len(ids) == 1 else ids
     raise InputError(f"unknown face selection {policy!r}",
                      hint="use largest, all, a track id such as 0, or several such as 0,2")
 
