@@ -36,7 +36,7 @@ import av
 
 from fsvideo.errors import InputError, PipelineError
 from fsvideo.video.audio import _ONE_AUDIO_STREAM, language_tag
-from fsvideo.video.reader import TIME_EPS
+from fsvideo.video.reader import TIME_EPS, in_span
 from fsvideo.video.subtitles import SubtitlePassthrough
 from fsvideo.video.writer import container_tags
 
@@ -56,7 +56,7 @@ def frame_times(path: str | os.PathLike, info=None) -> list[float]:
 
 def span_times(times: Sequence[float], start: float | None = None, end: float | None = None) -> list[float]:
     """The times of ``times`` in ``[start, end)`` (None: open), as :class:`~fsvideo.video.VideoReader` reads them."""
-    return [t for t in times if (start is None or t >= start - TIME_EPS) and (end is None or t < end - TIME_EPS)]
+    return [t for t in times if in_span(t, start, end)]
 
 
 def split_spans(times: Sequence[float], parts: int, start: float | None = None,
@@ -101,7 +101,7 @@ class SpanWriter:
             raise PipelineError("a frame without a timestamp reached a span writer",
                                 hint="split only videos whose frames carry timestamps")
         t = float(pts * self.info.time_base) - self.info.start_time
-        return (self.start is None or t >= self.start - TIME_EPS) and (self.end is None or t < self.end - TIME_EPS)
+        return in_span(t, self.start, self.end)
 
     def write(self, image, pts: int | None = None, *, time: float | None = None, duration: int | None = None):
         if self.inside(pts):

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 TIME_EPS = 1e-6
 
 
+def in_span(t: float, start: float | None, end: float | None) -> bool:
+    """Whether a frame at ``t`` seconds is in ``[start, end)`` (None: open) by the reader's rule."""
+    return (start is None or t >= start - TIME_EPS) and (end is None or t < end - TIME_EPS)
+
+
 def check_span(start: float | None, end: float | None) -> None:
     """Raise InputError unless ``--start`` / ``--end`` are finite seconds with ``0 <= start < end``
     (None: the file's own).  A NaN passed every comparison and failed deep in a run (an internal
