@@ -832,3 +832,29 @@ def test_an_anamorphic_videos_frames_are_shown_on_square_pixels(client, media_di
     for view in ("original", "composite"):
         assert pixels(render(c, sid, frame=1, view=view)).shape == (480, round(400 * 64 / 45), 3)
     assert pixels(render(c, sid, frame=1, view="inversion")).shape[:2] == (256, 256)
+
+
+def test_json_bodies_over_the_limit_are_413(client):
+    """A JSON request body had no size limit: the whole body was read into memory before the endpoint
+    looked at it (any length, for every POST).  Bodies over 1 MiB are refused unread, declared or not;
+    the uploads keep their own limits."""
+    from fsvideo.studio.guard import MAX_JSON_BYTES
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    big = b'{"frame": 1, "pad": "' + b"x" * MAX_JSON_BYTES + b'"}'
+    for url in (f"/api/s/{sid}/render", f"/api/s/{sid}/open", "/api/session"):
+        r = c.post(url, content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, (url, r.text)
+        assert "over the limit of 1 MiB" in r.json()["error"] and "\n" not in r.json()["error"]
+
+    def chunks():                                  # no Content-Length: counted as it arrives
+        for _ in range(3):
+            yield b" " * (MAX_JSON_BYTES // 2)
+        yield b"{}"
+    r = c.post(f"/api/s/{sid}/render", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    r = c.post(f"/api/s/{sid}/command", json={"edits": SEFA, "pad": "x" * 1000})   # small bodies pass
+    assert r.status_code in (200, 400) and "limit" not in r.text, r.text
+    r = c.post(f"/api/s/{sid}/direction", content=b"\x93NUMPY" + b"x" * (MAX_JSON_BYTES + 10),
+               headers={"X-Filename": "d.npy"})                 # an upload: its own limit (64 MiB)
+    assert r.status_code == 400 and "413" not in r.text and "1 MiB" not in r.json()["error"], r.text
