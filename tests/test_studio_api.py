@@ -858,3 +858,43 @@ def test_json_bodies_over_the_limit_are_413(client):
     r = c.post(f"/api/s/{sid}/direction", content=b"\x93NUMPY" + b"x" * (MAX_JSON_BYTES + 10),
                headers={"X-Filename": "d.npy"})                 # an upload: its own limit (64 MiB)
     assert r.status_code == 400 and "413" not in r.text and "1 MiB" not in r.json()["error"], r.text
+
+
+def test_an_evicted_session_s_inversion_is_stopped(opts, renderer, media_dir, tmp_path, monkeypatch):
+    """A tab evicted by the session limit (MAX_SESSIONS) had its jobs cancelled but left its video's
+    inversion running with no tab to show it, until some tab opened another video."""
+    import fsvideo
+    from fsvideo.studio.session import MAX_SESSIONS
+    runs = {}
+
+    def slow_invert(source, out, progress=None, **kw):
+        runs[Path(source).name] = "running"
+        try:
+            for i in range(3000):
+                progress(i, 3000)
+                time.sleep(0.01)
+        except BaseException:
+            runs[Path(source).name] = "stopped"
+            raise
+    monkeypatch.setattr(fsvideo, "invert_video", slow_invert)
+    c = make_client(opts, renderer, tmp_path)
+    studio = c.app.state.studio
+    video, image = media_dir / CLIP, media_dir / "images/wild/facerec-obama.jpg"
+    first, second = (c.post("/api/session").json()["sid"] for _ in range(2))
+    try:
+        assert c.post(f"/api/s/{first}/open", json={"path": str(video)}).status_code == 200
+        assert c.post(f"/api/s/{second}/open", json={"path": str(image)}).status_code == 200
+        a, b = studio.sessions[first].project, studio.sessions[second].project
+        for _ in range(MAX_SESSIONS - 2):
+            c.post("/api/session")
+        time.sleep(0.1)
+        assert a.state == b.state == "inverting"                             # nobody evicted yet
+        c.post("/api/session")                                               # evicts the first tab
+        assert first not in studio.sessions and second in studio.sessions
+        assert a.wait(10) is False and a.state == "abandoned" and runs[video.name] == "stopped"
+        assert a.key not in studio.projects
+        assert b.state == "inverting" and runs[image.name] == "running"     # the other tab's goes on
+    finally:
+        for p in list(studio.projects.values()):
+            p.abandon()
+            p.wait(10)
