@@ -273,3 +273,27 @@ def test_cli_sefa_exports_released_format(gen, tmp_path):
                                    "--out", str(tmp_path / "s2")], catch_exceptions=False)
     a = np.load(tmp_path / "s2" / "sefa_00.npy").reshape(model.generator.n_latent, -1)
     assert float(np.abs(a[3:]).max()) == 0
+
+
+def test_cli_fit_refuses_a_missing_output_folder_as_edit_does(tmp_path):
+    """`directions fit -o a/b/c.npy` created the missing folders a/b where `fsvideo edit -o` refuses a
+    missing folder ("output folder ... does not exist"); now both check -o the same way, before the fit."""
+    from fsvideo.errors import OutputError
+    from fsvideo.utils import check_output_path
+    codes, y = _codes(12, _unit(), sep=20.0)
+    np.savez(tmp_path / "clip.npz", w=codes)
+    (tmp_path / "labels.csv").write_text("key,smile\n" + "".join(f"clip:{i},{int(v > 0)}\n" for i, v in enumerate(y)))
+    base = ["directions", "fit", "--latents", str(tmp_path / "clip.npz"), "--labels", str(tmp_path / "labels.csv"),
+            "--attr", "smile"]
+    out = tmp_path / "a" / "b" / "c.npy"
+    res = CliRunner().invoke(cli, base + ["-o", str(out)])
+    with pytest.raises(OutputError) as edit_says:                # what `fsvideo edit -o` says (pipeline.jobs.check_output)
+        check_output_path(out)
+    assert res.exit_code != 0 and str(res.exception) == str(edit_says.value), (res.output, res.exception)
+    assert f"output folder {out.parent} does not exist" in str(res.exception)
+    assert not (tmp_path / "a").exists()
+    res = CliRunner().invoke(cli, base + ["-o", str(tmp_path / "clip.npz"), "--overwrite"])
+    assert res.exit_code != 0 and "is the input file" in str(res.exception)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    res = CliRunner().invoke(cli, base + ["-o", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0 and out.is_file(), res.output
