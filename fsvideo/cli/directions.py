@@ -37,8 +37,9 @@ def _save_direction(d: np.ndarray, out: Path, overwrite: bool) -> None:
 @directions.command("fit")
 @click.argument("more_latents", nargs=-1, type=click.Path(dir_okay=False), metavar="[LATENTS]...")
 @click.option("--latents", "latents", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="W+ codes: an `fsvideo invert` latents file, or .npy/.npz/.pt arrays [T, n_latent, 512] "
-                   "(key `w`). Repeat it or list several files.")
+              help="W+ codes: an `fsvideo invert` latents file, or .npy/.npz/.pt arrays [T, n_latent, width] "
+                   "(width 512 for the released networks; "
+                   "key `w`). Repeat it or list several files.")
 @click.option("--labels", required=True, type=click.Path(dir_okay=False), metavar="CSV",
               help="CSV with a key column (FILE or FILE:i; or `index`) and one column per attribute.")
 @click.option("--attr", required=True, help="The CSV column to fit (0/1, -1/1, true/false, or scores).")
