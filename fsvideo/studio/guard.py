@@ -93,7 +93,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send, f"the request body is {int(declared) / 2**20:.1f} MiB")
+            await self._refuse(send, f"the request body is {int(declared) / 2**20:.1f} MiB,")
             return
         parts, n, more = [], 0, True
         while more:
