@@ -719,13 +719,10 @@ def test_an_upload_the_disk_cannot_hold_is_507(opts, renderer, workdir, monkeypa
     assert c.post("/api/session").status_code == 200
 
 
-def test_opening_another_video_stops_an_inversion_no_tab_needs(opts, renderer, media_dir, tmp_path, monkeypatch):
-    """Opening a video while another one inverts left the first inversion running with no tab to show
-    it: each open added one more inversion on the CPU (hours each with the real models)."""
-    import fsvideo
-    runs = {}
-
-    def slow_invert(source, out, progress=None, **kw):  # an inversion that takes long, frame by frame
+def slow_inversion(runs: dict):
+    """A stand-in for ``invert_video`` that takes long, frame by frame: ``runs[name]`` says whether it
+    is running or was stopped."""
+    def slow_invert(source, out, progress=None, **kw):
         runs[Path(source).name] = "running"
         try:
             for i in range(3000):
@@ -734,7 +731,16 @@ def test_opening_another_video_stops_an_inversion_no_tab_needs(opts, renderer, m
         except BaseException:
             runs[Path(source).name] = "stopped"
             raise
-    monkeypatch.setattr(fsvideo, "invert_video", slow_invert)
+    return slow_invert
+
+
+def test_opening_another_video_stops_an_inversion_no_tab_needs(opts, renderer, media_dir, tmp_path, monkeypatch):
+    """Opening a video while another one inverts left the first inversion running with no tab to show
+    it: each open added one more inversion on the CPU (hours each with the real models)."""
+    import fsvideo
+    runs = {}
+
+    monkeypatch.setattr(fsvideo, "invert_video", slow_inversion(runs))
     c = make_client(opts, renderer, tmp_path)
     one, two = (c.post("/api/session").json()["sid"] for _ in range(2))
     video, image = media_dir / CLIP, media_dir / "images/wild/facerec-obama.jpg"
@@ -867,16 +873,7 @@ def test_an_evicted_session_s_inversion_is_stopped(opts, renderer, media_dir, tm
     from fsvideo.studio.session import MAX_SESSIONS
     runs = {}
 
-    def slow_invert(source, out, progress=None, **kw):
-        runs[Path(source).name] = "running"
-        try:
-            for i in range(3000):
-                progress(i, 3000)
-                time.sleep(0.01)
-        except BaseException:
-            runs[Path(source).name] = "stopped"
-            raise
-    monkeypatch.setattr(fsvideo, "invert_video", slow_invert)
+    monkeypatch.setattr(fsvideo, "invert_video", slow_inversion(runs))
     c = make_client(opts, renderer, tmp_path)
     studio = c.app.state.studio
     video, image = media_dir / CLIP, media_dir / "images/wild/facerec-obama.jpg"
