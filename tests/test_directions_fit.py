@@ -273,3 +273,64 @@ def test_cli_sefa_exports_released_format(gen, tmp_path):
                                    "--out", str(tmp_path / "s2")], catch_exceptions=False)
     a = np.load(tmp_path / "s2" / "sefa_00.npy").reshape(model.generator.n_latent, -1)
     assert float(np.abs(a[3:]).max()) == 0
+
+
+def test_cli_fit_refuses_a_missing_output_folder_as_edit_does(tmp_path):
+    """`directions fit -o a/b/c.npy` created the missing folders a/b where `fsvideo edit -o` refuses a
+    missing folder ("output folder ... does not exist"); now both check -o the same way, before the fit."""
+    from fsvideo.errors import OutputError
+    from fsvideo.utils import check_output_path
+    codes, y = _codes(12, _unit(), sep=20.0)
+    np.savez(tmp_path / "clip.npz", w=codes)
+    (tmp_path / "labels.csv").write_text("key,smile\n" + "".join(f"clip:{i},{int(v > 0)}\n" for i, v in enumerate(y)))
+    base = ["directions", "fit", "--latents", str(tmp_path / "clip.npz"), "--labels", str(tmp_path / "labels.csv"),
+            "--attr", "smile"]
+    out = tmp_path / "a" / "b" / "c.npy"
+    res = CliRunner().invoke(cli, base + ["-o", str(out)])
+    with pytest.raises(OutputError) as edit_says:                # what `fsvideo edit -o` says (pipeline.jobs.check_output)
+        check_output_path(out)
+    assert res.exit_code != 0 and str(res.exception) == str(edit_says.value), (res.output, res.exception)
+    assert f"output folder {out.parent} does not exist" in str(res.exception)
+    assert not (tmp_path / "a").exists()
+    res = CliRunner().invoke(cli, base + ["-o", str(tmp_path / "clip.npz"), "--overwrite"])
+    assert res.exit_code != 0 and "is the input file" in str(res.exception)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    res = CliRunner().invoke(cli, base + ["-o", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0 and out.is_file(), res.output
+
+
+def test_cli_fit_takes_the_code_width_from_the_latents(tmp_path):
+    """`directions fit` read every file as 512-wide codes: the latents of a generator with another style
+    width (the tiny test generators: 64) were refused as 'expected [T, n_latent, 512]'.  The width is now
+    the codes' own, and files of different widths are a one-line error naming both."""
+    from fsvideo.latents import FrameLatents, LatentsWriter
+    G = random_model(256, seed=0).generator
+    n_latent, width = G.n_latent, G.style_dim
+    assert width != 512
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=n_latent * width)
+    d /= np.linalg.norm(d)
+    y = np.where(np.arange(40) % 2 == 0, 1.0, -1.0)
+    x = (rng.normal(size=(40, n_latent * width)) + 10.0 * y[:, None] * d[None]).astype(np.float32)
+    codes = x.reshape(40, n_latent, width)
+    writer = LatentsWriter(tmp_path / "talk.latents", meta={"source": "talk.mp4"}, chunk_frames=8)
+    for i in range(20):                                   # what `fsvideo invert` writes with this generator
+        writer.add(FrameLatents(i, np.array([0]), codes[i:i + 1], np.zeros((1, 8, 16, 16), np.float32),
+                                np.eye(3)[None], np.zeros((1, 68, 2), np.float32)))
+    writer.close()
+    np.save(tmp_path / "flat.npy", x[20:])                # [T, n_latent * width]: read at the others' width
+    (tmp_path / "labels.csv").write_text("index,smile\n" + "".join(f"{i},{int(v > 0)}\n" for i, v in enumerate(y)))
+    out = tmp_path / "smile.npy"
+    res = CliRunner().invoke(cli, ["directions", "fit", str(tmp_path / "talk.latents"), str(tmp_path / "flat.npy"),
+                                   "--labels", str(tmp_path / "labels.csv"), "--attr", "smile", "-o", str(out)])
+    assert res.exit_code == 0, (res.output, res.exception)
+    arr = np.load(out)
+    assert arr.shape == (1, n_latent * width) and _cos(arr, d) > 0.6
+    assert load_direction(out, n_latent, width).shape[-1] == width    # what `fsvideo edit` with G loads
+
+    np.save(tmp_path / "wide.npy", rng.normal(size=(3, n_latent, 512)).astype(np.float32))
+    with pytest.raises(InputError) as err:
+        read_latents([tmp_path / "talk.latents", tmp_path / "wide.npy"])
+    msg = str(err.value)
+    assert f"wide.npy: codes are 512 wide, but talk.latents's are {width} wide" in msg and "\n" not in msg, msg
+    assert read_latents([tmp_path / "wide.npy"]).codes.shape == (3, n_latent, 512)

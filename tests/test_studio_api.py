@@ -719,13 +719,10 @@ def test_an_upload_the_disk_cannot_hold_is_507(opts, renderer, workdir, monkeypa
     assert c.post("/api/session").status_code == 200
 
 
-def test_opening_another_video_stops_an_inversion_no_tab_needs(opts, renderer, media_dir, tmp_path, monkeypatch):
-    """Opening a video while another one inverts left the first inversion running with no tab to show
-    it: each open added one more inversion on the CPU (hours each with the real models)."""
-    import fsvideo
-    runs = {}
-
-    def slow_invert(source, out, progress=None, **kw):  # an inversion that takes long, frame by frame
+def slow_inversion(runs: dict):
+    """A stand-in for ``invert_video`` that takes long, frame by frame: ``runs[name]`` says whether it
+    is running or was stopped."""
+    def slow_invert(source, out, progress=None, **kw):
         runs[Path(source).name] = "running"
         try:
             for i in range(3000):
@@ -734,7 +731,16 @@ def test_opening_another_video_stops_an_inversion_no_tab_needs(opts, renderer, m
         except BaseException:
             runs[Path(source).name] = "stopped"
             raise
-    monkeypatch.setattr(fsvideo, "invert_video", slow_invert)
+    return slow_invert
+
+
+def test_opening_another_video_stops_an_inversion_no_tab_needs(opts, renderer, media_dir, tmp_path, monkeypatch):
+    """Opening a video while another one inverts left the first inversion running with no tab to show
+    it: each open added one more inversion on the CPU (hours each with the real models)."""
+    import fsvideo
+    runs = {}
+
+    monkeypatch.setattr(fsvideo, "invert_video", slow_inversion(runs))
     c = make_client(opts, renderer, tmp_path)
     one, two = (c.post("/api/session").json()["sid"] for _ in range(2))
     video, image = media_dir / CLIP, media_dir / "images/wild/facerec-obama.jpg"
@@ -832,3 +838,60 @@ def test_an_anamorphic_videos_frames_are_shown_on_square_pixels(client, media_di
     for view in ("original", "composite"):
         assert pixels(render(c, sid, frame=1, view=view)).shape == (480, round(400 * 64 / 45), 3)
     assert pixels(render(c, sid, frame=1, view="inversion")).shape[:2] == (256, 256)
+
+
+def test_json_bodies_over_the_limit_are_413(client):
+    """A JSON request body had no size limit: the whole body was read into memory before the endpoint
+    looked at it (any length, for every POST).  Bodies over 1 MiB are refused unread, declared or not;
+    the uploads keep their own limits."""
+    from fsvideo.studio.guard import MAX_JSON_BYTES
+    c = client
+    sid = c.post("/api/session").json()["sid"]
+    big = b'{"frame": 1, "pad": "' + b"x" * MAX_JSON_BYTES + b'"}'
+    for url in (f"/api/s/{sid}/render", f"/api/s/{sid}/open", "/api/session"):
+        r = c.post(url, content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, (url, r.text)
+        assert "over the limit of 1 MiB" in r.json()["error"] and "\n" not in r.json()["error"]
+
+    def chunks():                                  # no Content-Length: counted as it arrives
+        for _ in range(3):
+            yield b" " * (MAX_JSON_BYTES // 2)
+        yield b"{}"
+    r = c.post(f"/api/s/{sid}/render", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    r = c.post(f"/api/s/{sid}/command", json={"edits": SEFA, "pad": "x" * 1000})   # small bodies pass
+    assert r.status_code in (200, 400) and "limit" not in r.text, r.text
+    r = c.post(f"/api/s/{sid}/direction", content=b"\x93NUMPY" + b"x" * (MAX_JSON_BYTES + 10),
+               headers={"X-Filename": "d.npy"})                 # an upload: its own limit (64 MiB)
+    assert r.status_code == 400 and "413" not in r.text and "1 MiB" not in r.json()["error"], r.text
+
+
+def test_an_evicted_session_s_inversion_is_stopped(opts, renderer, media_dir, tmp_path, monkeypatch):
+    """A tab evicted by the session limit (MAX_SESSIONS) had its jobs cancelled but left its video's
+    inversion running with no tab to show it, until some tab opened another video."""
+    import fsvideo
+    from fsvideo.studio.session import MAX_SESSIONS
+    runs = {}
+
+    monkeypatch.setattr(fsvideo, "invert_video", slow_inversion(runs))
+    c = make_client(opts, renderer, tmp_path)
+    studio = c.app.state.studio
+    video, image = media_dir / CLIP, media_dir / "images/wild/facerec-obama.jpg"
+    first, second = (c.post("/api/session").json()["sid"] for _ in range(2))
+    try:
+        assert c.post(f"/api/s/{first}/open", json={"path": str(video)}).status_code == 200
+        assert c.post(f"/api/s/{second}/open", json={"path": str(image)}).status_code == 200
+        a, b = studio.sessions[first].project, studio.sessions[second].project
+        for _ in range(MAX_SESSIONS - 2):
+            c.post("/api/session")
+        time.sleep(0.1)
+        assert a.state == b.state == "inverting"                             # nobody evicted yet
+        c.post("/api/session")                                               # evicts the first tab
+        assert first not in studio.sessions and second in studio.sessions
+        assert a.wait(10) is False and a.state == "abandoned" and runs[video.name] == "stopped"
+        assert a.key not in studio.projects
+        assert b.state == "inverting" and runs[image.name] == "running"     # the other tab's goes on
+    finally:
+        for p in list(studio.projects.values()):
+            p.abandon()
+            p.wait(10)

@@ -40,6 +40,24 @@ def test_anamorphic_rotated_and_written_upright_turns_the_pixel_aspect(tmp_path)
     assert out.rotation == 0 and out.sar == Fraction(3, 4)
 
 
+@pytest.mark.parametrize("rotation, shown", [(0, (128, 48)), (90, (64, 96))])
+def test_a_gif_of_an_anamorphic_source_is_written_on_square_pixels(tmp_path, rotation, shown):
+    """GIF has no pixel aspect: a GIF of a SAR 2:1 clip was written with its stored pixels and showed
+    squeezed to half its width.  Its frames are now stretched to square pixels as a player shows the
+    source (upright: a source stored sideways stretches the other side)."""
+    yy, xx = np.mgrid[0:48, 0:64]
+    image = np.stack([xx * 4, yy * 5, 255 - xx * 2], -1).astype(np.uint8)      # upright 64x48, smooth
+    image[20:28, 30:34] = (255, 255, 0)                                         # a mark to find
+    src = tmp_path / "ana.mp4"
+    make_test_clip(src, images=[image] * 2, sar=Fraction(2, 1), rotation=rotation, audio=False, pix_fmt="yuv444p")
+    info, out = roundtrip(src, tmp_path / "out.gif")
+    assert (info.width, info.height) == (64, 48)
+    assert (out.width, out.height) == shown and out.sar == 1
+    want = cv2.resize(next(iter(VideoReader(src, info=info))).image, shown, interpolation=cv2.INTER_LINEAR)
+    got = next(iter(VideoReader(tmp_path / "out.gif"))).image
+    assert got.shape == want.shape and np.abs(got.astype(int) - want).mean() < 6
+
+
 # ------------------------------------------------------------------- anamorphic faces on square pixels
 
 def _face_canvas(media_dir, n=3):

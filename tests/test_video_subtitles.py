@@ -133,3 +133,30 @@ def test_split_run_joins_with_the_single_runs_subtitles(source, tmp_path, trim):
                 w.write_frame(f)
     join_segments(parts, tmp_path / "joined.mkv", info, [a for a, _ in spans], end=spans[-1][1])
     assert cues(tmp_path / "joined.mkv") == cues(tmp_path / "single.mkv") == [("fra", "srt", kept(start or 0.0, end))]
+
+
+def test_a_cue_begun_long_before_start_is_kept(tmp_path):
+    """A cue that began more than 60 s before --start and still shows at --start was missed: the reader
+    of the subtitles sought 60 s back and never saw it.  The subtitle stream is now read from the file's
+    start, so it shows from 0 (cut to the span like any cue)."""
+    import numpy as np
+    with av.open(str(tmp_path / "a.mp4"), "w") as o:      # 150 s at 2 fps, a key frame every 5 s (seek points)
+        v = o.add_stream("libx264", rate=2, options={"g": "10", "preset": "ultrafast"})
+        v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
+        for i in range(300):
+            img = np.full((32, 32, 3), i % 256, np.uint8)
+            o.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        o.mux(v.encode())
+    (tmp_path / "eng.srt").write_text("1\n00:00:02,000 --> 00:02:26,000\nA long sign\n\n"   # (the seek on the
+                                      "2\n00:00:50,000 --> 00:00:51,000\nEarly\n\n"       # subtitle stream lands
+                                      "3\n00:02:23,000 --> 00:02:24,000\nLate\n")         # on "Early")
+    src = tmp_path / "long.mkv"
+    add_subtitles(tmp_path / "a.mp4", tmp_path / "eng.srt", src, "eng")
+    start, end = 140.0, 145.0
+    assert start - 2.0 > 60                       # (the look-back of the seek the reader made)
+    write(src, tmp_path / "trim.mkv", start=start, end=end)
+    (lang, codec, got), = cues(tmp_path / "trim.mkv")
+    assert lang == "eng" and [t for *_, t in got] == ["A long sign", "Late"], got
+    (a0, a1, _), (b0, b1, _) = got
+    assert a0 == 0.0 and a1 == pytest.approx(end - start, abs=0.05)        # shown from 0, cut at --end
+    assert b0 == pytest.approx(143.0 - start, abs=0.05) and b1 == pytest.approx(144.0 - start, abs=0.05)

@@ -63,6 +63,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(rest)))
         self.end_headers()
+        if srv.stall_mid.get(key, 0) > 0:     # send half, then nothing (the connection stays open)
+            srv.stall_mid[key] -= 1
+            self.wfile.write(rest[: len(rest) // 2])
+            self.wfile.flush()
+            srv.release.wait(30)
+            self.close_connection = True
+            return
         if srv.drop.get(key, 0) > 0:          # send half, then hang up
             srv.drop[key] -= 1
             self.wfile.write(rest[: len(rest) // 2])
@@ -76,6 +83,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlparse(self.path)
         q = dict(urllib.parse.parse_qsl(url.query))
         srv.log.append((url.path, q, self.headers.get("Range"), self.headers.get("Cookie")))
+        if url.path in srv.stall:                  # accept, read the request, then send nothing
+            srv.release.wait(30)
+            self.close_connection = True
+            return
         if url.path == "/gdrive/download":
             fid = q.get("id", "")
             if fid == "quota":
@@ -115,6 +126,9 @@ class Server:
         self.httpd.pages = {}
         self.httpd.drop = collections.Counter()
         self.httpd.no_range = False
+        self.httpd.stall = set()
+        self.httpd.stall_mid = collections.Counter()
+        self.httpd.release = threading.Event()
         self.httpd.log = []
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -129,6 +143,7 @@ class Server:
         return self.httpd.log
 
     def close(self):
+        self.httpd.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -245,6 +260,32 @@ def test_retry_resumes_within_one_call(server, monkeypatch, smile_bytes):
     p = W.download("direction-smile", retries=3)
     assert p.read_bytes() == smile_bytes
     assert [r for _, _, r, _ in server.log] == [None, "bytes=18496-", "bytes=27744-"]
+
+
+def test_a_stalled_server_gives_up_after_two_silent_reads(server, monkeypatch, smile_bytes):
+    """A server that accepted the connection and then sent nothing held `weights download` for about
+    4 minutes (4 tries of a 60 s timeout) before a message.  Now a stall (no byte for ``timeout``
+    seconds) is tried once more and then given up, with one line naming the address and the fix;
+    a stall after some bytes still resumes."""
+    import time
+    url = server.add("/d.npy", smile_bytes)
+    server.httpd.stall.add("/d.npy")
+    _use(monkeypatch, "direction-smile", Source(url=url, sha256=SMILE_SHA))
+    t0 = time.monotonic()
+    with pytest.raises(WeightsError) as err:
+        W.download("direction-smile", retries=3, timeout=0.3)
+    took = time.monotonic() - t0
+    msg = str(err.value)
+    assert len(server.log) == fetch.STALL_TRIES == 2, server.log           # not retries + 1 = 4 tries
+    assert took < 2.5, took
+    assert f"{url}: the server sent nothing for 0.3 s, 2 times in a row" in msg and "\n" not in msg, msg
+    assert "run the same command again to resume" in msg and "fsvideo weights import direction-smile" in msg
+    assert W.path_of("direction-smile") is None
+
+    server.httpd.stall.clear()                        # a stall after some bytes is a dropped connection:
+    server.httpd.stall_mid["/d.npy"] = 2              # resumed, and each try that got bytes counts anew
+    assert W.download("direction-smile", retries=3, timeout=0.3).read_bytes() == smile_bytes
+    assert [r for _, _, r, _ in server.log[2:]] == [None, "bytes=18496-", "bytes=27744-"]
 
 
 def test_server_without_range_restarts(server, monkeypatch, smile_bytes):

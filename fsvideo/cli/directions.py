@@ -29,7 +29,6 @@ def directions() -> None:
 
 def _save_direction(d: np.ndarray, out: Path, overwrite: bool) -> None:
     from fsvideo.utils import atomic_output
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(d, dtype=np.float32))
@@ -38,8 +37,9 @@ def _save_direction(d: np.ndarray, out: Path, overwrite: bool) -> None:
 @directions.command("fit")
 @click.argument("more_latents", nargs=-1, type=click.Path(dir_okay=False), metavar="[LATENTS]...")
 @click.option("--latents", "latents", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="W+ codes: an `fsvideo invert` latents file, or .npy/.npz/.pt arrays [T, n_latent, 512] "
-                   "(key `w`). Repeat it or list several files.")
+              help="W+ codes: an `fsvideo invert` latents file, or .npy/.npz/.pt arrays [T, n_latent, width] "
+                   "(width 512 for the released networks; "
+                   "key `w`). Repeat it or list several files.")
 @click.option("--labels", required=True, type=click.Path(dir_okay=False), metavar="CSV",
               help="CSV with a key column (FILE or FILE:i; or `index`) and one column per attribute.")
 @click.option("--attr", required=True, help="The CSV column to fit (0/1, -1/1, true/false, or scores).")
@@ -56,15 +56,20 @@ def fit(more_latents, latents, labels, attr, name, out, ratio, C, val_split, ove
     """Fit an InterFaceGAN direction (linear SVM normal) on W+ latents and labels."""
     from fsvideo.edits.directions import user_direction_path
     from fsvideo.edits.interfacegan import fit_direction, read_labels, read_latents
+    from fsvideo.utils import check_output_path
 
     files = list(latents) + list(more_latents)
     if not files:
         raise InputError("no latents given", hint="pass --latents FILE (one or more)")
     if C <= 0:
         raise InputError(f"-C must be > 0, got {C}")
-    target = Path(out) if out else user_direction_path(name or attr)
-    if target.exists() and not overwrite:          # fail before the (possibly long) fit
-        raise OutputError(f"{target} already exists", hint="pass --overwrite, or choose another --name / -o")
+    if out:                                        # checked as `fsvideo edit -o`: a missing folder is an error
+        target = check_output_path(out, overwrite=overwrite, inputs=(*files, labels))
+    else:                                          # the directions folder is fsvideo's own: made when missing
+        target = user_direction_path(name or attr)
+        if target.exists() and not overwrite:      # fail before the (possibly long) fit
+            raise OutputError(f"{target} already exists", hint="pass --overwrite, or choose another --name / -o")
+        target.parent.mkdir(parents=True, exist_ok=True)
     lat = read_latents(files)
     rows, y = read_labels(labels, attr, lat, ratio=ratio)
     res = fit_direction(lat, rows, y, C=C, val_split=val_split)

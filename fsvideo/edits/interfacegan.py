@@ -13,6 +13,11 @@ Latent files (``--latents``), one or more:
 * ``.npz``: the array ``w`` (or its only array), same layouts;
 * ``.pt`` / ``.pth``: a tensor, or a dict with ``w`` (read with ``weights_only=True``).
 
+512 is the style width of the released networks; codes of another generator (the tiny test ones are
+64 wide) are read at their own width, which an fsvideo latents file or a 3-D array states.  A 2-D
+array does not state it: it is read at the width of the other files, else 512.  Files of different
+widths (codes of two generators) are an error.
+
 Labels (``--labels labels.csv``): a CSV with a header.  The key column (``key``, ``file``, ``name``,
 ``image`` or ``filename``; else the first column) names a code: ``FILE`` (the file name or stem of a
 one-code file) or ``FILE:i`` (row ``i`` of a file); a column named ``index`` instead numbers the
@@ -49,6 +54,7 @@ from fsvideo.errors import InputError
 log = logging.getLogger(__name__)
 
 KEY_COLUMNS = ("key", "file", "name", "image", "filename")
+STYLE_DIM = 512                        # the released networks' style width: 2-D arrays that state none
 _TRUE = {"1", "true", "yes", "y", "t", "+1"}
 _FALSE = {"0", "false", "no", "n", "f", "-1"}
 
@@ -90,9 +96,21 @@ def _is_fsvideo_latents(path: Path) -> bool:
             return False
 
 
-def read_latents_file(path: str | Path, n_latent: int | None = None, style_dim: int = 512) -> np.ndarray:
-    """The W+ codes of one file as float32 ``[T, n_latent, style_dim]`` (formats: module docstring)."""
+def _width(a) -> int | None:
+    """The style width an array's layout states (``[T, n_latent, width]``; a 2-D array states none)."""
+    return int(a.shape[2]) if a.ndim == 3 else None
+
+
+def read_latents_file(path: str | Path, n_latent: int | None = None, style_dim: int | None = None) -> np.ndarray:
+    """The W+ codes of one file as float32 ``[T, n_latent, style_dim]`` (formats: module docstring);
+    ``style_dim`` None: the width the file states, else :data:`STYLE_DIM`."""
     p = Path(path)
+    a = _load(p)
+    return _as_codes(a, p, n_latent, style_dim or _width(a) or STYLE_DIM)
+
+
+def _load(p: Path):
+    """The array of W+ codes in file ``p`` as stored (numpy or torch; checked by :func:`_as_codes`)."""
     if not p.is_file():
         raise InputError(f"latents file {p} not found", hint="check the --latents paths")
     try:
@@ -105,9 +123,9 @@ def read_latents_file(path: str | Path, n_latent: int | None = None, style_dim: 
                 reader.close()
             if not rows:
                 raise InputError(f"{p} holds no faces", hint="invert a video in which faces were found")
-            return _as_codes(np.concatenate(rows), p, n_latent, style_dim)
+            return np.concatenate(rows)
         if p.suffix == ".npy":
-            return _as_codes(np.load(p, allow_pickle=False), p, n_latent, style_dim)
+            return np.load(p, allow_pickle=False)
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 names = list(z.files)
@@ -118,7 +136,7 @@ def read_latents_file(path: str | Path, n_latent: int | None = None, style_dim: 
                 else:
                     raise InputError(f"{p} has arrays {', '.join(names)} but no `w`",
                                      hint="store the W+ codes under the name `w`")
-            return _as_codes(arr, p, n_latent, style_dim)
+            return arr
         if p.suffix in (".pt", ".pth"):
             obj = torch.load(p, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
@@ -126,7 +144,7 @@ def read_latents_file(path: str | Path, n_latent: int | None = None, style_dim: 
                     raise InputError(f"{p} is a dict without `w` (keys: {', '.join(map(str, list(obj)[:6]))})",
                                      hint="store the W+ codes under the key `w`")
                 obj = obj["w"]
-            return _as_codes(obj, p, n_latent, style_dim)
+            return obj if isinstance(obj, Tensor) else np.asarray(obj)
     except (ValueError, OSError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
         raise InputError(f"latents file {p} cannot be read ({type(e).__name__}: {e})",
                          hint="pass .npy/.npz/.pt arrays of W+ codes or an `fsvideo invert` latents file") from e
@@ -143,16 +161,26 @@ class LatentSet:
     sources: list[str] = field(default_factory=list)    # row -> "file:i"
 
 
-def read_latents(paths: Sequence[str | Path], style_dim: int = 512) -> LatentSet:
-    """Read every file; rows are named ``NAME:i``, ``STEM:i`` (and ``NAME``, ``STEM`` for one-code files)."""
+def read_latents(paths: Sequence[str | Path], style_dim: int | None = None) -> LatentSet:
+    """Read every file; rows are named ``NAME:i``, ``STEM:i`` (and ``NAME``, ``STEM`` for one-code files).
+
+    ``style_dim`` None: the width the files state (module docstring), the same for all of them.
+    """
     if not paths:
         raise InputError("no latents files given", hint="pass --latents FILE (one or more)")
+    loaded = [(Path(p), _load(Path(p))) for p in paths]
+    if style_dim is None:
+        stated = [(p, _width(a)) for p, a in loaded if _width(a) is not None]
+        for p, w in stated[1:]:
+            if w != stated[0][1]:
+                raise InputError(f"{p}: codes are {w} wide, but {stated[0][0].name}'s are {stated[0][1]} wide",
+                                 hint="fit on the latents of one generator (codes of one style width)")
+        style_dim = stated[0][1] if stated else STYLE_DIM
     chunks, keys, sources = [], {}, []
     n_latent = None
     row = 0
-    for path in paths:
-        p = Path(path)
-        codes = read_latents_file(p, n_latent, style_dim)
+    for p, a in loaded:
+        codes = _as_codes(a, p, n_latent, style_dim)
         n_latent = codes.shape[1]
         names = {p.name, p.stem}
         for i in range(len(codes)):

@@ -24,24 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from fsvideo.faces.detect import Face, FaceDetector
+from fsvideo.video.aspect import to_square_pixels, upright_pixel_aspect   # (the writer's GIF frames need them too)
 
-
-def upright_pixel_aspect(info) -> float:
-    """Width / height of one pixel of the *upright* frames the reader yields for ``info`` (a VideoInfo):
-    the stored picture's SAR, inverted when the reader turns the picture by 90 degrees."""
-    sar = float(getattr(info, "sar", 1) or 1)
-    return 1.0 / sar if getattr(info, "rotation", 0) in (90, -90) else sar
-
-
-def to_square_pixels(image: np.ndarray, aspect: float) -> np.ndarray:
-    """``image`` [H, W, C] whose pixels are ``aspect`` (width / height) wide, stretched to square pixels
-    along its short pixel side (nothing shrunk): what a player shows."""
-    import cv2
-    if aspect == 1:
-        return image
-    h, w = image.shape[:2]
-    size = (max(1, round(w * aspect)), h) if aspect > 1 else (w, max(1, round(h / aspect)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+__all__ = ["SquarePixelDetector", "square_pixels", "to_square_pixels", "upright_pixel_aspect"]
 
 
 class SquarePixelDetector(FaceDetector):

@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fsvideo.errors import FsvideoError, InputError
 from fsvideo.faces.aspect import to_square_pixels, upright_pixel_aspect
-from fsvideo.studio.guard import LocalHost, SameOrigin, validation_message
+from fsvideo.studio.guard import BodyLimit, LocalHost, SameOrigin, validation_message
 from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
 from fsvideo.studio.project import NotReady, Project
 from fsvideo.studio.render import VIEWS, Renderer, jpeg_bytes
@@ -108,6 +108,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     studio = Studio(config, renderer)
     app = FastAPI(title="fsvideo studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.studio = studio
+    app.add_middleware(BodyLimit)       # JSON bodies over 1 MiB: 413 unread (the uploads have their own limits)
     app.add_middleware(SameOrigin)      # a page of another site cannot act through the user's browser
     if config.host in LOOPBACK:         # DNS rebinding: only answer requests addressed to this machine
         app.add_middleware(LocalHost)

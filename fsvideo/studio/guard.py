@@ -13,13 +13,21 @@ any endpoint runs.  Clients that are not browsers (curl, scripts) send neither a
 FastAPI answers a body that does not match an endpoint's model with its own 422 ``{"detail": [...]}``
 (a list of pydantic errors, not the ``{"error": ...}`` the page shows), and fails with a 500 when
 the bad value is NaN or Infinity (Python's JSON reader takes them; the answer cannot hold them).
+
+Request bodies had no size limit: FastAPI reads a JSON body whole into memory before the endpoint
+sees it, so one request of any length (a 2 GB ``path``) held that much memory.  The studio's JSON
+requests are a few hundred bytes; bodies over :data:`MAX_JSON_BYTES` are refused (413) unread.
+The two upload endpoints stream their bodies to disk under their own limits and are left to them.
 """
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import urlsplit
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+MAX_JSON_BYTES = 1 << 20                                    # 1 MiB: a JSON request of the page is < 10 kB
+STREAMED = re.compile(r"/api/s/[^/]+/(upload|direction)")   # bodies written to disk under their own limit
 
 
 def _json(status: int, message: str):
@@ -68,6 +76,50 @@ class SameOrigin:
                                          "use the studio's own page at the address fsvideo studio printed")
                 return
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over :data:`MAX_JSON_BYTES` is refused (413) before any
+    endpoint reads it, by its Content-Length or, when it has none (chunked), as it arrives.  A body
+    within the limit is read here and handed on whole (at most 1 MiB held)."""
+
+    def __init__(self, app, limit: int = MAX_JSON_BYTES):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or STREAMED.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, f"the request body is {int(declared) / 2**20:.1f} MiB,")
+            return
+        parts, n, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":       # the client went away: nobody to answer
+                return
+            parts.append(message.get("body", b""))
+            n += len(parts[-1])
+            if n > self.limit:
+                await self._refuse(send, "the request body is")
+                return
+            more = message.get("more_body", False)
+        whole = {"type": "http.request", "body": b"".join(parts), "more_body": False}
+
+        async def replay():
+            nonlocal whole
+            if whole is None:
+                return await receive()                   # after the body: wait for the disconnect
+            message, whole = whole, None
+            return message
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send, what: str) -> None:
+        await _refuse(send, 413, f"{what} over the limit of {self.limit / 2**20:g} MiB for the studio's JSON "
+                                 "requests; videos and directions go through the upload endpoints "
+                                 "(/api/s/SID/upload, /api/s/SID/direction)")
 
 
 def cross_site(headers: dict[str, str]) -> str | None:

@@ -201,12 +201,17 @@ class Studio:
                                      "or cancel one, then try again")
 
     def new_session(self) -> Session:
+        """A new tab's session; beyond :data:`MAX_SESSIONS` the least recently used one is evicted: its
+        jobs are cancelled and its video's inversion is stopped unless another tab needs it (it ran on
+        with no tab to show it, until some tab opened another video)."""
         s = Session(secrets.token_urlsafe(16))
-        self.sessions[s.id] = s
-        while len(self.sessions) > MAX_SESSIONS:
-            old = self.sessions.popitem(last=False)[1]
-            for j in old.jobs.values():
-                j.cancel()
+        with self._open_lock:
+            self.sessions[s.id] = s
+            while len(self.sessions) > MAX_SESSIONS:
+                old = self.sessions.popitem(last=False)[1]
+                for j in old.jobs.values():
+                    j.cancel()
+                self._release(old.project)
         return s
 
     def session(self, sid: str) -> Session:

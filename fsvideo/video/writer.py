@@ -11,7 +11,8 @@ writes upright pictures and no rotation metadata.  Both play the same.  (GIF has
 metadata: it always gets upright pictures.)
 
 Pixel aspect.  An anamorphic source (non-square pixels, e.g. 720x576 stored for 16:9) keeps its
-sample aspect ratio (``VideoInfo.sar``), so the output shows at the source's display size.
+sample aspect ratio (``VideoInfo.sar``), so the output shows at the source's display size.  GIF has
+no pixel aspect (it showed squeezed): its frames are stretched to square pixels (1024x576 there).
 
 Odd sizes.  4:2:0 (and 4:2:2) encoders need even sizes.  The writer pads an odd width/height by one
 pixel, repeating the last column/row (never scales, so the original pixels stay untouched); the
@@ -50,6 +51,7 @@ from av.video.reformatter import VideoReformatter
 
 from fsvideo.cores import codec_threads
 from fsvideo.errors import InputError, OutputError
+from fsvideo.video.aspect import square_size, to_square_pixels, upright_pixel_aspect
 from fsvideo.video.audio import AudioPassthrough
 from fsvideo.video.colour import encoder_frame, is_rgb, pix_fmt_bits, pixel_conversion
 from fsvideo.video.encoders import DEFAULT_PRESET, check_video_extension, choose_encoder, encoder_options
@@ -143,6 +145,7 @@ class VideoWriter:
         self.width = int(width or like.width)
         self.height = int(height or like.height)
         self.rotation = like.rotation if keep_rotation and ext != ".gif" else 0
+        self._stretch = upright_pixel_aspect(like) if ext == ".gif" else 1.0   # GIF: upright, square pixels
         self.offset_s = like.start_time + (start or 0.0)  # output t=0 is this source time (absolute seconds)
         self.start = start
         self.end = end
@@ -159,6 +162,7 @@ class VideoWriter:
 
         # Stored (coded) size: upright size turned back by the rotation, then padded for chroma.
         cw, ch = (self.height, self.width) if self.rotation in (90, -90) else (self.width, self.height)
+        cw, ch = square_size(cw, ch, self._stretch)
         even_w, even_h = _chroma_even(pix_fmt)
         self._pad = ((ch % 2) if even_h else 0, (cw % 2) if even_w else 0)
         if any(self._pad):
@@ -297,7 +301,7 @@ class VideoWriter:
         self._last_pts = out_pts
         self._durations[out_pts] = int(duration) if duration else self._default_duration()
 
-        img = image
+        img = to_square_pixels(image, self._stretch)
         if self.rotation:
             img = np.rot90(img, k=(-self.rotation // 90) % 4)
         if any(self._pad):

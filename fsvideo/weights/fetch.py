@@ -3,6 +3,8 @@
 Every fetch writes ``<file>.part`` in the cache, checks the sha256 against the published one (or
 test-loads the file when none is published), and only then renames it to its final name.  HTTP
 downloads resume with a Range request after a dropped connection and across calls.
+A stalled server (no byte for ``timeout`` seconds, 30 by default, :data:`STALL_TRIES` times in a
+row) is given up after about a minute per source, where four 60 s tries took four minutes.
 ``$FSVIDEO_WEIGHTS_MIRROR`` (a base URL) is tried first when set: ``<mirror>/<file name>``.
 
 Google Drive: the "can't scan this file for viruses" page is read with gdown's parser
@@ -45,6 +47,9 @@ GDRIVE_URL = "https://drive.usercontent.google.com/download"
 #: the environment variable naming a mirror that is tried before the registry's sources
 MIRROR_ENV = "FSVIDEO_WEIGHTS_MIRROR"
 CHUNK = 1 << 20
+#: tries of a server that sends nothing for ``timeout`` seconds, in a row (no byte in between),
+#: before the download gives up: a stall ends ``STALL_TRIES * timeout`` seconds after it began
+STALL_TRIES = 2
 
 
 def _user_agent() -> str:
@@ -71,13 +76,16 @@ def _http_download(url: str, part: Path, *, progress: Progress | None, retries: 
     """Download ``url`` into ``part``, resuming from its current size with an HTTP Range request.
 
     A dropped connection is retried ``retries`` times (each resuming); if it still fails the
-    partial ``part`` stays for the next call to resume.  A server that ignores Range (200) makes
+    partial ``part`` stays for the next call to resume.  ``timeout`` bounds each connect and each
+    read: a try that gets no byte in that time is a stall, and :data:`STALL_TRIES` stalls in a row
+    give up at once (a stall after some bytes resumes like a dropped connection).  A server that ignores Range (200) makes
     the download restart from zero.  An HTML answer raises :class:`_HtmlInsteadOfFile` unless
     ``html_ok``.
     """
     opener = opener or _opener()
-    attempt = 0
+    attempt = stalls = 0
     while True:
+        received = 0                                   # bytes of this try (a stall is a try with none)
         have = part.stat().st_size if part.exists() else 0
         headers = {"User-Agent": _user_agent()}
         if have:
@@ -107,9 +115,10 @@ def _http_download(url: str, part: Path, *, progress: Progress | None, retries: 
                 with open(part, mode) as f:
                     if progress:
                         progress(done, total)
-                    while chunk := r.read(CHUNK):
+                    while chunk := r.read1(CHUNK):     # what has arrived: a stall keeps the bytes before it
                         f.write(chunk)
                         done += len(chunk)
+                        received += len(chunk)
                         if progress:
                             progress(done, total)
                 if total is not None and done < total:
@@ -133,6 +142,15 @@ def _http_download(url: str, part: Path, *, progress: Progress | None, retries: 
                                hint="check the address, or get the file another way and use "
                                     "`fsvideo weights import`") from e
         except _RETRYABLE as e:
+            if _timed_out(e):
+                stalls = stalls + 1 if received == 0 else 0
+                if stalls >= STALL_TRIES:
+                    size = part.stat().st_size if part.exists() else 0
+                    raise WeightsError(f"{url}: the server sent nothing for {timeout:g} s, {stalls} times in a "
+                                       f"row (stalled; {size} bytes kept)",
+                                       hint="run the same command again to resume") from e
+            else:
+                stalls = 0
             if attempt < retries:
                 attempt += 1
                 log.info("download of %s interrupted (%s); resuming (try %d of %d)", url, e, attempt, retries)
@@ -141,6 +159,11 @@ def _http_download(url: str, part: Path, *, progress: Progress | None, retries: 
             size = part.stat().st_size if part.exists() else 0
             raise WeightsError(f"{url}: download interrupted after {size} bytes ({type(e).__name__}: {e})",
                                hint="run the same command again to resume") from e
+
+
+def _timed_out(e: BaseException) -> bool:
+    """A connect or a read that waited ``timeout`` seconds for nothing (urllib wraps a connect's in URLError)."""
+    return isinstance(e, TimeoutError) or (isinstance(e, urllib.error.URLError) and isinstance(e.reason, TimeoutError))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,7 +335,7 @@ def _fetch(e: WeightsEntry, src: Source, *, progress: Progress | None, retries: 
 
 
 def download(name: str, progress: Progress | None = None, force: bool = False, *, retries: int = 3,
-             timeout: float = 60.0, first_run: bool = False) -> Path:
+             timeout: float = 30.0, first_run: bool = False) -> Path:
     """Fetch ``name`` into the cache and return its path.
 
     Sources are tried in order (``$FSVIDEO_WEIGHTS_MIRROR`` first when set).  HTTP downloads go to
@@ -325,6 +348,9 @@ def download(name: str, progress: Progress | None = None, force: bool = False, *
         name: a registry name (see :data:`REGISTRY`).
         progress: ``progress(done_bytes, total_bytes_or_None)``.
         force: download again even if the file is present.
+        retries: tries after a dropped connection or a server error, per source.
+        timeout: seconds each connect and each read may wait; a server that sends nothing that long
+            :data:`STALL_TRIES` times in a row is given up (60 s a source by default).
         first_run: the download was started by :func:`fsvideo.weights.resolve` (the error then
             also says how to turn first-run downloads off).
     """
@@ -370,4 +396,4 @@ def download(name: str, progress: Progress | None = None, force: bool = False, *
                        hint=hint)
 
 
-__all__ = ["CHUNK", "GDRIVE_URL", "MIRROR_ENV", "download"]
+__all__ = ["CHUNK", "GDRIVE_URL", "MIRROR_ENV", "STALL_TRIES", "download"]
