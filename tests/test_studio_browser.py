@@ -470,3 +470,21 @@ def test_without_a_video_the_page_says_what_to_do(browser, bare_server, media_di
         assert page.locator("#view").is_visible() and page.locator("#placeholder").is_hidden()
     finally:
         page.close()
+
+
+def test_files_with_unicode_and_spaces_in_their_names_upload(page, tmp_path, tiny):  # noqa: F811
+    """A video and a direction named in another script upload and keep their letters (before: fetch refused
+    the non-Latin-1 X-Filename header, so the page said 'the studio server does not answer', and the
+    server turned '视频.mp4' into 'mp4', no longer a video name)."""
+    from fsvideo.video.synth import make_test_clip
+    video, direction = tmp_path / "视频 é clip.mp4", tmp_path / "方向 ü.npy"
+    make_test_clip(video, n_frames=6, audio=False)
+    shutil.copy(tiny["dir"], direction)
+    page.set_input_files("#upload", str(video))
+    page.wait_for_function("() => studio.state && studio.state.project && "
+                           "studio.state.project.video === '视频_é_clip.mp4'", timeout=20_000)
+    page.set_input_files("#npy", str(direction))
+    page.wait_for_selector(".edit-row")
+    assert page.locator(".edit-row select.attr option:checked").text_content() == "方向_ü.npy (uploaded)"
+    assert page.locator("#error").is_hidden() and page.locator("#offline").is_hidden()
+    assert not page.errors, page.errors

@@ -7,8 +7,8 @@ foreign site cannot act for the user)::
     GET  /                              the page (static/index.html, studio.js, controls.js, studio.css)
     POST /api/session                   new session: attributes, draft size, limits
     POST /api/s/{sid}/open              {path, start, end}: open a video by path (loopback only)
-    POST /api/s/{sid}/upload            raw body + X-Filename: upload a video (size, type, decodable)
-    POST /api/s/{sid}/direction         raw body + X-Filename: upload a direction .npy
+    POST /api/s/{sid}/upload            raw body + X-Filename (percent-encoded): upload a video (size, type, decodable)
+    POST /api/s/{sid}/direction         raw body + X-Filename (percent-encoded): upload a direction .npy
     GET  /api/s/{sid}/state             inversion progress, timeline, jobs (state, frames done, output name)
     POST /api/s/{sid}/render            {frame, edits, face, view, quality, mask, seq} -> JPEG
                                         (headers: X-Quality, X-Time of the frame, X-Mask smoothed|frame)
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 VIDEO_TYPES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE = re.compile(r"[^\w.-]+")            # letters and digits of any script stay ('视频.mp4' became 'mp4')
 
 
 def _tracks(face: str) -> set[int] | None:
@@ -66,8 +66,16 @@ def _project(s: Session) -> Project:
 
 
 def _safe_name(name: str, default: str) -> str:
-    base = _SAFE.sub("_", Path(name or default).name).strip("._") or default
+    import unicodedata                         # NFC: a macOS name's 'e' + combining accent is one 'é'
+    base = _SAFE.sub("_", Path(unicodedata.normalize("NFC", name or default)).name).strip("._") or default
     return base[-100:]
+
+
+def _upload_name(request: Request, default: str) -> str:
+    """The uploaded file's name: ``X-Filename``, percent-encoded by the page (a header holds only
+    Latin-1, so the browser refused to send '视频.mp4' and the page said the server did not answer)."""
+    from urllib.parse import unquote
+    return _safe_name(unquote(request.headers.get("x-filename", "")), default)
 
 
 async def _receive(request: Request, dest: Path, limit_bytes: int) -> None:
@@ -163,7 +171,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     @app.post("/api/s/{sid}/upload")
     async def upload_video(sid: str, request: Request):
         s = studio.session(sid)
-        name = _safe_name(request.headers.get("x-filename", ""), "upload.mp4")
+        name = _upload_name(request, "upload.mp4")
         from fsvideo.video import IMAGE_EXTENSIONS
         if Path(name).suffix.lower() not in VIDEO_TYPES + tuple(IMAGE_EXTENSIONS):
             raise InputError(f"{name} is not a video or image file",
@@ -180,7 +188,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     @app.post("/api/s/{sid}/direction")
     async def upload_direction(sid: str, request: Request):
         s = studio.session(sid)
-        name = _safe_name(request.headers.get("x-filename", ""), "direction.npy")
+        name = _upload_name(request, "direction.npy")
         if not name.endswith(".npy"):
             raise InputError(f"{name} is not a .npy file", hint="upload a direction saved with numpy.save")
         with studio.upload_folder() as folder:

@@ -21,7 +21,7 @@ function connection(ok) {
 async function call(path, body, raw) {
   const url = path.startsWith("/") ? path : `/api/s/${studio.sid}/${path}`;
   const opts = body === undefined ? {} : raw
-    ? { method: "POST", body: raw.body, headers: { "X-Filename": raw.name, "Content-Type": "application/octet-stream" } }
+    ? { method: "POST", body: raw.body, headers: { "X-Filename": encodeURIComponent(raw.name), "Content-Type": "application/octet-stream" } }
     : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
   let r;
   try { r = await fetch(url, opts); } catch (e) {                    // no answer at all (not an HTTP error)
