@@ -488,3 +488,33 @@ def test_files_with_unicode_and_spaces_in_their_names_upload(page, tmp_path, tin
     assert page.locator(".edit-row select.attr option:checked").text_content() == "方向_ü.npy (uploaded)"
     assert page.locator("#error").is_hidden() and page.locator("#offline").is_hidden()
     assert not page.errors, page.errors
+
+
+def _slow_first_answer(monkeypatch, seconds: float):
+    """The next render answer the server sends comes ``seconds`` late (after the render, outside its
+    lock, so later requests overtake it); the ones after it come at once."""
+    from fsvideo.studio import app as studio_app
+    calls, jpeg = [], studio_app.jpeg_bytes
+
+    def late(image):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(seconds)
+        return jpeg(image)
+    monkeypatch.setattr(studio_app, "jpeg_bytes", late)
+
+
+def test_moving_while_comparing_never_shows_another_frame_s_source(page, monkeypatch):
+    """C held, then a step to the next frame: the source of the frame left comes back after the new one's;
+    it was laid over the new frame as its source (the last answer won, not the last frame asked)."""
+    page.evaluate("document.activeElement.blur()")
+    _slow_first_answer(monkeypatch, 1.0)
+    page.keyboard.down("c")                                   # asks for frame 0's source: answered late
+    page.wait_for_timeout(200)
+    page.keyboard.press("ArrowRight")                         # frame 1's source: answered at once
+    page.wait_for_timeout(1500)
+    assert page.evaluate("studio.frame") == 1
+    assert page.evaluate("original.key") == f"{Path(CLIP).name}#1"
+    assert page.evaluate("document.getElementById('compare-view').src === original.url")
+    page.keyboard.up("c")
+    assert not page.errors, page.errors
