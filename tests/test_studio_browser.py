@@ -518,3 +518,39 @@ def test_moving_while_comparing_never_shows_another_frame_s_source(page, monkeyp
     assert page.evaluate("document.getElementById('compare-view').src === original.url")
     page.keyboard.up("c")
     assert not page.errors, page.errors
+
+
+def _watch_shown(page):
+    """Record, for every image the view shows, the frame it is of (X-Frame) and the frame the page is at."""
+    page.evaluate("""() => { window.shownLog = [];
+        new MutationObserver(() => shownLog.push([studio.time.frame, studio.frame, studio.state && studio.state.project
+            && studio.state.project.video])).observe(document.getElementById('view'), {attributeFilter: ['data-seq']}); }""")
+
+
+def test_a_frame_rendering_while_another_video_opens_is_not_shown(page, server, media_dir, monkeypatch):
+    """A render of the last video still under way when another video opens came back and was shown as the
+    new video's first frame (with the old frame's number and time), until the new video's state came."""
+    from fsvideo.studio.project import Project
+    page.evaluate("setFrame(20)")
+    _settled(page)
+    _watch_shown(page)
+    _slow_first_answer(monkeypatch, 1.0)
+    timeline = Project.timeline
+
+    def slow_state(self):                                     # the new video's state comes after that answer
+        time.sleep(2.0)
+        return timeline(self)
+    page.click("#add-edit")                                   # a render of frame 20 starts
+    page.wait_for_timeout(200)
+    monkeypatch.setattr(Project, "timeline", slow_state)
+    image = "images/wild/facerec-two_people.jpg"
+    page.evaluate("async (path) => opened(await (await call('open', {path})).json())", str(media_dir / image))
+    page.wait_for_timeout(1500)
+    monkeypatch.setattr(Project, "timeline", timeline)
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.video === "
+                           f"'{Path(image).name}' && studio.state.project.status.state === 'ready'", timeout=300_000)
+    _settled(page)
+    shown = page.evaluate("shownLog")
+    assert shown and all(frame == at for frame, at, _ in shown), shown
+    assert page.locator("#error").is_hidden(), page.locator("#error-text").text_content()
+    assert not page.errors, page.errors

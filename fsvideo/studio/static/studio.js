@@ -111,6 +111,7 @@ async function renderOnce(quality, seq) {
   let r;
   try { r = await call("render", request(quality, seq)); } catch (e) {
     if (e.network) { studio.lost = true; connection(false); return false; }
+    if (seq !== studio.seq) return false;                             // of a frame or video left since
     if (e.status === 409) { $("note").textContent = e.message; $("note").hidden = false; return false; }
     showError(e.message, "render"); return false;
   }
@@ -146,7 +147,7 @@ async function loop() {
       const view = document.querySelector("input[name=view]:checked").value;
       if (view !== "original" && inverted(studio.frame)) {
         await renderOnce("draft", seq);
-        if (studio.dirty) continue;
+        if (studio.dirty || seq !== studio.seq) continue;
       }
       await renderOnce("full", seq);
     }
@@ -326,6 +327,7 @@ $("clip-btn").onclick = async () => {
 // Opening hashes and probes the file (seconds for a large one): the page says so and Open waits.  The
 // last video's finished export and clip are not offered for the new one (a running job goes on).
 function opened(info) {
+  studio.seq += 1;                        // a render of the last video still under way is not shown
   studio.frame = 0; studio.shown = 0; studio.state = null; $("scrub").value = 0;
   $("video-name").textContent = info.video; $("error").hidden = true;
   for (const prefix of ["export", "clip"]) {
