@@ -832,3 +832,15 @@ def test_an_anamorphic_videos_frames_are_shown_on_square_pixels(client, media_di
     for view in ("original", "composite"):
         assert pixels(render(c, sid, frame=1, view=view)).shape == (480, round(400 * 64 / 45), 3)
     assert pixels(render(c, sid, frame=1, view="inversion")).shape[:2] == (256, 256)
+
+
+def test_a_reloaded_tab_gets_its_session_back(client, media_dir):
+    """POST /api/session {resume: sid} gives back a session the server still has (a reloaded tab keeps its
+    video, uploads and jobs); an unknown one (the server restarted) gets a new session."""
+    sid, _ = opened(client, media_dir)
+    r = client.post("/api/session", json={"resume": sid}).json()
+    assert r["sid"] == sid and r["resumed"] and r["video"] == Path(CLIP).name
+    r = client.post("/api/session", json={"resume": "gone"}).json()
+    assert r["sid"] != sid and not r["resumed"] and r["video"] is None
+    assert not client.post("/api/session").json()["resumed"]
+    assert client.post("/api/session", json={"resume": "x" * 65}).status_code == 422

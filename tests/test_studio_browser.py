@@ -32,10 +32,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(app):
-    """Run ``app`` with uvicorn in a thread on a free loopback port; yields (url, app)."""
+def _serve(app, port: int | None = None):
+    """Run ``app`` with uvicorn in a thread on a loopback port (None: a free one); yields (url, app)."""
     import uvicorn
-    port = _free_port()
+    port = port or _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
@@ -280,9 +280,8 @@ def test_server_errors_and_a_lost_connection_are_shown_then_cleared(page, server
     assert not page.errors, page.errors
 
 
-def test_a_long_export_shows_progress_and_can_be_cancelled(page, server, monkeypatch):
-    """While an export runs its button is off (a second click started a second export, whose progress
-    replaced the first's while both ran), the frames done are counted, and Cancel stops it."""
+def _endless_export(monkeypatch):
+    """Exports count their frames over and over until cancelled."""
     from fsvideo.studio import app as studio_app
     from fsvideo.studio.jobs import Job
 
@@ -293,6 +292,12 @@ def test_a_long_export_shows_progress_and_can_be_cancelled(page, server, monkeyp
                 time.sleep(0.02)
         return Job("export", work, project.n_frames, name=out.name)
     monkeypatch.setattr(studio_app, "start_export", slow_export)
+
+
+def test_a_long_export_shows_progress_and_can_be_cancelled(page, server, monkeypatch):
+    """While an export runs its button is off (a second click started a second export, whose progress
+    replaced the first's while both ran), the frames done are counted, and Cancel stops it."""
+    _endless_export(monkeypatch)
     page.click("#add-edit")
     page.locator(".strength-slider").fill("1")
     _settled(page)
@@ -554,3 +559,73 @@ def test_a_frame_rendering_while_another_video_opens_is_not_shown(page, server, 
     assert shown and all(frame == at for frame, at, _ in shown), shown
     assert page.locator("#error").is_hidden(), page.locator("#error-text").text_content()
     assert not page.errors, page.errors
+
+
+def _at_work(page):
+    """The tab's session, edits, frame and face."""
+    return page.evaluate("[studio.sid, studio.edits, studio.frame, document.getElementById('face').value]")
+
+
+def test_a_reload_during_an_export_keeps_the_tab_s_work(page, monkeypatch):
+    """Reloading the page while an export runs: the tab gets its session back, with its edits, frame and
+    face, and the export's progress and Cancel (before: a new empty session; the export ran on unseen
+    and could not be cancelled or downloaded)."""
+    _endless_export(monkeypatch)
+    page.click("#add-edit")
+    page.locator(".strength-slider").fill("1.5")
+    page.evaluate("setFrame(7)")
+    page.select_option("#face", "0")
+    _settled(page)
+    page.click("#export-btn")
+    page.wait_for_selector("#export-progress:not([hidden])")
+    sid, edits, frame, face = before = _at_work(page)
+    assert edits == [{"attr": "sefa:0", "strength": 1.5}] and frame == 7 and face == "0"
+    page.reload()
+    page.wait_for_function("() => /\\d+ \\/ 30 frames/.test(document.getElementById('export-status').textContent)",
+                           timeout=15_000)
+    _settled(page)
+    assert _at_work(page) == before
+    assert page.locator(".strength-slider").input_value() == "1.5"
+    page.click("#export-cancel")
+    page.wait_for_function("() => /cancelled/.test(document.getElementById('export-status').textContent)")
+    other = page.context.new_page()                           # a new tab still gets a session of its own
+    other.goto(page.url)
+    other.wait_for_function("() => studio.sid")
+    assert other.evaluate("studio.sid") != sid and other.evaluate("studio.edits.length") == 0
+    assert not page.errors, page.errors
+
+
+def test_a_restarted_server_is_picked_up_with_the_edits(browser, server):
+    """The server restarted under an open page: the page starts a new session, its video is open again and
+    the edits are kept (before: 'unknown session (the studio was restarted?): reload the page', and a
+    reload lost the edits)."""
+    from fsvideo.studio.app import StudioConfig, create_app
+    first = server[1].state.studio
+    port = _free_port()
+
+    def start():
+        app = create_app(StudioConfig(options=first.config.options, workdir=first.workdir, video=first.config.video),
+                         first.renderer)
+        return _serve(app, port)
+    one = start()
+    url, _ = next(one)
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_function("() => /ready/.test(document.getElementById('inv-text').textContent)", timeout=300_000)
+        page.click("#add-edit")
+        page.locator(".strength-slider").fill("2")
+        page.evaluate("setFrame(12)")
+        _settled(page)
+        sid, edits, frame, face = _at_work(page)
+        next(one, None)                                       # stopped...
+        two = start()
+        next(two)                                             # ...and started again on the same port
+        page.wait_for_function(f"() => studio.sid && studio.sid !== '{sid}' && studio.state && studio.state.project",
+                               timeout=20_000)
+        _settled(page)
+        assert _at_work(page)[1:] == [edits, frame, face]
+        assert page.locator("#error").is_hidden(), page.locator("#error-text").text_content()
+        next(two, None)
+    finally:
+        page.close()

@@ -5,7 +5,8 @@ page's memory and never in a cookie, so two tabs never share or corrupt each oth
 foreign site cannot act for the user)::
 
     GET  /                              the page (static/index.html, studio.js, controls.js, studio.css)
-    POST /api/session                   new session: attributes, draft size, limits
+    POST /api/session                   new session: attributes, draft size, limits ({resume: sid}: the
+                                        tab's own session again after a reload, when the server still has it)
     POST /api/s/{sid}/open              {path, start, end}: open a video by path (loopback only)
     POST /api/s/{sid}/upload            raw body + X-Filename (percent-encoded): upload a video (size, type, decodable)
     POST /api/s/{sid}/direction         raw body + X-Filename (percent-encoded): upload a direction .npy
@@ -42,7 +43,8 @@ from fsvideo.studio.guard import LocalHost, SameOrigin, validation_message
 from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
 from fsvideo.studio.project import NotReady, Project
 from fsvideo.studio.render import VIEWS, Renderer, jpeg_bytes
-from fsvideo.studio.session import LOOPBACK, MAX_CLIPS, ClipBody, EditsBody, OpenBody, RenderBody, Session, Studio, StudioConfig
+from fsvideo.studio.session import (LOOPBACK, MAX_CLIPS, ClipBody, EditsBody, OpenBody, RenderBody, Session, SessionBody,
+                                    Studio, StudioConfig)
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +146,20 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.post("/api/session")
-    def new_session():
-        s = studio.new_session()
-        project = None
-        if config.video is not None:
-            project = studio.open(s, config.video, config.options.start, config.options.end)
+    def new_session(body: SessionBody | None = None):
+        s = studio.sessions.get(body.resume) if body is not None and body.resume else None
+        if s is not None:                           # the same tab reloaded: its video, uploads and jobs
+            studio.session(s.id)
+            project = s.project
+        else:
+            s, project = studio.new_session(), None
+            if config.video is not None:
+                project = studio.open(s, config.video, config.options.start, config.options.end)
         r = studio.renderer
         return dict(sid=s.id, attributes=studio.attributes(), draft_res=r.draft_res, size=r.size,
                     views=list(VIEWS), allow_paths=config.paths_allowed, max_upload_mb=config.max_upload_mb,
-                    video=None if project is None else project.source.name)
+                    video=None if project is None else project.source.name,
+                    resumed=body is not None and body.resume == s.id)
 
     @app.post("/api/s/{sid}/open")
     def open_path(sid: str, body: OpenBody):

@@ -67,6 +67,10 @@ class EditItem(BaseModel):
     strength: float
 
 
+class SessionBody(BaseModel):
+    resume: str | None = Field(None, max_length=64)     # the tab's session before a reload
+
+
 class OpenBody(BaseModel):
     path: str = Field(max_length=4096)
     start: float | None = None

@@ -112,6 +112,7 @@ async function renderOnce(quality, seq) {
   try { r = await call("render", request(quality, seq)); } catch (e) {
     if (e.network) { studio.lost = true; connection(false); return false; }
     if (seq !== studio.seq) return false;                             // of a frame or video left since
+    if (e.status === 404) { pollSoon(); return false; }            // an unknown session: the poll starts anew
     if (e.status === 409) { $("note").textContent = e.message; $("note").hidden = false; return false; }
     showError(e.message, "render"); return false;
   }
@@ -277,7 +278,7 @@ async function pollOnce() {
   }
   connection(true);
   try {
-    if (r.status === 404) { showError((await r.json()).error); return null; }   // session gone: stop polling
+    if (r.status === 404) { restart(); return null; }              // session gone: a new one polls
     const s = await r.json();
     const before = studio.state;
     studio.state = s;
@@ -293,6 +294,7 @@ async function pollOnce() {
       $("scrub").max = Math.max(0, p.timeline.n_frames - 1);
       updateFaces(p.timeline.tracks); drawTimeline();
       const first = !before || !before.project || before.project.video !== p.video;
+      if (first && studio.want) restore(p, s.jobs);
       if (first || (!inverted(studio.frame, before) && inverted(studio.frame))) changed();
     }
     if (!p && !studio.opening) { $("inv-text").textContent = "no video open"; $("inv-progress").value = 0; }
@@ -303,6 +305,15 @@ async function pollOnce() {
     const moving = (p && ["new", "inverting"].includes(p.status.state)) || s.jobs.some((j) => j.state === "running");
     return moving ? POLL_BUSY_MS : POLL_IDLE_MS;
   } catch (e) { return POLL_BUSY_MS; }                          // an answer that is not the state: ask again
+}
+
+// After a reload or a restart: the place and face the tab was at, and (same session) its last export.
+function restore(p, jobs) {
+  const w = studio.want; studio.want = null;
+  studio.frame = Math.max(0, Math.min(p.timeline.n_frames - 1, w.frame | 0)); $("scrub").value = studio.frame;
+  if (Array.from($("face").options).some((o) => o.value === w.face)) $("face").value = w.face;
+  const job = w.adopt && jobs.filter((j) => j.kind === "export").pop();
+  if (job) { studio.exportJob = job.id; showJob(job, "export"); }
 }
 
 $("export-btn").onclick = async () => {
@@ -337,28 +348,67 @@ function opened(info) {
   }
   pollSoon();
 }
-async function openVideo(name, request) {
+async function openVideo(name, request, path = null) {
   $("open-btn").disabled = $("upload").disabled = studio.opening = true;
   $("inv-text").textContent = `opening ${name}…`; $("inv-progress").removeAttribute("value");   // indeterminate
-  try { opened(await (await request()).json()); } catch (e) { showError(e.message); pollSoon(); } finally {
+  try { opened(await (await request()).json()); studio.path = path; } catch (e) { showError(e.message); pollSoon(); } finally {
     $("open-btn").disabled = $("upload").disabled = studio.opening = false;
   }
 }
 $("open-form").onsubmit = (ev) => {
   ev.preventDefault();
   const path = $("open-path").value;
-  openVideo(path.split(/[\\/]/).pop() || path, () => call("open", { path }));
+  openVideo(path.split(/[\\/]/).pop() || path, () => call("open", { path }), path);
 };
 $("upload").onchange = (ev) => {
   const f = ev.target.files[0]; ev.target.value = "";
   if (f) openVideo(f.name, () => call("upload", null, { body: f, name: f.name }));
 };
 
-(async function init() {
+// ------------------------------------------------------------------ a reload, a restarted server
+// The tab's work outlives a reload: its session id, edits and place go to the next page of this tab
+// through sessionStorage, written when the page goes and taken (removed) when the next one starts, so a
+// duplicated tab, which copies sessionStorage, never shares the session.  The server gives the session
+// back with its video and jobs (a running export goes on showing).  A server restarted under the page
+// knows no session: the page starts a new one, opens its video again when it was opened by path, and
+// keeps the edits (an uploaded video or direction has to be uploaded again: the server forgot it).
+const KEEP = "fsvideo-studio";
+function snapshot() {
+  return { sid: studio.sid, seq: studio.seq, edits: studio.edits, uploads: studio.uploads || [], face: $("face").value,
+           frame: studio.frame, view: document.querySelector("input[name=view]:checked").value, path: studio.path };
+}
+window.addEventListener("pagehide", () => { if (studio.sid) sessionStorage.setItem(KEEP, JSON.stringify(snapshot())); });
+window.addEventListener("pageshow", () => sessionStorage.removeItem(KEEP));   // kept whole (back/forward cache)
+function takeKept() {
+  const k = sessionStorage.getItem(KEEP); sessionStorage.removeItem(KEEP);
+  try { return k ? JSON.parse(k) : null; } catch (e) { return null; }
+}
+
+async function start(kept) {
   try {
-    studio.cfg = await (await call("/api/session", {})).json();
+    studio.cfg = await (await call("/api/session", kept ? { resume: kept.sid } : {})).json();
   } catch (e) { return showError(`cannot start a session: ${e.message}`); }
   studio.sid = studio.cfg.sid;
+  if (kept) {
+    const resumed = studio.cfg.resumed, lost = kept.edits.filter((e) => !resumed && e.attr.startsWith("upload:"));
+    studio.uploads = resumed ? kept.uploads : [];
+    studio.edits = kept.edits.filter((e) => !lost.includes(e)); drawEdits();
+    studio.want = { face: kept.face, frame: kept.frame, adopt: resumed };
+    studio.seq = Math.max(studio.seq, kept.seq | 0);          // the server skips renders older than its last
+    const view = document.querySelector(`input[name=view][value="${kept.view}"]`); if (view) view.checked = true;
+    if (lost.length) showError(`the studio was restarted: upload ${lost.map((e) => e.attr.split(":").pop()).join(", ")} again`);
+    if (!resumed && kept.path) openVideo(kept.path.split(/[\\/]/).pop(), () => call("open", { path: kept.path }), kept.path);
+  }
+}
+async function restart() {                                  // the server forgot this tab: it was restarted
+  const kept = snapshot(); studio.sid = null; studio.state = null;
+  await start(kept);
+  if (studio.sid) { clearError("render"); pollSoon(); }
+}
+
+(async function init() {
+  await start(takeKept());
+  if (!studio.sid) return;
   $("open-form").hidden = !studio.cfg.allow_paths;
   const miss = studio.cfg.attributes.missing;
   $("missing").textContent = miss.length ? `not downloaded: ${miss.join(", ")} (fsvideo weights download direction-NAME)` : "";
