@@ -629,3 +629,29 @@ def test_a_restarted_server_is_picked_up_with_the_edits(browser, server):
         next(two, None)
     finally:
         page.close()
+
+
+def test_a_state_asked_for_before_another_video_opened_is_not_shown(page, media_dir, monkeypatch):
+    """A state poll under way while another video opens answered with the last video's state, which was then
+    shown over the new one (its name, frame count and timeline) until the next poll."""
+    from fsvideo.studio.project import Project
+    timeline = Project.timeline
+
+    def slow_state(self):
+        time.sleep(1.5)
+        return timeline(self)
+    monkeypatch.setattr(Project, "timeline", slow_state)
+    page.evaluate("""() => { window.names = [];
+        new MutationObserver(() => names.push(document.getElementById('video-name').textContent))
+            .observe(document.getElementById('video-name'), {childList: true, characterData: true, subtree: true}); }""")
+    page.evaluate("pollSoon()")                               # a poll of this video is under way...
+    page.wait_for_timeout(300)
+    image = "images/wild/facerec-two_people.jpg"              # ...when another video opens
+    page.evaluate("async (path) => opened(await (await call('open', {path})).json())", str(media_dir / image))
+    page.wait_for_timeout(2000)
+    monkeypatch.setattr(Project, "timeline", timeline)
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.video === "
+                           f"'{Path(image).name}' && studio.state.project.status.state === 'ready'", timeout=300_000)
+    names = page.evaluate("names")
+    assert Path(CLIP).name not in names[names.index(Path(image).name):], names
+    assert not page.errors, page.errors

@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const studio = { sid: null, cfg: null, frame: 0, seq: 0, shown: 0, dirty: false, busy: false,
                  edits: [], state: null, drafts: 0, exportJob: null, clipJob: null, imageUrl: null,
-                 jobState: {} };
+                 jobState: {}, opens: 0 };
 window.studio = studio;
 
 // An error names what failed; one from a render goes away once a render works again.  A server that
@@ -272,6 +272,7 @@ async function poll() {
 }
 
 async function pollOnce() {
+  const opens = studio.opens;
   let r;
   try { r = await fetch(`/api/s/${studio.sid}/state`); } catch (e) {   // stopped, or restarting: try again
     connection(false); return POLL_OFFLINE_MS;
@@ -280,6 +281,7 @@ async function pollOnce() {
   try {
     if (r.status === 404) { restart(); return null; }              // session gone: a new one polls
     const s = await r.json();
+    if (opens !== studio.opens) return 0;           // asked before another video opened: of the last one
     const before = studio.state;
     studio.state = s;
     const p = s.project;
@@ -338,7 +340,7 @@ $("clip-btn").onclick = async () => {
 // Opening hashes and probes the file (seconds for a large one): the page says so and Open waits.  The
 // last video's finished export and clip are not offered for the new one (a running job goes on).
 function opened(info) {
-  studio.seq += 1;                        // a render of the last video still under way is not shown
+  studio.seq += 1; studio.opens += 1;     // a render or state of the last video still under way is not shown
   studio.frame = 0; studio.shown = 0; studio.state = null; $("scrub").value = 0;
   $("video-name").textContent = info.video; $("error").hidden = true;
   for (const prefix of ["export", "clip"]) {
