@@ -655,3 +655,29 @@ def test_a_state_asked_for_before_another_video_opened_is_not_shown(page, media_
     names = page.evaluate("names")
     assert Path(CLIP).name not in names[names.index(Path(image).name):], names
     assert not page.errors, page.errors
+
+
+def test_a_frame_inverted_but_not_in_memory_shows_its_source(page, media_dir, monkeypatch):
+    """While a long video inverts, frames beyond LIVE_FRAMES back are dropped from memory until the latents
+    file is complete (409); going back to one kept the image of the frame left on screen under the note,
+    a stale frame for the position.  Now its source frame is shown, with the note."""
+    from fsvideo.studio import project as project_mod
+    monkeypatch.setattr(project_mod, "LIVE_FRAMES", 3)
+    add = project_mod.Project._add
+
+    def slow_add(self, fl):
+        time.sleep(0.25)
+        add(self, fl)
+    monkeypatch.setattr(project_mod.Project, "_add", slow_add)
+    page.evaluate("async (path) => opened(await (await call('open', {path, start: 0.1, end: 0.9})).json())",
+                  str(media_dir / CLIP))
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.timeline.inverted >= 8",
+                           timeout=60_000)
+    page.evaluate("setFrame(6)")
+    _settled(page)
+    page.evaluate("setFrame(1)")                              # inverted, dropped from memory
+    page.wait_for_function("() => studio.shown === studio.seq && !studio.busy", timeout=10_000)
+    assert page.evaluate("studio.time.frame") == 1
+    assert "read back when the inversion finishes" in page.locator("#note").text_content()
+    assert page.locator("#error").is_hidden()
+    assert not page.errors, page.errors

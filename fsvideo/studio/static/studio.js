@@ -106,14 +106,21 @@ function inverted(i, state = studio.state) {
   return !!p && (p.status.state === "ready" || i < p.timeline.inverted);
 }
 
+// A frame without latents now (409: not inverted yet, or inverted and dropped from memory until the
+// inversion ends) shows its source frame with the reason: the image of the frame left must not stay.
 async function renderOnce(quality, seq) {
   const t0 = performance.now();
-  let r;
-  try { r = await call("render", request(quality, seq)); } catch (e) {
+  let r, waiting = null;
+  try {
+    try { r = await call("render", request(quality, seq)); } catch (e) {
+      if (e.status !== 409 || seq !== studio.seq) throw e;
+      waiting = e.message;
+      r = await call("render", { ...request("full", seq), view: "original", mask: false });
+    }
+  } catch (e) {
     if (e.network) { studio.lost = true; connection(false); return false; }
     if (seq !== studio.seq) return false;                             // of a frame or video left since
     if (e.status === 404) { pollSoon(); return false; }            // an unknown session: the poll starts anew
-    if (e.status === 409) { $("note").textContent = e.message; $("note").hidden = false; return false; }
     showError(e.message, "render"); return false;
   }
   connection(true); clearError("render");
@@ -125,7 +132,7 @@ async function renderOnce(quality, seq) {
   const img = $("view");
   await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = studio.imageUrl; });
   img.hidden = false; $("placeholder").hidden = true;
-  const q = r.headers.get("X-Quality"), size = r.headers.get("X-Size"), note = r.headers.get("X-Note");
+  const q = r.headers.get("X-Quality"), size = r.headers.get("X-Size"), note = waiting || r.headers.get("X-Note");
   img.dataset.quality = q; img.dataset.seq = String(seq); studio.shown = seq;
   studio.time = { frame: Number(r.headers.get("X-Frame") ?? -1), t: Number(r.headers.get("X-Time")) };
   drawTimeline();
@@ -149,6 +156,7 @@ async function loop() {
       if (view !== "original" && inverted(studio.frame)) {
         await renderOnce("draft", seq);
         if (studio.dirty || seq !== studio.seq) continue;
+        if (studio.shown === seq && $("view").dataset.quality === "full") continue;   // no face, no latents: done
       }
       await renderOnce("full", seq);
     }
