@@ -595,10 +595,11 @@ def test_a_reload_during_an_export_keeps_the_tab_s_work(page, monkeypatch):
     assert not page.errors, page.errors
 
 
-def test_a_restarted_server_is_picked_up_with_the_edits(browser, server):
+def test_a_restarted_server_is_picked_up_with_the_edits(browser, server, monkeypatch):
     """The server restarted under an open page: the page starts a new session, its video is open again and
     the edits are kept (before: 'unknown session (the studio was restarted?): reload the page', and a
-    reload lost the edits)."""
+    reload lost the edits); an export that was running is said to have stopped and Export works again
+    (before: its last progress stayed, Export off for good)."""
     from fsvideo.studio.app import StudioConfig, create_app
     first = server[1].state.studio
     port = _free_port()
@@ -608,7 +609,7 @@ def test_a_restarted_server_is_picked_up_with_the_edits(browser, server):
                          first.renderer)
         return _serve(app, port)
     one = start()
-    url, _ = next(one)
+    url, app = next(one)
     page = browser.new_page()
     try:
         page.goto(url)
@@ -618,6 +619,9 @@ def test_a_restarted_server_is_picked_up_with_the_edits(browser, server):
         page.evaluate("setFrame(12)")
         _settled(page)
         sid, edits, frame, face = _at_work(page)
+        _endless_export(monkeypatch)
+        page.click("#export-btn")
+        page.wait_for_selector("#export-cancel:not([hidden])")
         next(one, None)                                       # stopped...
         two = start()
         next(two)                                             # ...and started again on the same port
@@ -626,9 +630,15 @@ def test_a_restarted_server_is_picked_up_with_the_edits(browser, server):
         _settled(page)
         assert _at_work(page)[1:] == [edits, frame, face]
         assert page.locator("#error").is_hidden(), page.locator("#error-text").text_content()
+        assert page.locator("#export-status").text_content() == "stopped: the studio was restarted"
+        assert page.locator("#export-btn").is_enabled() and page.locator("#export-cancel").is_hidden()
+        assert page.locator("#export-progress").is_hidden()
         next(two, None)
     finally:
         page.close()
+        for s in app.state.studio.sessions.values():          # the first server's export, endless
+            for j in s.jobs.values():
+                j.cancel()
 
 
 def test_a_state_asked_for_before_another_video_opened_is_not_shown(page, media_dir, monkeypatch):

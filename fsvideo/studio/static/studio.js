@@ -351,12 +351,19 @@ function opened(info) {
   studio.seq += 1; studio.opens += 1;     // a render or state of the last video still under way is not shown
   studio.frame = 0; studio.shown = 0; studio.state = null; $("scrub").value = 0;
   $("video-name").textContent = info.video; $("error").hidden = true;
-  for (const prefix of ["export", "clip"]) {
-    if (studio.jobState[prefix] === "running") continue;
-    studio[`${prefix}Job`] = null; $(`${prefix}-status`).textContent = "";
-    if (prefix === "export") $("export-link").hidden = true; else $("clip").hidden = true;
-  }
+  forgetJobs(false);
   pollSoon();
+}
+// The export and clip shown no longer apply (another video; running ones go on unless ``all``).
+function forgetJobs(all, why = "") {
+  for (const prefix of ["export", "clip"]) {
+    if (studio.jobState[prefix] === "running" && !all) continue;
+    const stopped = studio.jobState[prefix] === "running" && why;
+    studio[`${prefix}Job`] = null; studio.jobState[prefix] = null;
+    $(`${prefix}-status`).textContent = stopped ? why : ""; $(`${prefix}-btn`).disabled = false;
+    if (prefix === "export") $("export-link").hidden = $("export-progress").hidden = $("export-cancel").hidden = true;
+    else $("clip").hidden = true;
+  }
 }
 async function openVideo(name, request, path = null) {
   $("open-btn").disabled = $("upload").disabled = studio.opening = true;
@@ -402,6 +409,7 @@ async function start(kept) {
   if (kept) {
     const resumed = studio.cfg.resumed, lost = kept.edits.filter((e) => !resumed && e.attr.startsWith("upload:"));
     studio.uploads = resumed ? kept.uploads : [];
+    if (!resumed) forgetJobs(true, "stopped: the studio was restarted");       // the server forgot them
     studio.edits = kept.edits.filter((e) => !lost.includes(e)); drawEdits();
     studio.want = { face: kept.face, frame: kept.frame, adopt: resumed };
     studio.seq = Math.max(studio.seq, kept.seq | 0);          // the server skips renders older than its last
