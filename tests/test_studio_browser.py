@@ -691,3 +691,24 @@ def test_a_frame_inverted_but_not_in_memory_shows_its_source(page, media_dir, mo
     assert "read back when the inversion finishes" in page.locator("#note").text_content()
     assert page.locator("#error").is_hidden()
     assert not page.errors, page.errors
+
+
+def test_the_face_list_counts_the_frames_inverted_since(page, media_dir, monkeypatch):
+    """The face list said 'face 0 (N frames)' with N from the poll where the face first appeared, for good:
+    the list was rebuilt only when the faces changed.  The counts follow the inversion now."""
+    from fsvideo.studio import project as project_mod
+    add = project_mod.Project._add
+
+    def slow_add(self, fl):
+        time.sleep(0.15)
+        add(self, fl)
+    monkeypatch.setattr(project_mod.Project, "_add", slow_add)
+    page.evaluate("async (path) => opened(await (await call('open', {path, start: 0.2, end: 0.8})).json())",
+                  str(media_dir / CLIP))
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.status.state === 'ready'",
+                           timeout=60_000)
+    page.wait_for_timeout(700)                                # the poll after 'ready'
+    tracks = page.evaluate("studio.state.project.timeline.tracks")
+    want = [f"face {t['id']} ({t['frames']} frames)" for t in tracks]
+    assert page.eval_on_selector_all("#face option", "os => os.map((o) => o.text)")[1:] == want
+    assert not page.errors, page.errors

@@ -234,13 +234,18 @@ function drawTimeline() {
   $("scrub").setAttribute("aria-valuetext", `frame ${studio.frame} of ${n - 1}, ${secs.toFixed(2)} s`);
 }
 
+// The same faces: only their frame counts change (in place: an open list stays open while a video inverts).
 function updateFaces(tracks) {
   const sel = $("face"), want = ["all", ...tracks.map((t) => String(t.id))];
   const have = Array.from(sel.options).map((o) => o.value);
-  if (want.join() === have.join()) return;
+  const label = (t) => `face ${t.id} (${t.frames} frame${t.frames === 1 ? "" : "s"})`;
+  if (want.join() === have.join()) {
+    tracks.forEach((t, k) => { if (sel.options[k + 1].text !== label(t)) sel.options[k + 1].text = label(t); });
+    return;
+  }
   const cur = sel.value; sel.textContent = "";
   sel.add(new Option("all faces", "all"));
-  tracks.forEach((t) => sel.add(new Option(`face ${t.id} (${t.frames} frames)`, String(t.id))));
+  tracks.forEach((t) => sel.add(new Option(label(t), String(t.id))));
   sel.value = want.includes(cur) ? cur : "all";
 }
 
