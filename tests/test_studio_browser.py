@@ -595,11 +595,13 @@ def test_a_reload_during_an_export_keeps_the_tab_s_work(page, monkeypatch):
     assert not page.errors, page.errors
 
 
-def test_a_restarted_server_is_picked_up_with_the_edits(browser, server, monkeypatch):
+@pytest.mark.parametrize("uploaded", [None, "clip.mp4"])
+def test_a_restarted_server_is_picked_up_with_the_edits(browser, server, monkeypatch, uploaded, tmp_path):
     """The server restarted under an open page: the page starts a new session, its video is open again and
     the edits are kept (before: 'unknown session (the studio was restarted?): reload the page', and a
     reload lost the edits); an export that was running is said to have stopped and Export works again
-    (before: its last progress stayed, Export off for good)."""
+    (before: its last progress stayed, Export off for good).  An uploaded video is said to need uploading
+    again (the new server opens its own video, or none)."""
     from fsvideo.studio.app import StudioConfig, create_app
     first = server[1].state.studio
     port = _free_port()
@@ -614,6 +616,10 @@ def test_a_restarted_server_is_picked_up_with_the_edits(browser, server, monkeyp
     try:
         page.goto(url)
         page.wait_for_function("() => /ready/.test(document.getElementById('inv-text').textContent)", timeout=300_000)
+        if uploaded:
+            shutil.copy(first.config.video, tmp_path / uploaded)
+            page.set_input_files("#upload", str(tmp_path / uploaded))
+            page.wait_for_function("() => !studio.opening && studio.state && studio.state.project")
         page.click("#add-edit")
         page.locator(".strength-slider").fill("2")
         page.evaluate("setFrame(12)")
@@ -628,6 +634,10 @@ def test_a_restarted_server_is_picked_up_with_the_edits(browser, server, monkeyp
         page.wait_for_function(f"() => studio.sid && studio.sid !== '{sid}' && studio.state && studio.state.project",
                                timeout=20_000)
         _settled(page)
+        if uploaded:                                          # the restarted server has forgotten it
+            assert page.locator("#error-text").text_content() == f"the studio was restarted: upload {uploaded} again"
+            next(two, None)
+            return
         assert _at_work(page)[1:] == [edits, frame, face]
         assert page.locator("#error").is_hidden(), page.locator("#error-text").text_content()
         assert page.locator("#export-status").text_content() == "stopped: the studio was restarted"

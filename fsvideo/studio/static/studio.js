@@ -373,7 +373,7 @@ function forgetJobs(all, why = "") {
 async function openVideo(name, request, path = null) {
   $("open-btn").disabled = $("upload").disabled = studio.opening = true;
   $("inv-text").textContent = `opening ${name}…`; $("inv-progress").removeAttribute("value");   // indeterminate
-  try { opened(await (await request()).json()); studio.path = path; } catch (e) { showError(e.message); pollSoon(); } finally {
+  try { opened(await (await request()).json()); studio.path = path; studio.uploaded = path ? null : name; } catch (e) { showError(e.message); pollSoon(); } finally {
     $("open-btn").disabled = $("upload").disabled = studio.opening = false;
   }
 }
@@ -397,7 +397,8 @@ $("upload").onchange = (ev) => {
 const KEEP = "fsvideo-studio";
 function snapshot() {
   return { sid: studio.sid, seq: studio.seq, edits: studio.edits, uploads: studio.uploads || [], face: $("face").value,
-           frame: studio.frame, view: document.querySelector("input[name=view]:checked").value, path: studio.path };
+           frame: studio.frame, view: document.querySelector("input[name=view]:checked").value, path: studio.path,
+           uploaded: studio.uploaded };
 }
 window.addEventListener("pagehide", () => { if (studio.sid) sessionStorage.setItem(KEEP, JSON.stringify(snapshot())); });
 window.addEventListener("pageshow", () => sessionStorage.removeItem(KEEP));   // kept whole (back/forward cache)
@@ -419,7 +420,8 @@ async function start(kept) {
     studio.want = { face: kept.face, frame: kept.frame, adopt: resumed };
     studio.seq = Math.max(studio.seq, kept.seq | 0);          // the server skips renders older than its last
     const view = document.querySelector(`input[name=view][value="${kept.view}"]`); if (view) view.checked = true;
-    if (lost.length) showError(`the studio was restarted: upload ${lost.map((e) => e.attr.split(":").pop()).join(", ")} again`);
+    const again = [...(!resumed && kept.uploaded ? [kept.uploaded] : []), ...lost.map((e) => e.attr.split(":").pop())];
+    if (again.length) showError(`the studio was restarted: upload ${again.join(", ")} again`);
     if (!resumed && kept.path) openVideo(kept.path.split(/[\\/]/).pop(), () => call("open", { path: kept.path }), kept.path);
   }
 }
