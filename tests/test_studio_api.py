@@ -844,3 +844,16 @@ def test_a_reloaded_tab_gets_its_session_back(client, media_dir):
     assert r["sid"] != sid and not r["resumed"] and r["video"] is None
     assert not client.post("/api/session").json()["resumed"]
     assert client.post("/api/session", json={"resume": "x" * 65}).status_code == 422
+
+
+def test_a_frame_without_any_face_says_so(client, media_dir):
+    """A frame with no face at all (pyfeat-no_face.mp4) said 'no selected face in this frame' with every face
+    picked, as if a face had been left out."""
+    sid = client.post("/api/session").json()["sid"]
+    assert client.post(f"/api/s/{sid}/open", json={"path": str(media_dir / "videos/other/pyfeat-no_face.mp4"),
+                                                   "end": 0.3}).status_code == 200
+    st = wait_ready(client, sid)
+    assert st["project"]["timeline"]["tracks"] == [] and st["project"]["status"]["state"] == "ready"
+    for view in ("composite", "edit"):
+        r = render(client, sid, frame=2, view=view)
+        assert r.status_code == 200 and r.headers["x-note"] == "no face in this frame"

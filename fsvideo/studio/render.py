@@ -158,7 +158,8 @@ class Renderer:
         fl = project.latents(i)
         sel = [j for j, t in enumerate(fl.track) if tracks is None or int(t) in tracks]
         if not sel:
-            return Rendered(frame, "full", 0, 0, note="no selected face in this frame")
+            return Rendered(frame, "full", 0, 0, note="no face in this frame" if not len(fl.track) else
+                            "no selected face in this frame")      # not 'selected' when there is none to pick
         w, f = torch.from_numpy(fl.w[sel]), torch.from_numpy(fl.F[sel])
         key = (project.key, i, tuple(sel), view == "inversion" or tuple((n, float(s)) for n, _, s in edits))
         if view in ("edit", "composite"):
