@@ -188,8 +188,9 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             await _receive(request, dest, int(config.max_upload_mb * 2**20))
             try:
                 p = await run_in_threadpool(studio.open, s, dest, config.options.start, config.options.end)
-            except FsvideoError as e:             # undecodable: say so with the uploaded name, drop it
-                raise InputError(f"{name} cannot be opened: {e.message}", hint=e.hint) from e
+            except FsvideoError as e:             # undecodable: say so with the uploaded name, drop it (the
+                why = e.message.replace(str(dest), name)    # server's own folder is no business of the page's)
+                raise InputError(f"{name} cannot be opened: {why}", hint=e.hint) from e
         return dict(video=p.source.name)
 
     @app.post("/api/s/{sid}/direction")
