@@ -722,3 +722,19 @@ def test_the_face_list_counts_the_frames_inverted_since(page, media_dir, monkeyp
     want = [f"face {t['id']} ({t['frames']} frames)" for t in tracks]
     assert page.eval_on_selector_all("#face option", "os => os.map((o) => o.text)")[1:] == want
     assert not page.errors, page.errors
+
+
+def test_removing_edits_from_the_keyboard_keeps_the_focus(page):
+    """× pressed from the keyboard rebuilt the rows and the focus fell to the page's start (a keyboard user
+    had to tab through the whole page again); it moves to the next edit's ×, then to '+ add edit'."""
+    for _ in range(2):
+        page.click("#add-edit")
+    page.locator(".edit-row button").nth(0).focus()
+    page.keyboard.press("Enter")
+    assert page.evaluate("studio.edits.map((e) => e.attr)") == ["sefa:1"]
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "remove the edit sefa:1"
+    page.keyboard.press("Space")
+    assert page.evaluate("studio.edits.length") == 0 and page.evaluate("document.activeElement.id") == "add-edit"
+    page.keyboard.press("Enter")                              # and on from there
+    assert page.evaluate("studio.edits.length") == 1
+    assert not page.errors, page.errors

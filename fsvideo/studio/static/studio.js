@@ -69,7 +69,11 @@ function drawEdits() {
     slider.oninput = () => { e.strength = parseFloat(slider.value); num.value = slider.value; changed(); };
     slider.ondblclick = () => set(0);
     num.onchange = () => set(parseFloat(num.value) || 0);
-    del.onclick = () => { studio.edits.splice(k, 1); drawEdits(); changed(); };
+    del.onclick = () => {                                 // the focus goes on (the rows are new): the next
+      studio.edits.splice(k, 1); drawEdits(); changed();   // edit's remove button, else "+ add edit"
+      const next = document.querySelectorAll(".edit-row button")[Math.min(k, studio.edits.length - 1)];
+      (next || $("add-edit")).focus();
+    };
     row.append(sel, del, slider, num); box.append(row);
   });
   $("reset-edits").hidden = !studio.edits.length;
