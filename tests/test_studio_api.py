@@ -858,3 +858,21 @@ def test_a_frame_without_any_face_says_so(client, media_dir):
     for view in ("composite", "edit"):
         r = render(client, sid, frame=2, view=view)
         assert r.status_code == 200 and r.headers["x-note"] == "no face in this frame"
+
+
+def test_two_tabs_uploading_directions_of_the_same_name_each_get_theirs(client, media_dir, tiny):
+    """Each tab's first upload of 'd.npy' is 'upload:1:d.npy': the renderer cached directions by that name,
+    so the second tab's edit used the first tab's direction."""
+    a, _ = opened(client, media_dir)
+    b, _ = opened(client, media_dir)
+    d = np.load(tiny["dir"])
+    frames = []
+    for sid, direction in ((a, d), (b, -d)):
+        buf = io.BytesIO()
+        np.save(buf, direction)
+        up = client.post(f"/api/s/{sid}/direction", content=buf.getvalue(), headers={"X-Filename": "d.npy"}).json()
+        assert up["attr"] == "upload:1:d.npy"
+        frames.append(pixels(render(client, sid, edits=[{"attr": up["attr"], "strength": 3.0}], view="edit")))
+    base = pixels(render(client, a, edits=[], view="edit"))
+    assert np.abs(frames[0] - frames[1]).mean() > 1            # opposite directions: opposite edits
+    assert np.abs(frames[0] - base).mean() > 1 and np.abs(frames[1] - base).mean() > 1
