@@ -738,3 +738,23 @@ def test_removing_edits_from_the_keyboard_keeps_the_focus(page):
     page.keyboard.press("Enter")                              # and on from there
     assert page.evaluate("studio.edits.length") == 1
     assert not page.errors, page.errors
+
+
+def test_a_tab_dropped_again_soon_says_so_instead_of_taking_another_session(page, server):
+    """A tab whose session the server dropped takes a new one (as after a restart); dropped again within
+    half a minute (more tabs than the server keeps: each new session drops the oldest), it says so rather
+    than take another, or such tabs would drop each other for ever."""
+    sessions = server[1].state.studio.sessions
+    first = page.evaluate("studio.sid")
+    sessions.pop(first)
+    page.evaluate("pollSoon()")
+    page.wait_for_function(f"() => studio.sid && studio.sid !== '{first}' && studio.state && studio.state.project")
+    second = page.evaluate("studio.sid")
+    sessions.pop(second)
+    n = len(sessions)
+    page.evaluate("pollSoon()")
+    page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+    assert "unknown session" in page.locator("#error-text").text_content()
+    page.wait_for_timeout(500)
+    assert page.evaluate("studio.sid") == second and len(sessions) == n
+    assert not page.errors, page.errors

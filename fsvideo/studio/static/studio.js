@@ -296,7 +296,7 @@ async function pollOnce() {
   }
   connection(true);
   try {
-    if (r.status === 404) { restart(); return null; }              // session gone: a new one polls
+    if (r.status === 404) { restart(r); return null; }             // session gone: a new one polls
     const s = await r.json();
     if (opens !== studio.opens) return 0;           // asked before another video opened: of the last one
     const before = studio.state;
@@ -429,7 +429,11 @@ async function start(kept) {
     if (!resumed && kept.path) openVideo(kept.path.split(/[\\/]/).pop(), () => call("open", { path: kept.path }), kept.path);
   }
 }
-async function restart() {                                  // the server forgot this tab: it was restarted
+// A session lost again soon after a new one (the server drops the oldest of too many tabs) is said
+// instead: tabs that took new sessions in turn would drop each other for ever.
+async function restart(r) {                                 // the server forgot this tab: it was restarted
+  if (Date.now() - (studio.restarted || 0) < 30000) { showError((await r.json()).error); return; }
+  studio.restarted = Date.now();
   const kept = snapshot(); studio.sid = null; studio.state = null;
   await start(kept);
   if (studio.sid) { clearError("render"); pollSoon(); }
