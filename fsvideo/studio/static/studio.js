@@ -377,7 +377,10 @@ function forgetJobs(all, why = "") {
 async function openVideo(name, request, path = null) {
   $("open-btn").disabled = $("upload").disabled = studio.opening = true;
   $("inv-text").textContent = `opening ${name}…`; $("inv-progress").removeAttribute("value");   // indeterminate
-  try { opened(await (await request()).json()); studio.path = path; studio.uploaded = path ? null : name; } catch (e) { showError(e.message); pollSoon(); } finally {
+  try {
+    opened(await (await request()).json());
+    studio.path = path; studio.uploaded = path ? null : name;           // what a restarted server needs again
+  } catch (e) { showError(e.message); pollSoon(); } finally {
     $("open-btn").disabled = $("upload").disabled = studio.opening = false;
   }
 }
@@ -424,9 +427,10 @@ async function start(kept) {
     studio.want = { face: kept.face, frame: kept.frame, adopt: resumed };
     studio.seq = Math.max(studio.seq, kept.seq | 0);          // the server skips renders older than its last
     const view = document.querySelector(`input[name=view][value="${kept.view}"]`); if (view) view.checked = true;
+    studio.path = kept.path; studio.uploaded = resumed ? kept.uploaded : null;
+    if (!resumed && kept.path) await openVideo(kept.path.split(/[\\/]/).pop(), () => call("open", { path: kept.path }), kept.path);
     const again = [...(!resumed && kept.uploaded ? [kept.uploaded] : []), ...lost.map((e) => e.attr.split(":").pop())];
     if (again.length) showError(`the studio was restarted: upload ${again.join(", ")} again`);
-    if (!resumed && kept.path) openVideo(kept.path.split(/[\\/]/).pop(), () => call("open", { path: kept.path }), kept.path);
   }
 }
 // A session lost again soon after a new one (the server drops the oldest of too many tabs) is said
