@@ -677,20 +677,26 @@ def test_a_state_asked_for_before_another_video_opened_is_not_shown(page, media_
     assert not page.errors, page.errors
 
 
+def _open_slowly(page, path, start: float, end: float, seconds: float, monkeypatch):
+    """Open a span of ``path`` (one not inverted yet) in the tab, its inversion taking ``seconds`` a frame."""
+    from fsvideo.studio.project import Project
+    add = Project._add
+
+    def slow_add(self, fl):
+        time.sleep(seconds)
+        add(self, fl)
+    monkeypatch.setattr(Project, "_add", slow_add)
+    page.evaluate("async ([path, start, end]) => opened(await (await call('open', {path, start, end})).json())",
+                  [str(path), start, end])
+
+
 def test_a_frame_inverted_but_not_in_memory_shows_its_source(page, media_dir, monkeypatch):
     """While a long video inverts, frames beyond LIVE_FRAMES back are dropped from memory until the latents
     file is complete (409); going back to one kept the image of the frame left on screen under the note,
     a stale frame for the position.  Now its source frame is shown, with the note."""
     from fsvideo.studio import project as project_mod
     monkeypatch.setattr(project_mod, "LIVE_FRAMES", 3)
-    add = project_mod.Project._add
-
-    def slow_add(self, fl):
-        time.sleep(0.25)
-        add(self, fl)
-    monkeypatch.setattr(project_mod.Project, "_add", slow_add)
-    page.evaluate("async (path) => opened(await (await call('open', {path, start: 0.1, end: 0.9})).json())",
-                  str(media_dir / CLIP))
+    _open_slowly(page, media_dir / CLIP, 0.1, 0.9, 0.25, monkeypatch)
     page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.timeline.inverted >= 8",
                            timeout=60_000)
     page.evaluate("setFrame(6)")
@@ -706,15 +712,7 @@ def test_a_frame_inverted_but_not_in_memory_shows_its_source(page, media_dir, mo
 def test_the_face_list_counts_the_frames_inverted_since(page, media_dir, monkeypatch):
     """The face list said 'face 0 (N frames)' with N from the poll where the face first appeared, for good:
     the list was rebuilt only when the faces changed.  The counts follow the inversion now."""
-    from fsvideo.studio import project as project_mod
-    add = project_mod.Project._add
-
-    def slow_add(self, fl):
-        time.sleep(0.15)
-        add(self, fl)
-    monkeypatch.setattr(project_mod.Project, "_add", slow_add)
-    page.evaluate("async (path) => opened(await (await call('open', {path, start: 0.2, end: 0.8})).json())",
-                  str(media_dir / CLIP))
+    _open_slowly(page, media_dir / CLIP, 0.2, 0.8, 0.15, monkeypatch)
     page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.status.state === 'ready'",
                            timeout=60_000)
     page.wait_for_timeout(700)                                # the poll after 'ready'
