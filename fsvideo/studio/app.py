@@ -4,7 +4,7 @@ Endpoints (``{sid}``: a session id from ``POST /api/session``, one per browser t
 page's memory and never in a cookie, so two tabs never share or corrupt each other's state and a
 foreign site cannot act for the user)::
 
-    GET  /                              the page (static/index.html, studio.js, controls.js, studio.css)
+    GET  /                              the page (static/index.html, studio.js, controls.js, resume.js, studio.css)
     POST /api/session                   new session: attributes, draft size, limits ({resume: sid}: the
                                         tab's own session again after a reload, when the server still has it)
     POST /api/s/{sid}/open              {path, start, end}: open a video by path (loopback only)
