@@ -876,3 +876,18 @@ def test_two_tabs_uploading_directions_of_the_same_name_each_get_theirs(client, 
     base = pixels(render(client, a, edits=[], view="edit"))
     assert np.abs(frames[0] - frames[1]).mean() > 1            # opposite directions: opposite edits
     assert np.abs(frames[0] - base).mean() > 1 and np.abs(frames[1] - base).mean() > 1
+
+
+def test_a_copy_of_an_inverted_video_keeps_its_own_name(client, media_dir):
+    """The same bytes uploaded under another name shared the first project: the page named the first file,
+    and the export and its command read that file, not the one this tab opened.  The copy now has its own
+    project on the cached latents (ready at once), under its own name."""
+    a, _ = opened(client, media_dir)
+    b = client.post("/api/session").json()["sid"]
+    r = client.post(f"/api/s/{b}/upload", content=(media_dir / CLIP).read_bytes(), headers={"X-Filename": "copy.mp4"})
+    assert r.status_code == 200 and r.json()["video"] == "copy.mp4"
+    st = client.get(f"/api/s/{b}/state").json()["project"]
+    assert st["video"] == "copy.mp4" and st["status"]["state"] == "ready"
+    command = client.post(f"/api/s/{b}/command", json={"edits": SEFA}).json()["command"]
+    assert "/copy.mp4 --latents" in command and CLIP not in command and "-o " in command and "copy.sefa1+3" in command
+    assert client.get(f"/api/s/{a}/state").json()["project"]["video"] == Path(CLIP).name
