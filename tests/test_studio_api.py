@@ -216,6 +216,7 @@ def test_uploads_are_checked(opts, renderer, workdir, media_dir, tiny):
     assert "limit" in up("upload", b"\0" * 100_000, "big.mp4").json()["error"]
     r = up("upload", b"\x00\x00\x00\x18ftypmp42 this is not a video", "../../broken.mp4")
     assert r.status_code == 400 and "broken.mp4 cannot be opened" in r.json()["error"]
+    assert str(workdir) not in r.json()["error"]                        # the upload folder is not shown
     assert not list((workdir / "uploads").rglob("broken.mp4")) and not (workdir.parent / "broken.mp4").exists()
     assert "not a .npy" in up("direction", b"x", "d.txt").json()["error"]
     assert up("direction", b"garbage", "d.npy").status_code == 400

@@ -32,10 +32,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(app):
-    """Run ``app`` with uvicorn in a thread on a free loopback port; yields (url, app)."""
+def _serve(app, port: int | None = None):
+    """Run ``app`` with uvicorn in a thread on a loopback port (None: a free one); yields (url, app)."""
     import uvicorn
-    port = _free_port()
+    port = port or _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
@@ -280,9 +280,8 @@ def test_server_errors_and_a_lost_connection_are_shown_then_cleared(page, server
     assert not page.errors, page.errors
 
 
-def test_a_long_export_shows_progress_and_can_be_cancelled(page, server, monkeypatch):
-    """While an export runs its button is off (a second click started a second export, whose progress
-    replaced the first's while both ran), the frames done are counted, and Cancel stops it."""
+def _endless_export(monkeypatch):
+    """Exports count their frames over and over until cancelled."""
     from fsvideo.studio import app as studio_app
     from fsvideo.studio.jobs import Job
 
@@ -293,6 +292,12 @@ def test_a_long_export_shows_progress_and_can_be_cancelled(page, server, monkeyp
                 time.sleep(0.02)
         return Job("export", work, project.n_frames, name=out.name)
     monkeypatch.setattr(studio_app, "start_export", slow_export)
+
+
+def test_a_long_export_shows_progress_and_can_be_cancelled(page, server, monkeypatch):
+    """While an export runs its button is off (a second click started a second export, whose progress
+    replaced the first's while both ran), the frames done are counted, and Cancel stops it."""
+    _endless_export(monkeypatch)
     page.click("#add-edit")
     page.locator(".strength-slider").fill("1")
     _settled(page)
@@ -470,3 +475,284 @@ def test_without_a_video_the_page_says_what_to_do(browser, bare_server, media_di
         assert page.locator("#view").is_visible() and page.locator("#placeholder").is_hidden()
     finally:
         page.close()
+
+
+def test_files_with_unicode_and_spaces_in_their_names_upload(page, tmp_path, tiny):  # noqa: F811
+    """A video and a direction named in another script upload and keep their letters (before: fetch refused
+    the non-Latin-1 X-Filename header, so the page said 'the studio server does not answer', and the
+    server turned '视频.mp4' into 'mp4', no longer a video name)."""
+    from fsvideo.video.synth import make_test_clip
+    video, direction = tmp_path / "视频 é clip.mp4", tmp_path / "方向 ü.npy"
+    make_test_clip(video, n_frames=6, audio=False)
+    shutil.copy(tiny["dir"], direction)
+    page.set_input_files("#upload", str(video))
+    page.wait_for_function("() => studio.state && studio.state.project && "
+                           "studio.state.project.video === '视频_é_clip.mp4'", timeout=20_000)
+    page.set_input_files("#npy", str(direction))
+    page.wait_for_selector(".edit-row")
+    assert page.locator(".edit-row select.attr option:checked").text_content() == "方向_ü.npy (uploaded)"
+    assert page.locator("#error").is_hidden() and page.locator("#offline").is_hidden()
+    assert not page.errors, page.errors
+
+
+def _slow_first_answer(monkeypatch, seconds: float):
+    """The next render answer the server sends comes ``seconds`` late (after the render, outside its
+    lock, so later requests overtake it); the ones after it come at once."""
+    from fsvideo.studio import app as studio_app
+    calls, jpeg = [], studio_app.jpeg_bytes
+
+    def late(image):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(seconds)
+        return jpeg(image)
+    monkeypatch.setattr(studio_app, "jpeg_bytes", late)
+
+
+def test_moving_while_comparing_never_shows_another_frame_s_source(page, monkeypatch):
+    """C held, then a step to the next frame: the source of the frame left comes back after the new one's;
+    it was laid over the new frame as its source (the last answer won, not the last frame asked)."""
+    page.evaluate("document.activeElement.blur()")
+    _slow_first_answer(monkeypatch, 1.0)
+    page.keyboard.down("c")                                   # asks for frame 0's source: answered late
+    page.wait_for_timeout(200)
+    page.keyboard.press("ArrowRight")                         # frame 1's source: answered at once
+    page.wait_for_timeout(1500)
+    assert page.evaluate("studio.frame") == 1
+    assert page.evaluate("original.key") == f"{Path(CLIP).name}#1"
+    assert page.evaluate("document.getElementById('compare-view').src === original.url")
+    page.keyboard.up("c")
+    assert not page.errors, page.errors
+
+
+def _watch_shown(page):
+    """Record, for every image the view shows, the frame it is of (X-Frame) and the frame the page is at."""
+    page.evaluate("""() => { window.shownLog = [];
+        new MutationObserver(() => shownLog.push([studio.time.frame, studio.frame, studio.state && studio.state.project
+            && studio.state.project.video])).observe(document.getElementById('view'), {attributeFilter: ['data-seq']}); }""")
+
+
+def test_a_frame_rendering_while_another_video_opens_is_not_shown(page, server, media_dir, monkeypatch):
+    """A render of the last video still under way when another video opens came back and was shown as the
+    new video's first frame (with the old frame's number and time), until the new video's state came."""
+    from fsvideo.studio.project import Project
+    page.evaluate("setFrame(20)")
+    _settled(page)
+    _watch_shown(page)
+    _slow_first_answer(monkeypatch, 1.0)
+    timeline = Project.timeline
+
+    def slow_state(self):                                     # the new video's state comes after that answer
+        time.sleep(2.0)
+        return timeline(self)
+    page.click("#add-edit")                                   # a render of frame 20 starts
+    page.wait_for_timeout(200)
+    monkeypatch.setattr(Project, "timeline", slow_state)
+    image = "images/wild/facerec-two_people.jpg"
+    page.evaluate("async (path) => opened(await (await call('open', {path})).json())", str(media_dir / image))
+    page.wait_for_timeout(1500)
+    monkeypatch.setattr(Project, "timeline", timeline)
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.video === "
+                           f"'{Path(image).name}' && studio.state.project.status.state === 'ready'", timeout=300_000)
+    _settled(page)
+    shown = page.evaluate("shownLog")
+    assert shown and all(frame == at for frame, at, _ in shown), shown
+    assert page.locator("#error").is_hidden(), page.locator("#error-text").text_content()
+    assert not page.errors, page.errors
+
+
+def _at_work(page):
+    """The tab's session, edits, frame and face."""
+    return page.evaluate("[studio.sid, studio.edits, studio.frame, document.getElementById('face').value]")
+
+
+def test_a_reload_during_an_export_keeps_the_tab_s_work(page, monkeypatch):
+    """Reloading the page while an export runs: the tab gets its session back, with its edits, frame and
+    face, and the export's progress and Cancel (before: a new empty session; the export ran on unseen
+    and could not be cancelled or downloaded)."""
+    _endless_export(monkeypatch)
+    page.click("#add-edit")
+    page.locator(".strength-slider").fill("1.5")
+    page.evaluate("setFrame(7)")
+    page.select_option("#face", "0")
+    _settled(page)
+    page.click("#export-btn")
+    page.wait_for_selector("#export-progress:not([hidden])")
+    sid, edits, frame, face = before = _at_work(page)
+    assert edits == [{"attr": "sefa:0", "strength": 1.5}] and frame == 7 and face == "0"
+    page.reload()
+    page.wait_for_function("() => /\\d+ \\/ 30 frames/.test(document.getElementById('export-status').textContent)",
+                           timeout=15_000)
+    _settled(page)
+    assert _at_work(page) == before
+    assert page.locator(".strength-slider").input_value() == "1.5"
+    page.click("#export-cancel")
+    page.wait_for_function("() => /cancelled/.test(document.getElementById('export-status').textContent)")
+    other = page.context.new_page()                           # a new tab still gets a session of its own
+    other.goto(page.url)
+    other.wait_for_function("() => studio.sid")
+    assert other.evaluate("studio.sid") != sid and other.evaluate("studio.edits.length") == 0
+    assert not page.errors, page.errors
+
+
+@pytest.mark.parametrize("uploaded", [None, "clip.mp4"])
+def test_a_restarted_server_is_picked_up_with_the_edits(browser, server, monkeypatch, uploaded, tmp_path):
+    """The server restarted under an open page: the page starts a new session, its video is open again and
+    the edits are kept (before: 'unknown session (the studio was restarted?): reload the page', and a
+    reload lost the edits); an export that was running is said to have stopped and Export works again
+    (before: its last progress stayed, Export off for good).  An uploaded video is said to need uploading
+    again (the new server opens its own video, or none)."""
+    from fsvideo.studio.app import StudioConfig, create_app
+    first = server[1].state.studio
+    port = _free_port()
+
+    def start():
+        app = create_app(StudioConfig(options=first.config.options, workdir=first.workdir, video=first.config.video),
+                         first.renderer)
+        return _serve(app, port)
+    one = start()
+    url, app = next(one)
+    page = browser.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_function("() => /ready/.test(document.getElementById('inv-text').textContent)", timeout=300_000)
+        if uploaded:
+            shutil.copy(first.config.video, tmp_path / uploaded)
+            page.set_input_files("#upload", str(tmp_path / uploaded))
+            page.wait_for_function("() => !studio.opening && studio.state && studio.state.project")
+        page.click("#add-edit")
+        page.locator(".strength-slider").fill("2")
+        page.evaluate("setFrame(12)")
+        _settled(page)
+        sid, edits, frame, face = _at_work(page)
+        _endless_export(monkeypatch)
+        page.click("#export-btn")
+        page.wait_for_selector("#export-cancel:not([hidden])")
+        next(one, None)                                       # stopped...
+        two = start()
+        next(two)                                             # ...and started again on the same port
+        page.wait_for_function(f"() => studio.sid && studio.sid !== '{sid}' && studio.state && studio.state.project",
+                               timeout=20_000)
+        _settled(page)
+        if uploaded:                                          # the restarted server has forgotten it
+            assert page.locator("#error-text").text_content() == f"the studio was restarted: upload {uploaded} again"
+            next(two, None)
+            return
+        assert _at_work(page)[1:] == [edits, frame, face]
+        assert page.locator("#error").is_hidden(), page.locator("#error-text").text_content()
+        assert page.locator("#export-status").text_content() == "stopped: the studio was restarted"
+        assert page.locator("#export-btn").is_enabled() and page.locator("#export-cancel").is_hidden()
+        assert page.locator("#export-progress").is_hidden()
+        next(two, None)
+    finally:
+        page.close()
+        for s in app.state.studio.sessions.values():          # the first server's export, endless
+            for j in s.jobs.values():
+                j.cancel()
+
+
+def test_a_state_asked_for_before_another_video_opened_is_not_shown(page, media_dir, monkeypatch):
+    """A state poll under way while another video opens answered with the last video's state, which was then
+    shown over the new one (its name, frame count and timeline) until the next poll."""
+    from fsvideo.studio.project import Project
+    timeline = Project.timeline
+
+    def slow_state(self):
+        time.sleep(1.5)
+        return timeline(self)
+    monkeypatch.setattr(Project, "timeline", slow_state)
+    page.evaluate("""() => { window.names = [];
+        new MutationObserver(() => names.push(document.getElementById('video-name').textContent))
+            .observe(document.getElementById('video-name'), {childList: true, characterData: true, subtree: true}); }""")
+    page.evaluate("pollSoon()")                               # a poll of this video is under way...
+    page.wait_for_timeout(300)
+    image = "images/wild/facerec-two_people.jpg"              # ...when another video opens
+    page.evaluate("async (path) => opened(await (await call('open', {path})).json())", str(media_dir / image))
+    page.wait_for_timeout(2000)
+    monkeypatch.setattr(Project, "timeline", timeline)
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.video === "
+                           f"'{Path(image).name}' && studio.state.project.status.state === 'ready'", timeout=300_000)
+    names = page.evaluate("names")
+    assert Path(CLIP).name not in names[names.index(Path(image).name):], names
+    assert not page.errors, page.errors
+
+
+def _open_slowly(page, path, start: float, end: float, seconds: float, monkeypatch):
+    """Open a span of ``path`` (one not inverted yet) in the tab, its inversion taking ``seconds`` a frame."""
+    from fsvideo.studio.project import Project
+    add = Project._add
+
+    def slow_add(self, fl):
+        time.sleep(seconds)
+        add(self, fl)
+    monkeypatch.setattr(Project, "_add", slow_add)
+    page.evaluate("async ([path, start, end]) => opened(await (await call('open', {path, start, end})).json())",
+                  [str(path), start, end])
+
+
+def test_a_frame_inverted_but_not_in_memory_shows_its_source(page, media_dir, monkeypatch):
+    """While a long video inverts, frames beyond LIVE_FRAMES back are dropped from memory until the latents
+    file is complete (409); going back to one kept the image of the frame left on screen under the note,
+    a stale frame for the position.  Now its source frame is shown, with the note."""
+    from fsvideo.studio import project as project_mod
+    monkeypatch.setattr(project_mod, "LIVE_FRAMES", 3)
+    _open_slowly(page, media_dir / CLIP, 0.1, 0.9, 0.25, monkeypatch)
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.timeline.inverted >= 8",
+                           timeout=60_000)
+    page.evaluate("setFrame(6)")
+    _settled(page)
+    page.evaluate("setFrame(1)")                              # inverted, dropped from memory
+    page.wait_for_function("() => studio.shown === studio.seq && !studio.busy", timeout=10_000)
+    assert page.evaluate("studio.time.frame") == 1
+    assert "read back when the inversion finishes" in page.locator("#note").text_content()
+    assert page.locator("#error").is_hidden()
+    assert not page.errors, page.errors
+
+
+def test_the_face_list_counts_the_frames_inverted_since(page, media_dir, monkeypatch):
+    """The face list said 'face 0 (N frames)' with N from the poll where the face first appeared, for good:
+    the list was rebuilt only when the faces changed.  The counts follow the inversion now."""
+    _open_slowly(page, media_dir / CLIP, 0.2, 0.8, 0.15, monkeypatch)
+    page.wait_for_function("() => studio.state && studio.state.project && studio.state.project.status.state === 'ready'",
+                           timeout=60_000)
+    page.wait_for_timeout(700)                                # the poll after 'ready'
+    tracks = page.evaluate("studio.state.project.timeline.tracks")
+    want = [f"face {t['id']} ({t['frames']} frames)" for t in tracks]
+    assert page.eval_on_selector_all("#face option", "os => os.map((o) => o.text)")[1:] == want
+    assert not page.errors, page.errors
+
+
+def test_removing_edits_from_the_keyboard_keeps_the_focus(page):
+    """× pressed from the keyboard rebuilt the rows and the focus fell to the page's start (a keyboard user
+    had to tab through the whole page again); it moves to the next edit's ×, then to '+ add edit'."""
+    for _ in range(2):
+        page.click("#add-edit")
+    page.locator(".edit-row button").nth(0).focus()
+    page.keyboard.press("Enter")
+    assert page.evaluate("studio.edits.map((e) => e.attr)") == ["sefa:1"]
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "remove the edit sefa:1"
+    page.keyboard.press("Space")
+    assert page.evaluate("studio.edits.length") == 0 and page.evaluate("document.activeElement.id") == "add-edit"
+    page.keyboard.press("Enter")                              # and on from there
+    assert page.evaluate("studio.edits.length") == 1
+    assert not page.errors, page.errors
+
+
+def test_a_tab_dropped_again_soon_says_so_instead_of_taking_another_session(page, server):
+    """A tab whose session the server dropped takes a new one (as after a restart); dropped again within
+    half a minute (more tabs than the server keeps: each new session drops the oldest), it says so rather
+    than take another, or such tabs would drop each other for ever."""
+    sessions = server[1].state.studio.sessions
+    first = page.evaluate("studio.sid")
+    sessions.pop(first)
+    page.evaluate("pollSoon()")
+    page.wait_for_function(f"() => studio.sid && studio.sid !== '{first}' && studio.state && studio.state.project")
+    second = page.evaluate("studio.sid")
+    sessions.pop(second)
+    n = len(sessions)
+    page.evaluate("pollSoon()")
+    page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+    assert "unknown session" in page.locator("#error-text").text_content()
+    page.wait_for_timeout(500)
+    assert page.evaluate("studio.sid") == second and len(sessions) == n
+    assert not page.errors, page.errors

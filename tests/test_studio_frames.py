@@ -87,7 +87,7 @@ def test_vfr_frames_are_found_by_their_timestamps(vfr_clip, decoded, tmp_path):
     order = np.random.default_rng(0).permutation(N_FRAMES)
     for i in order:
         assert np.array_equal(p.frame(int(i)), decoded[i].image), i
-    assert (p.dir / "frame_times.npy").is_file() and Project(vfr_clip, RunOptions(), tmp_path).times == p.times
+    assert (p.dir / "frame_times.v2.npy").is_file() and Project(vfr_clip, RunOptions(), tmp_path).times == p.times
     old = [int(np.searchsorted(p.times, (i - 0.5) / p.fps - 1e-6)) for i in range(N_FRAMES)]
     assert sum(k != i for i, k in enumerate(old)) >= 3       # a seek by the nominal rate shows neighbours
     start = (decoded[4].time + decoded[5].time) / 2
@@ -97,6 +97,20 @@ def test_vfr_frames_are_found_by_their_timestamps(vfr_clip, decoded, tmp_path):
         assert np.array_equal(q.frame(i), decoded[5 + i].image), i
     with pytest.raises(Exception, match="outside the video"):
         q.frame(N_FRAMES)
+
+
+def test_frames_an_edit_list_cuts_off_are_not_numbered(media_dir, tmp_path):
+    """pyfeat-no_face.mp4 starts with 3 packets that its MP4 edit list cuts off (negative times, flagged
+    discard): the decoder drops them, but the packet list counted them, so frame i of the page was
+    decoded frame i + 3 and frame 0 'could not be decoded' (every render of the first frame a 400)."""
+    from fsvideo.studio.project import Project
+    from fsvideo.video import VideoReader
+    src = media_dir / "videos/other/pyfeat-no_face.mp4"
+    decoded = list(VideoReader(src, None, 1.0))
+    p = Project(src, RunOptions(end=1.0), tmp_path)
+    assert p.n_frames == len(decoded) == 24 and p.times == pytest.approx([f.time for f in decoded])
+    for i in (0, 13, 23):
+        assert np.array_equal(p.frame(i), decoded[i].image), i
 
 
 @pytest.fixture

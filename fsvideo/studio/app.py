@@ -4,11 +4,12 @@ Endpoints (``{sid}``: a session id from ``POST /api/session``, one per browser t
 page's memory and never in a cookie, so two tabs never share or corrupt each other's state and a
 foreign site cannot act for the user)::
 
-    GET  /                              the page (static/index.html, studio.js, controls.js, studio.css)
-    POST /api/session                   new session: attributes, draft size, limits
+    GET  /                              the page (static/index.html, studio.js, controls.js, resume.js, studio.css)
+    POST /api/session                   new session: attributes, draft size, limits ({resume: sid}: the
+                                        tab's own session again after a reload, when the server still has it)
     POST /api/s/{sid}/open              {path, start, end}: open a video by path (loopback only)
-    POST /api/s/{sid}/upload            raw body + X-Filename: upload a video (size, type, decodable)
-    POST /api/s/{sid}/direction         raw body + X-Filename: upload a direction .npy
+    POST /api/s/{sid}/upload            raw body + X-Filename (percent-encoded): upload a video (size, type, decodable)
+    POST /api/s/{sid}/direction         raw body + X-Filename (percent-encoded): upload a direction .npy
     GET  /api/s/{sid}/state             inversion progress, timeline, jobs (state, frames done, output name)
     POST /api/s/{sid}/render            {frame, edits, face, view, quality, mask, seq} -> JPEG
                                         (headers: X-Quality, X-Time of the frame, X-Mask smoothed|frame)
@@ -42,13 +43,14 @@ from fsvideo.studio.guard import BodyLimit, LocalHost, SameOrigin, validation_me
 from fsvideo.studio.jobs import Job, edit_command, start_clip, start_export
 from fsvideo.studio.project import NotReady, Project
 from fsvideo.studio.render import VIEWS, Renderer, jpeg_bytes
-from fsvideo.studio.session import LOOPBACK, MAX_CLIPS, ClipBody, EditsBody, OpenBody, RenderBody, Session, Studio, StudioConfig
+from fsvideo.studio.session import (LOOPBACK, MAX_CLIPS, ClipBody, EditsBody, OpenBody, RenderBody, Session, SessionBody,
+                                    Studio, StudioConfig)
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 VIDEO_TYPES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE = re.compile(r"[^\w.-]+")            # letters and digits of any script stay ('视频.mp4' became 'mp4')
 
 
 def _tracks(face: str) -> set[int] | None:
@@ -66,8 +68,16 @@ def _project(s: Session) -> Project:
 
 
 def _safe_name(name: str, default: str) -> str:
-    base = _SAFE.sub("_", Path(name or default).name).strip("._") or default
+    import unicodedata                         # NFC: a macOS name's 'e' + combining accent is one 'é'
+    base = _SAFE.sub("_", Path(unicodedata.normalize("NFC", name or default)).name).strip("._") or default
     return base[-100:]
+
+
+def _upload_name(request: Request, default: str) -> str:
+    """The uploaded file's name: ``X-Filename``, percent-encoded by the page (a header holds only
+    Latin-1, so the browser refused to send '视频.mp4' and the page said the server did not answer)."""
+    from urllib.parse import unquote
+    return _safe_name(unquote(request.headers.get("x-filename", "")), default)
 
 
 async def _receive(request: Request, dest: Path, limit_bytes: int) -> None:
@@ -137,15 +147,20 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.post("/api/session")
-    def new_session():
-        s = studio.new_session()
-        project = None
-        if config.video is not None:
-            project = studio.open(s, config.video, config.options.start, config.options.end)
+    def new_session(body: SessionBody | None = None):
+        s = studio.sessions.get(body.resume) if body is not None and body.resume else None
+        if s is not None:                           # the same tab reloaded: its video, uploads and jobs
+            studio.session(s.id)
+            project = s.project
+        else:
+            s, project = studio.new_session(), None
+            if config.video is not None:
+                project = studio.open(s, config.video, config.options.start, config.options.end)
         r = studio.renderer
         return dict(sid=s.id, attributes=studio.attributes(), draft_res=r.draft_res, size=r.size,
                     views=list(VIEWS), allow_paths=config.paths_allowed, max_upload_mb=config.max_upload_mb,
-                    video=None if project is None else project.source.name)
+                    video=None if project is None else project.source.name,
+                    resumed=body is not None and body.resume == s.id)
 
     @app.post("/api/s/{sid}/open")
     def open_path(sid: str, body: OpenBody):
@@ -164,7 +179,7 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
     @app.post("/api/s/{sid}/upload")
     async def upload_video(sid: str, request: Request):
         s = studio.session(sid)
-        name = _safe_name(request.headers.get("x-filename", ""), "upload.mp4")
+        name = _upload_name(request, "upload.mp4")
         from fsvideo.video import IMAGE_EXTENSIONS
         if Path(name).suffix.lower() not in VIDEO_TYPES + tuple(IMAGE_EXTENSIONS):
             raise InputError(f"{name} is not a video or image file",
@@ -174,14 +189,15 @@ def create_app(config: StudioConfig, renderer: Renderer | None = None) -> FastAP
             await _receive(request, dest, int(config.max_upload_mb * 2**20))
             try:
                 p = await run_in_threadpool(studio.open, s, dest, config.options.start, config.options.end)
-            except FsvideoError as e:             # undecodable: say so with the uploaded name, drop it
-                raise InputError(f"{name} cannot be opened: {e.message}", hint=e.hint) from e
+            except FsvideoError as e:             # undecodable: say so with the uploaded name, drop it (the
+                why = e.message.replace(str(dest), name)    # server's own folder is no business of the page's)
+                raise InputError(f"{name} cannot be opened: {why}", hint=e.hint) from e
         return dict(video=p.source.name)
 
     @app.post("/api/s/{sid}/direction")
     async def upload_direction(sid: str, request: Request):
         s = studio.session(sid)
-        name = _safe_name(request.headers.get("x-filename", ""), "direction.npy")
+        name = _upload_name(request, "direction.npy")
         if not name.endswith(".npy"):
             raise InputError(f"{name} is not a .npy file", hint="upload a direction saved with numpy.save")
         with studio.upload_folder() as folder:

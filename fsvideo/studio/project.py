@@ -104,7 +104,8 @@ class Project:
         from fsvideo.video.join import frame_times, span_times
         if self.info.is_image:
             return [0.0]
-        kept = self.dir / "frame_times.npy"                 # the key names the content and the span
+        kept = self.dir / "frame_times.v2.npy"    # the key names the content and the span; v2: lists made
+        #                                           before frame_times left out an edit list's cut packets are not read
         if kept.is_file():
             try:
                 return [float(t) for t in np.load(kept, allow_pickle=False)]

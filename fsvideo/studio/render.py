@@ -91,16 +91,17 @@ class Renderer:
 
     # ------------------------------------------------------------------------------ edits
     def specs(self, edits: list[tuple[str, str, float]]):
-        """``[(name, attr, strength)]`` -> EditSpecs (``attr`` resolved once per name and cached)."""
+        """``[(name, attr, strength)]`` -> EditSpecs (``attr`` resolved once and cached by ``attr``: the
+        names of uploads are per tab, so two tabs' 'upload:1:d.npy' are different files)."""
         from fsvideo import EditRequest
         from fsvideo.edits.eq1 import EditSpec
         from fsvideo.edits.requests import resolve_edits
         out = []
         for name, attr, strength in edits:
-            if name not in self._directions:
+            if attr not in self._directions:
                 (spec,) = resolve_edits([EditRequest(attr, 1.0)], self.cfg, self.runner.model)
-                self._directions[name] = spec.direction
-            out.append(EditSpec(name, self._directions[name], float(strength)))
+                self._directions[attr] = spec.direction
+            out.append(EditSpec(name, self._directions[attr], float(strength)))
         return out
 
     def check_direction(self, path) -> None:
@@ -158,9 +159,10 @@ class Renderer:
         fl = project.latents(i)
         sel = [j for j, t in enumerate(fl.track) if tracks is None or int(t) in tracks]
         if not sel:
-            return Rendered(frame, "full", 0, 0, note="no selected face in this frame")
+            return Rendered(frame, "full", 0, 0, note="no face in this frame" if not len(fl.track) else
+                            "no selected face in this frame")      # not 'selected' when there is none to pick
         w, f = torch.from_numpy(fl.w[sel]), torch.from_numpy(fl.F[sel])
-        key = (project.key, i, tuple(sel), view == "inversion" or tuple((n, float(s)) for n, _, s in edits))
+        key = (project.key, i, tuple(sel), view == "inversion" or tuple((a, float(s)) for _, a, s in edits))
         if view in ("edit", "composite"):
             w, f = self._codes(key, w, f, edits)
         crops = self._faces(key, w, f, draft) if view != "original" else [None] * len(sel)

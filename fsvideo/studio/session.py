@@ -67,6 +67,10 @@ class EditItem(BaseModel):
     strength: float
 
 
+class SessionBody(BaseModel):
+    resume: str | None = Field(None, max_length=64)     # the tab's session before a reload
+
+
 class OpenBody(BaseModel):
     path: str = Field(max_length=4096)
     start: float | None = None
@@ -234,8 +238,10 @@ class Studio:
         self._sha[ident] = p.sha256
         with self._open_lock:
             known = self.projects.get(p.key)         # two tabs on one video share its inversion, unless its
-            if known is not None and known.source_unchanged() and known.state != "failed":   # file changed
-                p = known                            # since; a failed inversion is tried again
+            if known is not None and known.source_unchanged() and known.state != "failed" and (   # file changed
+                    known.state != "ready" or known.source.resolve() == src.resolve()):   # since (a failed one is
+                p = known                            # tried again); an inverted copy of another name gets its own
+            #                                          project on the cached latents: its name, its path in exports
             self.projects[p.key] = p
             before, s.project = s.project, p
             self._release(before)

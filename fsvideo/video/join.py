@@ -44,13 +44,18 @@ log = logging.getLogger(__name__)
 
 
 def frame_times(path: str | os.PathLike, info=None) -> list[float]:
-    """Times (seconds, player clock as in ``Frame.time``) of every video frame, sorted, from packets only."""
+    """Times (seconds, player clock as in ``Frame.time``) of every video frame, sorted, from packets only.
+
+    Packets an MP4 edit list cuts off (flagged discard: frames before the edit's start, e.g. the
+    B-frame lead-in of a trimmed phone clip) are not listed: the decoder drops them, so listing them
+    numbered every frame after them wrongly (the studio showed frame ``i + 3`` as ``i``).
+    """
     from fsvideo.video import probe
     info = info if info is not None else probe(path)
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         tb = Fraction(v.time_base) if v.time_base else info.time_base
-        pts = sorted(p.pts for p in c.demux(v) if p.pts is not None and p.size)
+        pts = sorted(p.pts for p in c.demux(v) if p.pts is not None and p.size and not p.is_discard)
     return [float(p * tb) - info.start_time for p in pts]
 
 

@@ -36,16 +36,20 @@ async function compare(on) {
   if (!on) { over.hidden = $("compare-badge").hidden = true; return; }
   const p = studio.state && studio.state.project;
   if (!p) return;
-  const key = `${p.video}#${studio.frame}`;
+  const here = () => `${studio.state && studio.state.project && studio.state.project.video}#${studio.frame}`;
+  const key = here();
   if (original.key !== key) {
-    let r;
+    let r, blob;
     try {
       r = await call("render", { frame: studio.frame, edits: [], face: "all", seq: studio.seq, quality: "full",
                                  view: "original", mask: false });
-    } catch (e) { return showError(`compare: ${e.message}`); }
-    if (r.status !== 200) return;
+      blob = await r.blob();
+    } catch (e) { return key === here() && showError(`compare: ${e.message}`); }
+    // Moving while C is held asks for each frame: an answer for a frame left since (answers may come
+    // in any order) is dropped, or it would lie over the current frame as its source.
+    if (r.status !== 200 || key !== here()) return;
     if (original.url) URL.revokeObjectURL(original.url);
-    original.key = key; original.url = URL.createObjectURL(await r.blob());
+    original.key = key; original.url = URL.createObjectURL(blob);
   }
   if (!studio.comparing) return;                                  // released while the frame came
   over.src = original.url; over.hidden = $("compare-badge").hidden = false;

@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const studio = { sid: null, cfg: null, frame: 0, seq: 0, shown: 0, dirty: false, busy: false,
                  edits: [], state: null, drafts: 0, exportJob: null, clipJob: null, imageUrl: null,
-                 jobState: {} };
+                 jobState: {}, opens: 0 };
 window.studio = studio;
 
 // An error names what failed; one from a render goes away once a render works again.  A server that
@@ -21,7 +21,7 @@ function connection(ok) {
 async function call(path, body, raw) {
   const url = path.startsWith("/") ? path : `/api/s/${studio.sid}/${path}`;
   const opts = body === undefined ? {} : raw
-    ? { method: "POST", body: raw.body, headers: { "X-Filename": raw.name, "Content-Type": "application/octet-stream" } }
+    ? { method: "POST", body: raw.body, headers: { "X-Filename": encodeURIComponent(raw.name), "Content-Type": "application/octet-stream" } }
     : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
   let r;
   try { r = await fetch(url, opts); } catch (e) {                    // no answer at all (not an HTTP error)
@@ -69,7 +69,11 @@ function drawEdits() {
     slider.oninput = () => { e.strength = parseFloat(slider.value); num.value = slider.value; changed(); };
     slider.ondblclick = () => set(0);
     num.onchange = () => set(parseFloat(num.value) || 0);
-    del.onclick = () => { studio.edits.splice(k, 1); drawEdits(); changed(); };
+    del.onclick = () => {                                 // the focus goes on (the rows are new): the next
+      studio.edits.splice(k, 1); drawEdits(); changed();   // edit's remove button, else "+ add edit"
+      const next = document.querySelectorAll(".edit-row button")[Math.min(k, studio.edits.length - 1)];
+      (next || $("add-edit")).focus();
+    };
     row.append(sel, del, slider, num); box.append(row);
   });
   $("reset-edits").hidden = !studio.edits.length;
@@ -106,12 +110,21 @@ function inverted(i, state = studio.state) {
   return !!p && (p.status.state === "ready" || i < p.timeline.inverted);
 }
 
+// A frame without latents now (409: not inverted yet, or inverted and dropped from memory until the
+// inversion ends) shows its source frame with the reason: the image of the frame left must not stay.
 async function renderOnce(quality, seq) {
   const t0 = performance.now();
-  let r;
-  try { r = await call("render", request(quality, seq)); } catch (e) {
+  let r, waiting = null;
+  try {
+    try { r = await call("render", request(quality, seq)); } catch (e) {
+      if (e.status !== 409 || seq !== studio.seq) throw e;
+      waiting = e.message;
+      r = await call("render", { ...request("full", seq), view: "original", mask: false });
+    }
+  } catch (e) {
     if (e.network) { studio.lost = true; connection(false); return false; }
-    if (e.status === 409) { $("note").textContent = e.message; $("note").hidden = false; return false; }
+    if (seq !== studio.seq) return false;                             // of a frame or video left since
+    if (e.status === 404) { pollSoon(); return false; }            // an unknown session: the poll starts anew
     showError(e.message, "render"); return false;
   }
   connection(true); clearError("render");
@@ -123,7 +136,7 @@ async function renderOnce(quality, seq) {
   const img = $("view");
   await new Promise((ok) => { img.onload = ok; img.onerror = ok; img.src = studio.imageUrl; });
   img.hidden = false; $("placeholder").hidden = true;
-  const q = r.headers.get("X-Quality"), size = r.headers.get("X-Size"), note = r.headers.get("X-Note");
+  const q = r.headers.get("X-Quality"), size = r.headers.get("X-Size"), note = waiting || r.headers.get("X-Note");
   img.dataset.quality = q; img.dataset.seq = String(seq); studio.shown = seq;
   studio.time = { frame: Number(r.headers.get("X-Frame") ?? -1), t: Number(r.headers.get("X-Time")) };
   drawTimeline();
@@ -146,7 +159,8 @@ async function loop() {
       const view = document.querySelector("input[name=view]:checked").value;
       if (view !== "original" && inverted(studio.frame)) {
         await renderOnce("draft", seq);
-        if (studio.dirty) continue;
+        if (studio.dirty || seq !== studio.seq) continue;
+        if (studio.shown === seq && $("view").dataset.quality === "full") continue;   // no face, no latents: done
       }
       await renderOnce("full", seq);
     }
@@ -224,13 +238,18 @@ function drawTimeline() {
   $("scrub").setAttribute("aria-valuetext", `frame ${studio.frame} of ${n - 1}, ${secs.toFixed(2)} s`);
 }
 
+// The same faces: only their frame counts change (in place: an open list stays open while a video inverts).
 function updateFaces(tracks) {
   const sel = $("face"), want = ["all", ...tracks.map((t) => String(t.id))];
   const have = Array.from(sel.options).map((o) => o.value);
-  if (want.join() === have.join()) return;
+  const label = (t) => `face ${t.id} (${t.frames} frame${t.frames === 1 ? "" : "s"})`;
+  if (want.join() === have.join()) {
+    tracks.forEach((t, k) => { if (sel.options[k + 1].text !== label(t)) sel.options[k + 1].text = label(t); });
+    return;
+  }
   const cur = sel.value; sel.textContent = "";
   sel.add(new Option("all faces", "all"));
-  tracks.forEach((t) => sel.add(new Option(`face ${t.id} (${t.frames} frames)`, String(t.id))));
+  tracks.forEach((t) => sel.add(new Option(label(t), String(t.id))));
   sel.value = want.includes(cur) ? cur : "all";
 }
 
@@ -270,14 +289,16 @@ async function poll() {
 }
 
 async function pollOnce() {
+  const opens = studio.opens;
   let r;
   try { r = await fetch(`/api/s/${studio.sid}/state`); } catch (e) {   // stopped, or restarting: try again
     connection(false); return POLL_OFFLINE_MS;
   }
   connection(true);
   try {
-    if (r.status === 404) { showError((await r.json()).error); return null; }   // session gone: stop polling
+    if (r.status === 404) { restart(r); return null; }             // session gone: a new one polls
     const s = await r.json();
+    if (opens !== studio.opens) return 0;           // asked before another video opened: of the last one
     const before = studio.state;
     studio.state = s;
     const p = s.project;
@@ -292,6 +313,7 @@ async function pollOnce() {
       $("scrub").max = Math.max(0, p.timeline.n_frames - 1);
       updateFaces(p.timeline.tracks); drawTimeline();
       const first = !before || !before.project || before.project.video !== p.video;
+      if (first && studio.want) restore(p, s.jobs);
       if (first || (!inverted(studio.frame, before) && inverted(studio.frame))) changed();
     }
     if (!p && !studio.opening) { $("inv-text").textContent = "no video open"; $("inv-progress").value = 0; }
@@ -326,43 +348,39 @@ $("clip-btn").onclick = async () => {
 // Opening hashes and probes the file (seconds for a large one): the page says so and Open waits.  The
 // last video's finished export and clip are not offered for the new one (a running job goes on).
 function opened(info) {
+  studio.seq += 1; studio.opens += 1;     // a render or state of the last video still under way is not shown
   studio.frame = 0; studio.shown = 0; studio.state = null; $("scrub").value = 0;
   $("video-name").textContent = info.video; $("error").hidden = true;
-  for (const prefix of ["export", "clip"]) {
-    if (studio.jobState[prefix] === "running") continue;
-    studio[`${prefix}Job`] = null; $(`${prefix}-status`).textContent = "";
-    if (prefix === "export") $("export-link").hidden = true; else $("clip").hidden = true;
-  }
+  forgetJobs(false);
   pollSoon();
 }
-async function openVideo(name, request) {
+// The export and clip shown no longer apply (another video; running ones go on unless ``all``).
+function forgetJobs(all, why = "") {
+  for (const prefix of ["export", "clip"]) {
+    if (studio.jobState[prefix] === "running" && !all) continue;
+    const stopped = studio.jobState[prefix] === "running" && why;
+    studio[`${prefix}Job`] = null; studio.jobState[prefix] = null;
+    $(`${prefix}-status`).textContent = stopped ? why : ""; $(`${prefix}-btn`).disabled = false;
+    if (prefix === "export") $("export-link").hidden = $("export-progress").hidden = $("export-cancel").hidden = true;
+    else $("clip").hidden = true;
+  }
+}
+async function openVideo(name, request, path = null) {
   $("open-btn").disabled = $("upload").disabled = studio.opening = true;
   $("inv-text").textContent = `opening ${name}…`; $("inv-progress").removeAttribute("value");   // indeterminate
-  try { opened(await (await request()).json()); } catch (e) { showError(e.message); pollSoon(); } finally {
+  try {
+    opened(await (await request()).json());
+    studio.path = path; studio.uploaded = path ? null : name;           // what a restarted server needs again
+  } catch (e) { showError(e.message); pollSoon(); } finally {
     $("open-btn").disabled = $("upload").disabled = studio.opening = false;
   }
 }
 $("open-form").onsubmit = (ev) => {
   ev.preventDefault();
   const path = $("open-path").value;
-  openVideo(path.split(/[\\/]/).pop() || path, () => call("open", { path }));
+  openVideo(path.split(/[\\/]/).pop() || path, () => call("open", { path }), path);
 };
 $("upload").onchange = (ev) => {
   const f = ev.target.files[0]; ev.target.value = "";
   if (f) openVideo(f.name, () => call("upload", null, { body: f, name: f.name }));
 };
-
-(async function init() {
-  try {
-    studio.cfg = await (await call("/api/session", {})).json();
-  } catch (e) { return showError(`cannot start a session: ${e.message}`); }
-  studio.sid = studio.cfg.sid;
-  $("open-form").hidden = !studio.cfg.allow_paths;
-  const miss = studio.cfg.attributes.missing;
-  $("missing").textContent = miss.length ? `not downloaded: ${miss.join(", ")} (fsvideo weights download direction-NAME)` : "";
-  if (studio.cfg.video) $("video-name").textContent = studio.cfg.video;
-  $("placeholder").textContent = studio.cfg.video ? "reading the first frame…"
-    : studio.cfg.allow_paths ? "Open a video by its path above, or upload one." : "Upload a video.";
-  pollSoon();
-})();
-window.addEventListener("resize", drawTimeline);
