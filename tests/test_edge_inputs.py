@@ -1,0 +1,63 @@
+"""Awkward inputs and paths through the real CLI (session 7 sweep): each case either gives the right
+result or one line that names the file and the fix, and leaves no half-written output.
+
+Media are made in tmp_path (a few small frames; tiny seeded weights), so each test takes seconds.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fsvideo.cli import main as cli_main
+from tiny_weights import make_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("tiny_edges"))
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    """Run the real entry point (its error handling included); (exit code, stdout + stderr)."""
+    capsys.readouterr()
+    try:
+        cli_main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def one_line_error(code: int, text: str) -> str:
+    assert code == 2 and "Traceback" not in text and "internal error" not in text, text
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), text
+    return lines[0]
+
+
+def small_clip(path: Path, n: int = 3, size: int = 32) -> Path:
+    from fsvideo.video.synth import make_test_clip
+    make_test_clip(path, n_frames=n, width=size, height=size, audio=False)
+    return path
+
+
+def test_invert_latents_out_equal_to_the_video_output_is_refused_before_the_models_load(tiny, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """`invert x.mp4 -o r.mp4 --latents-out r.mp4`: one file for two outputs.  Before, the run went to its
+    end and failed there ("appeared while writing", the reconstruction lost), and with --overwrite it
+    exited 0 with the latents written over the video."""
+    from fsvideo.pipeline import jobs
+
+    def no_model(*a, **k):
+        raise AssertionError("the models were loaded for a run that cannot write its outputs")
+
+    monkeypatch.setattr(jobs, "load_model", no_model)
+    src = small_clip(tmp_path / "clip.mp4")
+    for extra in ([], ["--overwrite"]):
+        code, text = cli(capsys, "invert", src, "-o", tmp_path / "r.mp4", "--latents-out", tmp_path / "r.mp4",
+                         "--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib", *extra)
+        line = one_line_error(code, text)
+        assert str(tmp_path / "r.mp4") in line and "--latents-out" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
