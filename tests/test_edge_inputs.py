@@ -61,3 +61,27 @@ def test_invert_latents_out_equal_to_the_video_output_is_refused_before_the_mode
         line = one_line_error(code, text)
         assert str(tmp_path / "r.mp4") in line and "--latents-out" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_a_clock_that_jumps_back_is_a_one_line_error_naming_the_file(tiny, tmp_path, capsys):
+    """Two MPEG-TS clips joined end to end (`cat a.ts b.ts`, as cameras' .MTS files often are): the second
+    clip's clock starts again at 0.  Before, every frame after the jump was put one tick after the last,
+    and the run failed at its very end with "cannot finish writing ... check disk space" (the audio copy
+    refused the backwards packets)."""
+    from fsvideo.errors import InputError
+    from fsvideo.video import VideoReader
+    from fsvideo.video.synth import make_test_clip
+
+    one = tmp_path / "one.ts"
+    make_test_clip(one, n_frames=6, width=32, height=32, fps=25)
+    src = tmp_path / "joined clip.ts"
+    src.write_bytes(one.read_bytes() * 2)
+    one.unlink()
+    with pytest.raises(InputError, match="jump back at frame 6"):
+        list(VideoReader(src))
+    assert len(list(VideoReader(src, end=0.2))) == 5           # the part before the jump still reads
+    code, text = cli(capsys, "edit", src, "-o", tmp_path / "out.mp4", "--generator", tiny["gen"], "--encoder",
+                     tiny["enc"], "--detector", "dlib", "--mask", "hull", "--direction", tiny["dir"])
+    line = one_line_error(code, text)
+    assert str(src) in line and "jump back" in line and "--end" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joined clip.ts"]

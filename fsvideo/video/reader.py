@@ -182,6 +182,11 @@ class VideoReader:
             resized = False
             prev_pts: int | None = None
             first, first_pts = True, 0
+            # A frame shown more than two frame periods before one already decoded: the clock restarted
+            # (clips joined end to end).  The writer cannot place it, and the audio copy failed at the end
+            # of the run as "cannot finish writing ... check disk space".
+            latest: float | None = None
+            back_s = 2 / float(info.fps or 25)
             try:
                 frames = _avi_frames(container, v) if container.format.name == "avi" else container.decode(v)
                 for frame in frames:
@@ -189,6 +194,12 @@ class VideoReader:
                     if pts is None:
                         pts = frame.dts if frame.dts is not None else (prev_pts + step if prev_pts is not None else 0)
                     t = float(pts * tb) - info.start_time
+                    if latest is not None and t < latest - back_s:
+                        raise InputError(f"{self.path}: its timestamps jump back at frame {index} ({latest:.2f} s -> "
+                                         f"{t:.2f} s), as in files joined end to end",
+                                         hint="join the clips again with one clock (for an MPEG-TS, `ffmpeg -i IN -c copy "
+                                              f"OUT.mp4`), or process the part before with --end {latest:.2f}")
+                    latest = t if latest is None else max(latest, t)
                     if first and seek and t > start + TIME_EPS:
                         log.debug("seek overshot in %s (%.3f s > %.3f s); decoding from the start", self.path, t,
                                   start)
