@@ -85,3 +85,27 @@ def test_a_clock_that_jumps_back_is_a_one_line_error_naming_the_file(tiny, tmp_p
     line = one_line_error(code, text)
     assert str(src) in line and "jump back" in line and "--end" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["joined clip.ts"]
+
+
+def test_an_mkv_cut_short_or_damaged_is_said_not_silently_shortened(tmp_path, caplog):
+    """MKV and WebM hold no frame count: a file cut at 60 % (a download stopped), or bytes damaged inside a
+    cluster (the demuxer gives up on the rest of it), decoded fewer frames without a word and the output
+    was silently shorter.  Now the video's declared length (its DURATION tag) is compared with where it
+    stopped; the complete file gets no warning."""
+    import logging
+
+    from fsvideo.video import VideoReader
+    from fsvideo.video.synth import make_test_clip
+
+    whole = tmp_path / "whole.mkv"
+    make_test_clip(whole, n_frames=25, width=32, height=32, fps=25, audio=False)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut clip.mkv"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with caplog.at_level(logging.WARNING, logger="fsvideo.video.reader"):
+        assert len(list(VideoReader(whole))) == 25
+        assert not caplog.records
+        n = len(list(VideoReader(cut)))
+    assert 0 < n < 25
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 1 and str(cut) in msgs[0] and "lasts 1.00 s" in msgs[0] and f"({n} frames)" in msgs[0], msgs

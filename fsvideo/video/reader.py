@@ -90,6 +90,29 @@ def _avi_frames(container, v):
             yield frame
 
 
+def _declared_length(v) -> float | None:
+    """Seconds the video stream says it lasts: Matroska/WebM's DURATION tag (``00:00:01.600000000``; the
+    container's duration also counts the audio), else the stream's own duration; None when neither is known."""
+    tag = (v.metadata or {}).get("DURATION", "")
+    try:
+        h, m, sec = tag.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        pass
+    return float(v.duration * v.time_base) if v.duration and v.time_base else None
+
+
+def _warn_if_cut_short(path: Path, v, last: float, n: int, fps) -> None:
+    """A container without a frame count (MKV, WebM, MPEG-TS) whose video stops well before the length it
+    declares: a truncated file, or damage the demuxer could not get past (MKV gives up on the rest of a
+    cluster).  Decoding simply ends there, so without this the output was silently shorter."""
+    declared = _declared_length(v)
+    step = 1 / float(fps or 25)
+    if declared is not None and declared - (last + step) > 1.5 * step:
+        log.warning("%s: its video stops at %.2f s (%d frames) but the file says it lasts %.2f s; it may be "
+                    "truncated or damaged, and the rest is not in the output", path, last + step, n, declared)
+
+
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a counter-clockwise display ``rotation`` (degrees, multiple of 90) to [H, W, C] ``image``."""
     k = (int(rotation) // 90) % 4
@@ -251,6 +274,8 @@ class VideoReader:
                 else:
                     log.warning("%s: decoded %d of the %d frames its index lists; the file may be truncated",
                                 self.path, index, v.frames)
+            elif end is None and not v.frames and prev_pts is not None:
+                _warn_if_cut_short(self.path, v, float((prev_pts - (v.start_time or 0)) * tb), index, info.fps)
             return True
         finally:
             container.close()
