@@ -33,24 +33,25 @@ def check_input_file(path: str | os.PathLike, what: str = "input") -> Path:
 
 
 def check_output_path(out: str | os.PathLike, *, overwrite: bool = False,
-                      inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
-    """Validate an output path before any work starts (fail early, lose nothing)."""
+                      inputs: tuple[str | os.PathLike, ...] = (), option: str = "-o") -> Path:
+    """Validate an output path before any work starts (fail early, lose nothing); the hints name ``option``,
+    the one that gave the path (``--latents-out`` for a latents file)."""
     o = Path(out)
     for i in inputs:
         ip = Path(i)
         if ip.exists() and (o.resolve() == ip.resolve() or (o.exists() and o.samefile(ip))):
-            raise OutputError(f"output {o} is the input file", hint="choose another output name with -o")
+            raise OutputError(f"output {o} is the input file", hint=f"choose another output name with {option}")
     if o.exists() and not overwrite:
-        raise OutputError(f"{o} already exists", hint="pass --overwrite to replace it, or choose another name with -o")
+        raise OutputError(f"{o} already exists", hint=f"pass --overwrite to replace it, or choose another name with {option}")
     if o.exists() and o.is_dir():
-        raise OutputError(f"{o} is a folder", hint="give a file name with -o")
+        raise OutputError(f"{o} is a folder", hint=f"give a file name with {option}")
     parent = o.parent if str(o.parent) else Path(".")
     if not parent.exists():
-        raise OutputError(f"output folder {parent} does not exist", hint="create it first or choose another -o")
+        raise OutputError(f"output folder {parent} does not exist", hint=f"create it first or choose another {option}")
     if not parent.is_dir():
-        raise OutputError(f"output folder {parent} is a file, not a folder", hint="choose another -o")
+        raise OutputError(f"output folder {parent} is a file, not a folder", hint=f"choose another {option}")
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder {parent} is not writable", hint="choose another -o")
+        raise OutputError(f"output folder {parent} is not writable", hint=f"choose another {option}")
     return o
 
 

@@ -154,3 +154,17 @@ def test_ctrl_c_during_the_torch_import_stops_after_it_cleanly(tiny, tmp_path, c
     assert r.returncode == 130 and "interrupted: no output was written" in text, text
     assert "torch imported whole: True" in text and "Traceback" not in text, text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_a_bad_latents_out_path_names_latents_out_in_its_hint(tiny, tmp_path, capsys):
+    """`invert x.mp4 --latents-out missing/x.latents` said "choose another -o": the option to change is
+    --latents-out (-o is the reconstruction video, which was fine)."""
+    src = small_clip(tmp_path / "clip.mp4")
+    (tmp_path / "taken.latents").write_text("a file")
+    for lat, wanted in ((tmp_path / "missing" / "x.latents", "does not exist"), (tmp_path / "taken.latents",
+                                                                                  "already exists")):
+        code, text = cli(capsys, "invert", src, "-o", tmp_path / "r.mp4", "--latents-out", lat,
+                         "--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib")
+        line = one_line_error(code, text)
+        assert wanted in line and "--latents-out" in line and " -o" not in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.latents"]

@@ -47,7 +47,7 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
     out = Path(output) if output else default_output(src, [], ".png" if is_image_name(src) else None)
     lat = Path(latents_out) if latents_out else src.with_suffix(".latents")
     check_output(src, out, opts)
-    check_output_path(lat, overwrite=opts.overwrite, inputs=(src,))
+    check_output_path(lat, overwrite=opts.overwrite, inputs=(src,), option="--latents-out")
     if lat.resolve() == out.resolve():      # one file for both: the run failed at its end, or --overwrite lost the video
         raise OutputError(f"--latents-out {lat} is also the reconstruction video (-o)",
                           hint="give the latents file its own name (default: INPUT.latents)")
