@@ -168,3 +168,19 @@ def test_a_bad_latents_out_path_names_latents_out_in_its_hint(tiny, tmp_path, ca
         line = one_line_error(code, text)
         assert wanted in line and "--latents-out" in line and " -o" not in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "taken.latents"]
+
+
+def test_a_file_named_with_a_leading_dash_gets_a_hint_that_works(tiny, tmp_path, capsys, monkeypatch):
+    """`fsvideo edit -x.mp4` said only "No such option '-x'" (and `-o.mp4`, "Missing argument"): the error
+    now names the file and both ways to pass it, and both ways work."""
+    monkeypatch.chdir(tmp_path)
+    small_clip(tmp_path / "-x.mp4")
+    (tmp_path / "-o.mp4").write_bytes((tmp_path / "-x.mp4").read_bytes())
+    for name in ("-x.mp4", "-o.mp4"):
+        code, text = cli(capsys, "edit", name, "--direction", tiny["dir"])
+        line = one_line_error(code, text)
+        assert f"{name} is a file" in line and f"./{name}" in line and "after --" in line, line
+    common = ["--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib", "--direction", tiny["dir"]]
+    assert cli(capsys, "edit", "./-x.mp4", "-o", "a.mp4", *common)[0] == 0
+    assert cli(capsys, "edit", "-o", "b.mp4", *common, "--", "-x.mp4")[0] == 0
+    assert {"a.mp4", "b.mp4"} <= {p.name for p in tmp_path.iterdir()}

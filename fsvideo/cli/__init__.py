@@ -146,6 +146,14 @@ def import_torch() -> None:
             signal.raise_signal(noted[0])
 
 
+def _dash_file_hint(argv) -> str:
+    """For `fsvideo edit -x.mp4`: a file whose name begins with a dash was read as options (click reads
+    ``-x.mp4`` as ``-x``, ``-.``...; ``-o.mp4`` as ``-o .mp4``), and the usage error named only those."""
+    files = [a for a in (sys.argv[1:] if argv is None else argv)
+             if isinstance(a, str) and a.startswith("-") and os.path.isfile(a)]
+    return f"; {files[0]} is a file: pass it as ./{files[0]} or after --" if files else ""
+
+
 def main(argv=None) -> None:
     """Entry point: runs the CLI and turns errors into one line and an exit code."""
     from rich.markup import escape
@@ -172,7 +180,9 @@ def main(argv=None) -> None:
         sys.exit(130)
     except click.UsageError as e:   # a bad option value, a missing argument: one line, and where to read more
         where = e.ctx.command_path if e.ctx is not None else "fsvideo"
-        err_console.print(f"[bold red]error:[/] {escape(e.format_message())} (see `{where} --help`)", highlight=False,
+        message, dash = e.format_message(), _dash_file_hint(argv)
+        message = message.rstrip(".") + dash if dash else message
+        err_console.print(f"[bold red]error:[/] {escape(message)} (see `{where} --help`)", highlight=False,
                           soft_wrap=True)
         sys.exit(e.exit_code)
     except click.ClickException as e:
