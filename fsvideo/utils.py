@@ -117,10 +117,16 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool 
         if fsync:
             _fsync(tmp)
         trash = None
-        if final.exists():
-            trash = final.with_name(f".{final.name}.old-{os.getpid()}.partial")
-            os.replace(final, trash)
-        os.replace(tmp, final)
+        try:
+            if final.exists():
+                trash = final.with_name(f".{final.name}.old-{os.getpid()}.partial")
+                os.replace(final, trash)
+            os.replace(tmp, final)
+        except OSError as e:    # e.g. `path` is a mount point (EBUSY): it cannot be moved aside
+            if trash is not None and not final.exists():
+                os.replace(trash, final)
+            raise OutputError(f"cannot replace {final} ({e.strerror or e})",
+                              hint="choose a folder that does not exist yet") from e
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         if fsync:

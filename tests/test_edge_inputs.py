@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fsvideo.cli import main as cli_main
@@ -184,3 +185,29 @@ def test_a_file_named_with_a_leading_dash_gets_a_hint_that_works(tiny, tmp_path,
     assert cli(capsys, "edit", "./-x.mp4", "-o", "a.mp4", *common)[0] == 0
     assert cli(capsys, "edit", "-o", "b.mp4", *common, "--", "-x.mp4")[0] == 0
     assert {"a.mp4", "b.mp4"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_align_into_a_folder_that_cannot_be_moved_aside_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """`fsvideo align x.png -o MOUNTPOINT` (an existing empty folder that is a mount point: rename gives
+    EBUSY) was "internal error: OSError: [Errno 16] Device or resource busy"; now one line naming the
+    folder, which is left as it was, and no temporary folder stays behind."""
+    import errno
+    import os
+
+    from PIL import Image
+    src = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(src)
+    out = tmp_path / "mnt"
+    out.mkdir()
+    real = os.replace
+
+    def replace(a, b):
+        if Path(a) == out:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    code, text = cli(capsys, "align", src, "-o", out, "--detector", "dlib")
+    line = one_line_error(code, text.replace("face detector: dlib", ""))
+    assert str(out) in line and "Device or resource busy" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnt", "photo.png"] and not any(out.iterdir())
