@@ -211,3 +211,25 @@ def test_align_into_a_folder_that_cannot_be_moved_aside_is_a_one_line_error(tmp_
     line = one_line_error(code, text.replace("face detector: dlib", ""))
     assert str(out) in line and "Device or resource busy" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnt", "photo.png"] and not any(out.iterdir())
+
+
+def test_a_face_in_a_very_wide_or_tall_frame_is_found(media_dir):
+    """Detection runs on a copy shrunk to --detect-size (640) on the longer side: a 4000x200 strip was
+    shrunk 6x and its 108 px face became 17 px, so no face was ever found (edit and align passed every
+    frame through).  Frames up to 16:9 are shrunk exactly as before."""
+    from PIL import Image
+
+    from fsvideo.faces import make_detector
+    from fsvideo.faces.detect import _shrink_factor
+
+    face = np.asarray(Image.open(media_dir / "images/aligned/ffhq-lt-00001.jpg").convert("RGB").resize((200, 200)))
+    wide, tall = np.full((200, 4000, 3), 128, np.uint8), np.full((4000, 200, 3), 128, np.uint8)
+    wide[:, 1300:1500] = face
+    tall[2600:2800] = face
+    det = make_detector("dlib", max_side=640)
+    for image in (wide, tall):
+        faces = det.detect(image)
+        assert len(faces) == 1, len(faces)
+    for h, w in ((1080, 1920), (1920, 1080), (540, 960), (1536, 2048), (480, 640), (2160, 3840)):
+        assert _shrink_factor((h, w), 640) == min(1.0, 640 / max(h, w))
+    assert _shrink_factor((200, 4000), 640) == 1.0 and _shrink_factor((1080, 2560), 640) == 360 / 1080
