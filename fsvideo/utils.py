@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -37,6 +38,11 @@ def check_output_path(out: str | os.PathLike, *, overwrite: bool = False,
     """Validate an output path before any work starts (fail early, lose nothing); the hints name ``option``,
     the one that gave the path (``--latents-out`` for a latents file)."""
     o = Path(out)
+    try:
+        o.exists()
+    except OSError as e:        # a name longer than the file system allows (255 bytes): ENAMETOOLONG
+        raise OutputError(f"cannot write {o} ({e.strerror or e})", hint=f"choose a shorter name with {option}"
+                          if e.errno == errno.ENAMETOOLONG else f"choose another {option}") from e
     for i in inputs:
         ip = Path(i)
         if ip.exists() and (o.resolve() == ip.resolve() or (o.exists() and o.samefile(ip))):
@@ -76,7 +82,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False,
     final = check_output_path(path, overwrite=overwrite, inputs=inputs)
     parent = final.parent if str(final.parent) else Path(".")
     try:
-        tmp_path = _new_temp(parent, f".{final.stem}.", f".partial{final.suffix}")
+        tmp_path = _new_temp(parent, f".{_short(final.stem)}.", f".partial{final.suffix}")
     except OSError as e:
         raise OutputError(f"cannot write {final} ({e.strerror or e})", hint="choose another output folder") from e
     try:
@@ -109,7 +115,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool 
         raise OutputError(f"{final} already exists", hint="pass --overwrite or choose another name")
     parent = final.parent if str(final.parent) else Path(".")
     try:
-        tmp = _new_temp(parent, f".{final.name}.", ".partial", folder=True)
+        tmp = _new_temp(parent, f".{_short(final.name)}.", ".partial", folder=True)
     except OSError as e:
         raise OutputError(f"cannot write {final} ({e.strerror or e})", hint="choose another output folder") from e
     try:
@@ -119,7 +125,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool 
         trash = None
         try:
             if final.exists():
-                trash = final.with_name(f".{final.name}.old-{os.getpid()}.partial")
+                trash = final.with_name(f".{_short(final.name)}.old-{os.getpid()}.partial")
                 os.replace(final, trash)
             os.replace(tmp, final)
         except OSError as e:    # e.g. `path` is a mount point (EBUSY): it cannot be moved aside
@@ -134,6 +140,13 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _short(name: str, limit: int = 200) -> str:
+    """``name`` cut to ``limit`` bytes of UTF-8 for a temporary name beside it: a 250-byte output name is
+    allowed, but the temporary name around it (``.<name>.<random>.partial<suffix>``) passed the file
+    system's 255 and the run failed as an internal error."""
+    return name.encode()[:limit].decode(errors="ignore")
 
 
 def _new_temp(parent: Path, prefix: str, suffix: str, *, folder: bool = False) -> Path:

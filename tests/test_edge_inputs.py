@@ -233,3 +233,22 @@ def test_a_face_in_a_very_wide_or_tall_frame_is_found(media_dir):
     for h, w in ((1080, 1920), (1920, 1080), (540, 960), (1536, 2048), (480, 640), (2160, 3840)):
         assert _shrink_factor((h, w), 640) == min(1.0, 640 / max(h, w))
     assert _shrink_factor((200, 4000), 640) == 1.0 and _shrink_factor((1080, 2560), 640) == 360 / 1080
+
+
+def test_long_output_names_work_up_to_the_file_systems_limit_and_fail_in_one_line_past_it(tiny, tmp_path, capsys):
+    """A 254-byte output name is allowed, but the temporary name beside it passed 255 bytes; a 300-character
+    name (or an input whose default output name grows past 255) failed in Path.exists(): both were
+    "internal error: OSError: [Errno 36] File name too long"."""
+    src = small_clip(tmp_path / "clip.mp4")
+    common = ["--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib", "--direction", tiny["dir"]]
+    ok = tmp_path / ("é" * 125 + ".mp4")                           # 254 bytes of UTF-8
+    code, text = cli(capsys, "edit", src, "-o", ok, *common)
+    assert code == 0 and ok.is_file(), text
+    for out in (tmp_path / ("b" * 300 + ".mp4"), None):
+        if out is None:                                            # the default name: INPUT.dir+1.mp4
+            src = tmp_path / ("a" * 248 + ".mp4")
+            src.write_bytes((tmp_path / "clip.mp4").read_bytes())
+        code, text = cli(capsys, "edit", src, *(["-o", out] if out else []), *common)
+        line = one_line_error(code, text)
+        assert "File name too long" in line and "shorter name with -o" in line, line
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
