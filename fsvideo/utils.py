@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 def check_input_file(path: str | os.PathLike, what: str = "input") -> Path:
     """Return ``path`` as a Path after checking it is a readable, non-empty file."""
     p = Path(path)
-    if not p.exists():
+    try:
+        found = p.exists()
+    except OSError as e:        # e.g. a name past the file system's 255 bytes (ENAMETOOLONG)
+        raise InputError(f"{p}: {e.strerror or e}", hint=f"check the {what} path") from e
+    if not found:
         raise InputError(f"{p}: no such file", hint=f"check the {what} path")
     if p.is_dir():
         raise InputError(f"{p} is a folder, not a file", hint=f"pass a {what} file")

@@ -252,3 +252,21 @@ def test_long_output_names_work_up_to_the_file_systems_limit_and_fail_in_one_lin
         line = one_line_error(code, text)
         assert "File name too long" in line and "shorter name with -o" in line, line
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_input_and_folder_paths_past_the_file_systems_limit_are_one_line_errors(tiny, tmp_path, capsys):
+    """Path.exists() and .is_dir() raise OSError for a name past 255 bytes: `edit`/`invert` of such an
+    input, `--latents` of one and `align -o` of one were "internal error: OSError: [Errno 36] File name
+    too long"."""
+    src = small_clip(tmp_path / "clip.mp4")
+    long = tmp_path / ("b" * 300)
+    models = ["--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib"]
+    cases = [("edit", long.with_suffix(".mp4"), "--direction", tiny["dir"], *models),
+             ("invert", long.with_suffix(".mp4"), *models),
+             ("edit", src, "--latents", long.with_suffix(".latents"), "--direction", tiny["dir"], *models),
+             ("align", src, "-o", long, "--detector", "dlib")]
+    for args in cases:
+        code, text = cli(capsys, *args)
+        line = one_line_error(code, text)
+        assert "File name too long" in line and "bbbb" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
