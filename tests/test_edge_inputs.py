@@ -82,7 +82,7 @@ def test_a_clock_that_jumps_back_is_a_one_line_error_naming_the_file(tiny, tmp_p
         list(VideoReader(src))
     assert len(list(VideoReader(src, end=0.2))) == 5           # the part before the jump still reads
     code, text = cli(capsys, "edit", src, "-o", tmp_path / "out.mp4", "--generator", tiny["gen"], "--encoder",
-                     tiny["enc"], "--detector", "dlib", "--mask", "hull", "--direction", tiny["dir"])
+                     tiny["enc"], "--detector", "dlib", "--mask", "hull", "--direction", tiny["dir"], "-q")
     line = one_line_error(code, text)
     assert str(src) in line and "jump back" in line and "--end" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["joined clip.ts"]
@@ -270,3 +270,27 @@ def test_input_and_folder_paths_past_the_file_systems_limit_are_one_line_errors(
         line = one_line_error(code, text)
         assert "File name too long" in line and "bbbb" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_garbage_inside_an_mp4_names_the_end_that_still_decodes(tiny, tmp_path, capsys):
+    """2000 random bytes in the middle of an MP4's video data: the decoder stops there.  The error said
+    "process only the good part with --end" without a time (and "at frame 12 (t=0.44 s)" named the last
+    good frame's time for the bad frame); it now gives the --end that works, and that run succeeds."""
+    import re
+
+    from fsvideo.video.synth import make_test_clip
+
+    src = tmp_path / "clip.mp4"
+    make_test_clip(src, n_frames=25, width=64, height=64, fps=25, audio=False)
+    data = bytearray(src.read_bytes())
+    mid = (data.find(b"mdat") + data.find(b"moov")) // 2
+    data[mid:mid + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    src.write_bytes(bytes(data))
+    common = ["--generator", tiny["gen"], "--encoder", tiny["enc"], "--detector", "dlib", "--direction", tiny["dir"],
+              "-q"]                                                # no progress bar above the error
+    code, text = cli(capsys, "edit", src, "-o", tmp_path / "out.mp4", *common)
+    line = one_line_error(code, text)
+    end = re.search(r"--end (\d+\.\d\d)$", line)
+    assert str(src) in line and end, line
+    code, text = cli(capsys, "edit", src, "-o", tmp_path / "out.mp4", "--end", end.group(1), *common)
+    assert code == 0 and (tmp_path / "out.mp4").is_file(), text

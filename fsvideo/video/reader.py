@@ -253,10 +253,11 @@ class VideoReader:
                     yield Frame(index=index, pts=int(pts), time=t, image=image, duration=dur)
                     index += 1
             except av.error.FFmpegError as e:
-                where = f"frame {index}" + (f" (t={float(prev_pts * tb) - info.start_time:.2f} s)"
-                                            if prev_pts is not None else "")
+                good = float(prev_pts * tb) - info.start_time if prev_pts is not None else None
+                where = f"frame {index}" + (f" (after t={good:.2f} s)" if good is not None else "")
+                end_at = f" {math.floor(good * 100) / 100:.2f}" if good else ""   # rounded down: the last good frame out
                 raise InputError(f"{self.path} is damaged at {where} (FFmpeg: {e})",
-                                 hint="re-export the file, or process only the good part with --end") from e
+                                 hint=f"re-export the file, or process only the good part with --end{end_at}") from e
             if index == 0 and seek and first:    # the seek landed past every frame (MPEG-TS far from 0)
                 log.debug("seek found no frame in %s; decoding from the start", self.path)
                 return False
