@@ -294,3 +294,18 @@ def test_garbage_inside_an_mp4_names_the_end_that_still_decodes(tiny, tmp_path, 
     assert str(src) in line and end, line
     code, text = cli(capsys, "edit", src, "-o", tmp_path / "out.mp4", "--end", end.group(1), *common)
     assert code == 0 and (tmp_path / "out.mp4").is_file(), text
+
+
+def test_a_folder_of_camera_clips_is_edited(tiny, tmp_path, capsys):
+    """`fsvideo edit clips/ --out-dir out/` where clips/ holds a camera's AVCHD .MTS and an MPEG-TS .ts:
+    each was edited when named, but a folder search skipped them ("no video or image files in this
+    folder").  Both are found now; the .MTS (which the writer cannot write) comes out as .mp4."""
+    from fsvideo.video.synth import make_test_clip
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_test_clip(clips / "a.ts", n_frames=10, width=32, height=32, audio=False)    # 3 frames: too short to probe
+    (clips / "B.MTS").write_bytes((clips / "a.ts").read_bytes())
+    code, text = cli(capsys, "edit", clips, "--out-dir", tmp_path / "out", "--generator", tiny["gen"], "--encoder",
+                     tiny["enc"], "--detector", "dlib", "--direction", tiny["dir"], "-q")
+    assert code == 0, text
+    assert {"a.dir+1.ts", "B.dir+1.mp4"} <= {p.name for p in (tmp_path / "out").iterdir()}
