@@ -309,3 +309,28 @@ def test_a_folder_of_camera_clips_is_edited(tiny, tmp_path, capsys):
                      tiny["enc"], "--detector", "dlib", "--direction", tiny["dir"], "-q")
     assert code == 0, text
     assert {"a.dir+1.ts", "B.dir+1.mp4"} <= {p.name for p in (tmp_path / "out").iterdir()}
+
+
+def test_a_variable_rate_avi_is_read_back_without_a_truncation_warning(tmp_path, caplog):
+    """An AVI made from a variable-rate video (as `edit vfr.mkv -o out.avi` writes it: frames on a clock of
+    one slot a frame, slots without a frame left empty) lists its slots as frames; reading it back said
+    "decoded 10 of the 65 frames its index lists; the file may be truncated"."""
+    import logging
+
+    from fsvideo.video import VideoReader, VideoWriter, probe
+    from fsvideo.video.synth import make_test_clip
+
+    cfr = tmp_path / "cfr.mkv"
+    make_test_clip(cfr, n_frames=10, width=32, height=32, fps=25, audio=False)
+    times = [0.0, 0.04, 0.2, 0.24, 1.0, 1.04, 1.08, 2.48, 2.52, 2.56]          # pauses of up to 1.4 s
+    src = tmp_path / "vfr.mkv"
+    with VideoWriter(src, probe(cfr)) as w:
+        for f, t in zip(VideoReader(cfr), times):
+            w.write(f.image, time=t)
+    with VideoWriter(tmp_path / "out.avi", probe(src)) as w:
+        for f in VideoReader(src):
+            w.write(f.image, pts=f.pts, duration=f.duration)
+    with caplog.at_level(logging.WARNING, logger="fsvideo.video.reader"):
+        back = [round(f.time, 2) for f in VideoReader(tmp_path / "out.avi")]
+    assert back == times
+    assert not caplog.records, [r.getMessage() for r in caplog.records]

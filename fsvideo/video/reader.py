@@ -73,17 +73,19 @@ class Frame:
     duration: int | None = None
 
 
-def _avi_frames(container, v):
+def _avi_frames(container, v, reached: list[int]):
     """The frames of an AVI stream, stamped in display order.
 
     AVI stores no presentation timestamps, only each frame's slot (its decode-order index, the packet's
     ``dts``): FFmpeg's guesses come out shuffled with B-frames (0.04, 0.16, 0.12, ...) and late by the
     encoder's delay.  The frames leave the decoder in display order, so each takes the smallest slot
-    not yet used (a skipped frame, an empty packet, takes none)."""
+    not yet used (a skipped frame, an empty packet, takes none).  ``reached[0]`` becomes the number of
+    slots read: the header counts slots, so a variable-rate AVI holds fewer frames than it lists."""
     slots: list[int] = []
     for packet in container.demux(v):
         if packet.size and packet.dts is not None:
             heapq.heappush(slots, packet.dts)
+            reached[0] = max(reached[0], packet.dts + 1)
         for frame in packet.decode():
             if slots:
                 frame.pts = heapq.heappop(slots)
@@ -211,7 +213,9 @@ class VideoReader:
             latest: float | None = None
             back_s = 2 / float(info.fps or 25)
             try:
-                frames = _avi_frames(container, v) if container.format.name == "avi" else container.decode(v)
+                avi_slots = [0]
+                frames = (_avi_frames(container, v, avi_slots) if container.format.name == "avi"
+                          else container.decode(v))
                 for frame in frames:
                     pts = frame.pts
                     if pts is None:
@@ -266,7 +270,8 @@ class VideoReader:
                 span = "its video runs from {:.2f} s to {:.2f} s".format(*info.span)
                 raise InputError(f"{self.path}: no frame decoded" + (f" between {start} s and {end} s" if trimmed else ""),
                                  hint=f"check --start/--end ({span})" if trimmed else "the file may be truncated; re-export it")
-            if start is None and end is None and v.frames and index < 0.9 * v.frames:
+            read = avi_slots[0] if container.format.name == "avi" else index    # AVI: slots, with the empty ones
+            if start is None and end is None and v.frames and read < 0.9 * v.frames:
                 lead = float((first_pts - (v.start_time or 0)) * tb)     # first decoded frame after the stream's start
                 if lead > 1.5 / float(info.fps or 25):
                     log.warning("%s: its first %.2f s of video could not be decoded (the stream does not begin "
