@@ -10,25 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fsvideo.cli import main as cli_main
+from test_edit_e2e import cli     # the real entry point, its error handling included: (exit code, output)
 from tiny_weights import make_tiny
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny(tmp_path_factory.mktemp("tiny_edges"))
-
-
-def cli(capsys, *args) -> tuple[int, str]:
-    """Run the real entry point (its error handling included); (exit code, stdout + stderr)."""
-    capsys.readouterr()
-    try:
-        cli_main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 def one_line_error(code: int, text: str) -> str:
