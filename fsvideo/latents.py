@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from collections import deque
 from dataclasses import dataclass, field
@@ -260,12 +261,12 @@ def latents_for(video: str | Path, where: str | Path) -> Path:
     ``where/<video stem>.latents`` (what ``fsvideo invert VIDEOS --out-dir where`` writes).
     Whether that file exists is checked where it is opened."""
     w = Path(where)
-    return w / f"{Path(video).stem}.latents" if w.is_dir() else w
+    return w / f"{Path(video).stem}.latents" if os.path.isdir(w) else w    # os.path: False for a too-long name
 
 
 def check_latents_file(path: Path, video: str | Path) -> Path:
     """``path`` when it is a file; else a one-line error naming it, the video, and how to make it."""
-    if not Path(path).is_file():
+    if not os.path.isfile(path):        # Path.is_file() raised OSError for a name past 255 bytes
         raise InputError(f"{path}: no latents file for {video}",
                          hint=f"make it with `fsvideo invert {video} --out-dir {Path(path).parent}`")
     return Path(path)

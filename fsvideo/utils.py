@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -21,7 +22,11 @@ log = logging.getLogger(__name__)
 def check_input_file(path: str | os.PathLike, what: str = "input") -> Path:
     """Return ``path`` as a Path after checking it is a readable, non-empty file."""
     p = Path(path)
-    if not p.exists():
+    try:
+        found = p.exists()
+    except OSError as e:        # e.g. a name past the file system's 255 bytes (ENAMETOOLONG)
+        raise InputError(f"{p}: {e.strerror or e}", hint=f"check the {what} path") from e
+    if not found:
         raise InputError(f"{p}: no such file", hint=f"check the {what} path")
     if p.is_dir():
         raise InputError(f"{p} is a folder, not a file", hint=f"pass a {what} file")
@@ -33,24 +38,30 @@ def check_input_file(path: str | os.PathLike, what: str = "input") -> Path:
 
 
 def check_output_path(out: str | os.PathLike, *, overwrite: bool = False,
-                      inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
-    """Validate an output path before any work starts (fail early, lose nothing)."""
+                      inputs: tuple[str | os.PathLike, ...] = (), option: str = "-o") -> Path:
+    """Validate an output path before any work starts (fail early, lose nothing); the hints name ``option``,
+    the one that gave the path (``--latents-out`` for a latents file)."""
     o = Path(out)
+    try:
+        o.exists()
+    except OSError as e:        # a name longer than the file system allows (255 bytes): ENAMETOOLONG
+        raise OutputError(f"cannot write {o} ({e.strerror or e})", hint=f"choose a shorter name with {option}"
+                          if e.errno == errno.ENAMETOOLONG else f"choose another {option}") from e
     for i in inputs:
         ip = Path(i)
         if ip.exists() and (o.resolve() == ip.resolve() or (o.exists() and o.samefile(ip))):
-            raise OutputError(f"output {o} is the input file", hint="choose another output name with -o")
+            raise OutputError(f"output {o} is the input file", hint=f"choose another output name with {option}")
     if o.exists() and not overwrite:
-        raise OutputError(f"{o} already exists", hint="pass --overwrite to replace it, or choose another name with -o")
+        raise OutputError(f"{o} already exists", hint=f"pass --overwrite to replace it, or choose another name with {option}")
     if o.exists() and o.is_dir():
-        raise OutputError(f"{o} is a folder", hint="give a file name with -o")
+        raise OutputError(f"{o} is a folder", hint=f"give a file name with {option}")
     parent = o.parent if str(o.parent) else Path(".")
     if not parent.exists():
-        raise OutputError(f"output folder {parent} does not exist", hint="create it first or choose another -o")
+        raise OutputError(f"output folder {parent} does not exist", hint=f"create it first or choose another {option}")
     if not parent.is_dir():
-        raise OutputError(f"output folder {parent} is a file, not a folder", hint="choose another -o")
+        raise OutputError(f"output folder {parent} is a file, not a folder", hint=f"choose another {option}")
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder {parent} is not writable", hint="choose another -o")
+        raise OutputError(f"output folder {parent} is not writable", hint=f"choose another {option}")
     return o
 
 
@@ -75,7 +86,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False,
     final = check_output_path(path, overwrite=overwrite, inputs=inputs)
     parent = final.parent if str(final.parent) else Path(".")
     try:
-        tmp_path = _new_temp(parent, f".{final.stem}.", f".partial{final.suffix}")
+        tmp_path = _new_temp(parent, f".{_short(final.stem)}.", f".partial{final.suffix}")
     except OSError as e:
         raise OutputError(f"cannot write {final} ({e.strerror or e})", hint="choose another output folder") from e
     try:
@@ -108,7 +119,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool 
         raise OutputError(f"{final} already exists", hint="pass --overwrite or choose another name")
     parent = final.parent if str(final.parent) else Path(".")
     try:
-        tmp = _new_temp(parent, f".{final.name}.", ".partial", folder=True)
+        tmp = _new_temp(parent, f".{_short(final.name)}.", ".partial", folder=True)
     except OSError as e:
         raise OutputError(f"cannot write {final} ({e.strerror or e})", hint="choose another output folder") from e
     try:
@@ -116,10 +127,16 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool 
         if fsync:
             _fsync(tmp)
         trash = None
-        if final.exists():
-            trash = final.with_name(f".{final.name}.old-{os.getpid()}.partial")
-            os.replace(final, trash)
-        os.replace(tmp, final)
+        try:
+            if final.exists():
+                trash = final.with_name(f".{_short(final.name)}.old-{os.getpid()}.partial")
+                os.replace(final, trash)
+            os.replace(tmp, final)
+        except OSError as e:    # e.g. `path` is a mount point (EBUSY): it cannot be moved aside
+            if trash is not None and not final.exists():
+                os.replace(trash, final)
+            raise OutputError(f"cannot replace {final} ({e.strerror or e})",
+                              hint="choose a folder that does not exist yet") from e
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
         if fsync:
@@ -127,6 +144,13 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, fsync: bool 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _short(name: str, limit: int = 200) -> str:
+    """``name`` cut to ``limit`` bytes of UTF-8 for a temporary name beside it: a 250-byte output name is
+    allowed, but the temporary name around it (``.<name>.<random>.partial<suffix>``) passed the file
+    system's 255 and the run failed as an internal error."""
+    return name.encode()[:limit].decode(errors="ignore")
 
 
 def _new_temp(parent: Path, prefix: str, suffix: str, *, folder: bool = False) -> Path:

@@ -118,6 +118,42 @@ def _termination_as_interrupt():
             signal.signal(sig, handler)
 
 
+def import_torch() -> None:
+    """Import torch with Ctrl-C, SIGTERM and SIGHUP held until it is done, then delivered as a clean stop.
+
+    A signal in the middle of ``import torch`` (1.5-2.5 s at the start of an edit or inversion on a CPU)
+    raised KeyboardInterrupt inside torch's C++ import code: the process aborted ("terminate called after
+    throwing an instance of 'pybind11::error_already_set'", "Fatal Python error: Aborted").  Blocking the
+    signals would not do: they then go to another thread (numpy's BLAS pool), whose handler still
+    interrupts the main thread; so the handlers only note them for the length of the import.
+    """
+    if "torch" in sys.modules:
+        return
+    noted: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        try:
+            if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
+                previous[sig] = signal.signal(sig, lambda signum, frame: noted.append(signum))
+        except ValueError:      # not the main thread: signals are not ours to handle
+            break
+    try:
+        import torch  # noqa: F401
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if noted:
+            signal.raise_signal(noted[0])
+
+
+def _dash_file_hint(argv) -> str:
+    """For `fsvideo edit -x.mp4`: a file whose name begins with a dash was read as options (click reads
+    ``-x.mp4`` as ``-x``, ``-.``...; ``-o.mp4`` as ``-o .mp4``), and the usage error named only those."""
+    files = [a for a in (sys.argv[1:] if argv is None else argv)
+             if isinstance(a, str) and a.startswith("-") and os.path.isfile(a)]
+    return f"; {files[0]} is a file: pass it as ./{files[0]} or after --" if files else ""
+
+
 def main(argv=None) -> None:
     """Entry point: runs the CLI and turns errors into one line and an exit code."""
     from rich.markup import escape
@@ -144,7 +180,9 @@ def main(argv=None) -> None:
         sys.exit(130)
     except click.UsageError as e:   # a bad option value, a missing argument: one line, and where to read more
         where = e.ctx.command_path if e.ctx is not None else "fsvideo"
-        err_console.print(f"[bold red]error:[/] {escape(e.format_message())} (see `{where} --help`)", highlight=False,
+        message, dash = e.format_message(), _dash_file_hint(argv)
+        message = message.rstrip(".") + dash if dash else message
+        err_console.print(f"[bold red]error:[/] {escape(message)} (see `{where} --help`)", highlight=False,
                           soft_wrap=True)
         sys.exit(e.exit_code)
     except click.ClickException as e:

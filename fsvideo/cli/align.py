@@ -36,7 +36,11 @@ def _ranges(indices: list[int], step: int = 1) -> list[list[int]]:
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     """``--out`` may be new, or (with ``--overwrite``) a folder that holds only an earlier align output."""
-    if out.exists():
+    try:
+        found = out.exists()
+    except OSError as e:        # a name past the file system's 255 bytes (ENAMETOOLONG)
+        raise OutputError(f"cannot write {out} ({e.strerror or e})", hint="choose a shorter --out") from e
+    if found:
         if not out.is_dir():
             raise OutputError(f"{out} exists and is not a folder", hint="choose another --out")
         if any(out.iterdir()):

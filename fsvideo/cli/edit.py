@@ -7,7 +7,7 @@ import json
 
 import click
 
-from fsvideo.cli import batch
+from fsvideo.cli import batch, import_torch
 from fsvideo.cli._console import console
 from fsvideo.cli._face_options import STABILIZE_HELP, StabilizeValue, detector_option
 from fsvideo.cli.batch import batch_options
@@ -180,6 +180,7 @@ def edit(inputs, attrs, directions, strengths, output, latents, compare, quiet, 
     The strength scales a unit W+ direction by the config's edit_step (15, the official convention):
     w~ = w + 15 s d.
     """
+    import_torch()
     from fsvideo.edits.requests import EditRequest
     from fsvideo.pipeline.edit import edit_video
     names = list(attrs) + list(directions)
@@ -219,6 +220,7 @@ def invert(inputs, output, latents_out, quiet, as_json, out_dir, split_time, spl
       fsvideo edit clips/ --latents inverted/ --out-dir edited/ --attr smile   # re-edit them all
       torchrun --nproc-per-node 4 -m fsvideo invert long.mp4 --out-dir inverted/ --split-time
     """
+    import_torch()
     from fsvideo.pipeline.invert import invert_video
     if batch.is_batch(inputs, out_dir) or split_time:
         return batch.run("invert", inputs, out_dir, options=_options(kw), split_time=split_time,

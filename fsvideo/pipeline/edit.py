@@ -74,7 +74,7 @@ def edit_video(input_path, output=None, *, edits: list[EditRequest], options: Ru
             latents_reader = latents
         else:
             path = latents_for(src, latents)
-            if Path(latents).is_dir():                   # a folder: this input's file in it
+            if path != Path(latents):                    # a folder: this input's file in it
                 check_latents_file(path, src)
             latents_reader = LatentsReader(check_input_file(path, "latents"))
         if opts.seed is None and latents_reader.noise_seed is not None:

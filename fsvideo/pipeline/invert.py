@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from fsvideo.errors import OutputError
 from fsvideo.pipeline.jobs import (
     ProgressFn,
     RunSummary,
@@ -46,7 +47,10 @@ def invert_video(input_path, output=None, *, latents_out=None, options: RunOptio
     out = Path(output) if output else default_output(src, [], ".png" if is_image_name(src) else None)
     lat = Path(latents_out) if latents_out else src.with_suffix(".latents")
     check_output(src, out, opts)
-    check_output_path(lat, overwrite=opts.overwrite, inputs=(src,))
+    check_output_path(lat, overwrite=opts.overwrite, inputs=(src,), option="--latents-out")
+    if lat.resolve() == out.resolve():      # one file for both: the run failed at its end, or --overwrite lost the video
+        raise OutputError(f"--latents-out {lat} is also the reconstruction video (-o)",
+                          hint="give the latents file its own name (default: INPUT.latents)")
     opts = replace(opts, compare=False)          # the caller's options stay as given
     seed = 0 if opts.seed is None else opts.seed
     job = prepare(src, opts, seed=seed, detector=detector, model=model, reader=reader, context_s=context_s)

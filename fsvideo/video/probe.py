@@ -27,8 +27,9 @@ from fsvideo.video.images import IMAGE_EXTENSIONS, read_image
 log = logging.getLogger(__name__)
 
 #: Extensions taken as videos when a folder is searched for inputs (any file PyAV opens also works by name).
+#: MPEG-TS (.ts, a camera's AVCHD .mts/.m2ts) and phones' .3gp were read by name but skipped in a folder.
 VIDEO_INPUT_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
-                                    ".gif"})
+                                    ".gif", ".ts", ".mts", ".m2ts", ".3gp"})
 
 # Demuxers / codecs that mean "this is a still image", whatever the file is called.
 _IMAGE_DEMUXERS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "image2pipe")

@@ -73,21 +73,46 @@ class Frame:
     duration: int | None = None
 
 
-def _avi_frames(container, v):
+def _avi_frames(container, v, reached: list[int]):
     """The frames of an AVI stream, stamped in display order.
 
     AVI stores no presentation timestamps, only each frame's slot (its decode-order index, the packet's
     ``dts``): FFmpeg's guesses come out shuffled with B-frames (0.04, 0.16, 0.12, ...) and late by the
     encoder's delay.  The frames leave the decoder in display order, so each takes the smallest slot
-    not yet used (a skipped frame, an empty packet, takes none)."""
+    not yet used (a skipped frame, an empty packet, takes none).  ``reached[0]`` becomes the number of
+    slots read: the header counts slots, so a variable-rate AVI holds fewer frames than it lists."""
     slots: list[int] = []
     for packet in container.demux(v):
         if packet.size and packet.dts is not None:
             heapq.heappush(slots, packet.dts)
+            reached[0] = max(reached[0], packet.dts + 1)
         for frame in packet.decode():
             if slots:
                 frame.pts = heapq.heappop(slots)
             yield frame
+
+
+def _declared_length(v) -> float | None:
+    """Seconds the video stream says it lasts: Matroska/WebM's DURATION tag (``00:00:01.600000000``; the
+    container's duration also counts the audio), else the stream's own duration; None when neither is known."""
+    tag = (v.metadata or {}).get("DURATION", "")
+    try:
+        h, m, sec = tag.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        pass
+    return float(v.duration * v.time_base) if v.duration and v.time_base else None
+
+
+def _warn_if_cut_short(path: Path, v, last: float, n: int, fps) -> None:
+    """A container without a frame count (MKV, WebM, MPEG-TS) whose video stops well before the length it
+    declares: a truncated file, or damage the demuxer could not get past (MKV gives up on the rest of a
+    cluster).  Decoding simply ends there, so without this the output was silently shorter."""
+    declared = _declared_length(v)
+    step = 1 / float(fps or 25)
+    if declared is not None and declared - (last + step) > 1.5 * step:
+        log.warning("%s: its video stops at %.2f s (%d frames) but the file says it lasts %.2f s; it may be "
+                    "truncated or damaged, and the rest is not in the output", path, last + step, n, declared)
 
 
 def upright(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -182,13 +207,26 @@ class VideoReader:
             resized = False
             prev_pts: int | None = None
             first, first_pts = True, 0
+            # A frame shown more than two frame periods before one already decoded: the clock restarted
+            # (clips joined end to end).  The writer cannot place it, and the audio copy failed at the end
+            # of the run as "cannot finish writing ... check disk space".
+            latest: float | None = None
+            back_s = 2 / float(info.fps or 25)
             try:
-                frames = _avi_frames(container, v) if container.format.name == "avi" else container.decode(v)
+                avi_slots = [0]
+                frames = (_avi_frames(container, v, avi_slots) if container.format.name == "avi"
+                          else container.decode(v))
                 for frame in frames:
                     pts = frame.pts
                     if pts is None:
                         pts = frame.dts if frame.dts is not None else (prev_pts + step if prev_pts is not None else 0)
                     t = float(pts * tb) - info.start_time
+                    if latest is not None and t < latest - back_s:
+                        raise InputError(f"{self.path}: its timestamps jump back at frame {index} ({latest:.2f} s -> "
+                                         f"{t:.2f} s), as in files joined end to end",
+                                         hint="join the clips again with one clock (for an MPEG-TS, `ffmpeg -i IN -c copy "
+                                              f"OUT.mp4`), or process the part before with --end {latest:.2f}")
+                    latest = t if latest is None else max(latest, t)
                     if first and seek and t > start + TIME_EPS:
                         log.debug("seek overshot in %s (%.3f s > %.3f s); decoding from the start", self.path, t,
                                   start)
@@ -219,10 +257,11 @@ class VideoReader:
                     yield Frame(index=index, pts=int(pts), time=t, image=image, duration=dur)
                     index += 1
             except av.error.FFmpegError as e:
-                where = f"frame {index}" + (f" (t={float(prev_pts * tb) - info.start_time:.2f} s)"
-                                            if prev_pts is not None else "")
+                good = float(prev_pts * tb) - info.start_time if prev_pts is not None else None
+                where = f"frame {index}" + (f" (after t={good:.2f} s)" if good is not None else "")
+                end_at = f" {math.floor(good * 100) / 100:.2f}" if good else ""   # rounded down: the last good frame out
                 raise InputError(f"{self.path} is damaged at {where} (FFmpeg: {e})",
-                                 hint="re-export the file, or process only the good part with --end") from e
+                                 hint=f"re-export the file, or process only the good part with --end{end_at}") from e
             if index == 0 and seek and first:    # the seek landed past every frame (MPEG-TS far from 0)
                 log.debug("seek found no frame in %s; decoding from the start", self.path)
                 return False
@@ -231,7 +270,8 @@ class VideoReader:
                 span = "its video runs from {:.2f} s to {:.2f} s".format(*info.span)
                 raise InputError(f"{self.path}: no frame decoded" + (f" between {start} s and {end} s" if trimmed else ""),
                                  hint=f"check --start/--end ({span})" if trimmed else "the file may be truncated; re-export it")
-            if start is None and end is None and v.frames and index < 0.9 * v.frames:
+            read = avi_slots[0] if container.format.name == "avi" else index    # AVI: slots, with the empty ones
+            if start is None and end is None and v.frames and read < 0.9 * v.frames:
                 lead = float((first_pts - (v.start_time or 0)) * tb)     # first decoded frame after the stream's start
                 if lead > 1.5 / float(info.fps or 25):
                     log.warning("%s: its first %.2f s of video could not be decoded (the stream does not begin "
@@ -240,6 +280,8 @@ class VideoReader:
                 else:
                     log.warning("%s: decoded %d of the %d frames its index lists; the file may be truncated",
                                 self.path, index, v.frames)
+            elif end is None and not v.frames and prev_pts is not None:
+                _warn_if_cut_short(self.path, v, float((prev_pts - (v.start_time or 0)) * tb), index, info.fps)
             return True
         finally:
             container.close()
