@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from fsvideo.cli import import_torch
 from fsvideo.cli._console import console
 from fsvideo.errors import InputError, OutputError
 
@@ -111,6 +112,7 @@ def _parse_layers(text: str, n_latent: int) -> list[int] | None:
 @click.option("--overwrite", is_flag=True, help="Replace existing files.")
 def sefa(generator, k, layers, out, overwrite) -> None:
     """Export closed-form SeFa directions (Shen & Zhou 2021) of a generator."""
+    import_torch()
     from fsvideo.edits.sefa import sefa_directions, sefa_factorize
     from fsvideo.models.loading import load_generator_checkpoint
     from fsvideo.weights import resolve as resolve_weights

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from fsvideo.cli import import_torch
 from fsvideo.cli._console import console
 from fsvideo.cli._face_options import detector_option
 from fsvideo.errors import InputError, OutputError, WeightsError
@@ -204,6 +205,7 @@ def metrics(clips, out, sample, seed, source_only, every, max_frames, identity, 
     reused, so an interrupted run resumes.  Clips that cannot be measured (unreadable, no face)
     are reported and skipped.
     """
+    import_torch()
     if edited or sources or edited_dir or source_dir:  # temporal metrics of edited videos
         if clips or source_only or every != 1:
             raise InputError("CLIPS, --source-only and --every do not go with --edited/--edited-dir",

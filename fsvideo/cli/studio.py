@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from fsvideo.cli import import_torch
 from fsvideo.cli._console import console, err_console
 from fsvideo.cli.edit import _options, run_options
 
@@ -42,6 +43,7 @@ def studio(video, host, port, no_browser, draft_res, workdir, max_upload_mb, cac
       fsvideo studio talk.mp4 --end 10 --port 8000 --no-browser
       fsvideo studio --generator G.pt --encoder E.pt      # open or upload a video in the page
     """
+    import_torch()
     import importlib.util
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fsvideo.cli import import_torch
 from fsvideo.cli._console import console, err_console
 from fsvideo.errors import ConfigError, InputError
 
@@ -65,6 +66,7 @@ def train(config, out, resume, recipe, sets, device, stop_after, dry_run, overwr
     (input | G(w) | G(w, F)), checkpoints/step_*/ and RUN_DIR/encoder.pt, the latest encoder in
     the released layout (use it with `fsvideo edit --encoder RUN_DIR/encoder.pt`).
     """
+    import_torch()
     from fsvideo.train.checkpoint import latest_checkpoint
     from fsvideo.train.config import dump_train_config, load_train_config
 
