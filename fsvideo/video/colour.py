@@ -70,27 +70,42 @@ def _yuv_to_rgb_fixed(colorspace: int, full: bool) -> np.ndarray:
     return out
 
 
-def rgb_to_yuv420_matrix(image: np.ndarray, colorspace: int | None, full: bool,
-                         pix_fmt: str = "yuv420p") -> av.VideoFrame:
+def _buffer(scratch: dict | None, name: str, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
+    """``scratch[name]`` (kept from frame to frame: fresh 1080p planes each frame, page faults on 10-30 MB,
+    cost more than the conversions themselves), made anew when its shape changes; a new array without
+    ``scratch``."""
+    a = None if scratch is None else scratch.get(name)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = np.empty(shape, dtype)
+        if scratch is not None:
+            scratch[name] = a
+    return a
+
+
+def rgb_to_yuv420_matrix(image: np.ndarray, colorspace: int | None, full: bool, pix_fmt: str = "yuv420p",
+                         scratch: dict | None = None) -> av.VideoFrame:
     """An 8-bit 4:2:0 frame (``pix_fmt`` ``yuv420p``, or ``yuvj420p`` when ``full``) of uint8 [H, W, 3]
     RGB ``image`` (even H and W), with the exact ``colorspace`` matrix (None: BT.601), full or limited
     range: each luma sample rounded, each chroma sample the rounded mean of its 2x2 block (exact sums
     converted in float), the inverse of :class:`Yuv420ToRgb`'s siting, so that a decode -> encode keeps
-    the planes.  OpenCV, 3-7 ms a 1080p frame (swscale's rounded path: 5-10, and it centres full-range
-    chroma half a level low; the mean of the chroma in numpy took 100 ms)."""
+    the planes.  ``scratch``: a dict the caller keeps for one video (see :func:`_buffer`).  OpenCV,
+    about as fast as swscale's rounded path, which centres full-range chroma half a level low (the mean
+    of the chroma in numpy took 100 ms a 1080p frame)."""
     import cv2
 
     h, w = image.shape[:2]
     image = np.ascontiguousarray(image)
-    m = _rgb_to_yuv(colorspace, full)[:3]
-    y = cv2.transform(image, m[:1].astype(np.float32))                    # 3 -> 1 channel: in float, rounded
-    rows = cv2.add(image[0::2], image[1::2], dtype=cv2.CV_16U).reshape(-1, 6)     # pixel pairs of row pairs
-    sums = cv2.add(rows[:, :3], rows[:, 3:]).reshape(h // 2, w // 2, 3)           # each 2x2 block's sum
-    # in float32 (OpenCV's 16-bit transform loses 0.002 level to an offset of 32768 in float32)
-    chroma = cv2.convertScaleAbs(cv2.transform(sums.astype(np.float32), np.hstack([m[:, :3] / 4, m[:, 3:]])
-                                               .astype(np.float32)))        # rounded; all >= 0
+    m = _rgb_to_yuv(colorspace, full)[:3].astype(np.float32)
+    # Each output from one transform to one channel: OpenCV computes those in float and rounds.
+    y = cv2.transform(image, m[:1], dst=_buffer(scratch, "y", (h, w)))
+    rows = cv2.add(image[0::2], image[1::2], dst=_buffer(scratch, "rows", (h // 2, w, 3), np.uint16),
+                   dtype=cv2.CV_16U).reshape(-1, 6)                           # pixel pairs of row pairs
+    sums = cv2.add(rows[:, :3], rows[:, 3:], dst=_buffer(scratch, "sums", (h // 2 * (w // 2), 3), np.uint16))
+    sums = sums.reshape(h // 2, w // 2, 3)                                    # each 2x2 block's sum
+    chroma = [cv2.transform(sums, np.hstack([m[k:k + 1, :3] / 4, m[k:k + 1, 3:]]),
+                            dst=_buffer(scratch, f"c{k}", (h // 2, w // 2), np.uint16)) for k in (1, 2)]
     frame = av.VideoFrame(w, h, pix_fmt)
-    for plane, a in zip(frame.planes, (y, chroma[..., 1], chroma[..., 2])):
+    for plane, a in zip(frame.planes, (y, *(c.astype(np.uint8) for c in chroma))):
         if plane.line_size != a.shape[1]:
             a = np.pad(a, ((0, 0), (0, plane.line_size - a.shape[1])))
         plane.update(np.ascontiguousarray(a))
@@ -110,18 +125,15 @@ class Yuv420ToRgb:
     common case, limited-range BT.601 or untagged.  The others go through one ``cv2.transform`` of
     (Y, Cb, Cr) with the exact matrix (:func:`_yuv_to_rgb_fixed`): within a level of the exact
     conversion and no bias, 1-3 ms a 1080p frame where swscale's exact path takes 5-15 (2 loaded
-    cores).  One converter serves one video: it keeps its scratch planes from frame to frame (fresh
-    ones each frame, page faults on 12 MB, cost more than the conversion itself).
+    cores).  One converter serves one video: it keeps its scratch planes from frame to frame
+    (:func:`_buffer`).
     """
 
     def __init__(self):
         self._scratch: dict[str, np.ndarray] = {}
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        a = self._scratch.get(name)
-        if a is None or a.shape != shape:
-            a = self._scratch[name] = np.empty(shape, np.uint8)
-        return a
+        return _buffer(self._scratch, name, shape)
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray | None:
         import cv2
@@ -169,19 +181,20 @@ def rgb_to_yuv420(image: np.ndarray) -> av.VideoFrame:
 
 
 def encoder_frame(image: np.ndarray, pix_fmt: str, colorspace: int | None, color_range: int | None,
-                  reformatter) -> av.VideoFrame:
+                  reformatter, scratch: dict | None = None) -> av.VideoFrame:
     """The ``pix_fmt`` frame an encoder takes for uint8 [H, W, 3] RGB ``image`` (sizes even where the
     chroma is subsampled), converted with ``colorspace`` (None: BT.601) and ``color_range`` (2: full):
-    OpenCV for 8-bit 4:2:0 (:func:`rgb_to_yuv420`, :func:`rgb_to_yuv420_matrix`), a palette for GIF,
-    and ``reformatter`` (one swscale context a video) rounded with :data:`EXACT_COLOUR` otherwise."""
+    OpenCV for 8-bit 4:2:0 (:func:`rgb_to_yuv420`, :func:`rgb_to_yuv420_matrix` with ``scratch``, a
+    dict kept for the video), a palette for GIF, and ``reformatter`` (one swscale context a video)
+    rounded with :data:`EXACT_COLOUR` otherwise."""
     if pix_fmt == "pal8":
         return palette_frame(image)
     if color_range == 2 and pix_fmt in ("yuv420p", "yuvj420p"):
-        return rgb_to_yuv420_matrix(image, colorspace, True, pix_fmt)           # swscale's is biased
+        return rgb_to_yuv420_matrix(image, colorspace, True, pix_fmt, scratch)          # swscale's is biased
     if pix_fmt == "yuv420p" and colorspace in (None, 5, 6):
         return rgb_to_yuv420(image)
     if pix_fmt == "yuv420p" and colorspace in _MATRIX_COLORSPACES:       # BT.709, BT.2020...: the reader's siting
-        return rgb_to_yuv420_matrix(image, colorspace, False)
+        return rgb_to_yuv420_matrix(image, colorspace, False, scratch=scratch)
     return reformatter.reformat(av.VideoFrame.from_ndarray(image, format="rgb24"), format=pix_fmt,
                                 dst_colorspace=colorspace, dst_color_range=color_range, interpolation=EXACT_COLOUR)
 
