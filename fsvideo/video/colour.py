@@ -98,8 +98,9 @@ def rgb_to_yuv420_matrix(image: np.ndarray, colorspace: int | None, full: bool, 
     m = _rgb_to_yuv(colorspace, full)[:3].astype(np.float32)
     # Each output from one transform to one channel: OpenCV computes those in float and rounds.
     y = cv2.transform(image, m[:1], dst=_buffer(scratch, "y", (h, w)))
-    rows = cv2.add(image[0::2], image[1::2], dst=_buffer(scratch, "rows", (h // 2, w, 3), np.uint16),
-                   dtype=cv2.CV_16U).reshape(-1, 6)                           # pixel pairs of row pairs
+    # (numpy adds the row pairs faster than OpenCV, OpenCV the strided pixel pairs: 0.4 + 1 ms at 1080p)
+    rows = np.add(image[0::2], image[1::2], out=_buffer(scratch, "rows", (h // 2, w, 3), np.uint16),
+                  dtype=np.uint16).reshape(-1, 6)                             # pixel pairs of row pairs
     sums = cv2.add(rows[:, :3], rows[:, 3:], dst=_buffer(scratch, "sums", (h // 2 * (w // 2), 3), np.uint16))
     sums = sums.reshape(h // 2, w // 2, 3)                                    # each 2x2 block's sum
     chroma = [cv2.transform(sums, np.hstack([m[k:k + 1, :3] / 4, m[k:k + 1, 3:]]),
