@@ -10,14 +10,15 @@ default conversions are biased:
   goes through OpenCV instead (:class:`Yuv420ToRgb`, rounded, bias under 0.04 level, 0.12-0.13 level
   from swscale's exact conversion on average: its chroma is not interpolated): limited-range BT.601
   (or untagged, which swscale also reads as BT.601) in 0.4-1.5 ms with the planes' copy, BT.709 (most
-  HD video), BT.2020 and full range in 1.5-2.5 ms against swscale's 7-14.
+  HD video), BT.2020 and full range in 1.3-2.5 ms against swscale's 7-14 (``benchmarks/colour.py``).
 * RGB -> limited-range BT.601 4:2:0 (the writer's common case; :func:`encoder_frame` picks the path)
   goes through OpenCV (:func:`rgb_to_yuv420`: rounded, chroma from 2x2 means, about 2 ms a 1080p frame
   against 3.3 ms for swscale's rounded path).
 * RGB -> full-range YUV (the writer, for a full-range source: phones' ``yuvj420p``, webcams' MJPEG,
   PNG/FFV1 RGB video): swscale centres the chroma half a level low, whatever its flags and bit depth
   (-0.5 in Cb and Cr, 2 levels of R and B after the round trip of a ``yuvj420p`` clip).
-  :func:`rgb_to_yuv420_matrix` converts with the exact matrix instead (cv2, 3-7 ms a 1080p frame), as
+  :func:`rgb_to_yuv420_matrix` converts with the exact matrix instead (cv2, 5-8 ms a 1080p frame on 2
+  loaded cores, about swscale's time; the numpy version it replaced took 145), as
   it does limited-range BT.709 and BT.2020 (swscale's chroma filter is not the 2x2 mean that undoes the
   reader's siting: 0.2 % of the pixels 2-4 levels off after a decode -> encode of a BT.709 clip).
 """
