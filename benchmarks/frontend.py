@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/frontend.py                          # 480p, 720p, 1080p; 48 frames each; dlib
+    python benchmarks/frontend.py                          # 480p, 720p, 1080p, 1080p-709; 48 frames each; dlib
     python benchmarks/frontend.py --frames 96 --detector replay --json
     python benchmarks/frontend.py --clips 1080p --size 1024 --workers 1
 
@@ -33,7 +33,9 @@ them, which is what streaming is for (issue 11 point 9).
 ``--detector replay`` runs dlib once beforehand and replays its detections (keyed by the frame's
 pixels), so the rest of the chain is measured without the detector's cost; ``--detector recorded``
 replays faces recorded earlier (``benchmarks/device_run.py``, for the GPU machine, which has no dlib).
-The clips are read from ``$FSVIDEO_SHARED`` (default ``../shared``).
+The clips are read from ``$FSVIDEO_SHARED`` (default ``../shared``); ``720p`` and ``1080p-709`` (the
+1080p clip's planes tagged BT.709, like most HD video: its colour conversion is not the untagged
+clip's) are made from the 1080p clip into a temporary folder.
 
 Targets (issue 11 point 6, 2-core CPU): every stage outside the networks >= 60 frames/s alone at
 1080p, H.264 >= 40; the chain >= 25 frames/s at 1080p and >= 60 at 480p.  The machine's load
@@ -61,7 +63,8 @@ import torch  # noqa: E402
 from recorded_faces import RecordedDetector, record  # noqa: E402
 
 MEDIA = Path(os.environ.get("FSVIDEO_SHARED", REPO.parent / "shared")) / "media" / "videos" / "other"
-CLIPS = {"480p": MEDIA / "liveportrait-d18.mp4", "720p": None, "1080p": MEDIA / "lt-FP006542HD02.mp4"}
+CLIPS = {"480p": MEDIA / "liveportrait-d18.mp4", "720p": None, "1080p": MEDIA / "lt-FP006542HD02.mp4",
+         "1080p-709": None}
 STAND_IN = ("encode", "edit", "generate")
 
 
@@ -107,22 +110,18 @@ class PassThroughExecutor:
         return np.stack(crops) if crops else np.zeros((0, S, S, 3), np.uint8)
 
 
-def make_720p(src: Path, dst: Path, frames: int) -> Path:
-    """The first ``frames`` frames of ``src`` resized to 1280x720 (H.264 crf 12, no audio)."""
-    import av
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        v = inp.streams.video[0]
-        s = out.add_stream("libx264", rate=v.average_rate, options={"crf": "12", "preset": "veryfast"})
-        s.width, s.height, s.pix_fmt = 1280, 720, "yuv420p"
-        for i, fr in enumerate(inp.decode(v)):
-            if i >= frames:
-                break
-            small = fr.reformat(width=1280, height=720, format="yuv420p", interpolation="AREA")
-            small.pts = None
-            for pkt in s.encode(small):
-                out.mux(pkt)
-        for pkt in s.encode(None):
-            out.mux(pkt)
+def named_clip(label: str, tmp: Path, frames: int) -> Path:
+    """The clip of ``label`` (a key of :data:`CLIPS`); ``720p`` and ``1080p-709`` are made from the 1080p
+    clip into ``tmp``: its first ``frames`` frames resized to 1280x720, or tagged BT.709 (as most HD
+    video is: the reader converts it with another matrix than the untagged clip's BT.601)."""
+    from fsvideo.video.synth import BT709, reencode
+    if CLIPS[label] is not None:
+        return CLIPS[label]
+    dst = tmp / f"lt-{label}.mp4"
+    if label == "720p":
+        reencode(CLIPS["1080p"], dst, frames, width=1280, height=720)
+    else:
+        reencode(CLIPS["1080p"], dst, frames, colour=BT709)
     return dst
 
 
@@ -225,7 +224,8 @@ def print_table(results: list[dict], load: tuple[float, float, float]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", nargs="+", default=list(CLIPS), help="480p, 720p, 1080p or video paths")
+    ap.add_argument("--clips", nargs="+", default=list(CLIPS),
+                    help="480p, 720p, 1080p, 1080p-709 (the 1080p clip tagged BT.709) or video paths")
     ap.add_argument("--frames", type=int, default=48, help="frames per clip (from the start)")
     ap.add_argument("--detector", default="dlib", help="a registered detector, or `replay` (dlib, recorded first)")
     ap.add_argument("--detect-every", default=None,
@@ -248,8 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(td)
         for c in a.clips:
             if c in CLIPS:
-                clip = CLIPS[c] or make_720p(CLIPS["1080p"], tmp / "lt-720p.mp4", a.frames)
-                label = c
+                clip, label = named_clip(c, tmp, a.frames), c
             else:
                 clip, label = Path(c), Path(c).stem
             results.append(bench_clip(label, clip, a, tmp))

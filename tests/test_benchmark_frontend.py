@@ -65,3 +65,17 @@ def test_benchmark_reports_the_device_time(capsys, shared_dir):
     (r,) = json.loads(capsys.readouterr().out)["results"]
     assert r["device_ms"] == 40
     assert r["sequential"]["stages"]["generate"]["busy_s"] >= 2 * 0.04
+
+
+def test_derived_clips_are_made_from_the_1080p_clip(shared_dir, tmp_path):
+    """720p is the 1080p clip scaled down, 1080p-709 the 1080p clip tagged BT.709 (most HD video: the reader's
+    conversion differs), both written into the run's temporary folder."""
+    from fsvideo.video import probe
+    from fsvideo.video.synth import BT709
+    F = _load()
+    small, tagged = F.named_clip("720p", tmp_path, 2), F.named_clip("1080p-709", tmp_path, 2)
+    assert small.parent == tagged.parent == tmp_path
+    a, b = probe(small), probe(tagged)
+    assert (a.width, a.height, a.n_frames, a.color["colorspace"]) == (1280, 720, 2, 2)
+    assert (b.width, b.height, b.n_frames, b.color) == (1920, 1080, 2, BT709)
+    assert F.named_clip("1080p", tmp_path, 2) == F.CLIPS["1080p"]

@@ -293,21 +293,25 @@ def _clip(media_dir, clip, start, n):
     return frames[::-1] if n < 0 else frames
 
 
-@pytest.mark.parametrize("clip,start,n", [
-    ("pyfeat-face_noface.mov", 50, 40),            # the face leaves (a cut), then no face
-    ("pyfeat-face_noface.mov", 50, -40),           # reversed: the face comes in
-    ("facerec-short_hamilton_clip.mp4", 205, 45),  # a cut, a weak face per-frame detection finds on and off
-    ("facerec-short_hamilton_clip.mp4", 10, 90),   # the face leaves, 62 frames without one, a cut brings one
-    ("lt-FP006542HD02.mp4", 0, 16),                # 1080p
+@pytest.mark.parametrize("clip,start,n,late_max", [
+    ("pyfeat-face_noface.mov", 50, 40, 0),            # the face leaves (a cut), then no face
+    ("pyfeat-face_noface.mov", 50, -40, 0),           # reversed: the face comes in
+    # a cut, a weak face per-frame detection finds on and off: it loses it on frames 8-10 and 12 (BT.709, read
+    # by OpenCV: swscale's interpolated chroma lost it on 8-9 only), so the region mode, searching the empty
+    # picture every 8 frames, finds it again on frame 16, 3 frames after per-frame detection
+    ("facerec-short_hamilton_clip.mp4", 205, 45, 3),
+    ("facerec-short_hamilton_clip.mp4", 10, 90, 0),   # the face leaves, 62 frames without one, a cut brings one
+    ("lt-FP006542HD02.mp4", 0, 16, 0),                # 1080p
 ])
-def test_roi_finds_the_faces_per_frame_detection_finds(media_dir, capsys, clip, start, n):
+def test_roi_finds_the_faces_per_frame_detection_finds(media_dir, capsys, clip, start, n, late_max):
     """On real clips the region mode as ``--detect-every 1s --track roi`` builds it (at 30 fps)
     returns, on every frame, as many faces as per-frame detection, each with a box and landmarks
     close to the per-frame one (the detector's own noise: its search sampled at another grid
     offset), except that a face appearing in an empty picture may be found up to
-    ``empty_every - 1`` frames late (none is, on these clips: faces come back at cuts or where they
-    left).  Before the face-less policy the counts were equal on every frame, and every face-less
-    frame cost a full detection."""
+    ``empty_every - 1`` frames late (none is, on these clips, but for a weak face that per-frame
+    detection loses and finds again: faces come back at cuts or where they left).  Before the
+    face-less policy the counts were equal on every frame, and every face-less frame cost a full
+    detection."""
     frames = _clip(media_dir, clip, start, n)
     det = DlibDetector(max_side=640)
     per_frame = [det.detect(im) for im in frames]
@@ -317,7 +321,7 @@ def test_roi_finds_the_faces_per_frame_detection_finds(media_dir, capsys, clip, 
     assert all(not out[i] for i in late)                            # only faces found late, none extra
     runs = np.split(np.asarray(late), np.flatnonzero(np.diff(late) != 1) + 1) if late else []
     assert all(len(r) <= rd.empty_every - 1 for r in runs)
-    assert not late                                                 # measured: none on these clips
+    assert len(late) <= late_max                                    # measured: none on the others
     gaps = [len(g) for g in "".join("x" if f else "." for f in per_frame).split("x")]
     assert rd.stats.skipped >= (max(gaps) - rd.recall) // 2          # a long face-less stretch: mostly not searched
     assert any(per_frame) and not all(per_frame) or clip.startswith("lt-")

@@ -3,8 +3,9 @@
 Frames keep the source's presentation timestamps (``Frame.pts``, stream time base) so the writer
 can keep variable frame rates; ``Frame.time`` is seconds on the player's clock (see
 :mod:`fsvideo.video.probe`).  Colour: YUV -> RGB uses the source's tagged matrix and range (the
-swscale default BT.601 when untagged), rounded (:mod:`fsvideo.video.colour`); the writer converts
-back with the same tags.
+swscale default BT.601 when untagged), rounded: OpenCV for 8-bit 4:2:0 (BT.601, BT.709, BT.2020...,
+:class:`~fsvideo.video.colour.Yuv420ToRgb`), swscale otherwise; the writer converts back with the
+same tags.
 A still image is a one-frame video, so the pipeline treats both alike.  A stream that changes its
 frame size mid-way (a broadcast, a screen recording) is scaled back to the probed first frame's size
 (what ``ffmpeg`` does), with a warning, so every frame of a video has one size.
@@ -27,7 +28,7 @@ from av.video.reformatter import VideoReformatter
 
 from fsvideo.cores import codec_threads
 from fsvideo.errors import InputError
-from fsvideo.video.colour import EXACT_COLOUR, yuv420_to_rgb
+from fsvideo.video.colour import EXACT_COLOUR, Yuv420ToRgb
 from fsvideo.video.images import read_image
 from fsvideo.video.probe import VideoInfo, _open_input, probe, video_stream
 
@@ -203,6 +204,7 @@ class VideoReader:
             # One swscale context for the whole video: frame.to_ndarray() builds a new one per frame,
             # which costs more than the conversion itself (2.3 against 0.6 ms a 1080p frame).
             rgb = VideoReformatter()
+            to_rgb = Yuv420ToRgb()     # 8-bit 4:2:0 with a linear matrix (most video): OpenCV, same rounding
             index = 0
             resized = False
             prev_pts: int | None = None
@@ -247,7 +249,7 @@ class VideoReader:
                                         "frames to the first frame's %dx%d", self.path, frame.width, frame.height,
                                         index, t, *size)
                         resized = True
-                    image = yuv420_to_rgb(frame) if size is None else None
+                    image = to_rgb(frame) if size is None else None
                     if image is None:
                         image = rgb.reformat(frame, format="rgb24", src_color_range=int(frame.color_range) or None,
                                              width=size and size[0], height=size and size[1],

@@ -110,3 +110,31 @@ def add_subtitles(video: str | os.PathLike, srt: str | os.PathLike, dst: str | o
             if pkt.size:
                 pkt.stream = so
                 o.mux(pkt)
+
+
+#: Colour tags of most HD video (phones, cameras, YouTube): BT.709 matrix, primaries and transfer, limited range.
+BT709 = {"colorspace": 1, "color_primaries": 1, "color_trc": 1, "color_range": 1}
+
+
+def reencode(src: str | os.PathLike, dst: str | os.PathLike, frames: int, *, width: int | None = None,
+             height: int | None = None, colour: dict[str, int] | None = None) -> None:
+    """Write ``dst``: the first ``frames`` frames of ``src``'s video as ``yuv420p`` H.264 (crf 12, no
+    audio), scaled to ``width`` x ``height`` (area average; default the source's size) and tagged with
+    ``colour`` (e.g. :data:`BT709`: the same YUV planes, to be read with another matrix)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        v = inp.streams.video[0]
+        s = out.add_stream("libx264", rate=v.average_rate, options={"crf": "12", "preset": "veryfast"})
+        s.width, s.height = width or v.codec_context.width, height or v.codec_context.height
+        s.pix_fmt = "yuv420p"
+        for key, value in (colour or {}).items():
+            setattr(s.codec_context, key, value)
+        for i, fr in enumerate(inp.decode(v)):
+            if i >= frames:
+                break
+            fr = fr.reformat(width=s.width, height=s.height, format="yuv420p", interpolation="AREA")
+            for key in ("colorspace", "color_range"):
+                if key in (colour or {}):
+                    setattr(fr, key, colour[key])
+            fr.pts = None
+            out.mux(s.encode(fr))
+        out.mux(s.encode(None))

@@ -245,6 +245,7 @@ class VideoWriter:
         self._src_colorspace = color.get("colorspace") if color.get("colorspace") not in (None, 0, 2) else None
         self._color_range = color.get("color_range") or None
         self._reformatter = VideoReformatter()  # one swscale context for the whole video
+        self._scratch: dict = {}                # and the OpenCV conversions' scratch planes
 
     def _warn_conversion(self, pix_fmt: str) -> None:
         like = self.like
@@ -307,7 +308,8 @@ class VideoWriter:
         if any(self._pad):
             img = np.pad(img, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         img = np.ascontiguousarray(img)
-        frame = encoder_frame(img, self._video.pix_fmt, self._src_colorspace, self._color_range, self._reformatter)
+        frame = encoder_frame(img, self._video.pix_fmt, self._src_colorspace, self._color_range, self._reformatter,
+                              self._scratch)
         frame.pts = out_pts
         frame.time_base = tb
         self._mux_video(self._video.encode(frame))
