@@ -307,6 +307,25 @@ def test_ctrl_c_in_the_caller_stops_all_threads():
     assert time.perf_counter() - t < 5
 
 
+def test_a_ctrl_c_that_reaches_the_caller_after_the_last_packet_still_stops_the_run():
+    """A signal sent from a stage's thread (a writer killed by SIGHUP after its frame) runs the main thread's
+    handler at its next bytecode, which may come after the last packet, while the runner joins its threads.
+    The runner took it for a second Ctrl-C while shutting down, dropped it and returned as if never stopped:
+    `fsvideo edit` would then keep its output and exit 0."""
+    class InterruptOnClose(FunctionStage):
+        def close(self):                        # after END went out: the caller is joining the threads
+            time.sleep(0.3)
+            _thread.interrupt_main()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_collect(3, [InterruptOnClose("a", lambda ps: ps, needs=("x",))])
+    # Python 3.11's Thread.join, interrupted, marks the thread it waited for as stopped while it still runs
+    # (threading's bpo-45274 handling): wait for it here, or no_thread_leak would see it ending.
+    deadline = time.monotonic() + 5
+    while _fsvideo_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_progress_callback_and_stats():
     seen = []
     out, stats = run_collect(12, [Jitter("a", "y", lambda x: x, batch_size=5, max_delay=0)],

@@ -203,23 +203,33 @@ def _threaded(src: Source, calls: list[StageCall], snk: Sink, failure: Failure, 
     finally:
         if not completed:  # failure, Ctrl-C, or an exception from progress(): stop everyone
             stop.set()
-        _join_all(workers, join_timeout)
+        late = _join_all(workers, join_timeout)
+    interrupted = interrupted or late
     if interrupted is not None:
         raise interrupted
 
 
-def _join_all(workers: list[threading.Thread], timeout: float) -> None:
+def _join_all(workers: list[threading.Thread], timeout: float) -> KeyboardInterrupt | None:
+    """Join ``workers``; a Ctrl-C (or SIGTERM, SIGHUP) meanwhile does not cut the wait short, and the first
+    is returned: the caller raises it even when the stream had ended.  A signal sent from a stage's thread
+    reaches the main thread's handler at its next bytecode, which may be here, after the last packet;
+    dropped here, the run finished as if never stopped."""
     deadline = time.monotonic() + timeout
-    for w in workers:
-        while w.is_alive():
-            try:
+    late: KeyboardInterrupt | None = None
+    pending = list(workers)
+    while pending:
+        try:                        # the handler may raise at any bytecode of the loop, not only in join()
+            while pending:
+                w = pending[0]
                 w.join(timeout=max(0.0, min(POLL_S * 4, deadline - time.monotonic())))
-            except KeyboardInterrupt:  # a second Ctrl-C while shutting down: keep shutting down
-                log.warning("interrupted again while stopping; still waiting for %s", w.name)
-            if time.monotonic() >= deadline:
-                break
-        if w.is_alive():
-            log.error("thread %s did not stop within %.0f s (stuck inside a stage call)", w.name, timeout)
+                if w.is_alive() and time.monotonic() >= deadline:
+                    log.error("thread %s did not stop within %.0f s (stuck inside a stage call)", w.name, timeout)
+                if not w.is_alive() or time.monotonic() >= deadline:
+                    pending.pop(0)
+        except KeyboardInterrupt as e:  # while shutting down: keep shutting down, then stop the caller
+            log.warning("interrupted while stopping; still waiting for %s", ", ".join(w.name for w in pending))
+            late = late or e
+    return late
 
 
 def _sequential(src: Source, calls: list[StageCall], snk: Sink, failure: Failure) -> None:
