@@ -307,10 +307,17 @@ def test_cli_killed_midway_leaves_no_partial_file(tiny, face_clip, tmp_path, cap
             os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(W.VideoWriter, "write", write)
-    code, text = cli_edit(capsys, tiny, face_clip, tmp_path / "out.mp4")
+    # The signal's default action, as in a terminal: under `nohup` (SIGHUP ignored, and the CLI keeps a
+    # signal its caller ignores) the kill would be ignored and the run would finish.
+    previous = signal.signal(signum, signal.SIG_DFL)
+    try:
+        code, text = cli_edit(capsys, tiny, face_clip, tmp_path / "out.mp4")
+        after = signal.getsignal(signum)
+    finally:
+        signal.signal(signum, previous)
     assert code == 128 + signum and f"terminated ({sig})" in text and "Traceback" not in text, text
     assert list(tmp_path.iterdir()) == []                      # no output, no hidden .partial file
-    assert signal.getsignal(signum) is signal.SIG_DFL          # the handler is the CLI's only while it runs
+    assert after is signal.SIG_DFL                             # the handler is the CLI's only while it runs
 
 
 def test_face_parser_is_loaded_once_per_file_version(tiny, monkeypatch):
