@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from av.video.reformatter import VideoReformatter  # noqa: E402
 
 from fsvideo.video.colour import EXACT_COLOUR, Yuv420ToRgb, rgb_to_yuv420, rgb_to_yuv420_matrix  # noqa: E402
+from fsvideo.video.synth import nearest_444  # noqa: E402
 
 CLIP = Path(os.environ.get("FSVIDEO_SHARED", REPO.parent / "shared")) / "media/videos/other/lt-FP006542HD02.mp4"
 
@@ -46,17 +47,6 @@ def ms_per_frame(fn, items, repeats: int = 5) -> float:
             fn(x)
         times.append((time.perf_counter() - t0) / len(items) * 1000)
     return float(np.median(times))
-
-
-def nearest_444(frame) -> av.VideoFrame:
-    """4:2:0 ``frame`` as ``yuv444p``, each chroma sample over its 2x2 block, same tags."""
-    out = av.VideoFrame(frame.width, frame.height, "yuv444p")
-    for k, (src, dst) in enumerate(zip(frame.planes, out.planes)):
-        a = np.frombuffer(src, np.uint8).reshape(src.height, src.line_size)[:, :src.width]
-        a = a.repeat(2, 0).repeat(2, 1) if k else a
-        dst.update(np.ascontiguousarray(np.pad(a, ((0, 0), (0, dst.line_size - a.shape[1])))))
-    out.colorspace, out.color_range = frame.colorspace, frame.color_range
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:

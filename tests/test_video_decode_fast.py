@@ -8,7 +8,7 @@ import pytest
 
 from fsvideo.video import VideoReader, probe
 from fsvideo.video.colour import EXACT_COLOUR, Yuv420ToRgb
-from fsvideo.video.synth import BT709, make_test_clip, reencode
+from fsvideo.video.synth import BT709, make_test_clip, nearest_444, reencode
 
 
 def _want(path, n=4):
@@ -43,19 +43,9 @@ def _planes(frame) -> list[np.ndarray]:
     return [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in frame.planes]
 
 
-def _nearest_444(frame) -> av.VideoFrame:
-    """``frame`` (4:2:0) as ``yuv444p`` with each chroma sample over its 2x2 block (the fast path's siting)."""
-    y, u, v = _planes(frame)
-    out = av.VideoFrame(frame.width, frame.height, "yuv444p")
-    for plane, a in zip(out.planes, (y, *(c.repeat(2, 0).repeat(2, 1) for c in (u, v)))):
-        plane.update(np.ascontiguousarray(np.pad(a, ((0, 0), (0, plane.line_size - a.shape[1])))))
-    out.colorspace, out.color_range = frame.colorspace, frame.color_range
-    return out
-
-
 def _exact(frame, kr: float, kb: float) -> np.ndarray:
-    """float64 [H, W, 3] RGB of ``frame`` by the formula (Kr, Kb of its matrix), chroma as :func:`_nearest_444`."""
-    y, u, v = (a.astype(np.float64) for a in _planes(_nearest_444(frame)))
+    """float64 [H, W, 3] RGB of ``frame`` by the formula (Kr, Kb of its matrix), chroma as :func:`nearest_444`."""
+    y, u, v = (a.astype(np.float64) for a in _planes(nearest_444(frame)))
     if int(frame.color_range) == 2:
         u, v = u - 128, v - 128
     else:
@@ -81,7 +71,7 @@ def test_fast_conversion_is_swscales_exact_one(media_dir, colorspace, color_rang
             frame.colorspace, frame.color_range = colorspace, color_range
             got = convert(frame)
             assert got.shape == (1080, 1920, 3) and got.dtype == np.uint8
-            d = got.astype(np.int16) - _swscale(_nearest_444(frame))
+            d = got.astype(np.int16) - _swscale(nearest_444(frame))
             assert np.abs(d).max() <= 1 and np.abs(d.reshape(-1, 3).mean(0)).max() < 0.03
             assert np.abs(got - np.clip(_exact(frame, *kr_kb), 0, 255)).max() < 1
             d = got.astype(np.int16) - _swscale(frame)
@@ -100,7 +90,7 @@ def test_reader_converts_a_bt709_source_in_opencv(media_dir, tmp_path, size):
     with av.open(str(src)) as c:
         for frame in c.decode(video=0):
             want.append(Yuv420ToRgb()(frame))
-            assert np.abs(want[-1].astype(np.int16) - _swscale(_nearest_444(frame))).max() <= 1
+            assert np.abs(want[-1].astype(np.int16) - _swscale(nearest_444(frame))).max() <= 1
             frame.colorspace = 6
             as_601.append(Yuv420ToRgb()(frame))
     got = [f.image for f in VideoReader(src)]

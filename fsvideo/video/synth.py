@@ -138,3 +138,16 @@ def reencode(src: str | os.PathLike, dst: str | os.PathLike, frames: int, *, wid
             fr.pts = None
             out.mux(s.encode(fr))
         out.mux(s.encode(None))
+
+
+def nearest_444(frame: av.VideoFrame) -> av.VideoFrame:
+    """8-bit 4:2:0 ``frame`` as ``yuv444p`` with each chroma sample over its 2x2 block (the siting of the
+    reader's OpenCV conversions, :class:`~fsvideo.video.colour.Yuv420ToRgb`), same colour tags: converted
+    by swscale, the reference those conversions are checked and measured against."""
+    out = av.VideoFrame(frame.width, frame.height, "yuv444p")
+    for k, (src, dst) in enumerate(zip(frame.planes, out.planes)):
+        a = np.frombuffer(src, np.uint8).reshape(src.height, src.line_size)[:, :src.width]
+        a = a.repeat(2, 0).repeat(2, 1) if k else a
+        dst.update(np.ascontiguousarray(np.pad(a, ((0, 0), (0, dst.line_size - a.shape[1])))))
+    out.colorspace, out.color_range = frame.colorspace, frame.color_range
+    return out
