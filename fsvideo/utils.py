@@ -43,17 +43,17 @@ def check_output_path(out: str | os.PathLike, *, overwrite: bool = False,
     the one that gave the path (``--latents-out`` for a latents file)."""
     o = Path(out)
     try:
-        o.exists()
+        found = o.exists()
     except OSError as e:        # a name longer than the file system allows (255 bytes): ENAMETOOLONG
         raise OutputError(f"cannot write {o} ({e.strerror or e})", hint=f"choose a shorter name with {option}"
                           if e.errno == errno.ENAMETOOLONG else f"choose another {option}") from e
     for i in inputs:
         ip = Path(i)
-        if ip.exists() and (o.resolve() == ip.resolve() or (o.exists() and o.samefile(ip))):
+        if ip.exists() and (o.resolve() == ip.resolve() or (found and o.samefile(ip))):
             raise OutputError(f"output {o} is the input file", hint=f"choose another output name with {option}")
-    if o.exists() and not overwrite:
+    if found and not overwrite:
         raise OutputError(f"{o} already exists", hint=f"pass --overwrite to replace it, or choose another name with {option}")
-    if o.exists() and o.is_dir():
+    if found and o.is_dir():
         raise OutputError(f"{o} is a folder", hint=f"give a file name with {option}")
     parent = o.parent if str(o.parent) else Path(".")
     if not parent.exists():
