@@ -36,7 +36,7 @@ async function start(kept) {
     studio.seq = Math.max(studio.seq, kept.seq | 0);          // the server skips renders older than its last
     const view = document.querySelector(`input[name=view][value="${kept.view}"]`); if (view) view.checked = true;
     studio.path = kept.path; studio.uploaded = resumed ? kept.uploaded : null;
-    if (!resumed && kept.path) await openVideo(kept.path.split(/[\\/]/).pop(), () => call("open", { path: kept.path }), kept.path);
+    if (!resumed && kept.path) await openPath(kept.path);
     const again = [...(!resumed && kept.uploaded ? [kept.uploaded] : []), ...lost.map((e) => e.attr.split(":").pop())];
     if (again.length) showError(`the studio was restarted: upload ${again.join(", ")} again`);
   }

@@ -375,11 +375,10 @@ async function openVideo(name, request, path = null) {
     $("open-btn").disabled = $("upload").disabled = studio.opening = false;
   }
 }
-$("open-form").onsubmit = (ev) => {
-  ev.preventDefault();
-  const path = $("open-path").value;
-  openVideo(path.split(/[\\/]/).pop() || path, () => call("open", { path }), path);
-};
+function openPath(path) {                          // a video by its path on the server's machine
+  return openVideo(path.split(/[\\/]/).pop() || path, () => call("open", { path }), path);
+}
+$("open-form").onsubmit = (ev) => { ev.preventDefault(); openPath($("open-path").value); };
 $("upload").onchange = (ev) => {
   const f = ev.target.files[0]; ev.target.value = "";
   if (f) openVideo(f.name, () => call("upload", null, { body: f, name: f.name }));
